@@ -1,0 +1,36 @@
+# Two commands for people: `make run` and `make test`. Both install whatever is missing first.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+STAMP := $(VENV)/.installed
+APT_STAMP := var/.apt-installed
+# command -> Debian package that provides it
+APT_CMDS := redis-server:redis-server espeak-ng:espeak-ng sox:sox baresip:baresip kamailio:kamailio \
+	ip:iproute2 linphonec:linphone-cli chromium:chromium tshark:tshark
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+ARGS ?=
+
+.PHONY: run test
+run: $(APT_STAMP) $(STAMP)
+	$(BIN)/atiende run $(ARGS)
+
+test: $(APT_STAMP) $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+$(APT_STAMP):
+	@missing=""; for pair in $(APT_CMDS); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing libsox-fmt-base; \
+	fi
+	@mkdir -p var && touch $@
+
+$(STAMP): pyproject.toml
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test,models]'
+	$(BIN)/atiende models prepare
+	@touch $@

@@ -1,0 +1,90 @@
+"""The composition root for one process: configuration, store, clock, and the services built on them.
+
+Services are created on first use, so a CLI command that needs only the router never loads
+a speech model or connects to Redis. Each package adds its service here, in its own block.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from atiende.clock import Clock, SystemClock
+from atiende.store import Store
+from config.loader import ConfigError, Loaded, load
+from config.models import Settings
+
+if TYPE_CHECKING:
+    pass
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(
+        self,
+        loaded: Loaded,
+        store: Store | None = None,
+        clock: Clock | None = None,
+        config_dir: Path | None = None,
+        overrides: dict[str, str] | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self._store = store
+        self.clock: Clock = clock or SystemClock()
+        self.config_dir = config_dir
+        self.overrides = overrides or {}
+        self.last_reload_error: str | None = None
+        self._reload_listeners: list[Callable[[Settings], None]] = []
+
+    @property
+    def settings(self) -> Settings:
+        return self.loaded.settings
+
+    @property
+    def config_version(self) -> str:
+        return self.loaded.version
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise RuntimeError("this command runs without a store")
+        return self._store
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.service.data_dir
+
+    def on_reload(self, listener: Callable[[Settings], None]) -> None:
+        self._reload_listeners.append(listener)
+
+    def reload(self) -> bool:
+        """Re-read the config files; an invalid new config is refused and the old one keeps serving."""
+        import os
+
+        env = {**os.environ, **self.overrides}
+        try:
+            new = load(self.config_dir, env)
+        except ConfigError as exc:
+            self.last_reload_error = "; ".join(str(i) for i in exc.issues)
+            log.error("new configuration refused, still serving version %s: %s", self.config_version, self.last_reload_error)
+            return False
+        self.last_reload_error = None
+        if new.version != self.loaded.version:
+            self.loaded = new
+            log.info("configuration reloaded", extra={"fields": {"config_version": new.version}})
+            for listener in self._reload_listeners:
+                listener(new.settings)
+        return True
+
+    # ---- services, one block per owning package -------------------------------------------------
+
+    # routing: calendars
+    @cached_property
+    def calendars(self):  # type: ignore[no-untyped-def,unused-ignore]
+        from routing.calendar_service import CalendarService
+
+        return CalendarService(self)

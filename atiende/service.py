@@ -1,0 +1,172 @@
+"""`atiende run`: the private Redis (if needed), the HTTP API, and the call-handling components.
+
+Shutdown order on SIGINT/SIGTERM: stop taking new work (HTTP, SIP), let components finish or
+save in-flight work, close the store, then stop the private Redis, which flushes its AOF.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from atiende import logs
+from atiende.clock import Clock, ShiftedClock, SystemClock
+from atiende.redis_server import PrivateRedis, RedisUnavailable, check_url
+from atiende.runtime import Runtime
+from atiende.store import Store
+from config.loader import ConfigError, load
+
+log = logging.getLogger("atiende")
+
+# Modules with `async def start(runtime) -> Component | None`, started in order, stopped in reverse.
+COMPONENT_MODULES: list[str] = []
+
+
+class Component(Protocol):
+    async def stop(self) -> None: ...
+
+
+def _split_hostport(value: str, what: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"{what} must be HOST:PORT, got {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def cli_overrides(args: argparse.Namespace) -> dict[str, str]:
+    """CLI options become ATIENDE_* overrides so they layer exactly like environment variables."""
+    out: dict[str, str] = {}
+    if getattr(args, "http", None):
+        host, port = _split_hostport(args.http, "--http")
+        out |= {"ATIENDE_HTTP__HOST": host, "ATIENDE_HTTP__PORT": str(port)}
+    if getattr(args, "sip", None):
+        host, port = _split_hostport(args.sip, "--sip")
+        out |= {"ATIENDE_SIP__HOST": host, "ATIENDE_SIP__PORT": str(port)}
+    if getattr(args, "rtp_ports", None):
+        low, sep, high = args.rtp_ports.partition("-")
+        if not sep or not low.isdigit() or not high.isdigit():
+            raise ValueError(f"--rtp-ports must be LOW-HIGH, got {args.rtp_ports!r}")
+        out |= {"ATIENDE_SIP__RTP_PORT_MIN": low, "ATIENDE_SIP__RTP_PORT_MAX": high}
+    if getattr(args, "no_sip", False):
+        out["ATIENDE_SIP__ENABLED"] = "false"
+    return out
+
+
+def make_clock(iso: str | None) -> Clock:
+    if not iso:
+        return SystemClock()
+    from datetime import datetime
+
+    start = datetime.fromisoformat(iso)
+    if start.tzinfo is None:
+        from zoneinfo import ZoneInfo
+
+        start = start.replace(tzinfo=ZoneInfo("Europe/Madrid"))
+    return ShiftedClock(start)
+
+
+@contextlib.contextmanager
+def redis_for(settings_url: str | None, data_dir: Path) -> Iterator[str]:
+    if settings_url:
+        check_url(settings_url)
+        yield settings_url
+        return
+    server = PrivateRedis(data_dir / "redis")
+    url = server.start()
+    log.info("private redis-server started", extra=logs.fields(url=url, dir=str(server.data_dir)))
+    try:
+        yield url
+    finally:
+        server.stop()
+        log.info("private redis-server stopped")
+
+
+async def serve(rt: Runtime) -> int:
+    import uvicorn
+
+    from desk_api.app import create_app
+
+    class _Server(uvicorn.Server):
+        # We own the signals, so uvicorn must not install (and later re-raise) its own.
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    s = rt.settings
+    app = create_app(rt)
+    server = _Server(uvicorn.Config(app, host=s.http.host, port=s.http.port, log_config=None, access_log=False,
+                                    lifespan="on"))
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+
+    def _stop(signame: str) -> None:
+        if not stopping.is_set():
+            log.info("stopping on %s", signame)
+        stopping.set()
+        server.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, _stop, sig.name)
+    with contextlib.suppress(AttributeError, NotImplementedError):
+        loop.add_signal_handler(signal.SIGHUP, rt.reload)
+
+    components: list[Any] = []
+    try:
+        for name in COMPONENT_MODULES:
+            comp = await importlib.import_module(name).start(rt)
+            if comp is not None:
+                components.append(comp)
+        http_task = asyncio.create_task(server.serve(), name="http")
+        await asyncio.sleep(0)
+        log.info("serving", extra=logs.fields(http=f"http://{s.http.host}:{s.http.port}", config_version=rt.config_version))
+        await asyncio.wait([http_task, asyncio.create_task(stopping.wait())], return_when=asyncio.FIRST_COMPLETED)
+        server.should_exit = True
+        await http_task
+        if not server.started:
+            log.error("the HTTP listener could not start on %s:%s", s.http.host, s.http.port)
+            return 1
+    finally:
+        for comp in reversed(components):
+            try:
+                await asyncio.wait_for(comp.stop(), 15)
+            except Exception:
+                log.exception("component did not stop cleanly")
+        await rt.store.close()
+    return 0
+
+
+def run_service(args: argparse.Namespace) -> int:
+    from atiende.cli import config_dir_of
+
+    try:
+        overrides = cli_overrides(args)
+        clock = make_clock(getattr(args, "clock", None))
+    except ValueError as exc:
+        print(f"atiende: {exc}", file=sys.stderr)
+        return 2
+    config_dir = config_dir_of(args)
+    try:
+        loaded = load(config_dir, {**os.environ, **overrides})
+    except ConfigError as exc:
+        print("atiende: the configuration is invalid:", file=sys.stderr)
+        for issue in exc.issues:
+            print(f"  {issue}", file=sys.stderr)
+        return 2
+    logs.setup(loaded.settings.service.log_level)
+    try:
+        with redis_for(loaded.settings.redis.url, loaded.settings.service.data_dir) as url:
+            store = Store(url, prefix=loaded.settings.redis.prefix)
+            rt = Runtime(loaded, store=store, clock=clock, config_dir=config_dir, overrides=overrides)
+            return asyncio.run(serve(rt))
+    except RedisUnavailable as exc:
+        print(f"atiende: {exc}", file=sys.stderr)
+        return 3

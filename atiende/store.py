@@ -1,0 +1,182 @@
+"""The one place that knows Redis key names and how values are serialised.
+
+Every package reads and writes shared state through `Store`; none builds a key by hand.
+Values are JSON (pydantic models dump to JSON); sets, sorted sets and streams hold ids.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from pydantic import BaseModel
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Keys:
+    """Key names, grouped by the package that owns the data. Add new keys here, nowhere else."""
+
+    def __init__(self, prefix: str = "atiende") -> None:
+        self.p = prefix
+
+    # -- versioned configuration sections (calendar, intents, flows, queues...)
+    def config_versions(self, section: str) -> str:
+        return f"{self.p}:cfg:{section}:versions"  # hash: version number -> JSON document
+
+    def config_meta(self, section: str) -> str:
+        return f"{self.p}:cfg:{section}:meta"  # hash: version number -> JSON {actor, at, note}
+
+    def config_current(self, section: str) -> str:
+        return f"{self.p}:cfg:{section}:current"  # string: active version number
+
+    def config_seq(self, section: str) -> str:
+        return f"{self.p}:cfg:{section}:seq"
+
+    @property
+    def config_channel(self) -> str:
+        return f"{self.p}:cfg:changed"  # pub/sub: section name
+
+    # -- citizens, tickets and their interactions (desk)
+    def citizen(self, citizen_id: str) -> str:
+        return f"{self.p}:citizen:{citizen_id}"
+
+    def citizen_by_identity(self, kind: str, value: str) -> str:
+        return f"{self.p}:citizen:by:{kind}:{value}"
+
+    def citizen_tickets(self, citizen_id: str) -> str:
+        return f"{self.p}:citizen:{citizen_id}:tickets"
+
+    def ticket(self, ref: str) -> str:
+        return f"{self.p}:ticket:{ref}"
+
+    def ticket_interactions(self, ref: str) -> str:
+        return f"{self.p}:ticket:{ref}:interactions"
+
+    def ticket_claim(self, ref: str) -> str:
+        return f"{self.p}:ticket:{ref}:claim"
+
+    @property
+    def ticket_seq(self) -> str:
+        return f"{self.p}:ticket:seq"
+
+    @property
+    def tickets_open(self) -> str:
+        return f"{self.p}:tickets:open"  # zset: ref -> due timestamp
+
+    @property
+    def tickets_all(self) -> str:
+        return f"{self.p}:tickets:all"  # zset: ref -> created timestamp
+
+    def queue_items(self, queue: str) -> str:
+        return f"{self.p}:queue:{queue}:items"  # zset: work item id -> priority score
+
+    def trace(self, trace_id: str) -> str:
+        return f"{self.p}:trace:{trace_id}"  # list of {kind, id, at}
+
+    def thread(self, channel: str, thread_id: str) -> str:
+        return f"{self.p}:thread:{channel}:{thread_id}"  # channel conversation -> ticket ref
+
+    # -- agents and presence
+    def agent(self, agent_id: str) -> str:
+        return f"{self.p}:agent:{agent_id}"
+
+    @property
+    def agents(self) -> str:
+        return f"{self.p}:agents"
+
+    def agents_idle(self, skill: str) -> str:
+        return f"{self.p}:agents:idle:{skill}"  # zset: agent id -> idle-since timestamp
+
+    def session(self, token: str) -> str:
+        return f"{self.p}:session:{token}"
+
+    @property
+    def audit(self) -> str:
+        return f"{self.p}:audit"  # stream
+
+    @property
+    def events(self) -> str:
+        return f"{self.p}:events"  # stream of desk events for live pages
+
+    def rate(self, bucket: str) -> str:
+        return f"{self.p}:rate:{bucket}"
+
+    # -- calls (IVR records), callbacks, voicemail
+    def call(self, call_id: str) -> str:
+        return f"{self.p}:call:{call_id}"
+
+    @property
+    def calls(self) -> str:
+        return f"{self.p}:calls"  # zset: call id -> start timestamp
+
+    def callback(self, callback_id: str) -> str:
+        return f"{self.p}:callback:{callback_id}"
+
+    @property
+    def callbacks_due(self) -> str:
+        return f"{self.p}:callbacks:due"  # zset: callback id -> due timestamp
+
+    def voicemail(self, call_id: str) -> str:
+        return f"{self.p}:voicemail:{call_id}"
+
+    # -- counters for reports
+    def counter(self, name: str, day: str) -> str:
+        return f"{self.p}:count:{name}:{day}"
+
+    def lock(self, name: str) -> str:
+        return f"{self.p}:lock:{name}"
+
+
+def dumps(value: BaseModel | dict[str, Any] | list[Any]) -> str:
+    if isinstance(value, BaseModel):
+        return value.model_dump_json()
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def loads(raw: str | bytes | None, model: type[M]) -> M | None:
+    if raw is None:
+        return None
+    return model.model_validate_json(raw)
+
+
+REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+class Store:
+    """A Redis connection pool plus the key scheme. Reconnects by itself when Redis comes back."""
+
+    def __init__(self, url: str, prefix: str = "atiende") -> None:
+        self.url = url
+        self.keys = Keys(prefix)
+        self.redis: aioredis.Redis = aioredis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+            health_check_interval=10,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )
+
+    async def ping(self, within: float = 1.0) -> bool:
+        import asyncio
+
+        try:
+            return bool(await asyncio.wait_for(self.redis.ping(), within))
+        except (*REDIS_ERRORS, TimeoutError):
+            return False
+
+    async def get_model(self, key: str, model: type[M]) -> M | None:
+        return loads(await self.redis.get(key), model)
+
+    async def set_model(self, key: str, value: BaseModel) -> None:
+        await self.redis.set(key, dumps(value))
+
+    async def close(self) -> None:
+        await self.redis.aclose()

@@ -1,0 +1,32 @@
+"""Service identity, HTTP listener, Redis and data locations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from config.base import Strict
+
+
+class ServiceConfig(Strict):
+    name: str = "Atiende"
+    institution: str = "Junta de Extremadura"
+    line_name: str = "Atención a la Ciudadanía"
+    line_number: str = "900 000 000"
+    language: str = "es"
+    data_dir: Path = Path("var")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    node_id: str = "node1"
+
+
+class HttpConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    public_url: str | None = None
+
+
+class RedisConfig(Strict):
+    url: str | None = Field(None, description="Redis URL; unset = a private redis-server child under data_dir/redis")
+    prefix: str = "atiende"

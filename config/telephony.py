@@ -1,0 +1,51 @@
+"""SIP endpoint, RTP and trunk settings."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from config.base import Strict
+
+Codec = Literal["PCMA", "PCMU"]
+
+
+class Registration(Strict):
+    registrar: str = Field(..., description="sip:host[:port] of the PBX or trunk")
+    user: str
+    password: str = ""
+    auth_user: str | None = None
+    domain: str | None = None
+    expires: int = Field(600, ge=60, le=86400)
+
+
+class Trunk(Strict):
+    """Where outbound calls (callbacks, agents' phones) go, with digest credentials if asked."""
+
+    proxy: str | None = Field(None, description="sip:host[:port]; unset = dial the request URI directly")
+    user: str | None = None
+    password: str | None = None
+    from_user: str = "900000000"
+
+
+class SipConfig(Strict):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(5060, ge=0, le=65535)
+    transport: Literal["udp"] = "udp"
+    public_host: str | None = Field(None, description="address to put in Contact and SDP; default: host")
+    rtp_port_min: int = Field(20000, ge=1024, le=65534)
+    rtp_port_max: int = Field(20999, ge=1025, le=65535)
+    codecs: list[Codec] = Field(default_factory=lambda: list[Codec](["PCMA", "PCMU"]), min_length=1)
+    max_calls: int = Field(100, ge=1)
+    media_timeout_s: float = Field(30.0, gt=0)
+    user_agent: str = "Atiende"
+    registrations: list[Registration] = Field(default_factory=list)
+    trunk: Trunk = Field(default_factory=Trunk)
+
+    @model_validator(mode="after")
+    def _ports(self) -> SipConfig:
+        if self.rtp_port_max <= self.rtp_port_min:
+            raise ValueError("rtp_port_max must be above rtp_port_min")
+        return self

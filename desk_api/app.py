@@ -1,0 +1,70 @@
+"""The FastAPI application: thin HTTP resources over the services in `Runtime`."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from atiende import __version__
+from atiende.errors import AtiendeError
+from atiende.runtime import Runtime
+from atiende.store import REDIS_ERRORS
+from desk_api import metrics
+
+log = logging.getLogger(__name__)
+
+# Each module exposes `router` (an APIRouter). A package adds its module here.
+ROUTE_MODULES = [
+    "desk_api.routes.health",
+]
+
+
+def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+    return [{"loc": ".".join(str(x) for x in e.get("loc", ())), "reason": e.get("msg", "")} for e in exc.errors()]
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    app = FastAPI(
+        title="Atiende",
+        version=__version__,
+        description="Contact center API: calendar, routing, tickets, calls, callbacks.",
+    )
+    app.state.runtime = runtime
+
+    @app.exception_handler(AtiendeError)
+    async def _domain_error(request: Request, exc: AtiendeError) -> JSONResponse:
+        return JSONResponse(exc.to_dict(), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        body = {"error_id": "invalid-input", "message": "the request is not valid", "details": _validation_details(exc)}
+        return JSONResponse(body, status_code=422)
+
+    for exc_type in REDIS_ERRORS:
+
+        @app.exception_handler(exc_type)
+        async def _store_down(request: Request, exc: Exception) -> JSONResponse:
+            log.warning("store unavailable: %s", exc)
+            body = {"error_id": "store-unavailable", "message": "the store is not reachable, try again", "details": {}}
+            return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+
+    @app.middleware("http")
+    async def _count(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        route = request.scope.get("route")
+        metrics.HTTP_REQUESTS.labels(getattr(route, "path", "unmatched"), str(response.status_code)).inc()
+        return response
+
+    @app.get("/metrics", include_in_schema=False)
+    async def _metrics() -> PlainTextResponse:
+        body, content_type = metrics.render()
+        return PlainTextResponse(body, media_type=content_type)
+
+    for name in ROUTE_MODULES:
+        app.include_router(importlib.import_module(name).router)
+    return app

@@ -1,0 +1,70 @@
+"""Shared fixtures: a real redis-server per test session, a store per test, a fixed clock."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+
+from atiende.clock import FixedClock
+from atiende.redis_server import PrivateRedis
+from atiende.runtime import Runtime
+from atiende.store import Store
+from config.loader import Loaded, load
+
+MADRID = ZoneInfo("Europe/Madrid")
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def store(redis_server: PrivateRedis) -> AsyncIterator[Store]:
+    # A prefix per test keeps tests apart on one server without FLUSHALL races.
+    s = Store(redis_server.url, prefix=f"t{uuid.uuid4().hex[:10]}")
+    yield s
+    await s.close()
+
+
+@pytest.fixture(scope="session")
+def loaded() -> Loaded:
+    return load(None, env={})
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(datetime(2026, 11, 23, 10, 0, tzinfo=MADRID))
+
+
+@pytest.fixture
+def runtime(loaded: Loaded, store: Store, clock: FixedClock, tmp_path: Path) -> Runtime:
+    data = loaded.settings.model_copy(deep=True)
+    data.service.data_dir = tmp_path / "var"
+    return Runtime(Loaded(settings=data, version=loaded.version, document=loaded.document), store=store, clock=clock)
+
+
+@pytest.fixture
+async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    from desk_api.app import create_app
+
+    app = create_app(runtime)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        yield c
