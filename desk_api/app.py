@@ -21,6 +21,11 @@ log = logging.getLogger(__name__)
 # Each module exposes `router` (an APIRouter). A package adds its module here.
 ROUTE_MODULES = [
     "desk_api.routes.health",
+    "desk_api.routes.calendar",
+    "desk_api.routes.routing",
+    "desk_api.routes.desk",
+    "desk_api.routes.ivr",
+    "desk_api.routes.voicemail",
 ]
 
 

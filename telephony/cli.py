@@ -1,0 +1,9 @@
+"""CLI subcommands of this package (filled in by its issue)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
+    """Add this package's subcommands to `atiende`."""
