@@ -122,8 +122,15 @@ class Keys:
     def callbacks_due(self) -> str:
         return f"{self.p}:callbacks:due"  # zset: callback id -> due timestamp
 
+    @property
+    def callbacks_all(self) -> str:
+        return f"{self.p}:callbacks:all"  # zset: callback id -> created timestamp
+
     def voicemail(self, call_id: str) -> str:
         return f"{self.p}:voicemail:{call_id}"
+
+    def voicemails_recording(self, node_id: str) -> str:
+        return f"{self.p}:voicemails:recording:{node_id}"  # set of call ids being recorded on a node
 
     # -- counters for reports
     def counter(self, name: str, day: str) -> str:
