@@ -82,6 +82,19 @@ class Keys:
     def thread(self, channel: str, thread_id: str) -> str:
         return f"{self.p}:thread:{channel}:{thread_id}"  # channel conversation -> ticket ref
 
+    # -- digital channels (desk_api/channels)
+    def ticket_contact(self, ref: str) -> str:
+        return f"{self.p}:ticket:{ref}:contact"  # JSON: where replies to this ticket go (channel, address, thread)
+
+    def chat_state(self, channel: str, thread_id: str) -> str:
+        return f"{self.p}:chat:{channel}:{thread_id}:state"  # JSON: pending self-service step, with TTL
+
+    def webchat_out(self, session: str) -> str:
+        return f"{self.p}:webchat:{session}:out"  # pub/sub: messages for one web chat session, any node
+
+    def webchat_log(self, session: str) -> str:
+        return f"{self.p}:webchat:{session}:log"  # list: the session's messages, replayed on reconnect
+
     # -- agents and presence
     def agent(self, agent_id: str) -> str:
         return f"{self.p}:agent:{agent_id}"
