@@ -95,6 +95,9 @@ class Keys:
     def webchat_log(self, session: str) -> str:
         return f"{self.p}:webchat:{session}:log"  # list: the session's messages, replayed on reconnect
 
+    def channel_seen(self, channel: str, message_id: str) -> str:
+        return f"{self.p}:chan:{channel}:seen:{message_id}"  # webhook retries are delivered at most once (TTL)
+
     # -- agents and presence
     def agent(self, agent_id: str) -> str:
         return f"{self.p}:agent:{agent_id}"
@@ -119,6 +122,32 @@ class Keys:
 
     def rate(self, bucket: str) -> str:
         return f"{self.p}:rate:{bucket}"
+
+    @property
+    def citizens(self) -> str:
+        return f"{self.p}:citizens"  # zset: citizen id -> created timestamp
+
+    def tickets_status(self, status: str) -> str:
+        return f"{self.p}:tickets:status:{status}"  # zset: ref -> updated timestamp
+
+    def tickets_queue(self, queue: str) -> str:
+        return f"{self.p}:tickets:queue:{queue}"  # zset: active ref -> created timestamp
+
+    def tickets_agent(self, agent_id: str) -> str:
+        return f"{self.p}:tickets:agent:{agent_id}"  # zset: ref assigned to the agent -> assigned timestamp
+
+    def user(self, username: str) -> str:
+        return f"{self.p}:user:{username}"
+
+    @property
+    def users(self) -> str:
+        return f"{self.p}:users"  # set of usernames
+
+    def api_key(self, digest: str) -> str:
+        return f"{self.p}:apikey:{digest}"  # sha256 of the key -> JSON {name, roles}
+
+    def report_hist(self, name: str, day: str) -> str:
+        return f"{self.p}:hist:{name}:{day}"  # hash: bucket -> count, plus sum/count fields
 
     # -- calls (IVR records), callbacks, voicemail
     def call(self, call_id: str) -> str:
