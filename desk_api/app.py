@@ -26,6 +26,8 @@ ROUTE_MODULES = [
     "desk_api.routes.desk",
     "desk_api.routes.ivr",
     "desk_api.routes.voicemail",
+    "desk_api.routes.channels",
+    "desk_api.routes.pages",
 ]
 
 

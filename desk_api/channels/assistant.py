@@ -1,0 +1,240 @@
+"""The assistant every written message goes through, whatever the channel.
+
+One inbound message: identify the citizen; continue the conversation's open ticket if there is
+one; otherwise route the text (the same router as voice) and answer by itself where it can (the
+status of a query by its reference, the hours); what it cannot resolve becomes a ticket in the
+routed queue and the citizen gets the reference. This is the single place that decides, so it
+can hand over to the IVR's chat runner (`ivr/`) when that lands, without touching the channels.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from typing import Any
+
+from redis.exceptions import LockError
+
+from atiende.errors import RateLimited
+from atiende.runtime import Runtime
+from desk_api.channels import deskport
+from desk_api.channels.base import Contact, Inbound, Reply, channels_config
+from desk_api.services.models import REF_ALPHABET, display_ref, normalize_ref
+
+log = logging.getLogger(__name__)
+
+STATUS_INTENT = "estado_consulta"
+COMPLAINT_INTENT = "queja_sugerencia"
+DEFAULT_QUEUE = "N1"
+QUEUE_BY_INTENT = {COMPLAINT_INTENT: "N2"}
+KIND_BY_INTENT = {COMPLAINT_INTENT: "complaint"}
+STATE_TTL_S = 900
+
+# Used only while the router is not available (a bare install, or the router failed to load).
+_FALLBACK_INTENTS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"c[oó]mo va|estado de mi|mi consulta|mi queja|referencia", re.I), STATUS_INTENT),
+    (re.compile(r"\bqueja|reclamaci[oó]n|sugerencia", re.I), COMPLAINT_INTENT),
+    (re.compile(r"\bhorario|a qu[eé] hora|cu[aá]ndo abr", re.I), "horario"),
+]
+
+_REF_CHARS = re.escape(REF_ALPHABET)
+# Six reference characters, optionally split 3+3 by a hyphen or a space ("K7M-4PX", "k7m 4px", "K7M4PX").
+_REF_RE = re.compile(rf"(?<![0-9A-Za-z])([{_REF_CHARS}]{{3}})[-\s]?([{_REF_CHARS}]{{3}})(?![0-9A-Za-z])", re.I)
+
+
+def ref_candidates(text: str) -> list[str]:
+    """References a text may contain, most reference-like first (digits or capitals beat plain words)."""
+    found: list[tuple[int, str]] = []
+    for m in _REF_RE.finditer(text):
+        raw = m.group(1) + m.group(2)
+        ref = normalize_ref(raw)
+        if ref and ref not in (r for _, r in found):
+            score = (2 if any(c.isdigit() for c in raw) else 0) + (1 if raw.isupper() else 0) + (1 if "-" in m.group(0) else 0)
+            found.append((score, ref))
+    found.sort(key=lambda x: -x[0])
+    return [r for _, r in found]
+
+
+class Assistant:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self.cfg = channels_config(runtime)
+
+    # ---- routing -------------------------------------------------------------------------------
+
+    async def _route(self, text: str) -> tuple[str | None, str | None, dict[str, Any]]:
+        """(intent, queue, entities) from the shared router; a keyword fallback while it is missing."""
+        service = getattr(self.rt, "router", None)
+        if service is not None:
+            try:
+                router = await service.get()
+                result = router.route(text, channel="chat")
+                return result.intent, result.queue, dict(result.entities or {})
+            except Exception:  # the router is another area's code: a failure there must not lose the message
+                log.exception("router failed, using keyword fallback")
+        for pattern, intent in _FALLBACK_INTENTS:
+            if pattern.search(text):
+                return intent, None, {}
+        return None, None, {}
+
+    async def _refs(self, text: str, entities: dict[str, Any]) -> list[str]:
+        refs = ref_candidates(text)
+        for key in ("reference", "ref", "ticket_ref"):
+            value = entities.get(key)
+            ref = normalize_ref(str(value)) if value else None
+            if ref and ref not in refs:
+                refs.insert(0, ref)
+        return refs
+
+    # ---- conversation state --------------------------------------------------------------------
+
+    async def _open_ticket(self, msg: Inbound, hint: str | None) -> str | None:
+        k = self.rt.store.keys
+        refs = [hint] if hint else []
+        for thread in msg.threads:
+            ref = await self.rt.store.redis.get(k.thread(msg.contact.channel, thread))
+            if ref:
+                refs.append(str(ref))
+        for ref in refs:
+            ticket = await deskport.find_ticket(self.rt, ref)
+            if ticket is not None and deskport.is_active(ticket):
+                return ticket.ref
+        return None
+
+    async def _link(self, ref: str, msg: Inbound) -> None:
+        k = self.rt.store.keys
+        async with self.rt.store.redis.pipeline(transaction=True) as pipe:
+            if msg.threads:
+                pipe.set(k.thread(msg.contact.channel, msg.threads[0]), ref)
+            pipe.set(k.ticket_contact(ref), msg.contact.model_dump_json())
+            await pipe.execute()
+
+    # ---- the one entry point -------------------------------------------------------------------
+
+    async def handle(self, msg: Inbound, ref_hint: str | None = None) -> Reply:
+        c = msg.contact
+        key = self.rt.store.keys.lock(f"chat:{c.channel}:{c.address}")
+        lock = self.rt.store.redis.lock(key, timeout=10, blocking_timeout=5)
+        try:
+            acquired = await lock.acquire()
+        except LockError:
+            acquired = False
+        try:
+            return await self._handle(msg, ref_hint)
+        finally:
+            if acquired:
+                try:
+                    await lock.release()
+                except LockError:
+                    pass
+
+    async def _handle(self, msg: Inbound, ref_hint: str | None) -> Reply:
+        rt, c = self.rt, msg.contact
+        trace_id = msg.trace_id or uuid.uuid4().hex
+        citizen_id = await deskport.identify(rt, c.channel, c.address, c.name)
+        state_key = rt.store.keys.chat_state(c.channel, c.address)
+        raw_state = await rt.store.redis.get(state_key)
+        state: dict[str, Any] = json.loads(raw_state) if raw_state else {}
+        intent, queue, entities = await self._route(msg.text)
+        refs = await self._refs(msg.text, entities)
+        open_ref = await self._open_ticket(msg, ref_hint)
+
+        if intent == STATUS_INTENT or state.get("step") == "reference":
+            reply = await self._status(msg, refs, open_ref, state_key)
+            if open_ref:
+                await self._record(open_ref, msg, reply.text)
+            else:
+                await deskport.publish(rt, {"type": "assistant.answered", "channel": c.channel, "intent": STATUS_INTENT,
+                                            "trace_id": trace_id, "citizen_id": citizen_id})
+            return reply
+
+        if open_ref:
+            await self._record(open_ref, msg, None)
+            if c.channel == "email":  # later e-mails carry new Message-IDs to thread replies on
+                await rt.store.redis.set(rt.store.keys.ticket_contact(open_ref), c.model_dump_json())
+                if msg.threads:
+                    await rt.store.redis.set(rt.store.keys.thread(c.channel, msg.threads[0]), open_ref)
+            return Reply(text=None, action="appended", ref=open_ref, intent=intent)
+
+        answer = await self._self_service(intent)
+        if answer is not None:
+            await deskport.publish(rt, {"type": "assistant.answered", "channel": c.channel, "intent": intent,
+                                        "trace_id": trace_id, "citizen_id": citizen_id})
+            return Reply(text=answer, action="answered", intent=intent)
+
+        return await self._new_ticket(msg, intent, queue, citizen_id, trace_id)
+
+    async def _record(self, ref: str, msg: Inbound, answer: str | None) -> None:
+        c = msg.contact
+        data = {"message_id": msg.message_id} if msg.message_id else {}
+        await deskport.add_message(self.rt, ref, channel=c.channel, direction="in", actor="citizen", text=msg.text, data=data)
+        if answer:
+            await deskport.add_message(self.rt, ref, channel=c.channel, direction="out", actor="assistant", text=answer)
+
+    async def _status(self, msg: Inbound, refs: list[str], open_ref: str | None, state_key: str) -> Reply:
+        rt = self.rt
+        try:
+            await deskport.rate_hit(rt, f"status:{msg.contact.channel}:{msg.contact.address}",
+                                    self.cfg.status_rate_limit, self.cfg.status_rate_window_s)
+        except RateLimited:
+            return Reply(text="Ha hecho muchas consultas seguidas. Espere un minuto y vuelva a intentarlo, por favor.",
+                         action="answered", intent=STATUS_INTENT)
+        for ref in refs:
+            if await deskport.find_ticket(rt, ref) is not None:
+                await rt.store.redis.delete(state_key)
+                return Reply(text=await deskport.status_text(rt, ref), action="answered", ref=ref, intent=STATUS_INTENT)
+        if refs and any(ch.isdigit() for ch in refs[0]):
+            await rt.store.redis.delete(state_key)
+            return Reply(text=f"No encuentro ninguna consulta con la referencia {display_ref(refs[0])}. "
+                              "Revísela y escríbala de nuevo, por favor.", action="answered", intent=STATUS_INTENT)
+        if open_ref:
+            await rt.store.redis.delete(state_key)
+            return Reply(text=await deskport.status_text(rt, open_ref), action="answered", ref=open_ref, intent=STATUS_INTENT)
+        await rt.store.redis.set(state_key, json.dumps({"step": "reference"}), ex=STATE_TTL_S)
+        return Reply(text="Dígame la referencia de su consulta: son seis letras y números, por ejemplo K7M-4PX.",
+                     action="asked", intent=STATUS_INTENT)
+
+    async def _self_service(self, intent: str | None) -> str | None:
+        if intent == "horario":
+            calendars = getattr(self.rt, "calendars", None)
+            if calendars is None:
+                return None
+            try:
+                cal = await calendars.get()
+                return f"El horario de atención telefónica es {cal.describe_hours()}."
+            except Exception:  # another area's service: fall back to a person rather than fail the message
+                log.exception("calendar unavailable for the hours answer")
+        return None
+
+    async def _new_ticket(self, msg: Inbound, intent: str | None, queue: str | None, citizen_id: str, trace_id: str) -> Reply:
+        c = msg.contact
+        kind = KIND_BY_INTENT.get(intent or "", "query")
+        queue = queue or QUEUE_BY_INTENT.get(intent or "", DEFAULT_QUEUE)
+        subject = msg.text if len(msg.text) <= 80 else msg.text[:77] + "..."
+        if c.channel == "email" and c.data.get("subject"):
+            subject = str(c.data["subject"])[:120]
+        ticket = await deskport.create_ticket(self.rt, channel=c.channel, queue=queue, subject=subject, kind=kind,
+                                              citizen_id=citizen_id, intent=intent, trace_id=trace_id, body=msg.text)
+        await self._link(ticket.ref, msg)
+        shown = display_ref(ticket.ref)
+        if kind == "complaint":
+            days = self.rt.settings.desk.complaint_due_business_days
+            text = (f"Hemos registrado su queja o sugerencia con la referencia {shown}. La unidad responsable le "
+                    f"responderá por este mismo canal en un plazo máximo de {days} días hábiles.")
+        else:
+            text = (f"Hemos registrado su consulta con la referencia {shown}. Una persona del servicio le responderá "
+                    f"por este mismo canal. Para saber cómo va, escriba «¿cómo va mi consulta {shown}?».")
+        data = {"message_id": msg.message_id} if msg.message_id else {}
+        await deskport.add_message(self.rt, ticket.ref, channel=c.channel, direction="out", actor="assistant",
+                                   text=text, data=data)
+        return Reply(text=text, action="ticket", ref=ticket.ref, intent=intent)
+
+
+async def handle(runtime: Runtime, msg: Inbound, ref_hint: str | None = None) -> Reply:
+    return await Assistant(runtime).handle(msg, ref_hint)
+
+
+def contact_of(raw: str | None) -> Contact | None:
+    return Contact.model_validate_json(raw) if raw else None

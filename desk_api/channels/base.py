@@ -1,0 +1,93 @@
+"""What every channel shares: the message shapes, the channel settings, webhook secrets and de-duplication."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from atiende.errors import AtiendeError, Forbidden, NotFound, Unauthorized, Unavailable
+from atiende.runtime import Runtime
+from config.channels import ChannelsConfig
+
+ChannelName = Literal["webchat", "telegram", "whatsapp", "email"]
+
+
+class ChannelDeliveryFailed(AtiendeError):
+    """The channel's provider refused or did not answer; nothing was recorded as sent."""
+
+    status_code = 502
+    error_id = "channel-delivery-failed"
+
+
+class Contact(BaseModel):
+    """Where a conversation lives and where replies go. Stored per ticket (`Keys.ticket_contact`)."""
+
+    channel: ChannelName
+    address: str  # web-chat session, Telegram chat id, WhatsApp wa_id, e-mail address
+    name: str | None = None
+    # Channel addressing details: Telegram chat id, WhatsApp phone_number_id, e-mail subject and Message-IDs.
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Inbound(BaseModel):
+    contact: Contact
+    text: str
+    message_id: str | None = None
+    # Conversation keys to find an open ticket this message continues (first one is this conversation's own).
+    threads: list[str] = Field(default_factory=list)
+    trace_id: str | None = None
+
+
+class Reply(BaseModel):
+    """What the assistant did with one inbound message, and what to say back (None: say nothing)."""
+
+    text: str | None
+    action: Literal["answered", "asked", "ticket", "appended", "ignored"]
+    ref: str | None = None
+    intent: str | None = None
+
+
+def channels_config(runtime: Runtime) -> ChannelsConfig:
+    cfg = getattr(runtime.settings, "channels", None)
+    return cfg if isinstance(cfg, ChannelsConfig) else ChannelsConfig()
+
+
+def check_secret(given: str | None, expected: str, channel: str, header: str) -> None:
+    """Constant-time comparison of a shared secret; an unset secret refuses everything."""
+    if not expected:
+        raise Unavailable(f"{channel} is not configured: set its secret first", {"channel": channel},
+                          error_id="channel-not-configured")
+    if not given:
+        raise Unauthorized(f"missing {header}", {"header": header})
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise Forbidden(f"{header} does not match", {"header": header})
+
+
+def require_enabled(enabled: bool, channel: str) -> None:
+    if not enabled:
+        raise NotFound(f"the {channel} channel is disabled", {"channel": channel})
+
+
+async def first_time(runtime: Runtime, channel: str, message_id: str, ttl_s: int = 86400) -> bool:
+    """True the first time a provider's message id is seen: providers retry webhooks, we act once."""
+    return bool(await runtime.store.redis.set(runtime.store.keys.channel_seen(channel, message_id), "1", nx=True, ex=ttl_s))
+
+
+def parse_json(raw: bytes) -> Any:
+    from atiende.errors import InvalidInput
+
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput("the body is not JSON", {"reason": str(exc)}) from None
+
+
+_SPACES = re.compile(r"\s+")
+
+
+def clean_text(text: str, limit: int) -> str:
+    return _SPACES.sub(" ", text or "").strip()[:limit]

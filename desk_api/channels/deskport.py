@@ -1,0 +1,72 @@
+"""The channels' only door to the desk services (`runtime.desk`), so a change there touches one file here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from atiende.errors import NotFound, RateLimited
+from atiende.runtime import Runtime
+from desk_api.services.models import ACTIVE_STATUSES, Interaction, Ticket, display_ref, normalize_ref
+
+
+def _desk(rt: Runtime) -> Any:
+    return getattr(rt, "desk")  # noqa: B009  (typed once the desk block lands in Runtime)
+
+
+async def identify(rt: Runtime, kind: str, value: str, name: str | None) -> str:
+    citizen = await _desk(rt).citizens.identify(kind, value, name=name)
+    return str(citizen.id)
+
+
+async def create_ticket(
+    rt: Runtime, *, channel: str, queue: str, subject: str, kind: str, citizen_id: str, intent: str | None,
+    trace_id: str, body: str,
+) -> Ticket:
+    ticket: Ticket = await _desk(rt).tickets.create(
+        channel=channel, queue=queue, subject=subject, kind=kind, citizen_id=citizen_id, intent=intent,
+        trace_id=trace_id, body=body, actor="assistant",
+    )
+    return ticket
+
+
+async def find_ticket(rt: Runtime, ref: str) -> Ticket | None:
+    try:
+        ticket: Ticket = await _desk(rt).tickets.get(ref)
+    except NotFound:
+        return None
+    return ticket
+
+
+def is_active(ticket: Ticket) -> bool:
+    return ticket.status in ACTIVE_STATUSES
+
+
+async def status_text(rt: Runtime, ref: str) -> str:
+    return str(await _desk(rt).tickets.status_text(ref))
+
+
+async def add_message(
+    rt: Runtime, ref: str, *, channel: str, direction: str, actor: str, text: str, data: dict[str, Any] | None = None
+) -> None:
+    kind = "email" if channel == "email" else "chat"
+    item = Interaction.model_validate({"kind": kind, "channel": channel, "direction": direction, "actor": actor, "text": text,
+                                       "data": data or {}})
+    await _desk(rt).tickets.add_interaction(ref, item)
+
+
+async def publish(rt: Runtime, event: dict[str, Any]) -> None:
+    await _desk(rt).events.publish(event)
+
+
+async def rate_hit(rt: Runtime, bucket: str, limit: int, window_s: int) -> None:
+    """Fixed-window limit for citizen-facing input (one INCR per message)."""
+    key = rt.store.keys.rate(f"chan:{bucket}")
+    async with rt.store.redis.pipeline(transaction=True) as pipe:
+        pipe.incr(key)
+        pipe.expire(key, window_s, nx=True)
+        count, _ = await pipe.execute()
+    if int(count) > limit:
+        raise RateLimited("too many messages, wait a moment", {"limit": limit, "window_s": window_s})
+
+
+__all__ = ["display_ref", "normalize_ref"]

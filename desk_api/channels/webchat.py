@@ -1,0 +1,143 @@
+"""Web chat: a WebSocket per browser session plus the small widget page (`/chat`).
+
+Every message of a session (the citizen's, the assistant's, an agent's) is appended to the
+session's log in Redis and published on the session's pub/sub channel, so an agent's reply
+sent by any node reaches the browser connected to any other node, and a reconnecting widget
+replays the conversation. Frames, server to browser: `{"type": "session", "session"}`,
+`{"type": "message", "id", "from": "citizen"|"assistant"|"agent", "text", "at", "ref"}`,
+`{"type": "error", "message"}`. Browser to server: `{"type": "message", "text", "id"?}`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import secrets
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi.responses import FileResponse
+
+from atiende.errors import AtiendeError, RateLimited
+from atiende.runtime import Runtime
+from desk_api.channels import assistant, deskport
+from desk_api.channels.base import Contact, Inbound, channels_config, clean_text
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["channels"])
+
+WEB = Path(__file__).resolve().parent.parent / "web"
+_SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+LOG_KEEP = 200
+FAILED = "No hemos podido procesar su mensaje. Inténtelo de nuevo."
+LOG_TTL_S = 7 * 86400
+
+
+async def push(rt: Runtime, session: str, message: dict[str, Any]) -> dict[str, Any]:
+    """Append a message to the session's log and publish it to whichever node holds the socket."""
+    msg = {"type": "message", "id": message.get("id") or secrets.token_hex(6), "at": rt.clock.now().isoformat(), **message}
+    msg["type"] = "message"
+    raw = json.dumps(msg, ensure_ascii=False)
+    k = rt.store.keys
+    async with rt.store.redis.pipeline(transaction=True) as pipe:
+        pipe.rpush(k.webchat_log(session), raw)
+        pipe.ltrim(k.webchat_log(session), -LOG_KEEP, -1)
+        pipe.expire(k.webchat_log(session), LOG_TTL_S)
+        pipe.publish(k.webchat_out(session), raw)
+        await pipe.execute()
+    return {"webchat_message_id": msg["id"]}
+
+
+async def _forward(ws: WebSocket, rt: Runtime, session: str, sent: set[str]) -> None:
+    pubsub = rt.store.redis.pubsub()
+    await pubsub.subscribe(rt.store.keys.webchat_out(session))
+    try:
+        history = await rt.store.redis.lrange(rt.store.keys.webchat_log(session), 0, -1)
+        if not history:
+            await push(rt, session, {"from": "assistant", "text": channels_config(rt).webchat.greeting})
+        for raw in history:
+            await _send_once(ws, str(raw), sent)
+        while True:
+            item = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if item is not None and item.get("type") == "message":
+                await _send_once(ws, str(item["data"]), sent)
+    finally:
+        with contextlib.suppress(Exception):
+            await pubsub.aclose()
+
+
+async def _send_once(ws: WebSocket, raw: str, sent: set[str]) -> None:
+    msg = json.loads(raw)
+    if msg.get("id") in sent:
+        return
+    sent.add(msg.get("id", ""))
+    await ws.send_text(raw)
+
+
+async def _on_message(ws: WebSocket, rt: Runtime, session: str, frame: Any) -> None:
+    cfg = channels_config(rt).webchat
+    if isinstance(frame, str):
+        frame = {"type": "message", "text": frame}
+    if not isinstance(frame, dict) or frame.get("type", "message") != "message" or not isinstance(frame.get("text"), str):
+        await ws.send_json({"type": "error", "message": "Mensaje no válido."})
+        return
+    text = clean_text(frame["text"], cfg.max_message_chars)
+    if not text:
+        return
+    try:
+        await deskport.rate_hit(rt, f"webchat:{session}", cfg.rate_limit, cfg.rate_window_s)
+    except RateLimited:
+        await ws.send_json({"type": "error", "message": "Está escribiendo muy deprisa. Espere un momento, por favor."})
+        return
+    cid = frame.get("id") if isinstance(frame.get("id"), str) and _ID_RE.match(frame["id"]) else None
+    out = await push(rt, session, {"id": cid, "from": "citizen", "text": text})
+    inbound = Inbound(contact=Contact(channel="webchat", address=session), text=text,
+                      message_id=out["webchat_message_id"], threads=[session])
+    reply = await assistant.handle(rt, inbound)
+    if reply.text:
+        await push(rt, session, {"from": "assistant", "text": reply.text, "ref": reply.ref})
+
+
+@router.websocket("/api/v1/channels/webchat/ws")
+async def webchat_socket(websocket: WebSocket, session: str | None = None) -> None:
+    rt: Runtime = websocket.app.state.runtime
+    if not channels_config(rt).webchat.enabled:
+        await websocket.close(code=1008, reason="web chat disabled")
+        return
+    await websocket.accept()
+    sid = session if session and _SESSION_RE.match(session) else secrets.token_urlsafe(18)
+    await websocket.send_json({"type": "session", "session": sid})
+    sent: set[str] = set()
+    forwarder = asyncio.create_task(_forward(websocket, rt, sid, sent))
+    try:
+        while True:
+            raw = await websocket.receive_text()
+            try:
+                frame: Any = json.loads(raw)
+            except ValueError:
+                frame = raw
+            try:
+                await _on_message(websocket, rt, sid, frame)
+            except AtiendeError as exc:
+                await websocket.send_json({"type": "error", "message": exc.message})
+            except Exception:
+                log.exception("web chat message failed", extra={"fields": {"session": sid}})
+                await websocket.send_json({"type": "error", "message": FAILED})
+            if forwarder.done():
+                break
+    except WebSocketDisconnect:
+        pass
+    finally:
+        forwarder.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await forwarder
+
+
+@router.get("/chat", include_in_schema=False)
+async def widget_page() -> FileResponse:
+    return FileResponse(WEB / "chat.html", media_type="text/html")
