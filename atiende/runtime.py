@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from functools import cached_property  # noqa: F401  (used by the package blocks below)
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +18,7 @@ from config.loader import ConfigError, Loaded, load
 from config.models import Settings
 
 if TYPE_CHECKING:
+    from routing.calendar_service import CalendarService
     pass
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,11 @@ class Runtime:
     #       return CalendarService(self)
 
     # -- routing: calendars
+    @cached_property
+    def calendars(self) -> CalendarService:
+        from routing.calendar_service import CalendarService
+
+        return CalendarService(self)
 
     # -- routing: router
 
