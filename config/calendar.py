@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 import re
 import zoneinfo
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -89,7 +91,25 @@ class Season(Strict):
     def _mmdd(cls, v: str) -> str:
         if not _MMDD.match(v):
             raise ValueError(f"{v!r} is not a date MM-DD")
+        try:
+            dt.date(2000, int(v[:2]), int(v[3:]))  # a leap year, so 02-29 is allowed
+        except ValueError:
+            raise ValueError(f"{v!r} is not a day of the year") from None
         return v
+
+    @property
+    def start_md(self) -> tuple[int, int]:
+        return int(self.start[:2]), int(self.start[3:])
+
+    @property
+    def end_md(self) -> tuple[int, int]:
+        return int(self.end[:2]), int(self.end[3:])
+
+    def covers(self, day: dt.date) -> bool:
+        """Whether `day` falls in this season (both ends included; a season may wrap past new year)."""
+        md = (day.month, day.day)
+        a, b = self.start_md, self.end_md
+        return a <= md <= b if a <= b else (md >= a or md <= b)
 
 
 class DatedHoliday(Strict):
@@ -111,9 +131,17 @@ class Closure(Strict):
             raise ValueError("a closure needs either date or both start and end")
         if self.date is not None and (self.start is not None or self.end is not None):
             raise ValueError("a closure has either date or start/end, not both")
-        if self.start is not None and self.end is not None and self.end <= self.start:
-            raise ValueError("closure ends before it starts")
+        if self.start is not None and self.end is not None:
+            if (self.start.tzinfo is None) != (self.end.tzinfo is None):
+                raise ValueError("closure start and end must both carry a UTC offset or both be local time")
+            if self.end <= self.start:
+                raise ValueError(f"closure ends ({self.end.isoformat()}) before it starts ({self.start.isoformat()})")
         return self
+
+    @property
+    def key(self) -> str:
+        """How the admin API names this closure: its date, or its start as written."""
+        return self.date.isoformat() if self.date is not None else self.start.isoformat()  # type: ignore[union-attr]
 
 
 class SpecialDay(Strict):
@@ -150,25 +178,61 @@ class CalendarModel(Strict):
     def _tz(cls, v: str) -> str:
         try:
             zoneinfo.ZoneInfo(v)
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
             raise ValueError(f"unknown timezone {v!r}") from None
         return v
 
     @model_validator(mode="after")
-    def _holidays_known(self) -> CalendarModel:
+    def _consistent(self) -> CalendarModel:
         if self.public_holidays.enabled:
-            import holidays
-
-            try:
-                holidays.country_holidays(self.public_holidays.country, subdiv=self.public_holidays.subdivision)
-            except NotImplementedError:
-                raise ValueError(f"the holidays package has no country {self.public_holidays.country!r}") from None
-            except Exception as exc:  # the package raises NotImplementedError or ValueError by version
-                raise ValueError(f"public holidays: {exc}") from None
-        dates = [d.date for d in self.special_days]
-        if len(dates) != len(set(dates)):
-            raise ValueError("special_days lists the same date twice")
+            problem = _holiday_set_problem(self.public_holidays.country, self.public_holidays.subdivision)
+            if problem:
+                raise ValueError(problem)
+        _no_duplicates([d.date for d in self.special_days], "special_days")
+        _no_duplicates([h.date for h in self.local_holidays], "local_holidays")
+        _no_duplicates([c.date for c in self.closures if c.date is not None], "closures")
+        names = [s.name for s in self.seasons]
+        _no_duplicates(names, "seasons (names)")
+        for a, b in itertools.combinations(self.seasons, 2):
+            day = next((d for d in _LEAP_YEAR_DAYS if a.covers(d) and b.covers(d)), None)
+            if day is not None:
+                raise ValueError(f"seasons {a.name!r} and {b.name!r} overlap (both cover {day:%m-%d})")
+        tz = zoneinfo.ZoneInfo(self.timezone)
+        spans = sorted(
+            ((c.start if c.start.tzinfo else c.start.replace(tzinfo=tz), c.end if c.end.tzinfo else c.end.replace(tzinfo=tz), c)
+             for c in self.closures if c.start is not None and c.end is not None),
+            key=lambda t: t[0],
+        )
+        for (_, a_end, ca), (b_start, _, cb) in itertools.pairwise(spans):
+            if b_start < a_end:
+                raise ValueError(f"closures {ca.key} and {cb.key} overlap")
         return self
+
+
+_LEAP_YEAR_DAYS = [dt.date(2000, 1, 1) + dt.timedelta(days=i) for i in range(366)]
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+_RESERVED_NAMES = {"versions", "rollback"}
+
+
+def _no_duplicates(values: Sequence[object], where: str) -> None:
+    seen: set[object] = set()
+    for v in values:
+        if v in seen:
+            raise ValueError(f"{where} lists {v} twice")
+        seen.add(v)
+
+
+@functools.lru_cache(maxsize=64)
+def _holiday_set_problem(country: str, subdivision: str | None) -> str | None:
+    import holidays
+
+    try:
+        holidays.country_holidays(country, subdiv=subdivision)
+    except NotImplementedError as exc:  # unknown country or subdivision
+        return f"public holidays: {exc}"
+    except Exception as exc:  # the package raises ValueError for some inputs, by version
+        return f"public holidays: {exc}"
+    return None
 
 
 class CalendarsConfig(Strict):
@@ -177,6 +241,9 @@ class CalendarsConfig(Strict):
 
     @model_validator(mode="after")
     def _default_exists(self) -> CalendarsConfig:
+        for name in self.calendars:
+            if not _NAME.match(name) or name in _RESERVED_NAMES:
+                raise ValueError(f"calendar name {name!r} must be lowercase letters, digits, - or _ (not versions, rollback)")
         if self.default not in self.calendars:
             raise ValueError(f"default calendar {self.default!r} is not defined in calendars")
         return self

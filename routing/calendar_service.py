@@ -1,0 +1,215 @@
+"""`runtime.calendars`: the compiled calendars, their admin edits (validated, versioned in Redis) and rollback.
+
+The whole `calendar` config section (every named calendar) is one versioned document, so a version
+or a rollback always covers all calendars at once. An edit is read-modify-write under a Redis lock,
+so two admins editing at the same time cannot lose each other's change.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import LockError
+
+from atiende.errors import AtiendeError, InvalidInput, NotFound, Unavailable
+from atiende.store import REDIS_ERRORS
+from atiende.versioned import VersionedSection, VersionInfo
+from config.calendar import CalendarModel, CalendarsConfig, Closure, DatedHoliday, Season, SpecialDay, WeeklyHours
+from routing.calendar import Calendar
+
+if TYPE_CHECKING:
+    from atiende.runtime import Runtime
+
+SECTION = "calendar"
+_EDIT_LOCK = "cfg:calendar:edit"
+Doc = dict[str, Any]  # a calendar document as JSON data
+
+
+class CalendarService:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self._section: VersionedSection[CalendarsConfig] | None = None
+        # name -> (the model it was compiled from, the calendar); a new model object means recompile.
+        self._compiled: dict[str, tuple[CalendarModel, Calendar]] = {}
+        runtime.on_reload(lambda _settings: self._section.invalidate() if self._section is not None else None)
+
+    @property
+    def section(self) -> VersionedSection[CalendarsConfig]:
+        if self._section is None:
+            self._section = VersionedSection(self.rt.store, self.rt.clock, SECTION, CalendarsConfig,
+                                             lambda: self.rt.settings.calendar)
+        return self._section
+
+    # ---- queries -------------------------------------------------------------------------------
+
+    def _compile(self, cfg: CalendarsConfig, name: str | None, version: int) -> Calendar:
+        key = name or cfg.default
+        model = cfg.calendars.get(key)
+        if model is None:
+            raise NotFound(f"no calendar named {key!r}", {"calendar": key, "known": sorted(cfg.calendars)})
+        hit = self._compiled.get(key)
+        if hit is not None and hit[0] is model and hit[1].version == version:
+            return hit[1]
+        cal = Calendar(key, model, version)
+        self._compiled[key] = (model, cal)
+        return cal
+
+    async def get(self, name: str | None = None) -> Calendar:
+        """The current version (admin edits in Redis, else the config files); None = the default calendar (the line)."""
+        version, cfg = await self.section.current()
+        return self._compile(cfg, name, version)
+
+    def get_offline(self, name: str | None = None) -> Calendar:
+        """From the config files only (CLI commands that run without Redis)."""
+        return self._compile(self.rt.settings.calendar, name, 0)
+
+    async def config(self) -> tuple[int, CalendarsConfig]:
+        return await self.section.current()
+
+    # ---- admin edits ---------------------------------------------------------------------------
+
+    async def edit(self, change: Callable[[Doc], None], actor: str, note: str) -> tuple[int, CalendarsConfig]:
+        """Apply `change` to the current document (as JSON data), validate the result and store it as a new version.
+
+        `change` raises InvalidInput/NotFound to refuse; a result that does not validate is refused with 422
+        and nothing is stored, so the previous version keeps serving.
+        """
+        try:
+            lock = self.rt.store.redis.lock(self.rt.store.keys.lock(_EDIT_LOCK), timeout=10, blocking_timeout=5)
+            async with lock:
+                self.section.invalidate()  # read the latest version, not a second-old cached one
+                _, current = await self.section.current()
+                draft: Doc = current.model_dump(mode="json")
+                change(draft)
+                value = self.section.validate(draft)
+                version = await self.section.put(value, actor, note)
+        except AtiendeError:
+            raise
+        except (*REDIS_ERRORS, LockError) as exc:
+            raise Unavailable("the store is not reachable; the change was not saved", {"reason": str(exc)}) from None
+        return version, value
+
+    @staticmethod
+    def _calendar(doc: Doc, name: str) -> Doc:
+        cal: Doc | None = doc["calendars"].get(name)
+        if cal is None:
+            raise NotFound(f"no calendar named {name!r}", {"calendar": name, "known": sorted(doc["calendars"])})
+        return cal
+
+    async def replace_all(self, cfg: CalendarsConfig, actor: str) -> tuple[int, CalendarsConfig]:
+        def change(doc: Doc) -> None:
+            doc.clear()
+            doc.update(cfg.model_dump(mode="json"))
+
+        return await self.edit(change, actor, "replace all calendars")
+
+    async def put_calendar(self, name: str, model: CalendarModel, actor: str) -> tuple[int, CalendarsConfig]:
+        def change(doc: Doc) -> None:
+            doc["calendars"][name] = model.model_dump(mode="json")
+
+        return await self.edit(change, actor, f"{name}: replace calendar")
+
+    async def patch_calendar(self, name: str, fields: Doc, actor: str) -> tuple[int, CalendarsConfig]:
+        """Replace some top-level fields (timezone, public_holidays, weekly...) of one calendar."""
+        unknown = sorted(set(fields) - set(CalendarModel.model_fields))
+        if unknown:
+            raise InvalidInput(f"unknown calendar fields: {', '.join(unknown)}",
+                               [{"loc": k, "reason": "unknown field"} for k in unknown])
+
+        def change(doc: Doc) -> None:
+            self._calendar(doc, name).update(fields)
+
+        return await self.edit(change, actor, f"{name}: change {', '.join(sorted(fields))}")
+
+    async def delete_calendar(self, name: str, actor: str) -> tuple[int, CalendarsConfig]:
+        def change(doc: Doc) -> None:
+            self._calendar(doc, name)
+            if name == doc["default"]:
+                raise InvalidInput(f"{name!r} is the default calendar and cannot be removed",
+                                   [{"loc": "name", "reason": "default calendar"}])
+            del doc["calendars"][name]
+
+        return await self.edit(change, actor, f"{name}: remove calendar")
+
+    async def set_weekly(self, name: str, weekly: WeeklyHours, actor: str) -> tuple[int, CalendarsConfig]:
+        def change(doc: Doc) -> None:
+            self._calendar(doc, name)["weekly"] = weekly.model_dump(mode="json")
+
+        return await self.edit(change, actor, f"{name}: replace weekly hours")
+
+    async def set_seasons(self, name: str, seasons: list[Season], actor: str) -> tuple[int, CalendarsConfig]:
+        def change(doc: Doc) -> None:
+            self._calendar(doc, name)["seasons"] = [s.model_dump(mode="json") for s in seasons]
+
+        return await self.edit(change, actor, f"{name}: replace seasons")
+
+    def _remove(self, doc: Doc, name: str, field: str, match: Callable[[Doc], bool], what: str) -> None:
+        cal = self._calendar(doc, name)
+        kept = [item for item in cal[field] if not match(item)]
+        if len(kept) == len(cal[field]):
+            raise NotFound(f"calendar {name!r} has no {what}", {"calendar": name, "field": field})
+        cal[field] = kept
+
+    async def add_holiday(self, name: str, holiday: DatedHoliday, actor: str) -> tuple[int, CalendarsConfig]:
+        def change(doc: Doc) -> None:
+            self._calendar(doc, name)["local_holidays"].append(holiday.model_dump(mode="json"))
+
+        return await self.edit(change, actor, f"{name}: add holiday {holiday.date} {holiday.name}")
+
+    async def remove_holiday(self, name: str, day: dt.date, actor: str) -> tuple[int, CalendarsConfig]:
+        def change(doc: Doc) -> None:
+            self._remove(doc, name, "local_holidays", lambda h: h["date"] == day.isoformat(), f"local holiday on {day}")
+
+        return await self.edit(change, actor, f"{name}: remove holiday {day}")
+
+    async def add_closure(self, name: str, closure: Closure, actor: str) -> tuple[int, CalendarsConfig]:
+        def change(doc: Doc) -> None:
+            self._calendar(doc, name)["closures"].append(closure.model_dump(mode="json"))
+
+        return await self.edit(change, actor, f"{name}: add closure {closure.key} ({closure.reason})")
+
+    async def remove_closure(self, name: str, key: str, actor: str) -> tuple[int, CalendarsConfig]:
+        """`key` is the closure's date, or its start as an ISO instant, written as it was added."""
+        try:
+            when: dt.date | dt.datetime = dt.datetime.fromisoformat(key) if "T" in key else dt.date.fromisoformat(key)
+        except ValueError:
+            raise InvalidInput(f"{key!r} is neither a date nor an ISO instant",
+                               [{"loc": "closure", "reason": "not a date"}]) from None
+
+        def match(item: Doc) -> bool:
+            c = Closure.model_validate(item)
+            if isinstance(when, dt.datetime):
+                return c.start is not None and (c.start.tzinfo is None) == (when.tzinfo is None) and c.start == when
+            return c.date == when
+
+        def change(doc: Doc) -> None:
+            self._remove(doc, name, "closures", match, f"closure {key}")
+
+        return await self.edit(change, actor, f"{name}: remove closure {key}")
+
+    async def add_special_day(self, name: str, special: SpecialDay, actor: str) -> tuple[int, CalendarsConfig]:
+        def change(doc: Doc) -> None:
+            self._calendar(doc, name)["special_days"].append(special.model_dump(mode="json"))
+
+        return await self.edit(change, actor, f"{name}: special hours on {special.date}")
+
+    async def remove_special_day(self, name: str, day: dt.date, actor: str) -> tuple[int, CalendarsConfig]:
+        def change(doc: Doc) -> None:
+            self._remove(doc, name, "special_days", lambda s: s["date"] == day.isoformat(), f"special hours on {day}")
+
+        return await self.edit(change, actor, f"{name}: remove special hours on {day}")
+
+    # ---- versions --------------------------------------------------------------------------------
+
+    async def versions(self) -> list[VersionInfo]:
+        return await self.section.versions()
+
+    async def version(self, version: int) -> CalendarsConfig:
+        return await self.section.get(version)
+
+    async def rollback(self, version: int, actor: str) -> tuple[int, CalendarsConfig]:
+        new = await self.section.rollback(version, actor)
+        _, cfg = await self.section.current()
+        return new, cfg
