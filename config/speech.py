@@ -1,4 +1,4 @@
-"""Speech-to-text and text-to-speech engines and endpointing."""
+"""Speech-to-text and text-to-speech engines, endpointing and thread pools."""
 
 from __future__ import annotations
 
@@ -10,15 +10,27 @@ from config.base import Strict
 
 
 class SpeechConfig(Strict):
-    stt_engine: Literal["auto", "vosk", "whisper"] = "auto"
-    tts_engine: Literal["auto", "piper", "espeak"] = "auto"
-    vosk_model: str | None = None
-    whisper_model: str | None = None
-    piper_voice: str | None = None
+    stt_engine: Literal["auto", "vosk", "whisper"] = Field(
+        "auto", description="auto: vosk if a Spanish vosk model is configured or fetched, else faster-whisper")
+    tts_engine: Literal["auto", "piper", "espeak"] = Field(
+        "auto", description="auto: piper if a Spanish piper voice is configured or fetched, else espeak-ng")
+    vosk_model: str | None = Field(None, description="directory of a Spanish vosk model (default: the fetched one)")
+    whisper_model: str | None = Field(None, description="faster-whisper model directory (default: the prepared whisper-base)")
+    whisper_beam_size: int = Field(5, ge=1, le=10)
+    whisper_prompt: str = Field("", description="initial prompt for Whisper (domain words); routing hints go as hotwords")
+    piper_voice: str | None = Field(None, description="piper .onnx voice (its .onnx.json next to it); default: the fetched one")
+    piper_espeak_voice: str | None = Field(None, description="override the voice's phonemiser language, e.g. 'es'")
+    piper_length_scale: float | None = Field(None, gt=0.3, lt=3.0, description="speaking rate: > 1 slower")
     espeak_voice: str = "es"
+    espeak_speed: int = Field(160, ge=80, le=450, description="words per minute")
+    espeak_pitch: int = Field(50, ge=0, le=99)
     vad_aggressiveness: int = Field(2, ge=0, le=3)
     end_silence_ms: int = Field(600, ge=100, le=5000)
     no_input_timeout_ms: int = Field(5000, ge=500)
     max_utterance_ms: int = Field(15000, ge=1000)
-    stt_threads: int = Field(2, ge=1)
-    tts_threads: int = Field(1, ge=1)
+    barge_in_ms: int = Field(200, ge=40, le=2000, description="caller speech needed to interrupt a prompt")
+    max_transcribe_ms: int = Field(600_000, ge=1000, description="longer recordings are cut (and flagged truncated)")
+    stt_threads: int = Field(2, ge=1, description="decoder threads per utterance (CTranslate2 / onnxruntime)")
+    stt_workers: int = Field(2, ge=1, description="utterances decoded in parallel")
+    tts_threads: int = Field(1, ge=1, description="prompts rendered in parallel")
+    prompt_cache: bool = True
