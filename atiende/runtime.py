@@ -18,7 +18,13 @@ from config.loader import ConfigError, Loaded, load
 from config.models import Settings
 
 if TYPE_CHECKING:
+    from atiende.versioned import VersionedSection
+    from config.ivr import IvrConfig
+    from desk_api.services import Desk
+    from ivr.records import CallRecords
+    from ivr.service import IvrService
     from routing.calendar_service import CalendarService
+    from speech.service import Speech
     pass
 
 log = logging.getLogger(__name__)
@@ -101,8 +107,36 @@ class Runtime:
 
     # -- speech
 
+    @cached_property
+    def speech(self) -> Speech:
+        from speech.service import Speech
+
+        return Speech.from_runtime(self)
+
     # -- desk
+    @cached_property
+    def desk(self) -> Desk:
+        from desk_api.services import Desk
+
+        return Desk(self)
 
     # -- ivr
+    @cached_property
+    def flows(self) -> VersionedSection[IvrConfig]:
+        from ivr.service import flows_section
+
+        return flows_section(self)
+
+    @cached_property
+    def calls(self) -> CallRecords:
+        from ivr.records import CallRecords
+
+        return CallRecords(self.store)
+
+    @cached_property
+    def ivr(self) -> IvrService:
+        from ivr.service import IvrService
+
+        return IvrService(self, offline=self._store is None)
 
     # -- voicemail
