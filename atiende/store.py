@@ -157,6 +157,9 @@ class Keys:
     def calls(self) -> str:
         return f"{self.p}:calls"  # zset: call id -> start timestamp
 
+    def calls_waiting(self, queue: str) -> str:
+        return f"{self.p}:calls:waiting:{queue}"  # zset: "call:<id>" -> enqueued timestamp (IVR callers on hold)
+
     def callback(self, callback_id: str) -> str:
         return f"{self.p}:callback:{callback_id}"
 

@@ -1,15 +1,12 @@
-"""IVR flows (jambonz-style verbs) and the prompts they say."""
+"""IVR flows (jambonz-style verbs), recognition policy, DTMF menus and the prompts they say.
+
+The model lives in `ivr.flows` (it is also what the admin API validates); this section is it.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import Field
-
-from config.base import Strict
+from ivr.flows import Flows
 
 
-class IvrConfig(Strict):
-    entry_flow: str = "main"
-    flows: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
-    prompts: dict[str, str] = Field(default_factory=dict)
+class IvrConfig(Flows):
+    pass

@@ -1,0 +1,460 @@
+"""Runs one contact through the flows: the recognition policy, branches, answers, hand-overs.
+
+The engine is channel-blind: it talks to a `ContactIO` (a call or a chat) and records every
+step with its timing in the `Session`, which becomes the call record. A contact runs to the
+end on the flow version it started with, whatever admins change meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from atiende.clock import Clock
+from config.models import Settings
+from ivr import speak
+from ivr.contact import Ask, CallerGone, ContactIO, Heard, PathEntry, Session, Transcript
+from ivr.flows import (
+    Answer,
+    Branch,
+    Enqueue,
+    Flows,
+    Gather,
+    Goto,
+    Hangup,
+    Policy,
+    Record,
+    Route,
+    Say,
+    Step,
+    Transfer,
+    Voicemail,
+)
+from ivr.hooks import Hooks
+
+log = logging.getLogger(__name__)
+
+ZERO_WORDS = {"cero", "0"}
+PERSON_INTENT = "hablar_agente"
+OUT_OF_SCOPE = {None, "", "none"}
+
+
+class Jump(Exception):
+    def __init__(self, flow: str) -> None:
+        super().__init__(flow)
+        self.flow = flow
+
+
+class _End(Exception):
+    pass
+
+
+@dataclass
+class Deps:
+    """What a contact needs from the rest of Atiende; built per contact from the current versions."""
+
+    settings: Settings
+    router: Any  # routing.router.Router
+    calendar: Any  # routing.calendar.Calendar
+    hooks: Hooks
+    clock: Clock
+    files: Any = None  # ivr.answers.FileAdapter
+    on_update: Callable[[Session], Any] | None = None  # e.g. save the record while the call runs
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _Fmt(dict[str, Any]):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+class Engine:
+    def __init__(self, doc: Flows, deps: Deps, version: int = 0) -> None:
+        self.doc = doc
+        self.deps = deps
+        self.version = version
+        from ivr.answers import Answers
+
+        self.answers = Answers(self)
+
+    # ---- contact lifecycle ----------------------------------------------------------------------
+
+    def new_session(self, io: ContactIO, *, call_id: str | None = None, trace_id: str | None = None) -> Session:
+        return Session(call_id=call_id or _new_id(), trace_id=trace_id or _new_id(), channel=io.channel,
+                       caller=io.caller, started_at=self.deps.clock.now(), flows_version=self.version)
+
+    async def run(self, io: ContactIO, session: Session | None = None) -> Session:
+        s = session or self.new_session(io)
+        self.io = io
+        self.session = s
+        self._refresh_calendar()
+        flow, index, count = self.doc.entry_flow, 0, 0
+        try:
+            while True:
+                steps = self.doc.flows.get(flow, [])
+                if index >= len(steps):
+                    break
+                count += 1
+                if count > self.doc.max_steps:
+                    log.error("contact %s stopped after %d steps (flow loop?)", s.call_id, count - 1)
+                    s.ended_by = "max_steps"
+                    break
+                step = steps[index]
+                entry = PathEntry(flow=flow, index=index, verb=step.verb, id=step.id, at=self.deps.clock.now())
+                t0 = self.deps.clock.monotonic()
+                s.path.append(entry)
+                try:
+                    await self._step(step, entry)
+                    index += 1
+                except Jump as j:
+                    entry.detail["goto"] = j.flow
+                    flow, index = j.flow, 0
+                finally:
+                    entry.ms = int((self.deps.clock.monotonic() - t0) * 1000)
+                await self._notify()
+        except _End:
+            pass
+        except CallerGone:
+            s.ended_by = s.ended_by or "caller"
+        finally:
+            s.ended_at = self.deps.clock.now()
+            if s.outcome is None:
+                s.outcome = "self_service" if s.answered else "abandoned"
+            if not s.ended_by:
+                s.ended_by = "ivr"
+            if not io.ended:
+                try:
+                    await io.hangup()
+                except CallerGone:
+                    pass
+        return s
+
+    async def _notify(self) -> None:
+        if self.deps.on_update is not None:
+            res = self.deps.on_update(self.session)
+            if hasattr(res, "__await__"):
+                await res
+
+    # ---- text --------------------------------------------------------------------------------
+
+    def _refresh_calendar(self) -> None:
+        cal, now = self.deps.calendar, self.deps.clock.now()
+        st = cal.status(now)
+        self.session.calendar_state = "open" if st.open else ("holiday" if st.holiday else "closed")
+        local = now.astimezone(cal.tz)
+        svc = self.deps.settings.service
+        nxt = st.next_open if st.next_open is not None else (None if st.open else cal.next_open(now))
+        self._vars = {
+            "name": svc.name, "institution": svc.institution, "line_name": svc.line_name,
+            "line_number": svc.line_number, "hours": cal.describe_hours(), "today": cal.describe_day(local.date()),
+            "next_open": speak.when_phrase(nxt.astimezone(cal.tz), now) if nxt else "",
+            "closed_reason": f" por ser festivo, {st.holiday}" if st.holiday else "",
+        }
+
+    def render(self, text: str, **extra: Any) -> str:
+        values = _Fmt(self._vars)
+        values.update({k: v for k, v in self.session.vars.items() if isinstance(v, str | int | float)})
+        values.update(extra)
+        return text.format_map(values)
+
+    def prompt(self, name: str, **extra: Any) -> str:
+        return self.render(self.doc.prompts.get(name, name), **extra)
+
+    def label(self, intent: str | None) -> str:
+        return self.doc.labels.get(intent or "", intent or "")
+
+    async def say(self, text: str, *, cached: bool = False, barge_in: bool = True) -> None:
+        self.session.said.append(text)
+        await self.io.say(text, cached=cached, barge_in=barge_in)
+
+    # ---- steps -------------------------------------------------------------------------------
+
+    async def _step(self, step: Step, entry: PathEntry) -> None:
+        s = self.session
+        if isinstance(step, Say):
+            raw = step.text if step.text is not None else self.doc.prompts[step.prompt or ""]
+            text = self.render(raw)
+            await self.say(text, cached=step.prompt is not None and text == raw, barge_in=step.barge_in)
+        elif isinstance(step, Gather):
+            value = await self.gather(step)
+            entry.detail.update({"expect": step.expect, "value": _plain(value)})
+            if step.expect == "intent":
+                entry.detail.update({"intent": s.intent, "confidence": round(s.confidence, 3)})
+        elif isinstance(step, Route):
+            target = self.doc.route_target(step, s.intent)
+            entry.detail["intent"] = s.intent
+            raise Jump(target)
+        elif isinstance(step, Branch):
+            value = self._branch_value(step.switch)
+            entry.detail["value"] = value
+            dest = step.cases.get(value, step.default)
+            if dest is not None:
+                raise Jump(dest)
+        elif isinstance(step, Answer):
+            ok = await self.answers.answer(step.topic)
+            entry.detail["answered"] = ok
+            if ok:
+                if step.topic not in s.answered:
+                    s.answered.append(step.topic)
+            else:
+                raise Jump(step.on_fail or self.doc.person_flow)
+        elif isinstance(step, Enqueue):
+            await self._enqueue(step, entry)
+        elif isinstance(step, Record):
+            raw = step.text if step.text is not None else self.doc.prompts[step.prompt or ""]
+            got = await self.io.record(self.render(raw), max_s=step.max_s, end_silence_s=step.end_silence_s)
+            self._transcript(step.id or "record", "recording", got.text, got.confidence)
+            s.vars[step.into] = got.text
+            entry.detail["chars"] = len(got.text)
+        elif isinstance(step, Voicemail):
+            ref = await self.deps.hooks.voicemail.leave(s, self.io, step.queue)
+            s.outcome = "voicemail"
+            if ref:
+                s.ticket_ref = ref
+                entry.detail["ticket"] = ref
+                said = speak.chars_spoken(ref) if s.channel == "voice" else ref
+                await self.say(f"Su mensaje ha quedado registrado con la referencia {said}. Le llamaremos "
+                               f"{self._vars['next_open'] or 'el siguiente día hábil'}. Gracias.")
+            raise _End
+        elif isinstance(step, Transfer):
+            ok = await self.io.transfer(step.to)
+            entry.detail["ok"] = ok
+            if ok:
+                s.outcome = "transferred"
+                raise _End
+        elif isinstance(step, Hangup):
+            s.ended_by = "ivr"
+            raise _End
+        elif isinstance(step, Goto):
+            raise Jump(step.flow)
+
+    def _branch_value(self, switch: str) -> str:
+        s = self.session
+        if switch == "calendar":
+            self._refresh_calendar()
+            return s.calendar_state
+        if switch == "intent":
+            return s.intent or "none"
+        if switch == "confidence":
+            return "high" if s.confidence >= self.doc.policy.confirm_below else "low"
+        if switch == "channel":
+            return s.channel
+        value = s.vars.get(switch)
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        return "" if value is None else str(value)
+
+    async def _enqueue(self, step: Enqueue, entry: PathEntry) -> None:
+        s = self.session
+        hooks = self.deps.hooks.queue
+        place = await hooks.enqueue(s, step.queue)
+        s.outcome, s.queue = "queued", step.queue
+        entry.detail.update({"queue": step.queue, "position": place.position})
+        if step.announce:
+            if s.channel == "voice":
+                text = f"Hay {place.position - 1} personas delante de usted." if place.position > 1 else \
+                    "Es usted el siguiente."
+                if place.wait_s:
+                    text += f" El tiempo de espera estimado es de {max(1, round(place.wait_s / 60))} minutos."
+                await self.say(text + " Por favor, no cuelgue.")
+            else:
+                await self.say("Le paso con una persona del servicio; le responderá en esta misma conversación.")
+        result = await hooks.wait(s, self.io, place, step.overflow_after_s)
+        entry.detail["wait"] = result
+        if result == "hangup":
+            s.ended_by = "caller"
+            raise _End
+        if result == "overflow" and step.overflow:
+            raise Jump(step.overflow)
+        if result == "connected":
+            s.outcome = "transferred"
+        raise _End
+
+    # ---- recognition policy ----------------------------------------------------------------------
+
+    def _transcript(self, step: str, kind: Any, text: str = "", confidence: float = 0.0, digits: str = "",
+                    engine: str = "") -> None:
+        self.session.transcripts.append(Transcript(at=self.deps.clock.now(), step=step, kind=kind, text=text,
+                                                   digits=digits, confidence=round(confidence, 3), engine=engine))
+
+    def menu_options(self, menu: str | None) -> list[tuple[str, str]]:
+        if not menu:
+            return []
+        return [(o.key, self.label(o.intent)) for o in self.doc.menus.get(menu, [])]
+
+    def _is_zero(self, heard: Heard, expect: str) -> bool:
+        if heard.kind == "dtmf":
+            return heard.digits == "0" and expect not in ("digits", "reference")
+        words = speak.fold(heard.text).split()
+        if expect in ("digits", "reference"):
+            return words == ["cero"]
+        return bool(words) and (words == ["cero"] or (words[-1:] == ["cero"] and len(words) <= 3))
+
+    async def gather(self, step: Gather) -> Any:
+        raw = step.text if step.text is not None else self.doc.prompts[step.prompt or ""]
+        text = self.render(raw)
+        options = self.menu_options(step.menu) or ([("1", "Sí"), ("2", "No")] if step.expect == "yes_no" else [])
+        ask = Ask(text=text, input=list(step.input), options=options, num_digits=step.num_digits,
+                  finish_key=step.finish_key, timeout_s=step.timeout_s, max_s=step.max_s, barge_in=step.barge_in,
+                  cached=text == raw)
+        value = await self.collect(ask, step.expect, self.doc.policy_of(step), menu=step.menu, name=step.id or step.expect)
+        if step.expect != "intent":
+            self.session.vars[step.into or step.expect] = _plain(value)
+        return value
+
+    async def ask(self, text: str, expect: str, *, retries: int = 1, name: str | None = None) -> Any:
+        """A question inside an answer (the town, a reference...): None when it could not be understood."""
+        pol = Policy(no_input_retries=retries, no_match_retries=retries, dtmf_fallback=False, handover=None)
+        return await self.collect(Ask(text=text, input=["speech", "dtmf"]), expect, pol, name=name or expect)
+
+    async def confirm(self, question: str) -> bool | None:
+        pol = Policy(no_input_retries=1, no_match_retries=1, dtmf_fallback=False, handover=None)
+        ask = Ask(text=question, options=[("1", "Sí"), ("2", "No")], grammar=["sí", "no"])
+        got = await self.collect(ask, "yes_no", pol, name="confirm")
+        return None if got is None else got == "yes"
+
+    async def collect(self, ask: Ask, expect: str, pol: Policy, *, menu: str | None = None, name: str = "gather") -> Any:
+        """Ask until understood, following the policy: retries, confirmation, keypad menu, hand-over."""
+        s = self.session
+        base = ask.text
+        no_input = no_match = 0
+        if expect == "intent" and self.deps.router is not None:
+            try:
+                ask.hints = list(self.deps.router.hints())
+            except Exception:  # hints are an optimisation, never a reason to fail a call
+                ask.hints = []
+        while True:
+            heard = await self.io.gather(ask)
+            self._transcript(name, heard.kind, heard.text, heard.confidence, heard.digits, heard.engine)
+            if heard.kind == "no_input":
+                no_input += 1
+                if no_input > pol.no_input_retries:
+                    return await self._give_up(pol, menu, "no_input")
+                ask.text, ask.cached = self.prompt(pol.no_input_prompt) + " " + base, False
+                continue
+            if self._is_zero(heard, expect):
+                self._refresh_calendar()
+                if s.calendar_state == "open":  # "cero" always reaches a person while the line is open
+                    s.intent, s.confidence = PERSON_INTENT, 1.0
+                    raise Jump(self.doc.person_flow)
+            value, sure = self.interpret(heard, expect, menu, pol)
+            if value is not None and not sure:
+                question = self.prompt("confirm", label=self.label(value)) if expect == "intent" else \
+                    f"¿Ha dicho {value}? Diga sí o no."
+                yes = await self.confirm(question)
+                if yes:
+                    sure = True
+                elif yes is False:
+                    value = None
+                    base = self.prompt("next_question") if "next_question" in self.doc.prompts else base
+                else:
+                    value = None
+            if value is not None:
+                if expect == "intent":
+                    s.intent = value
+                return value
+            no_match += 1
+            if no_match > pol.no_match_retries:
+                return await self._give_up(pol, menu, "no_match")
+            ask.text, ask.cached = self.prompt(pol.no_match_prompt) + " " + base, False
+
+    async def _give_up(self, pol: Policy, menu: str | None, why: str) -> Any:
+        s = self.session
+        if pol.dtmf_fallback and menu and self.doc.menus.get(menu):
+            options = self.menu_options(menu)
+            lines = [self.prompt("menu_option", label=label, key=key) for key, label in options]
+            text = " ".join([self.prompt("menu_intro"), *lines])
+            ask = Ask(text=text, input=["dtmf"], options=options, num_digits=1, cached=False)
+            for _ in range(pol.dtmf_retries + 1):
+                heard = await self.io.gather(ask)
+                self._transcript("dtmf_menu", heard.kind, heard.text, heard.confidence, heard.digits, heard.engine)
+                key = heard.digits[:1] if heard.kind == "dtmf" else _spoken_key(heard.text)
+                intent = next((o.intent for o in self.doc.menus[menu] if o.key == key), None)
+                if intent is not None:
+                    s.intent, s.confidence = intent, 1.0
+                    s.vars["via"] = "dtmf_menu"
+                    if intent == PERSON_INTENT:
+                        raise Jump(self.doc.person_flow)
+                    return intent
+                ask.text = self.prompt(pol.no_match_prompt) + " " + text
+        s.vars["gave_up"] = why
+        if pol.handover:
+            raise Jump(pol.handover)
+        return None
+
+    def interpret(self, heard: Heard, expect: str, menu: str | None, pol: Policy) -> tuple[Any, bool]:
+        """(value, sure): value None when the input does not answer the question."""
+        from routing import entities
+
+        text = heard.text.strip()
+        if heard.kind == "dtmf":
+            digits = heard.digits.rstrip("#")
+            if expect == "intent":
+                intent = next((o.intent for o in self.doc.menus.get(menu or "", []) if o.key == digits[:1]), None)
+                if intent:
+                    self.session.confidence = 1.0
+                return intent, True
+            if expect == "yes_no":
+                return {"1": "yes", "2": "no"}.get(digits[:1]), True
+            if expect in ("reference", "digits", "text"):
+                return (digits or None), True
+            return None, True
+        if not text:
+            return None, True
+        if expect == "intent":
+            res = self.deps.router.route(text, channel="voice" if self.session.channel == "voice" else "chat")
+            intent = res.intent if res.intent not in OUT_OF_SCOPE else None
+            self.session.vars["utterance"] = text
+            self.session.confidence = float(res.confidence)
+            self.session.entities = dict(res.entities or {})
+            if intent is None:
+                return None, True
+            doubtful = bool(res.needs_confirmation) or res.confidence < pol.confirm_below or (
+                heard.kind == "speech" and 0 < heard.confidence < pol.stt_confirm_below)
+            return intent, not doubtful
+        if expect == "yes_no":
+            yn = entities.parse_yes_no(text)
+            return (None if yn is None else ("yes" if yn else "no")), True
+        if expect == "reference":
+            return entities.extract_reference(text), True
+        if expect == "digits":
+            ref = entities.extract_reference(text)
+            return (ref if ref and ref.isdigit() else None), True
+        if expect == "town":
+            return entities.extract_town(text, self.deps.settings.knowledge.offices), True
+        if expect == "unit":
+            return entities.extract_unit(text, self.deps.settings.knowledge.directory), True
+        if expect == "vehicle":
+            from ivr.answers import match_vehicle
+
+            return match_vehicle(text, self.deps.settings.knowledge), True
+        return text, True
+
+
+_SPOKEN_KEYS = {w: str(i) for i, w in enumerate(speak.DIGITS)} | {"un": "1", "una": "1"}
+
+
+def _spoken_key(text: str) -> str:
+    for word in speak.fold(text).split():
+        if word in _SPOKEN_KEYS:
+            return _SPOKEN_KEYS[word]
+        if re.fullmatch(r"[0-9]", word):
+            return word
+    return ""
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    for attr in ("office_id", "dir3_code", "name"):
+        if hasattr(value, attr):
+            return str(getattr(value, attr))
+    return str(value)

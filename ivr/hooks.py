@@ -1,0 +1,167 @@
+"""Where the IVR hands work to other areas: tickets (desk), queues (desk assignment), voicemail.
+
+The engine only sees these small protocols. `desk_hooks(runtime)` wires the real desk; the
+voicemail/agents area (issue 9) replaces `queue` and `voicemail` with its own implementations
+(`Hooks(tickets=..., queue=MyQueue(), voicemail=MyVoicemail())`). `DryRunHooks` serves
+`atiende simulate` without a store: nothing is written, references are marked as simulated.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from ivr.contact import ContactIO, Session
+
+if TYPE_CHECKING:
+    from atiende.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+WaitResult = Literal["connected", "overflow", "hangup", "handed_over"]
+
+
+@dataclass
+class QueuePlace:
+    queue: str
+    item_id: str
+    position: int
+    wait_s: float | None = None
+
+
+class TicketHook(Protocol):
+    async def create(self, session: Session, *, queue: str, kind: str, subject: str, body: str,
+                     due: datetime | None = None, data: dict[str, Any] | None = None) -> str: ...
+
+    async def status_text(self, ref: str) -> str | None:
+        """Spanish status of a ticket, None when the reference does not exist."""
+        ...
+
+
+class QueueHook(Protocol):
+    async def enqueue(self, session: Session, queue: str) -> QueuePlace: ...
+
+    async def wait(self, session: Session, io: ContactIO, place: QueuePlace, timeout_s: float) -> WaitResult:
+        """Until an agent takes the contact ("connected"), the wait passes timeout ("overflow"), or the caller leaves."""
+        ...
+
+
+class VoicemailHook(Protocol):
+    async def leave(self, session: Session, io: ContactIO, queue: str) -> str | None:
+        """Record a message and turn it into a ticket with a callback; returns its reference."""
+        ...
+
+
+@dataclass
+class Hooks:
+    tickets: TicketHook
+    queue: QueueHook
+    voicemail: VoicemailHook
+
+
+# ---- simple implementations over the desk (until the agents/voicemail area brings its own) ----------------
+
+
+class DeskTickets:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+
+    async def create(self, session: Session, *, queue: str, kind: str, subject: str, body: str,
+                     due: datetime | None = None, data: dict[str, Any] | None = None) -> str:
+        desk: Any = self.rt.desk  # type: ignore[attr-defined,unused-ignore]
+        citizen_id = None
+        if session.caller:
+            kind_of = "phone" if session.channel == "voice" else "webchat"
+            citizen = await desk.citizens.identify(kind_of, session.caller)
+            citizen_id = citizen.id
+        ticket = await desk.tickets.create(channel="phone" if session.channel == "voice" else "webchat", queue=queue,
+                                           subject=subject, kind=kind, citizen_id=citizen_id, intent=session.intent,
+                                           trace_id=session.trace_id, body=body, due=due, actor="ivr")
+        return str(ticket.ref)
+
+    async def status_text(self, ref: str) -> str | None:
+        from atiende.errors import NotFound
+
+        desk: Any = self.rt.desk  # type: ignore[attr-defined,unused-ignore]
+        try:
+            return str(await desk.tickets.status_text(ref))
+        except NotFound:
+            return None
+
+
+class StoreQueue:
+    """Puts the contact in the queue's sorted set and waits; agents (issue 9) take items from there."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+
+    async def enqueue(self, session: Session, queue: str) -> QueuePlace:
+        r, k = self.rt.store.redis, self.rt.store.keys
+        item = f"call:{session.call_id}"
+        await r.zadd(k.calls_waiting(queue), {item: self.rt.clock.now().timestamp()}, nx=True)
+        rank: Any = await r.zrank(k.calls_waiting(queue), item)
+        return QueuePlace(queue=queue, item_id=item, position=int(rank or 0) + 1)
+
+    async def wait(self, session: Session, io: ContactIO, place: QueuePlace, timeout_s: float) -> WaitResult:
+        if io.channel != "voice":
+            return "handed_over"
+        stayed = await io.hold(timeout_s)
+        if not stayed:
+            await self.rt.store.redis.zrem(self.rt.store.keys.calls_waiting(place.queue), place.item_id)
+            return "hangup"
+        await self.rt.store.redis.zrem(self.rt.store.keys.calls_waiting(place.queue), place.item_id)
+        return "overflow"
+
+
+class RecordingVoicemail:
+    """Record, transcribe, ticket with the callback due at the line's next opening."""
+
+    def __init__(self, runtime: Runtime, tickets: TicketHook) -> None:
+        self.rt = runtime
+        self.tickets = tickets
+
+    async def leave(self, session: Session, io: ContactIO, queue: str) -> str | None:
+        vm = self.rt.settings.voicemail
+        got = await io.record("Deje su mensaje después de la señal. Cuando termine, cuelgue o espere.",
+                              max_s=vm.max_length_s, end_silence_s=vm.end_silence_s)
+        if not got.text and not got.audio:
+            return None
+        cal = await self.rt.calendars.get()  # type: ignore[attr-defined,unused-ignore]
+        due = cal.next_open(self.rt.clock.now())
+        return await self.tickets.create(session, queue=queue, kind="voicemail", subject="Mensaje en el buzón de voz",
+                                         body=got.text, due=due, data={"confidence": got.confidence})
+
+
+def desk_hooks(runtime: Runtime) -> Hooks:
+    tickets = DeskTickets(runtime)
+    return Hooks(tickets=tickets, queue=StoreQueue(runtime), voicemail=RecordingVoicemail(runtime, tickets))
+
+
+class DryRunHooks:
+    """For `atiende simulate` without a store: nothing is written."""
+
+    class _Tickets:
+        async def create(self, session: Session, *, queue: str, kind: str, subject: str, body: str,
+                         due: datetime | None = None, data: dict[str, Any] | None = None) -> str:
+            return "SIMULA"
+
+        async def status_text(self, ref: str) -> str | None:
+            return None
+
+    class _Queue:
+        async def enqueue(self, session: Session, queue: str) -> QueuePlace:
+            return QueuePlace(queue=queue, item_id=f"call:{session.call_id}", position=1)
+
+        async def wait(self, session: Session, io: ContactIO, place: QueuePlace, timeout_s: float) -> WaitResult:
+            return "handed_over"
+
+    class _Voicemail:
+        async def leave(self, session: Session, io: ContactIO, queue: str) -> str | None:
+            got = await io.record("Deje su mensaje después de la señal.", max_s=120, end_silence_s=5)
+            return "SIMULA" if got.text else None
+
+    @classmethod
+    def make(cls) -> Hooks:
+        return Hooks(tickets=cls._Tickets(), queue=cls._Queue(), voicemail=cls._Voicemail())
