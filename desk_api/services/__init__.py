@@ -1,0 +1,80 @@
+"""The desk's services: one shared model for every channel, used by the REST API, the IVR and the channels.
+
+`runtime.desk` is a `Desk`:
+
+    desk.citizens   CitizenService   identify / link / merge / get            (citizens.py)
+    desk.tickets    TicketService    create / get / list / add_interaction / claim / escalate / status_text (tickets.py)
+    desk.agents     AgentService     upsert / get / list / set_presence       (agents.py)
+    desk.assign     Assignment       reserve / release / offer / claim_next   (assignment.py)
+    desk.events     EventBus         publish / read / recent                  (events.py)
+    desk.audit      AuditLog         record / list                            (audit.py)
+    desk.auth       AuthService      create_user / login / authenticate / create_api_key   (auth.py)
+    desk.limiter    RateLimiter      check(name, client)                      (auth.py)
+    desk.reports    Reports          record_contact / record_wait / summary   (reports.py)
+
+Models are in models.py (Citizen, Ticket, Interaction, Agent, Principal). Replies to digital channels go through
+senders registered in outbound.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from desk_api.services.agents import AgentService
+from desk_api.services.assignment import Assignment
+from desk_api.services.audit import AuditLog
+from desk_api.services.auth import AuthService, RateLimiter
+from desk_api.services.citizens import CitizenService
+from desk_api.services.events import EventBus
+from desk_api.services.reports import Reports
+from desk_api.services.tickets import TicketService, business_days_fallback
+
+if TYPE_CHECKING:
+    from atiende.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class Desk:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        cfg = rt.settings.desk
+        store, clock = rt.store, rt.clock
+        cal_cfg = rt.settings.calendar
+        self.tz = ZoneInfo(cal_cfg.calendars[cal_cfg.default].timezone) if cal_cfg.default in cal_cfg.calendars \
+            else ZoneInfo("Europe/Madrid")
+        self.cfg = cfg
+        self.events = EventBus(store, clock, cfg.events_maxlen)
+        self.audit = AuditLog(store, clock, cfg.audit_maxlen)
+        self.citizens = CitizenService(store, clock, self.events, self.audit)
+        self.tickets = TicketService(store, clock, cfg, self.events, self.audit, self.tz, self.due)
+        self.agents = AgentService(store, clock, self.events, self.audit)
+        self.assign = Assignment(store, cfg, self.agents, self.tickets, self.events)
+        self.auth = AuthService(store, clock, cfg, self.agents, self.audit)
+        self.limiter = RateLimiter(store, clock, cfg)
+        self.reports = Reports(store, clock, self.tz, self.tickets)
+
+    async def due(self, kind: str, queue: str, now: datetime) -> datetime | None:
+        """Due date from the queue's calendar: complaints/suggestions within N business days, the rest within
+        N business hours; voicemails and callbacks are due at the next opening."""
+        cfg = self.rt.settings.desk
+        q = cfg.queue(queue)
+        cal: Any = None
+        calendars = getattr(self.rt, "calendars", None)  # routing's CalendarService, when that package provides it
+        if calendars is not None:
+            try:
+                cal = await calendars.get(q.calendar if q else None)
+            except Exception as exc:  # a broken calendar must not stop ticket creation
+                log.warning("calendar unavailable for due dates: %s", exc)
+        if cal is None:
+            days = cfg.complaint_due_business_days if kind in ("complaint", "suggestion") else \
+                max(1, cfg.ticket_due_business_hours // 8)
+            return business_days_fallback(now, days)
+        if kind in ("complaint", "suggestion"):
+            return cal.add_business_days(now, cfg.complaint_due_business_days)
+        if kind in ("voicemail", "callback"):
+            return cal.next_open(now + timedelta(seconds=1))
+        return cal.add_business_hours(now, cfg.ticket_due_business_hours)
