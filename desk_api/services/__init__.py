@@ -29,6 +29,7 @@ from desk_api.services.audit import AuditLog
 from desk_api.services.auth import AuthService, RateLimiter
 from desk_api.services.citizens import CitizenService
 from desk_api.services.events import EventBus
+from desk_api.services.models import Interaction, Ticket
 from desk_api.services.reports import Reports
 from desk_api.services.tickets import TicketService, business_days_fallback
 
@@ -50,12 +51,21 @@ class Desk:
         self.events = EventBus(store, clock, cfg.events_maxlen)
         self.audit = AuditLog(store, clock, cfg.audit_maxlen)
         self.citizens = CitizenService(store, clock, self.events, self.audit)
-        self.tickets = TicketService(store, clock, cfg, self.events, self.audit, self.tz, self.due)
+        self.tickets = TicketService(store, clock, cfg, self.events, self.audit, self.tz, self.due, self.deliver)
         self.agents = AgentService(store, clock, self.events, self.audit)
         self.assign = Assignment(store, cfg, self.agents, self.tickets, self.events)
         self.auth = AuthService(store, clock, cfg, self.agents, self.audit)
         self.limiter = RateLimiter(store, clock, cfg)
         self.reports = Reports(store, clock, self.tz, self.tickets)
+
+    async def deliver(self, ticket: Ticket, message: Interaction) -> dict[str, Any] | None:
+        """Send a reply through the channel's registered sender; None when the channel has none (phone, office)."""
+        from desk_api.services.outbound import SENDERS
+
+        sender = SENDERS.get(ticket.channel)
+        if sender is None:
+            return None
+        return (await sender(self.rt, ticket, message)) or {}
 
     async def due(self, kind: str, queue: str, now: datetime) -> datetime | None:
         """Due date from the queue's calendar: complaints/suggestions within N business days, the rest within

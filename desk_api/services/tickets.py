@@ -26,6 +26,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from pydantic import BaseModel
 from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
@@ -48,6 +49,19 @@ from desk_api.services.models import (
 )
 
 DueFn = Callable[[str, str, datetime], Awaitable[datetime | None]]  # (kind, queue, now) -> due
+DeliverFn = Callable[[Ticket, Interaction], Awaitable[dict[str, Any] | None]]  # raises when not delivered, or None: no sender
+
+
+class Delivery(BaseModel):
+    channel: str
+    sent: bool
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class Reply(BaseModel):
+    interaction: Interaction
+    delivery: Delivery
 COUNTER_TTL_S = 400 * 86400
 
 _CREATE = """
@@ -100,7 +114,7 @@ def _waiting(t: Ticket) -> bool:
 
 class TicketService:
     def __init__(self, store: Store, clock: Clock, cfg: DeskConfig, events: EventBus, audit: AuditLog, tz: ZoneInfo,
-                 due_fn: DueFn | None = None) -> None:
+                 due_fn: DueFn | None = None, deliver: DeliverFn | None = None) -> None:
         self.store = store
         self.clock = clock
         self.cfg = cfg
@@ -108,6 +122,7 @@ class TicketService:
         self.audit = audit
         self.tz = tz
         self.due_fn = due_fn
+        self.deliver = deliver
         self._create = store.redis.register_script(_CREATE)
 
     # ---- helpers -----------------------------------------------------------------------------
@@ -412,14 +427,27 @@ class TicketService:
         return await self.change(ref, mutate, actor=actor, action="ticket.escalate", event_type="ticket.escalated",
                                  details={"to": target, "note": note[:500]})
 
-    async def reply(self, ref: str, text: str, *, actor: str) -> Interaction:
-        """Store an agent's reply on the ticket's channel (delivery is the channel sender's job, see outbound.py)."""
+    async def reply(self, ref: str, text: str, *, actor: str) -> Reply:
+        """Store an agent's reply, then deliver it on the ticket's channel through the sender registered for it
+        (outbound.py). The reply is kept even when delivery fails; the failure is noted on the ticket."""
         if not text.strip():
             raise InvalidInput("empty reply", {"text": "required"})
         t = await self.get(ref)
         kind = "message" if t.channel == "phone" else _message_kind(t.channel)
-        it = Interaction(kind=kind, channel=t.channel, actor=actor, direction="out", text=text[:20000])
-        return await self.add_interaction(t.ref, it, actor=actor)
+        it = Interaction.model_validate({"kind": kind, "channel": t.channel, "actor": actor, "direction": "out",
+                                         "text": text[:20000]})
+        await self.add_interaction(t.ref, it, actor=actor)
+        delivery = Delivery(channel=t.channel, sent=False)
+        if self.deliver is not None:
+            try:
+                delivery.result = await self.deliver(t, it)
+                delivery.sent = delivery.result is not None
+            except Exception as exc:  # any channel failure: keep the reply, report and note it
+                delivery.error = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+                await self.add_interaction(t.ref, Interaction(kind="note", channel="api", actor="system",
+                                                              text=f"Respuesta no entregada: {delivery.error}",
+                                                              data={"undelivered": it.id}))
+        return Reply(interaction=it, delivery=delivery)
 
     async def note(self, ref: str, text: str, *, actor: str) -> Interaction:
         if not text.strip():
