@@ -44,6 +44,8 @@ ONE_DAY = dt.timedelta(days=1)
 # How far ahead a search looks for an opening before it gives up (a closure may span months).
 HORIZON_DAYS = 3 * 366
 _DAY_CACHE_MAX = 20_000
+# Instants outside these years are refused (ValueError): searches run years ahead and dates end at 9999.
+MIN_YEAR, MAX_YEAR = 1971, 2199
 
 DAY_NAMES = ("lunes", "martes", "miércoles", "jueves", "viernes", "sábado", "domingo")
 DAY_NAMES_PLURAL = ("lunes", "martes", "miércoles", "jueves", "viernes", "sábados", "domingos")
@@ -142,15 +144,17 @@ def _join(parts: list[str]) -> str:
 
 
 def _intervals_text(intervals: list[Interval]) -> str:
-    def t(hhmm: str) -> str:
-        h, m = hhmm.split(":")
-        return f"{int(h)}:{m}"
+    merged: list[list[int]] = []
+    for i in sorted(intervals, key=lambda i: i.start_min):
+        if merged and i.start_min <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], i.end_min)
+        else:
+            merged.append([i.start_min, i.end_min])
+    return _join([f"de {a // 60}:{a % 60:02d} a {b // 60}:{b % 60:02d}" for a, b in merged])
 
-    return _join([f"de {t(i.start)} a {t(i.end)}" for i in intervals])
 
-
-def _days_text(days: list[int]) -> str:
-    """[0..4] -> "de lunes a viernes"; [0, 2] -> "lunes y miércoles"; [5] -> "sábados"."""
+def _days_parts(days: list[int]) -> list[str]:
+    """[0..4] -> ["de lunes a viernes"]; [0, 2] -> ["lunes", "miércoles"]; [5, 6] -> ["sábados", "domingos"]."""
     runs: list[list[int]] = []
     for d in days:
         if runs and d == runs[-1][-1] + 1:
@@ -163,7 +167,7 @@ def _days_text(days: list[int]) -> str:
             parts.append(f"de {DAY_NAMES[run[0]]} a {DAY_NAMES[run[-1]]}")
         else:
             parts.extend(DAY_NAMES_PLURAL[d] for d in run)
-    return _join(parts)
+    return parts
 
 
 def _weekly_text(weekly: WeeklyHours) -> tuple[str, list[int]]:
@@ -176,7 +180,7 @@ def _weekly_text(weekly: WeeklyHours) -> tuple[str, list[int]]:
             groups.setdefault(_intervals_text(intervals), []).append(wd)
         else:
             closed.append(wd)
-    text = "; ".join(f"{_days_text(days)}, {hours}" for hours, days in groups.items())
+    text = "; ".join(f"{_join(_days_parts(days))}, {hours}" for hours, days in groups.items())
     return text, closed
 
 
@@ -288,6 +292,8 @@ class Calendar:
         return at.astimezone(self.tz)
 
     def _utc(self, at: dt.datetime) -> tuple[dt.datetime, dt.date]:
+        if not MIN_YEAR <= at.year <= MAX_YEAR:
+            raise ValueError(f"{at.isoformat()} is outside the years the calendar answers for ({MIN_YEAR}-{MAX_YEAR})")
         if at.tzinfo is None:
             at = at.replace(tzinfo=self.tz)
         t = at.astimezone(UTC)
@@ -439,7 +445,7 @@ class Calendar:
             s_text, _ = _weekly_text(season.weekly)
             when = f"del {_md_text(season.start_md)} al {_md_text(season.end_md)} (horario de {season.name})"
             parts.append(f"{when}, {s_text}" if s_text else f"{when}, cerrado")
-        closed_names = [DAY_NAMES_PLURAL[d] for d in closed]
+        closed_names = _days_parts(closed)
         if self._public is not None or self._local_holidays:
             closed_names.append("festivos")
         if closed_names:
