@@ -212,12 +212,12 @@ class Answers:
             ref = normalize_ref(str(got)) if got else None
         if ref is None:
             return False
-        status = await e.deps.hooks.tickets.status_text(ref)
-        said = speak.chars_spoken(ref) if self.voice else display_ref(ref)
+        status = await e.deps.hooks.tickets.status_text(ref, spoken=self.voice)
         if status is None:
+            said = speak.chars_spoken(ref) if self.voice else display_ref(ref)
             await e.say(f"No encuentro ninguna consulta con la referencia {said}.")
             return False
-        await e.say(f"Su consulta {said}: {status}")
+        await e.say(status)
         return True
 
     async def _complaint(self) -> bool:

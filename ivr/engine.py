@@ -321,19 +321,43 @@ class Engine:
         got = await self.collect(ask, "yes_no", pol, name="confirm")
         return None if got is None else got == "yes"
 
+    async def _confirm_intent(self, question: str) -> tuple[bool | None, Heard | None]:
+        """(yes/no, None) or (None, what the caller said instead: "¿Quiere X?" "quiero Y" is a new answer)."""
+        from routing import entities
+
+        ask = Ask(text=question, options=[("1", "Sí"), ("2", "No")], grammar=["sí", "no"])
+        for _ in range(2):
+            heard = await self.io.gather(ask)
+            self._transcript("confirm", heard.kind, heard.text, heard.confidence, heard.digits, heard.engine)
+            if heard.kind == "dtmf":
+                yn = {"1": True, "2": False}.get(heard.digits[:1])
+                if yn is not None:
+                    return yn, None
+            elif heard.kind == "speech":
+                yn = entities.parse_yes_no(heard.text)
+                if yn is not None:
+                    return yn, None
+                return None, heard
+            ask.text = self.prompt("no_input") + " " + question
+        return None, None
+
     async def collect(self, ask: Ask, expect: str, pol: Policy, *, menu: str | None = None, name: str = "gather") -> Any:
         """Ask until understood, following the policy: retries, confirmation, keypad menu, hand-over."""
         s = self.session
         base = ask.text
         no_input = no_match = 0
+        pending: Heard | None = None
         if expect == "intent" and self.deps.router is not None:
             try:
                 ask.hints = list(self.deps.router.hints())
             except Exception:  # hints are an optimisation, never a reason to fail a call
                 ask.hints = []
         while True:
-            heard = await self.io.gather(ask)
-            self._transcript(name, heard.kind, heard.text, heard.confidence, heard.digits, heard.engine)
+            if pending is not None:
+                heard, pending = pending, None
+            else:
+                heard = await self.io.gather(ask)
+                self._transcript(name, heard.kind, heard.text, heard.confidence, heard.digits, heard.engine)
             if heard.kind == "no_input":
                 no_input += 1
                 if no_input > pol.no_input_retries:
@@ -347,16 +371,16 @@ class Engine:
                     raise Jump(self.doc.person_flow)
             value, sure = self.interpret(heard, expect, menu, pol)
             if value is not None and not sure:
-                question = self.prompt("confirm", label=self.label(value)) if expect == "intent" else \
-                    f"¿Ha dicho {value}? Diga sí o no."
-                yes = await self.confirm(question)
+                yes, instead = await self._confirm_intent(self.prompt("confirm", label=self.label(value)))
                 if yes:
                     sure = True
-                elif yes is False:
-                    value = None
-                    base = self.prompt("next_question") if "next_question" in self.doc.prompts else base
                 else:
                     value = None
+                    if yes is False and "next_question" in self.doc.prompts:
+                        base = self.prompt("next_question")
+                    if instead is not None:
+                        pending = instead  # a new answer instead of yes or no: interpret it as such
+                        continue
             if value is not None:
                 if expect == "intent":
                     s.intent = value

@@ -24,7 +24,7 @@ class Policy(Strict):
 
     no_input_retries: int = Field(2, ge=0, le=5, description="re-asks after silence before giving up")
     no_match_retries: int = Field(1, ge=0, le=5, description="re-asks after an unrecognised answer")
-    confirm_below: float = Field(0.75, ge=0, le=1, description="router confidence under this asks '¿Quiere ...?'")
+    confirm_below: float = Field(0.6, ge=0, le=1, description="router confidence under this asks '¿Quiere ...?'")
     stt_confirm_below: float = Field(0.45, ge=0, le=1, description="speech confidence under this asks too")
     dtmf_fallback: bool = Field(True, description="offer the keypad menu when speech keeps failing")
     dtmf_retries: int = Field(1, ge=0, le=5)

@@ -35,7 +35,7 @@ class TicketHook(Protocol):
     async def create(self, session: Session, *, queue: str, kind: str, subject: str, body: str,
                      due: datetime | None = None, data: dict[str, Any] | None = None) -> str: ...
 
-    async def status_text(self, ref: str) -> str | None:
+    async def status_text(self, ref: str, spoken: bool = False) -> str | None:
         """Spanish status of a ticket, None when the reference does not exist."""
         ...
 
@@ -81,12 +81,12 @@ class DeskTickets:
                                            trace_id=session.trace_id, body=body, due=due, actor="ivr")
         return str(ticket.ref)
 
-    async def status_text(self, ref: str) -> str | None:
+    async def status_text(self, ref: str, spoken: bool = False) -> str | None:
         from atiende.errors import NotFound
 
         desk: Any = self.rt.desk  # type: ignore[attr-defined,unused-ignore]
         try:
-            return str(await desk.tickets.status_text(ref))
+            return str(await desk.tickets.status_text(ref, spoken=spoken))
         except NotFound:
             return None
 
@@ -143,12 +143,15 @@ class DryRunHooks:
     """For `atiende simulate` without a store: nothing is written."""
 
     class _Tickets:
+        def __init__(self, reader: TicketHook | None) -> None:
+            self.reader = reader
+
         async def create(self, session: Session, *, queue: str, kind: str, subject: str, body: str,
                          due: datetime | None = None, data: dict[str, Any] | None = None) -> str:
             return "SIMULA"
 
-        async def status_text(self, ref: str) -> str | None:
-            return None
+        async def status_text(self, ref: str, spoken: bool = False) -> str | None:
+            return await self.reader.status_text(ref, spoken) if self.reader is not None else None
 
     class _Queue:
         async def enqueue(self, session: Session, queue: str) -> QueuePlace:
@@ -163,5 +166,5 @@ class DryRunHooks:
             return "SIMULA" if got.text else None
 
     @classmethod
-    def make(cls) -> Hooks:
-        return Hooks(tickets=cls._Tickets(), queue=cls._Queue(), voicemail=cls._Voicemail())
+    def make(cls, reader: TicketHook | None = None) -> Hooks:
+        return Hooks(tickets=cls._Tickets(reader), queue=cls._Queue(), voicemail=cls._Voicemail())

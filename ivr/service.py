@@ -54,21 +54,34 @@ class IvrService:
         return cals.get_offline() if self.offline else await cals.get()
 
     async def _router(self) -> Any:
-        router: Any = self.rt.router  # type: ignore[attr-defined,unused-ignore]
-        return router.get_offline() if self.offline else await router.get()
+        service: Any = getattr(self.rt, "router", None)
+        if service is None:  # a runtime without the router service block: compile from the files
+            from routing.router import Router
 
-    async def engine(self, *, clock: Clock | None = None, save: bool = True) -> Engine:
+            return Router(self.rt.settings.routing, self.rt.settings.knowledge)
+        return service.get_offline() if self.offline else await service.get()
+
+    async def self_service_intents(self) -> set[str]:
+        """Intents whose flow answers by itself (starts with an `answer` step): the containment report's base."""
+        from ivr.flows import Answer
+
+        _, doc = await self.current_flows()
+        return {intent for intent, flow in doc.routes.items()
+                if any(isinstance(step, Answer) for step in doc.flows.get(flow, [])[:1])}
+
+    async def engine(self, *, clock: Clock | None = None, save: bool = True, hooks: Hooks | None = None) -> Engine:
         version, doc = await self.current_flows()
         deps = Deps(settings=self.rt.settings, router=await self._router(), calendar=await self._calendar(),
-                    hooks=self.hooks, clock=clock or self.rt.clock, files=CsvFileAdapter(self.rt.settings.knowledge))
+                    hooks=hooks or self.hooks, clock=clock or self.rt.clock,
+                    files=CsvFileAdapter(self.rt.settings.knowledge))
         if save and not self.offline:
             calls: Any = self.rt.calls  # type: ignore[attr-defined,unused-ignore]
             deps.on_update = calls.save
         return Engine(doc, deps, version)
 
     async def run(self, io: ContactIO, *, call_id: str | None = None, trace_id: str | None = None,
-                  clock: Clock | None = None, save: bool = True) -> Session:
-        eng = await self.engine(clock=clock, save=save)
+                  clock: Clock | None = None, save: bool = True, hooks: Hooks | None = None) -> Session:
+        eng = await self.engine(clock=clock, save=save, hooks=hooks)
         session = eng.new_session(io, call_id=call_id, trace_id=trace_id)
         with logs.bound(call_id=session.call_id, trace_id=session.trace_id):
             if eng.deps.on_update is not None:
@@ -81,11 +94,18 @@ class IvrService:
         return done
 
     async def simulate(self, inputs: list[tuple[InputKind, str]], *, at: datetime | None = None, channel: str = "voice",
-                       caller: str = "+34600000000", save: bool = False) -> tuple[Session, list[OutMessage]]:
-        """Run the flows without audio: scripted answers in, every message and the outcome out."""
+                       caller: str = "+34600000000", save: bool = False, dry_run: bool = False,
+                       ) -> tuple[Session, list[OutMessage]]:
+        """Run the flows without audio: scripted answers in, every message and the outcome out.
+
+        `dry_run` writes nothing (no tickets, no queue entries) but still reads tickets' status.
+        """
         io = ScriptedIO(inputs, channel=channel, caller=caller)
         clock = FixedClock(at) if at is not None else None
-        session = await self.run(io, clock=clock, save=save)
+        hooks = None
+        if dry_run and not self.offline:
+            hooks = DryRunHooks.make(reader=self.hooks.tickets)
+        session = await self.run(io, clock=clock, save=save, hooks=hooks)
         return session, io.out
 
     async def start_chat(self, caller: str) -> tuple[ChatConversation, list[OutMessage]]:

@@ -1,0 +1,141 @@
+"""The recognition policy of the engine, with a router whose confidence the test decides.
+
+The real router's scores cannot be steered into "unsure" on purpose, so these tests give the
+engine a scripted router (text -> intent, confidence); everything else is real: the default
+flows, the calendar, the knowledge base, the answers.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from atiende.clock import FixedClock
+from config.loader import Loaded
+from ivr.contact import Session
+from ivr.engine import Deps, Engine
+from ivr.hooks import DryRunHooks
+from ivr.textio import InputKind, ScriptedIO
+from routing.calendar import Calendar
+from tests.conftest import MADRID
+
+OPEN = datetime(2026, 11, 23, 10, 0, tzinfo=MADRID)  # Monday, in hours
+CLOSED = datetime(2026, 11, 23, 20, 0, tzinfo=MADRID)
+
+
+class _Result(BaseModel):
+    intent: str | None
+    confidence: float
+    needs_confirmation: bool = False
+    entities: dict[str, Any] = {}
+
+
+class ScriptedRouter:
+    def __init__(self, table: dict[str, tuple[str | None, float]]) -> None:
+        self.table = table
+
+    def route(self, text: str, channel: str = "voice") -> _Result:
+        intent, conf = self.table.get(text, (None, 0.1))
+        return _Result(intent=intent, confidence=conf)
+
+    def hints(self) -> list[str]:
+        return []
+
+
+ROUTER = ScriptedRouter({
+    "quiero pagar la itv": ("tasa_itv", 0.95),
+    "algo de la itv": ("tasa_itv", 0.55),
+    "el horario": ("horario", 0.95),
+    "hablar con alguien": ("hablar_agente", 0.95),
+})
+
+
+async def _run(loaded: Loaded, inputs: list[tuple[InputKind, str]], at: datetime = OPEN) -> tuple[Session, list[str]]:
+    s = loaded.settings
+    deps = Deps(settings=s, router=ROUTER, calendar=Calendar("line", s.calendar.calendars["line"]),
+                hooks=DryRunHooks.make(), clock=FixedClock(at))
+    io = ScriptedIO(inputs)
+    session = await Engine(s.ivr, deps).run(io)
+    return session, [m.text for m in io.out]
+
+
+def _flows(session: Session) -> list[str]:
+    out: list[str] = []
+    for p in session.path:
+        if not out or out[-1] != p.flow:
+            out.append(p.flow)
+    return out
+
+
+@pytest.mark.anyio
+async def test_sure_intent_is_answered_without_confirmation(loaded: Loaded) -> None:
+    session, said = await _run(loaded, [("say", "quiero pagar la itv"), ("say", "no")])
+    assert _flows(session) == ["main", "ask", "itv", "more", "goodbye"]
+    assert session.outcome == "self_service" and session.intent == "tasa_itv"
+    assert not any("¿Quiere pagar" in t for t in said)
+    assert any("35 euros" in t for t in said)
+
+
+@pytest.mark.anyio
+async def test_unsure_intent_is_confirmed_yes(loaded: Loaded) -> None:
+    session, said = await _run(loaded, [("say", "algo de la itv"), ("say", "sí"), ("say", "no")])
+    assert any(t == "¿Quiere pagar o consultar la tasa de la ITV? Diga sí o no." for t in said)
+    assert _flows(session)[:3] == ["main", "ask", "itv"] and session.outcome == "self_service"
+
+
+@pytest.mark.anyio
+async def test_unsure_intent_denied_asks_again(loaded: Loaded) -> None:
+    session, said = await _run(loaded, [("say", "algo de la itv"), ("say", "no"), ("say", "el horario"), ("say", "no")])
+    assert session.intent == "horario" and "hours" in _flows(session) and "itv" not in _flows(session)
+    assert any(t.endswith("Dígame qué más necesita.") for t in said)
+
+
+@pytest.mark.anyio
+async def test_no_match_then_dtmf_menu_then_keyed_choice(loaded: Loaded) -> None:
+    session, said = await _run(loaded, [("say", "patatas"), ("say", "tomates"), ("dtmf", "7"), ("say", "no")])
+    assert any(t.startswith("Perdone, no le he entendido.") for t in said)
+    menu = next(t for t in said if t.startswith("Puede elegir con el teclado."))
+    assert "Para el horario de este servicio, pulse 7." in menu
+    assert session.intent == "horario" and session.vars["via"] == "dtmf_menu"
+    assert _flows(session) == ["main", "ask", "hours", "more", "goodbye"] and session.outcome == "self_service"
+
+
+@pytest.mark.anyio
+async def test_no_input_retries_then_menu_then_person(loaded: Loaded) -> None:
+    session, said = await _run(loaded, [("say", ""), ("say", ""), ("say", ""), ("say", ""), ("say", "")])
+    assert sum(t.startswith("Perdone, no le he oído.") for t in said) == 2
+    assert session.vars["gave_up"] == "no_input"
+    assert _flows(session)[-1] == "person" and session.outcome == "queued" and session.queue == "N1"
+
+
+@pytest.mark.parametrize("said_zero", [("say", "cero"), ("dtmf", "0"), ("say", "hablar con alguien")])
+@pytest.mark.anyio
+async def test_zero_reaches_a_person_while_open(loaded: Loaded, said_zero: tuple[InputKind, str]) -> None:
+    session, _ = await _run(loaded, [said_zero])
+    assert session.intent == "hablar_agente" and session.outcome == "queued"
+    assert _flows(session) == ["main", "ask", "person"]
+
+
+@pytest.mark.anyio
+async def test_zero_at_a_later_question_still_reaches_a_person(loaded: Loaded) -> None:
+    session, _ = await _run(loaded, [("say", "quiero pagar la itv"), ("say", "cero")])
+    assert _flows(session) == ["main", "ask", "itv", "more", "person"] and session.outcome == "queued"
+
+
+@pytest.mark.anyio
+async def test_closed_line_goes_to_the_closed_branch(loaded: Loaded) -> None:
+    session, said = await _run(loaded, [("say", "no")], at=CLOSED)
+    assert session.calendar_state == "closed" and _flows(session) == ["main", "closed", "goodbye"]
+    assert any("está cerrado" in t and "mañana a las 8:30" in t for t in said)
+    assert session.outcome == "abandoned"
+
+
+@pytest.mark.anyio
+async def test_caller_hanging_up_is_recorded(loaded: Loaded) -> None:
+    session, _ = await _run(loaded, [])  # silence until the scripted caller gives up
+    assert session.ended_by == "caller" or session.outcome == "queued"
+    assert session.path and all(p.ms >= 0 for p in session.path)
+    assert [t.kind for t in session.transcripts][:3] == ["no_input", "no_input", "no_input"]
