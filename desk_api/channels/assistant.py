@@ -91,25 +91,19 @@ class Assistant:
     # ---- conversation state --------------------------------------------------------------------
 
     async def _open_ticket(self, msg: Inbound, hint: str | None) -> str | None:
-        k = self.rt.store.keys
-        refs = [hint] if hint else []
+        candidates = [await deskport.find_ticket(self.rt, hint)] if hint else []
         for thread in msg.threads:
-            ref = await self.rt.store.redis.get(k.thread(msg.contact.channel, thread))
-            if ref:
-                refs.append(str(ref))
-        for ref in refs:
-            ticket = await deskport.find_ticket(self.rt, ref)
+            candidates.append(await deskport.by_thread(self.rt, msg.contact.channel, thread))
+        for ticket in candidates:
             if ticket is not None and deskport.is_active(ticket):
                 return ticket.ref
         return None
 
     async def _link(self, ref: str, msg: Inbound) -> None:
-        k = self.rt.store.keys
-        async with self.rt.store.redis.pipeline(transaction=True) as pipe:
-            if msg.threads:
-                pipe.set(k.thread(msg.contact.channel, msg.threads[0]), ref)
-            pipe.set(k.ticket_contact(ref), msg.contact.model_dump_json())
-            await pipe.execute()
+        """This conversation now continues on `ref`, and replies to `ref` go to this contact."""
+        if msg.threads:
+            await deskport.bind_thread(self.rt, msg.contact.channel, msg.threads[0], ref)
+        await self.rt.store.redis.set(self.rt.store.keys.ticket_contact(ref), msg.contact.model_dump_json())
 
     # ---- the one entry point -------------------------------------------------------------------
 
@@ -145,23 +139,19 @@ class Assistant:
             reply = await self._status(msg, refs, open_ref, state_key)
             if open_ref:
                 await self._record(open_ref, msg, reply.text)
-            else:
-                await deskport.publish(rt, {"type": "assistant.answered", "channel": c.channel, "intent": STATUS_INTENT,
-                                            "trace_id": trace_id, "citizen_id": citizen_id})
+            elif reply.action == "answered":
+                await deskport.record_contact(rt, c.channel, contained=True)
             return reply
 
         if open_ref:
             await self._record(open_ref, msg, None)
             if c.channel == "email":  # later e-mails carry new Message-IDs to thread replies on
-                await rt.store.redis.set(rt.store.keys.ticket_contact(open_ref), c.model_dump_json())
-                if msg.threads:
-                    await rt.store.redis.set(rt.store.keys.thread(c.channel, msg.threads[0]), open_ref)
+                await self._link(open_ref, msg)
             return Reply(text=None, action="appended", ref=open_ref, intent=intent)
 
         answer = await self._self_service(intent)
         if answer is not None:
-            await deskport.publish(rt, {"type": "assistant.answered", "channel": c.channel, "intent": intent,
-                                        "trace_id": trace_id, "citizen_id": citizen_id})
+            await deskport.record_contact(rt, c.channel, contained=True)
             return Reply(text=answer, action="answered", intent=intent)
 
         return await self._new_ticket(msg, intent, queue, citizen_id, trace_id)
@@ -215,8 +205,10 @@ class Assistant:
         subject = msg.text if len(msg.text) <= 80 else msg.text[:77] + "..."
         if c.channel == "email" and c.data.get("subject"):
             subject = str(c.data["subject"])[:120]
+        data = {"message_id": msg.message_id} if msg.message_id else {}
         ticket = await deskport.create_ticket(self.rt, channel=c.channel, queue=queue, subject=subject, kind=kind,
-                                              citizen_id=citizen_id, intent=intent, trace_id=trace_id, body=msg.text)
+                                              citizen_id=citizen_id, intent=intent, trace_id=trace_id, body=msg.text,
+                                              data=data, meta={"contact": c.model_dump(mode="json")})
         await self._link(ticket.ref, msg)
         shown = display_ref(ticket.ref)
         if kind == "complaint":
@@ -226,9 +218,8 @@ class Assistant:
         else:
             text = (f"Hemos registrado su consulta con la referencia {shown}. Una persona del servicio le responderá "
                     f"por este mismo canal. Para saber cómo va, escriba «¿cómo va mi consulta {shown}?».")
-        data = {"message_id": msg.message_id} if msg.message_id else {}
-        await deskport.add_message(self.rt, ticket.ref, channel=c.channel, direction="out", actor="assistant",
-                                   text=text, data=data)
+        await deskport.add_message(self.rt, ticket.ref, channel=c.channel, direction="out", actor="assistant", text=text)
+        await deskport.record_contact(self.rt, c.channel, contained=False)
         return Reply(text=text, action="ticket", ref=ticket.ref, intent=intent)
 
 

@@ -52,6 +52,10 @@ class Reply(BaseModel):
 
 
 def channels_config(runtime: Runtime) -> ChannelsConfig:
+    """The `channels` config section; `runtime.channels_override` (set by tests and embedders) wins."""
+    override = runtime.__dict__.get("channels_override")
+    if isinstance(override, ChannelsConfig):
+        return override
     cfg = getattr(runtime.settings, "channels", None)
     return cfg if isinstance(cfg, ChannelsConfig) else ChannelsConfig()
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from atiende.errors import NotFound, RateLimited
+from atiende.errors import RateLimited
 from atiende.runtime import Runtime
+from desk_api.services import Desk
 from desk_api.services.models import ACTIVE_STATUSES, Interaction, Ticket, display_ref, normalize_ref
 
 
-def _desk(rt: Runtime) -> Any:
-    return getattr(rt, "desk")  # noqa: B009  (typed once the desk block lands in Runtime)
+def _desk(rt: Runtime) -> Desk:
+    return rt.desk
 
 
 async def identify(rt: Runtime, kind: str, value: str, name: str | None) -> str:
@@ -20,20 +21,28 @@ async def identify(rt: Runtime, kind: str, value: str, name: str | None) -> str:
 
 async def create_ticket(
     rt: Runtime, *, channel: str, queue: str, subject: str, kind: str, citizen_id: str, intent: str | None,
-    trace_id: str, body: str,
+    trace_id: str, body: str, data: dict[str, Any], meta: dict[str, Any],
 ) -> Ticket:
+    """A ticket whose first interaction is the citizen's message (the assistant is the ticket's creator)."""
+    first = _message(channel=channel, direction="in", actor="citizen", text=body, data=data)
     ticket: Ticket = await _desk(rt).tickets.create(
         channel=channel, queue=queue, subject=subject, kind=kind, citizen_id=citizen_id, intent=intent,
-        trace_id=trace_id, body=body, actor="assistant",
+        trace_id=trace_id, body=body, actor="assistant", meta=meta, first=first,
     )
     return ticket
 
 
+async def bind_thread(rt: Runtime, channel: str, thread_id: str, ref: str) -> None:
+    await _desk(rt).tickets.bind_thread(channel, thread_id, ref)
+
+
+async def by_thread(rt: Runtime, channel: str, thread_id: str) -> Ticket | None:
+    ticket: Ticket | None = await _desk(rt).tickets.by_thread(channel, thread_id)
+    return ticket
+
+
 async def find_ticket(rt: Runtime, ref: str) -> Ticket | None:
-    try:
-        ticket: Ticket = await _desk(rt).tickets.get(ref)
-    except NotFound:
-        return None
+    ticket: Ticket | None = await _desk(rt).tickets.find(ref)
     return ticket
 
 
@@ -48,14 +57,19 @@ async def status_text(rt: Runtime, ref: str) -> str:
 async def add_message(
     rt: Runtime, ref: str, *, channel: str, direction: str, actor: str, text: str, data: dict[str, Any] | None = None
 ) -> None:
+    await _desk(rt).tickets.add_interaction(ref, _message(channel=channel, direction=direction, actor=actor, text=text,
+                                                          data=data or {}))
+
+
+def _message(*, channel: str, direction: str, actor: str, text: str, data: dict[str, Any]) -> Interaction:
     kind = "email" if channel == "email" else "chat"
-    item = Interaction.model_validate({"kind": kind, "channel": channel, "direction": direction, "actor": actor, "text": text,
-                                       "data": data or {}})
-    await _desk(rt).tickets.add_interaction(ref, item)
+    return Interaction.model_validate({"kind": kind, "channel": channel, "direction": direction, "actor": actor,
+                                       "text": text, "data": data})
 
 
-async def publish(rt: Runtime, event: dict[str, Any]) -> None:
-    await _desk(rt).events.publish(event)
+async def record_contact(rt: Runtime, channel: str, *, contained: bool) -> None:
+    """One written contact finished; contained = the assistant resolved it without a person (containment report)."""
+    await _desk(rt).reports.record_contact(channel, contained=contained)
 
 
 async def rate_hit(rt: Runtime, bucket: str, limit: int, window_s: int) -> None:

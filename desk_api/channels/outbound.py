@@ -1,22 +1,33 @@
-"""Replies to a ticket on the channel it came from (the agent desk's "reply" button)."""
+"""Agents' replies on a ticket's channel: one sender per written channel, registered with the desk.
+
+`TicketService.reply()` stores the agent's message, then calls the sender registered for the
+ticket's channel (desk_api/services/outbound.py); the sender finds where the conversation lives
+(`Keys.ticket_contact`, written by the assistant, or the ticket's `meta["contact"]`) and delivers.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from atiende.errors import Conflict, NotFound
+from atiende.errors import Conflict
 from atiende.runtime import Runtime
-from desk_api.channels import deskport
 from desk_api.channels.base import Contact
+from desk_api.services.models import Interaction, Ticket
+from desk_api.services.outbound import register_sender
+
+WRITTEN_CHANNELS = ("webchat", "telegram", "whatsapp", "email")
 
 
-async def contact_for(rt: Runtime, ref: str) -> Contact | None:
-    raw = await rt.store.redis.get(rt.store.keys.ticket_contact(ref))
-    return Contact.model_validate_json(raw) if raw else None
+async def contact_for(rt: Runtime, ticket: Ticket) -> Contact | None:
+    raw = await rt.store.redis.get(rt.store.keys.ticket_contact(ticket.ref))
+    if raw:
+        return Contact.model_validate_json(raw)
+    stored = ticket.meta.get("contact")
+    return Contact.model_validate(stored) if isinstance(stored, dict) else None
 
 
 async def send(rt: Runtime, contact: Contact, text: str, ref: str | None = None) -> dict[str, Any]:
-    """Deliver one message; returns provider data (message ids) to keep on the interaction."""
+    """Deliver one message; returns provider data (message ids) to keep with the reply."""
     if contact.channel == "webchat":
         from desk_api.channels import webchat
 
@@ -34,18 +45,13 @@ async def send(rt: Runtime, contact: Contact, text: str, ref: str | None = None)
     return await email.send_reply(rt, contact, text, ref)
 
 
-async def deliver(rt: Runtime, ref: str, text: str, actor: str) -> dict[str, Any]:
-    """Send `text` to the ticket's citizen on its channel and record it on the ticket."""
-    ticket = await deskport.find_ticket(rt, ref)
-    if ticket is None:
-        raise NotFound(f"no ticket {ref}", {"ref": ref})
-    contact = await contact_for(rt, ticket.ref)
+async def sender(rt: Runtime, ticket: Ticket, message: Interaction) -> dict[str, Any] | None:
+    contact = await contact_for(rt, ticket)
     if contact is None:
-        raise Conflict(
-            f"ticket {ticket.display_ref} came by {ticket.channel}: there is no written channel to reply on",
-            {"ref": ticket.ref, "channel": ticket.channel},
-            error_id="no-reply-channel",
-        )
-    data = await send(rt, contact, text, ticket.ref)
-    await deskport.add_message(rt, ticket.ref, channel=contact.channel, direction="out", actor=actor, text=text, data=data)
-    return {"ref": ticket.ref, "channel": contact.channel, "delivered": True, "data": data}
+        raise Conflict(f"ticket {ticket.display_ref} has no {ticket.channel} conversation to reply on",
+                       {"ref": ticket.ref, "channel": ticket.channel}, error_id="no-reply-channel")
+    return await send(rt, contact, message.text, ticket.ref)
+
+
+for _channel in WRITTEN_CHANNELS:
+    register_sender(_channel, sender)

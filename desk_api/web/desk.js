@@ -1,0 +1,191 @@
+// The agent desk: presence, the live queue, one ticket's whole trace, and what an agent does with it.
+"use strict";
+
+const { api, el, when, showRef, describeError } = Atiende;
+
+const EP = {
+  queues: "/api/v1/queues",
+  tickets: (q) => `/api/v1/tickets?${q}`,
+  ticket: (ref) => `/api/v1/tickets/${encodeURIComponent(ref)}`,
+  interactions: (ref) => `/api/v1/tickets/${encodeURIComponent(ref)}/interactions`,
+  action: (ref, what) => `/api/v1/tickets/${encodeURIComponent(ref)}/${what}`,
+  presence: "/api/v1/agents/me/presence",
+  events: "/desk/api/events",
+};
+
+const CHANNEL = { phone: "☎ teléfono", webchat: "💬 chat web", email: "✉ correo", whatsapp: "WhatsApp", telegram: "Telegram",
+  office: "oficina", api: "API" };
+const STATUS = { open: "pendiente", assigned: "asignado", escalated: "escalado", resolved: "resuelto", closed: "cerrado" };
+const KIND = { query: "consulta", complaint: "queja", suggestion: "sugerencia", voicemail: "mensaje de voz", callback: "devolver llamada" };
+
+const state = { user: null, agentId: null, tab: null, current: null, fresh: new Set(), lastEvent: null };
+
+function agentIdOf(user) { return user.agent_id || (user.user && user.user.agent_id) || user.username || null; }
+function levelOf(user) { return user.level || (user.user && user.user.level) || (Atiende.has(user, "agent_n2") ? 2 : 1); }
+
+async function init() {
+  state.user = await Atiende.requireLogin("agent_n1", "agent_n2", "supervisor");
+  state.agentId = agentIdOf(state.user);
+  document.getElementById("top").replaceWith(Atiende.header("/desk", state.user));
+  await setupQueues();
+  setupPresence();
+  connectLive();
+}
+
+async function setupQueues() {
+  let queues = [];
+  try { const data = await api("GET", EP.queues); queues = Array.isArray(data) ? data : data.queues || []; } catch (e) { queues = []; }
+  if (!queues.length) queues = [{ id: "N1", level: 1 }, { id: "N2", level: 2 }];
+  const level = levelOf(state.user);
+  const supervisor = Atiende.has(state.user, "supervisor");
+  const mine = queues.filter((q) => supervisor || (q.level || 1) === level);
+  const tabs = [...mine.map((q) => ({ id: `queue:${q.id}`, label: `Cola ${q.id}`, query: `queue=${encodeURIComponent(q.id)}` })),
+    { id: "mine", label: "Mis tickets", query: `assignee=${encodeURIComponent(state.agentId || "")}` }];
+  const box = document.getElementById("queues");
+  box.replaceChildren(...tabs.map((t) => el("button", { "data-tab": t.id, "data-testid": `tab-${t.id}`, onclick: () => selectTab(t) }, t.label)));
+  selectTab(tabs[0]);
+}
+
+function selectTab(tab) {
+  state.tab = tab;
+  for (const b of document.querySelectorAll("#queues button")) b.classList.toggle("on", b.dataset.tab === tab.id);
+  refreshList();
+}
+
+let refreshTimer = null;
+function refreshSoon() { clearTimeout(refreshTimer); refreshTimer = setTimeout(refreshList, 150); }
+
+async function refreshList() {
+  if (!state.tab) return;
+  let items = [];
+  try {
+    const data = await api("GET", EP.tickets(state.tab.query + "&limit=100"));
+    items = Array.isArray(data) ? data : data.tickets || data.items || [];
+  } catch (e) { document.getElementById("live").textContent = describeError(e); return; }
+  items = items.filter((t) => t.status !== "closed" && t.status !== "resolved");
+  const list = document.getElementById("tickets");
+  list.replaceChildren(...items.map((t) => el("li", {
+    "data-ref": t.ref, "data-testid": `ticket-${t.ref}`,
+    class: [state.current === t.ref ? "sel" : "", state.fresh.has(t.ref) ? "fresh" : ""].join(" "),
+    onclick: () => openTicket(t.ref),
+  },
+  el("div", { class: "row" }, el("b", {}, showRef(t.ref)), el("span", { class: `badge ${t.status}` }, STATUS[t.status] || t.status),
+    el("span", { class: "small muted" }, CHANNEL[t.channel] || t.channel)),
+  el("div", { class: "small" }, t.subject),
+  el("div", { class: "small muted" }, `${KIND[t.kind] || t.kind} · ${when(t.created_at)}`, t.due ? ` · vence ${when(t.due)}` : ""))));
+  state.fresh.clear();
+  document.getElementById("empty").style.display = items.length ? "none" : "block";
+}
+
+function setupPresence() {
+  const box = document.getElementById("presence");
+  const mark = (p) => { for (const b of box.querySelectorAll("button")) b.classList.toggle("on", b.dataset.presence === p); };
+  mark(state.user.presence || (state.user.agent && state.user.agent.presence) || "");
+  for (const b of box.querySelectorAll("button")) {
+    b.addEventListener("click", async () => {
+      try { await api("PUT", EP.presence, { presence: b.dataset.presence }); mark(b.dataset.presence); }
+      catch (e) { document.getElementById("live").textContent = describeError(e); }
+    });
+  }
+}
+
+function connectLive() {
+  const live = document.getElementById("live");
+  const source = new EventSource(EP.events);
+  source.onopen = () => { live.textContent = "en directo"; live.className = "small ok"; };
+  source.onerror = () => { live.textContent = "reconectando…"; live.className = "small muted"; };
+  source.onmessage = (msg) => {
+    let ev; try { ev = JSON.parse(msg.data); } catch (e) { return; }
+    state.lastEvent = ev;
+    if (!ev.type || !ev.type.startsWith("ticket.")) return;
+    if (ev.type === "ticket.created" && ev.ref) state.fresh.add(ev.ref);
+    refreshSoon();
+    if (ev.ref && ev.ref === state.current) openTicket(ev.ref, true);
+  };
+}
+
+// ---- one ticket -----------------------------------------------------------------------------------------
+
+function audioUrl(it) {
+  const d = it.data || {};
+  const url = d.recording_url || d.audio_url || d.url || d.recording;
+  if (typeof url === "string" && (url.startsWith("/") || url.startsWith("http"))) return url;
+  if (d.call_id) return `/api/v1/voicemails/${encodeURIComponent(d.call_id)}/audio`;
+  return null;
+}
+
+function renderInteraction(it) {
+  const d = it.data || {};
+  const who = it.actor === "citizen" ? "ciudadano" : it.actor;
+  const head = el("div", { class: "meta" }, `${when(it.at)} · ${it.kind} · ${CHANNEL[it.channel] || it.channel} · ${who}`);
+  const body = [];
+  if (it.kind === "status_change") body.push(el("div", { class: "text" }, `Estado: ${STATUS[d.from] || d.from || "?"} → ${STATUS[d.to] || d.to || "?"}`
+    + (d.assignee ? ` (${d.assignee})` : "") + (it.text ? ` — ${it.text}` : "")));
+  else if (it.kind === "escalation") body.push(el("div", { class: "text" }, `Escalado de ${d.from_queue || "?"} a ${d.to_queue || "?"}: ${it.text}`));
+  else if (it.text) body.push(el("div", { class: "text" }, it.text));
+  if (it.kind === "voicemail" || it.kind === "call") {
+    const src = audioUrl(it);
+    if (src) body.push(el("audio", { controls: true, preload: "none", src, "data-testid": "voicemail-audio" }));
+    if (d.transcript && d.transcript !== it.text) body.push(el("div", { class: "text" }, el("i", {}, "Transcripción: "), d.transcript));
+    const path = d.ivr_path || d.path;
+    if (Array.isArray(path) && path.length) body.push(el("div", { class: "small muted" }, "Recorrido IVR: " + path.map((p) => (typeof p === "string" ? p : p.step || p.node || JSON.stringify(p))).join(" → ")));
+  }
+  return el("li", { class: it.direction || "internal", "data-kind": it.kind }, head, ...body);
+}
+
+async function openTicket(ref, quiet) {
+  state.current = ref;
+  for (const li of document.querySelectorAll("#tickets li")) li.classList.toggle("sel", li.dataset.ref === ref);
+  const view = document.getElementById("ticket");
+  let data;
+  try { data = await api("GET", EP.ticket(ref)); } catch (e) { view.replaceChildren(el("p", { class: "error" }, describeError(e))); return; }
+  const t = data.ticket || data;
+  let items = data.interactions;
+  if (!Array.isArray(items)) {
+    try { const r = await api("GET", EP.interactions(ref)); items = Array.isArray(r) ? r : r.interactions || []; } catch (e) { items = []; }
+  }
+  const citizen = data.citizen;
+  const msg = el("div", { class: "status-line", "data-testid": "action-result", role: "status" });
+  const active = ["open", "assigned", "escalated"].includes(t.status);
+  const mineNow = t.assignee && t.assignee === state.agentId;
+  const waiting = (t.status === "open" || t.status === "escalated") && !t.assignee;
+
+  async function act(what, body, ok) {
+    msg.className = "status-line"; msg.textContent = "…";
+    try {
+      const r = await api("POST", EP.action(t.ref, what), body);
+      const failed = r && r.delivery && r.delivery.error;
+      msg.className = failed ? "status-line error" : "status-line ok";
+      msg.textContent = failed ? `Guardado, pero no entregado: ${r.delivery.error}` : ok;
+      await openTicket(t.ref, true); refreshSoon();
+      document.querySelector("#ticket [data-testid=action-result]").textContent = msg.textContent;
+    } catch (e) { msg.className = "status-line error"; msg.textContent = describeError(e); }
+  }
+
+  const reply = el("textarea", { id: "reply-text", "data-testid": "reply-text", placeholder: `Respuesta al ciudadano por ${CHANNEL[t.channel] || t.channel}` });
+  const note = el("textarea", { id: "escalate-note", "data-testid": "escalate-note", placeholder: "Nota para el especialista (N2)" });
+  const actions = el("div", { class: "actions" },
+    waiting ? el("button", { "data-testid": "claim", onclick: () => act("claim", {}, "Ticket asignado a usted.") }, "Atender este ticket") : null,
+    active ? el("div", {}, el("label", { for: "reply-text" }, "Responder en su canal"), reply,
+      el("button", { "data-testid": "reply-send", onclick: () => reply.value.trim() && act("reply", { text: reply.value.trim() }, "Respuesta enviada.") }, "Enviar respuesta")) : null,
+    active && t.level < 2 ? el("div", {}, el("label", { for: "escalate-note" }, "Escalar a N2"), note,
+      el("button", { class: "secondary", "data-testid": "escalate", onclick: () => note.value.trim() ? act("escalate", { note: note.value.trim() }, "Escalado a N2.") : (msg.textContent = "Escriba una nota para el especialista.") }, "Escalar a N2")) : null,
+    active ? el("div", { class: "row" }, el("button", { class: "danger", "data-testid": "close", onclick: () => act("close", { note: "" }, "Ticket cerrado.") }, "Cerrar ticket")) : null,
+  );
+  view.replaceChildren(
+    el("div", { class: "row", style: "justify-content: space-between" },
+      el("h2", { style: "margin:0", "data-testid": "ticket-ref" }, showRef(t.ref)),
+      el("span", { class: `badge ${t.status}`, "data-testid": "ticket-status" }, STATUS[t.status] || t.status)),
+    el("p", { style: "margin:.3rem 0" }, el("b", {}, t.subject)),
+    el("p", { class: "small muted" }, `${KIND[t.kind] || t.kind} · cola ${t.queue} (N${t.level}) · ${CHANNEL[t.channel] || t.channel} · creado ${when(t.created_at)}`,
+      t.due ? ` · vence ${when(t.due)}` : "", t.assignee ? ` · asignado a ${t.assignee}` : "", mineNow ? " (usted)" : "",
+      t.trace_id ? ` · traza ${t.trace_id.slice(0, 12)}` : ""),
+    citizen ? el("p", { class: "small" }, "Ciudadano: ", citizen.name || citizen.id, " ",
+      (citizen.identities || []).map((i) => el("span", { class: "badge" }, `${i.kind}: ${i.value}`))) : null,
+    el("h3", {}, "Historia"),
+    el("ul", { class: "trace", "data-testid": "trace" }, items.map(renderInteraction)),
+    actions, msg);
+  if (!quiet) view.scrollIntoView({ block: "nearest" });
+}
+
+init().catch((e) => { if (e.message !== "login" && e.message !== "forbidden") console.error(e); });

@@ -1,0 +1,157 @@
+"""Local stand-ins for the outside world of the channels tests: an HTTP server that records what the
+Bot API / Graph API clients send, an SMTP sink, and a real uvicorn server on 127.0.0.1 for WebSocket and
+browser tests. Loopback only."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class Recorder:
+    """Answers like Telegram's sendMessage and WhatsApp's /messages; `fail` makes it answer 500."""
+
+    requests: list[Recorded] = field(default_factory=list)
+    fail: bool = False
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> Recorder:
+        rec = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                try:
+                    body: Any = json.loads(raw)
+                except ValueError:
+                    body = raw.decode("utf-8", "replace")
+                rec.requests.append(Recorded("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+                if rec.fail:
+                    out, status = {"ok": False, "description": "Internal Server Error"}, 500
+                elif "/sendMessage" in self.path:
+                    result = {"message_id": len(rec.requests), "chat": {"id": body.get("chat_id")}}
+                    out, status = {"ok": True, "result": result}, 200
+                else:
+                    out, status = {"messaging_product": "whatsapp",
+                                   "contacts": [{"input": body.get("to"), "wa_id": body.get("to")}],
+                                   "messages": [{"id": f"wamid.OUT{len(rec.requests)}"}]}, 200
+                data = json.dumps(out).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+class _SinkHandler:
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+        self.envelopes: list[tuple[str, list[str]]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        msg = BytesParser(policy=policy.default).parsebytes(envelope.content)
+        assert isinstance(msg, EmailMessage)
+        self.messages.append(msg)
+        self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        return "250 OK"
+
+
+class SmtpSink:
+    def __init__(self) -> None:
+        self.handler = _SinkHandler()
+        self.port = _free_port()
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+
+    @property
+    def messages(self) -> list[EmailMessage]:
+        return self.handler.messages
+
+    def start(self) -> SmtpSink:
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LiveServer:
+    """The real app under uvicorn in a thread, with its own event loop and its own Store on the test Redis."""
+
+    def __init__(self, make_runtime: Any) -> None:
+        self.make_runtime = make_runtime
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server: Any = None
+        self.runtime: Any = None
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> LiveServer:
+        import uvicorn
+
+        from desk_api.app import create_app
+
+        self.runtime = self.make_runtime()
+        app = create_app(self.runtime)
+        config = uvicorn.Config(app, log_level="warning", ws="websockets-sansio", lifespan="off", timeout_graceful_shutdown=2)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve(sockets=[self.sock])), daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = True
+        if self.thread is not None:
+            self.thread.join(10)
+        self.sock.close()
