@@ -25,7 +25,8 @@ async def login(client: httpx.AsyncClient, who: tuple[str, str]) -> dict[str, st
 
 async def test_login_me_logout_and_errors(client: httpx.AsyncClient) -> None:
     r = await client.post("/api/v1/auth/login", json={"username": "ana", "password": "wrong-pass"})
-    assert r.status_code == 401 and r.json()["error_id"] == "unauthorized" and set(r.json()) == {"error_id", "message", "details"}
+    assert r.status_code == 401 and r.json()["error_id"] == "unauthorized"
+    assert set(r.json()) == {"error_id", "message", "details"}
     h = await login(client, ANA)
     me = (await client.get("/api/v1/auth/me", headers=h)).json()
     assert me["agent_id"] == "ana" and me["roles"] == ["agent_n1"] and me["level"] == 1
