@@ -68,7 +68,7 @@ class HoursStatus(BaseModel):
     closes_at: dt.datetime | None = None  # when open: the end of the current opening
 
     def public(self) -> dict[str, object]:
-        """The object of `atiende hours --json` and GET /api/v1/hours (ISO strings with offsets)."""
+        """The object of `atiende hours --json` (ISO strings with offsets, as datetime.isoformat writes them)."""
         return {
             "at": self.at.isoformat(),
             "open": self.open,
@@ -76,6 +76,10 @@ class HoursStatus(BaseModel):
             "rule": self.rule,
             "calendar": self.calendar,
         }
+
+    def full(self) -> dict[str, object]:
+        """`public()` plus the day's holiday and when the current opening closes (GET /api/v1/hours)."""
+        return {**self.public(), "holiday": self.holiday, "closes_at": self.closes_at.isoformat() if self.closes_at else None}
 
 
 @functools.lru_cache(maxsize=512)

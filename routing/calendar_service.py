@@ -83,7 +83,13 @@ class CalendarService:
                 _, current = await self.section.current()
                 draft: Doc = current.model_dump(mode="json")
                 change(draft)
-                value = self.section.validate(draft)
+                try:
+                    value = self.section.validate(draft)
+                except InvalidInput as exc:  # name the first problem in the message, not just "invalid calendar"
+                    first = exc.details[0] if isinstance(exc.details, list) and exc.details else {}
+                    where = f" at {first['loc']}" if first.get("loc") else ""
+                    reason = f"invalid calendar{where}: {first.get('reason', exc.message)}" if first else exc.message
+                    raise InvalidInput(reason, exc.details) from None
                 version = await self.section.put(value, actor, note)
         except AtiendeError:
             raise

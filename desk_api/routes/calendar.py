@@ -17,7 +17,7 @@ from atiende.errors import InvalidInput
 from atiende.versioned import VersionInfo
 from config.calendar import CalendarModel, CalendarsConfig, Closure, DatedHoliday, Season, SpecialDay, WeeklyHours
 from desk_api.deps import runtime_of
-from routing.calendar import Calendar, HoursStatus
+from routing.calendar import Calendar
 
 router = APIRouter()
 admin = APIRouter(prefix="/api/v1/admin/calendars", tags=["admin: calendars"])
@@ -28,6 +28,18 @@ def _actor(x_actor: str | None) -> str:
 
 
 ActorHeader = Header(None, alias="X-Actor", description="who makes the change (recorded in the version list)")
+
+
+class HoursView(BaseModel):
+    """The same object as `atiende hours --json`, plus `holiday` and `closes_at`."""
+
+    at: str
+    open: bool
+    next_open: str | None
+    rule: str
+    calendar: str
+    holiday: str | None = None
+    closes_at: str | None = None
 
 
 class CalendarView(BaseModel):
@@ -69,17 +81,17 @@ async def _result(request: Request, name: str | None, version: int) -> EditResul
 # ---- queries ------------------------------------------------------------------------------------
 
 
-@router.get("/api/v1/hours", response_model=HoursStatus, tags=["calendar"])
+@router.get("/api/v1/hours", response_model=HoursView, tags=["calendar"])
 async def hours(
     request: Request,
     at: str | None = Query(None, description="ISO-8601 instant; without offset it is the calendar's local time; default now"),
     calendar: str | None = Query(None, description="calendar name; default the line's"),
-) -> HoursStatus:
+) -> HoursView:
     rt = runtime_of(request)
     cal = await rt.calendars.get(calendar)
     try:
         when = dt.datetime.fromisoformat(at.strip()) if at else rt.clock.now()
-        return cal.status(when)
+        return HoursView.model_validate(cal.status(when).full())
     except (ValueError, OverflowError) as exc:
         raise InvalidInput(f"invalid instant: {exc}", [{"loc": "query.at", "reason": str(exc)}]) from None
 
