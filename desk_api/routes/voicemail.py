@@ -1,7 +1,74 @@
-"""HTTP resources of this area (filled in by its issue)."""
+"""Callbacks and voicemail audio: the desk's view of what the voicemail package owns."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from pathlib import Path
+from typing import Literal
 
-router = APIRouter()
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+
+from atiende.errors import NotFound
+from desk_api.deps import runtime_of
+from voicemail.callbacks import Callback, CallbackService, Outcome
+
+router = APIRouter(prefix="/api/v1", tags=["callbacks"])
+
+
+def _service(request: Request) -> CallbackService:
+    return CallbackService(runtime_of(request))
+
+
+class AttemptIn(BaseModel):
+    outcome: Outcome
+    note: str = Field("", max_length=2000)
+
+
+class CallbackIn(BaseModel):
+    phone: str = Field(..., min_length=3, max_length=40)
+    ticket_ref: str | None = Field(None, max_length=20)
+    reason: Literal["manual"] = "manual"
+
+
+@router.get("/callbacks")
+async def list_callbacks(request: Request, status: Literal["pending", "in_progress", "done", "failed"] | None = None,
+                         ) -> list[Callback]:
+    return await _service(request).list(status=status)
+
+
+@router.post("/callbacks", status_code=201)
+async def create_callback(request: Request, body: CallbackIn) -> Callback:
+    return await _service(request).create(phone=body.phone, ticket_ref=body.ticket_ref, reason=body.reason)
+
+
+@router.get("/callbacks/{callback_id}")
+async def get_callback(request: Request, callback_id: str) -> Callback:
+    return await _service(request).get(callback_id)
+
+
+@router.post("/callbacks/next")
+async def claim_next(request: Request, x_actor: str = Header("agent")) -> Callback | None:
+    return await _service(request).claim_next(x_actor)
+
+
+@router.post("/callbacks/{callback_id}/claim")
+async def claim(request: Request, callback_id: str, x_actor: str = Header("agent")) -> Callback:
+    return await _service(request).claim(callback_id, x_actor)
+
+
+@router.post("/callbacks/{callback_id}/attempts")
+async def record_attempt(request: Request, callback_id: str, body: AttemptIn, x_actor: str = Header("agent")) -> Callback:
+    return await _service(request).record_attempt(callback_id, body.outcome, x_actor, body.note)
+
+
+@router.get("/voicemails/{call_id}/audio", response_class=FileResponse)
+async def voicemail_audio(request: Request, call_id: str) -> FileResponse:
+    rt = runtime_of(request)
+    from voicemail.recording import voicemail_dir
+
+    safe = Path(call_id).name
+    path = voicemail_dir(rt.data_dir) / f"{safe}.wav"
+    if safe != call_id or not path.is_file():
+        raise NotFound(f"no voicemail recording for call {call_id}", {"call_id": call_id})
+    return FileResponse(path, media_type="audio/wav", filename=f"{safe}.wav")
