@@ -41,6 +41,9 @@ class SipConfig(Strict):
     max_calls: int = Field(100, ge=1)
     media_timeout_s: float = Field(30.0, gt=0)
     user_agent: str = "Atiende"
+    contact_user: str = Field("atiende", description="user part of our Contact URI")
+    retry_after_s: int = Field(5, ge=1, le=3600, description="Retry-After of the 503 sent at max_calls")
+    register_retry_s: float = Field(30.0, gt=0, description="wait before retrying a failed REGISTER")
     registrations: list[Registration] = Field(default_factory=list)
     trunk: Trunk = Field(default_factory=Trunk)
 

@@ -1,0 +1,260 @@
+"""The Call API the IVR drives: answer, audio in, audio out with barge-in, DTMF, transfer, hangup.
+
+Audio is 20 ms frames of 16-bit little-endian mono PCM at 8 kHz (320 bytes) both ways; the
+G.711 law on the wire is the negotiated one and never shows through this API.
+
+    async def on_call(call: Call) -> None:
+        await call.answer()
+        await call.play(frames)                    # False if stopped by stop_playback/DTMF/hangup
+        async for digit in call.dtmf(): ...
+        await call.hangup()
+
+When `on_call` returns, a call still up is hung up (and one still ringing gets 480), so a
+crashed or forgetful handler never leaks a call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from telephony.endpoint import SipEndpoint
+    from telephony.rtp import RtpSession
+    from telephony.sip.dialog import Dialog
+    from telephony.sip.transaction import ServerTransaction
+
+log = logging.getLogger(__name__)
+
+State = Literal["ringing", "answering", "up", "ended"]
+
+
+class CallRecord(BaseModel):
+    call_id: str
+    trace_id: str
+    direction: Literal["in", "out"]
+    caller: str
+    callee: str
+    started_at: datetime
+    answered_at: datetime | None = None
+    ended_at: datetime | None = None
+    duration_s: float | None = None
+    codec: str | None = None
+    end_reason: str | None = None
+    sip_status: int | None = None
+    packets_sent: int = 0
+    packets_received: int = 0
+    packets_lost: int = 0
+    loss_pct: float = 0.0
+    jitter_ms: float = 0.0
+    pacing_stalls: int = 0
+    dtmf_received: str = ""
+    remote_media: str | None = None
+
+
+class Call:
+    def __init__(self, endpoint: SipEndpoint, *, call_id: str, trace_id: str, direction: Literal["in", "out"],
+                 caller: str, callee: str, started_at: datetime) -> None:
+        self._ep = endpoint
+        self.call_id = call_id
+        self.trace_id = trace_id
+        self.direction: Literal["in", "out"] = direction
+        self.caller = caller
+        self.callee = callee
+        self.codec = ""
+        self.state: State = "ringing"
+        self.ended = asyncio.Event()
+        self.end_reason: str | None = None
+        self.headers: dict[str, str] = {}  # selected headers of the initial INVITE (e.g. X-*, Diversion)
+        self._record = CallRecord(call_id=call_id, trace_id=trace_id, direction=direction, caller=caller,
+                                  callee=callee, started_at=started_at)
+        # SIP state, owned by the endpoint
+        self.dialog: Dialog | None = None
+        self.invite_tx: ServerTransaction | None = None
+        self.rtp: RtpSession | None = None
+        self.offer: Any = None  # the remote SDP offer of the INVITE (None: late offer)
+        self.sdp_version = 0
+        self.session_id = 0
+        self.acked = asyncio.Event()
+        self.ack_body = b""
+        self.media_ready = asyncio.Event()
+        self.transfer_status: asyncio.Queue[int] = asyncio.Queue()
+        # app side
+        self._dtmf: asyncio.Queue[str | None] = asyncio.Queue()
+        self._play_lock = asyncio.Lock()
+        self._play_gen = 0
+        self._interrupt_on_dtmf = False
+
+    def __repr__(self) -> str:
+        return f"<Call {self.direction} {self.caller}->{self.callee} {self.state} {self.call_id}>"
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    async def answer(self) -> None:
+        """Answer an inbound call; returns once the caller's ACK arrived (raises CallEnded if it never does)."""
+        await self._ep._answer(self)
+
+    async def reject(self, status: int = 486, reason: str | None = None) -> None:
+        """Refuse a ringing inbound call (486 Busy Here by default)."""
+        await self._ep._reject(self, status, reason)
+
+    async def hangup(self, reason: str = "normal") -> None:
+        await self._ep._hangup(self, reason)
+
+    async def wait_ended(self, within_s: float | None = None) -> str | None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.ended.wait(), within_s)
+        return self.end_reason
+
+    @property
+    def record(self) -> CallRecord:
+        r = self._record
+        if self.rtp is not None:
+            s = self.rtp.stats
+            lost = self.rtp.jitter.lost
+            r.packets_sent, r.packets_received, r.packets_lost = s.sent, s.received, lost
+            expected = s.received + lost
+            r.loss_pct = round(100.0 * lost / expected, 2) if expected else 0.0
+            r.jitter_ms = round(s.jitter_ms, 2)
+            r.pacing_stalls = s.stalls
+            r.remote_media = f"{self.rtp.params.remote[0]}:{self.rtp.params.remote[1]}"
+        r.codec = self.codec or None
+        r.end_reason = self.end_reason
+        return r
+
+    # ---- audio ----------------------------------------------------------------------------
+
+    async def _media(self) -> RtpSession | None:
+        if not self.media_ready.is_set():
+            waiter = asyncio.ensure_future(self.media_ready.wait())
+            ender = asyncio.ensure_future(self.ended.wait())
+            await asyncio.wait([waiter, ender], return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            ender.cancel()
+        return self.rtp if self.media_ready.is_set() and not self.ended.is_set() else None
+
+    async def audio(self) -> AsyncIterator[bytes]:
+        """Received 20 ms frames (320 bytes PCM16), in order, lost packets concealed with silence.
+        Ends when the call ends. The newest second is kept if nobody reads."""
+        rtp = await self._media()
+        if rtp is None:
+            return
+        while True:
+            frame = await rtp.frames_in.get()
+            if frame is None:
+                return
+            yield frame
+
+    async def play(self, frames: AsyncIterable[bytes] | Iterable[bytes], *, interrupt_on_dtmf: bool = True) -> bool:
+        """Send frames (320-byte PCM16; shorter ones padded) paced at 20 ms; returns when the last one left.
+        False if stopped by stop_playback(), a DTMF digit (unless interrupt_on_dtmf=False) or the end of the call."""
+        rtp = await self._media()
+        if rtp is None:
+            return False
+        async with self._play_lock:
+            gen = self._play_gen
+            self._interrupt_on_dtmf = interrupt_on_dtmf
+            try:
+                if isinstance(frames, AsyncIterable):
+                    async for frame in frames:
+                        if gen != self._play_gen or self.ended.is_set():
+                            return False
+                        await rtp.push(frame)
+                else:
+                    for frame in frames:
+                        if gen != self._play_gen or self.ended.is_set():
+                            return False
+                        await rtp.push(frame)
+                if gen != self._play_gen:
+                    return False
+                await rtp.wait_drained()
+                return gen == self._play_gen and not self.ended.is_set()
+            finally:
+                if gen != self._play_gen:
+                    rtp.flush()
+                self._interrupt_on_dtmf = False
+
+    def stop_playback(self) -> None:
+        """Barge-in: drop queued audio now; the running play() returns False."""
+        self._play_gen += 1
+        if self.rtp is not None:
+            self.rtp.flush()
+
+    @property
+    def playing(self) -> bool:
+        return self._play_lock.locked()
+
+    # ---- DTMF -----------------------------------------------------------------------------
+
+    def _on_dtmf(self, digit: str) -> None:
+        self._record.dtmf_received += digit
+        if self._interrupt_on_dtmf and self.playing:
+            self.stop_playback()
+        self._dtmf.put_nowait(digit)
+
+    async def dtmf(self) -> AsyncIterator[str]:
+        """Digits as they arrive (RFC 4733 telephone-event, or SIP INFO). Ends when the call ends."""
+        while True:
+            if self.ended.is_set() and self._dtmf.empty():
+                return
+            d = await self._dtmf.get()
+            if d is None:
+                return
+            yield d
+
+    async def send_dtmf(self, digits: str) -> None:
+        """Send digits as RFC 4733 events (SIP INFO if the peer did not offer telephone-event)."""
+        await self._ep._send_dtmf(self, digits)
+
+    # ---- transfer and bridge --------------------------------------------------------------
+
+    async def transfer(self, uri: str, within_s: float = 30.0) -> bool:
+        """Blind transfer (REFER). True once the transferee reports the new call answered; this call then ends
+        with reason "transferred". False if refused or failed; the call goes on."""
+        return await self._ep._transfer(self, uri, within_s)
+
+    async def bridge(self, other: Call) -> None:
+        """Relay audio (and DTMF) both ways until either call ends. Neither call is hung up here."""
+        a, b = await self._media(), await other._media()
+        if a is None or b is None:
+            return
+
+        async def relay(src: Call, dst: Call) -> None:
+            dst_rtp = dst.rtp
+            assert dst_rtp is not None
+            async for frame in src.audio():
+                if dst_rtp.frames_out.full():
+                    dst_rtp.frames_out.get_nowait()  # keep latency bounded: drop the oldest
+                dst_rtp.frames_out.put_nowait(frame)
+
+        async def relay_dtmf(src: Call, dst: Call) -> None:
+            async for d in src.dtmf():
+                await dst.send_dtmf(d)
+
+        tasks = [asyncio.create_task(relay(self, other)), asyncio.create_task(relay(other, self)),
+                 asyncio.create_task(relay_dtmf(self, other)), asyncio.create_task(relay_dtmf(other, self)),
+                 asyncio.create_task(self.ended.wait()), asyncio.create_task(other.ended.wait())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.wait(tasks, timeout=1.0)
+
+    # ---- endpoint side --------------------------------------------------------------------
+
+    def _finish(self, reason: str, at: datetime) -> None:
+        self.state = "ended"
+        self.end_reason = reason
+        r = self._record
+        r.ended_at = at
+        if r.answered_at:
+            r.duration_s = round((at - r.answered_at).total_seconds(), 3)
+        self._dtmf.put_nowait(None)
+        self.ended.set()

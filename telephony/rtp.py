@@ -1,0 +1,402 @@
+"""RTP for one call: packets (RFC 3550), a small jitter buffer, RFC 4733 DTMF, and a paced sender.
+
+One `RtpSession` per call owns one UDP socket from the configured port range and exactly one
+sender task. A re-INVITE or UPDATE calls `update()` on the same session, so a session refresh
+can never start a second sender (pyVoIP starts one more thread per re-INVITE).
+
+Pacing: packet n leaves at `t0 + n * 20 ms` on the loop's monotonic clock, so the rate never
+drifts the way relative `sleep(0.02)` loops do. If the loop stalls for a whole packet time or
+more (GC pause, CPU starvation), the schedule is re-anchored at "now" and the RTP timestamp
+jumps by the missed time: the stream shows a gap, never a burst of catch-up packets.
+Priorities on each tick: DTMF events first, then queued audio, then silence, so a DTMF digit or
+a hangup (which cancels the task) never waits behind queued prompt audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import struct
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from telephony import g711
+
+log = logging.getLogger(__name__)
+
+PTIME = 0.020
+TS_STEP = g711.SAMPLES
+DTMF_EVENTS = "0123456789*#ABCD"
+DTMF_TONE_TICKS = 5  # 100 ms of tone, then three end packets
+DTMF_END_PACKETS = 3
+
+
+class RtpError(ValueError):
+    pass
+
+
+@dataclass
+class RtpPacket:
+    pt: int
+    seq: int
+    timestamp: int
+    ssrc: int
+    payload: bytes
+    marker: bool = False
+
+    @classmethod
+    def parse(cls, data: bytes) -> RtpPacket:
+        if len(data) < 12:
+            raise RtpError("short RTP packet")
+        b0, b1, seq, ts, ssrc = struct.unpack_from("!BBHII", data)
+        if b0 >> 6 != 2:
+            raise RtpError("not RTP version 2")
+        offset = 12 + 4 * (b0 & 0x0F)
+        if b0 & 0x10:  # header extension
+            if len(data) < offset + 4:
+                raise RtpError("truncated RTP extension")
+            (words,) = struct.unpack_from("!H", data, offset + 2)
+            offset += 4 + 4 * words
+        end = len(data)
+        if b0 & 0x20:  # padding
+            end -= data[-1]
+        if offset > end:
+            raise RtpError("truncated RTP packet")
+        return cls(pt=b1 & 0x7F, seq=seq, timestamp=ts, ssrc=ssrc, payload=data[offset:end], marker=bool(b1 & 0x80))
+
+    def to_bytes(self) -> bytes:
+        return struct.pack("!BBHII", 0x80, (0x80 if self.marker else 0) | self.pt, self.seq & 0xFFFF,
+                           self.timestamp & 0xFFFFFFFF, self.ssrc) + self.payload
+
+
+class JitterBuffer:
+    """Reorders by extended sequence number, drops duplicates and late packets, gives up on a gap
+    once `depth` later packets are waiting. In-order packets pass straight through (no added delay)."""
+
+    def __init__(self, depth: int = 3) -> None:
+        self.depth = depth
+        self.buf: dict[int, RtpPacket] = {}
+        self.next: int | None = None
+        self.max_ext: int | None = None
+        self.first_ext: int | None = None
+        self.unique = 0
+        self.duplicates = 0
+        self.late = 0
+        self.concealed = 0
+
+    def extend(self, seq: int) -> int:
+        if self.max_ext is None:
+            self.max_ext = self.first_ext = seq
+            return seq
+        cand = (self.max_ext & ~0xFFFF) | seq
+        if cand - self.max_ext > 0x8000:
+            cand -= 0x10000
+        elif self.max_ext - cand > 0x8000:
+            cand += 0x10000
+        self.max_ext = max(self.max_ext, cand)
+        return cand
+
+    def push(self, pkt: RtpPacket) -> list[RtpPacket | None]:
+        """Packets ready in order; None stands for a lost packet (the caller conceals it)."""
+        ext = self.extend(pkt.seq)
+        if self.next is None:
+            self.next = ext
+        if ext in self.buf:
+            self.duplicates += 1
+            return []
+        if ext < self.next:
+            if self.next - ext <= 64:
+                self.duplicates += 1  # already played: a duplicate or too late to matter
+            else:  # the sender restarted its sequence
+                self.buf.clear()
+                self.next = ext
+                self.unique += 1
+                self.buf[ext] = pkt
+                return self._drain()
+            return []
+        if ext - self.next > 1000:  # far jump: resynchronise rather than conceal seconds
+            self.buf.clear()
+            self.next = ext
+        self.unique += 1
+        self.buf[ext] = pkt
+        return self._drain()
+
+    def _drain(self) -> list[RtpPacket | None]:
+        out: list[RtpPacket | None] = []
+        assert self.next is not None
+        while True:
+            while self.next in self.buf:
+                out.append(self.buf.pop(self.next))
+                self.next += 1
+            if len(self.buf) < self.depth:
+                return out
+            first = min(self.buf)
+            gap = first - self.next
+            self.concealed += gap
+            out.extend([None] * min(gap, self.depth))
+            self.next = first
+
+    @property
+    def lost(self) -> int:
+        if self.max_ext is None or self.first_ext is None:
+            return 0
+        return max(0, self.max_ext - self.first_ext + 1 - self.unique)
+
+
+class DtmfReceiver:
+    """RFC 4733: one digit per event (keyed by its RTP timestamp), whatever the number of updates
+    and retransmitted end packets."""
+
+    def __init__(self) -> None:
+        self._seen: deque[int] = deque(maxlen=16)
+
+    def feed(self, pkt: RtpPacket) -> str | None:
+        if len(pkt.payload) < 4:
+            return None
+        event = pkt.payload[0]
+        if event >= len(DTMF_EVENTS) or pkt.timestamp in self._seen:
+            return None
+        self._seen.append(pkt.timestamp)
+        return DTMF_EVENTS[event]
+
+
+def dtmf_payload(event: int, end: bool, duration: int, volume: int = 10) -> bytes:
+    return struct.pack("!BBH", event, (0x80 if end else 0) | (volume & 0x3F), duration & 0xFFFF)
+
+
+@dataclass
+class RtpStats:
+    sent: int = 0
+    received: int = 0
+    lost: int = 0
+    duplicates: int = 0
+    jitter_ms: float = 0.0
+    stalls: int = 0
+    skipped_ticks: int = 0
+    dtmf_sent: int = 0
+
+
+@dataclass
+class MediaParams:
+    codec: str
+    pt: int
+    dtmf_pt: int | None
+    remote: tuple[str, int]
+    direction: str = "sendrecv"
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class RtpSession(asyncio.DatagramProtocol):
+    def __init__(self, params: MediaParams, *, media_timeout: float | None = None,
+                 on_dtmf: Callable[[str], None] | None = None, on_timeout: Callable[[], None] | None = None,
+                 rx_frames: int = 50, tx_frames: int = 3) -> None:
+        self.params = params
+        self.media_timeout = media_timeout
+        self.on_dtmf = on_dtmf
+        self.on_timeout = on_timeout
+        self.stats = RtpStats()
+        self.jitter = JitterBuffer()
+        self.dtmf_rx = DtmfReceiver()
+        self.frames_in: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=rx_frames)
+        self.frames_out: asyncio.Queue[bytes] = asyncio.Queue(maxsize=tx_frames)
+        self.drained = asyncio.Event()
+        self.exited = asyncio.Event()
+        self.local_port = 0
+        self.ssrc = random.getrandbits(32)
+        self._seq = random.getrandbits(16)
+        self._ts_base = random.getrandbits(32)
+        self._transport: asyncio.DatagramTransport | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._latched_ssrc: int | None = None
+        self._dtmf_queue: deque[str] = deque()
+        self._dtmf_cur: tuple[int, int, int] | None = None  # (event, start tick, ticks sent)
+        self._transit: float | None = None
+        self._last_rx = 0.0
+        self._marker = True
+        self._timed_out = False
+
+    # ---- socket ---------------------------------------------------------------------------
+
+    async def open(self, host: str, port_min: int, port_max: int, attempts: int = 64) -> int:
+        loop = asyncio.get_running_loop()
+        evens = list(range(port_min + (port_min & 1), port_max, 2)) or [port_min]
+        start = random.randrange(len(evens))
+        for i in range(min(attempts, len(evens))):
+            port = evens[(start + i) % len(evens)]
+            try:
+                transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
+            except OSError:
+                continue
+            self._transport = transport
+            self.local_port = port
+            return port
+        raise OSError(f"no free RTP port in {port_min}-{port_max}")
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self._closed or len(data) < 12 or 72 <= (data[1] & 0x7F) <= 76:  # RTCP multiplexed: ignored
+            return
+        try:
+            pkt = RtpPacket.parse(data)
+        except RtpError:
+            return
+        p = self.params
+        if pkt.pt not in (p.pt, p.dtmf_pt):
+            return
+        loop_time = asyncio.get_running_loop().time()
+        self._last_rx = loop_time
+        if self._latched_ssrc != pkt.ssrc:  # symmetric RTP: answer where the media really comes from
+            self._latched_ssrc = pkt.ssrc
+            if tuple(addr[:2]) != tuple(p.remote):
+                log.debug("RTP latched to %s:%s (SDP said %s:%s)", addr[0], addr[1], *p.remote)
+                p.remote = (addr[0], addr[1])
+        self.stats.received += 1
+        if pkt.pt == p.dtmf_pt:
+            digit = self.dtmf_rx.feed(pkt)
+            if digit and self.on_dtmf:
+                self.on_dtmf(digit)
+            return
+        transit = loop_time * 8000 - pkt.timestamp
+        if self._transit is not None:
+            d = abs(transit - self._transit)
+            if d < 8000 * 10:  # ignore timestamp jumps (sender stalls, resets)
+                self.stats.jitter_ms += (d / 8 - self.stats.jitter_ms) / 16
+        self._transit = transit
+        for item in self.jitter.push(pkt):
+            frame = g711.SILENCE_PCM if item is None else g711.fit_frame(g711.decode(p.codec, item.payload))
+            if self.frames_in.full():
+                self.frames_in.get_nowait()  # nobody is listening: keep the newest second
+            self.frames_in.put_nowait(frame)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("RTP socket error: %s", exc)
+
+    # ---- control --------------------------------------------------------------------------
+
+    def update(self, params: MediaParams) -> None:
+        """New SDP on the same session (re-INVITE, UPDATE, hold): same socket, same sender."""
+        if params.codec != self.params.codec:
+            self._marker = True
+        if params.remote != self.params.remote:
+            self._latched_ssrc = None
+        self.params = params
+
+    def start(self) -> None:
+        """Start the one sender task; a second call is a no-op."""
+        if self._task is None and not self._closed:
+            self._last_rx = asyncio.get_running_loop().time()
+            self._task = asyncio.create_task(self._run(), name=f"rtp-{self.local_port}")
+
+    @property
+    def sending(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def send_dtmf(self, digits: str) -> None:
+        for d in digits.upper():
+            if d in DTMF_EVENTS:
+                self._dtmf_queue.append(d)
+
+    def flush(self) -> None:
+        """Drop queued audio (barge-in, stop_playback)."""
+        while not self.frames_out.empty():
+            self.frames_out.get_nowait()
+        self.drained.set()
+
+    async def close(self, grace_s: float = 1.0) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.flush()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.exited.wait()), grace_s)
+        self.exited.set()
+        if self._transport is not None:
+            self._transport.close()
+        self.stats.lost = self.jitter.lost
+        self.stats.duplicates = self.jitter.duplicates
+        if self.frames_in.full():
+            self.frames_in.get_nowait()
+        self.frames_in.put_nowait(None)
+
+    # ---- the sender -----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        n = 0
+        try:
+            while not self._closed:
+                deadline = t0 + n * PTIME
+                now = loop.time()
+                if deadline > now:
+                    await asyncio.sleep(deadline - now)
+                    now = loop.time()
+                late = now - deadline
+                if late >= PTIME:  # stalled: re-anchor instead of bursting the missed packets
+                    skipped = int(late // PTIME)
+                    n += skipped
+                    t0 = now - n * PTIME
+                    self.stats.stalls += 1
+                    self.stats.skipped_ticks += skipped
+                self._tick(n, now)
+                n += 1
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("RTP sender failed")
+        finally:
+            self.exited.set()
+
+    def _tick(self, n: int, now: float) -> None:
+        p = self.params
+        if (self.media_timeout and not self._timed_out and p.direction in ("sendrecv", "recvonly")
+                and now - self._last_rx > self.media_timeout):
+            self._timed_out = True
+            if self.on_timeout:
+                self.on_timeout()
+        ts = self._ts_base + n * TS_STEP
+        pkt: RtpPacket | None = None
+        if self._dtmf_cur is None and self._dtmf_queue and p.dtmf_pt is not None:
+            self._dtmf_cur = (DTMF_EVENTS.index(self._dtmf_queue.popleft()), n, 0)
+        if self._dtmf_cur is not None and p.dtmf_pt is not None:
+            event, start, sent = self._dtmf_cur
+            sent += 1
+            tone = min(sent, DTMF_TONE_TICKS)
+            end = sent > DTMF_TONE_TICKS
+            pkt = RtpPacket(p.dtmf_pt, 0, self._ts_base + start * TS_STEP, self.ssrc,
+                            dtmf_payload(event, end, tone * TS_STEP), marker=sent == 1)
+            self._dtmf_cur = None if sent >= DTMF_TONE_TICKS + DTMF_END_PACKETS else (event, start, sent)
+            if self._dtmf_cur is None:
+                self.stats.dtmf_sent += 1
+        else:
+            try:
+                frame = self.frames_out.get_nowait()
+            except asyncio.QueueEmpty:
+                frame = g711.SILENCE_PCM
+            if self.frames_out.empty():
+                self.drained.set()
+            pkt = RtpPacket(p.pt, 0, ts, self.ssrc, g711.encode(p.codec, frame), marker=self._marker)
+        if p.direction in ("sendrecv", "sendonly") and self._transport is not None and p.remote[1]:
+            self._marker = False
+            pkt.seq = self._seq
+            self._seq = (self._seq + 1) & 0xFFFF
+            self._transport.sendto(pkt.to_bytes(), p.remote)
+            self.stats.sent += 1
+
+    async def push(self, frame: bytes) -> None:
+        """Queue one 320-byte PCM frame; waits while the (short) queue is full."""
+        self.drained.clear()
+        await self.frames_out.put(g711.fit_frame(frame))
+
+    async def wait_drained(self) -> None:
+        while not self.frames_out.empty() and not self._closed:
+            self.drained.clear()
+            await self.drained.wait()
