@@ -175,6 +175,10 @@ class Engine:
         self.session.said.append(text)
         await self.io.say(text, cached=cached, barge_in=barge_in)
 
+    async def listen(self, ask: Ask) -> Heard:
+        self.session.said.append(ask.text)
+        return await self.io.gather(ask)
+
     # ---- steps -------------------------------------------------------------------------------
 
     async def _step(self, step: Step, entry: PathEntry) -> None:
@@ -327,7 +331,7 @@ class Engine:
 
         ask = Ask(text=question, options=[("1", "Sí"), ("2", "No")], grammar=["sí", "no"])
         for _ in range(2):
-            heard = await self.io.gather(ask)
+            heard = await self.listen(ask)
             self._transcript("confirm", heard.kind, heard.text, heard.confidence, heard.digits, heard.engine)
             if heard.kind == "dtmf":
                 yn = {"1": True, "2": False}.get(heard.digits[:1])
@@ -356,7 +360,7 @@ class Engine:
             if pending is not None:
                 heard, pending = pending, None
             else:
-                heard = await self.io.gather(ask)
+                heard = await self.listen(ask)
                 self._transcript(name, heard.kind, heard.text, heard.confidence, heard.digits, heard.engine)
             if heard.kind == "no_input":
                 no_input += 1
@@ -398,7 +402,7 @@ class Engine:
             text = " ".join([self.prompt("menu_intro"), *lines])
             ask = Ask(text=text, input=["dtmf"], options=options, num_digits=1, cached=False)
             for _ in range(pol.dtmf_retries + 1):
-                heard = await self.io.gather(ask)
+                heard = await self.listen(ask)
                 self._transcript("dtmf_menu", heard.kind, heard.text, heard.confidence, heard.digits, heard.engine)
                 key = heard.digits[:1] if heard.kind == "dtmf" else _spoken_key(heard.text)
                 intent = next((o.intent for o in self.doc.menus[menu] if o.key == key), None)
