@@ -100,6 +100,7 @@ class AuthService:
         self.audit = audit
         self._key_cache: dict[str, tuple[float, Principal | None]] = {}
         self._bootstrapped = False
+        self._bootstrap_lock = asyncio.Lock()
 
     # ---- users and keys ----------------------------------------------------------------------
 
@@ -167,6 +168,11 @@ class AuthService:
         """Create the configured users and keys that do not exist yet (once per process)."""
         if self._bootstrapped:
             return
+        async with self._bootstrap_lock:  # many first requests at once must not all hash every password
+            if not self._bootstrapped:
+                await self._bootstrap()
+
+    async def _bootstrap(self) -> None:
         for u in self.cfg.users:
             if not await self.store.redis.exists(self.store.keys.user(u.username)):
                 await self.create_user(u.username, u.name, list(u.roles), u.password, level=u.level, skills=u.skills or None,
