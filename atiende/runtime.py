@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ivr.records import CallRecords
     from ivr.service import IvrService
     from routing.calendar_service import CalendarService
+    from routing.router_service import RouterService
     from speech.service import Speech
     pass
 
@@ -104,6 +105,11 @@ class Runtime:
         return CalendarService(self)
 
     # -- routing: router
+    @cached_property
+    def router(self) -> RouterService:
+        from routing.router_service import RouterService
+
+        return RouterService(self)
 
     # -- speech
 

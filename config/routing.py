@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from config.base import Strict
+
+_ID = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
+_DTMF_KEY = re.compile(r"^[0-9*#]$")
 
 
 class Intent(Strict):
@@ -16,7 +20,35 @@ class Intent(Strict):
     target: Literal["self_service", "queue"] = "queue"
     queue: str = "N1"
     phrases: list[str] = Field(default_factory=list)
-    keywords: dict[str, float] = Field(default_factory=dict)
+    keywords: dict[str, float] = Field(
+        default_factory=dict,
+        description="word or words (in order; a final '*' makes the last one a prefix) -> weight in (0, 1); "
+        "a negative weight in (-1, 0) inhibits: the intent's keyword evidence is multiplied by (1 + weight)",
+    )
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not _ID.match(v) or v == "none":
+            raise ValueError("intent id must be lowercase letters, digits and '_', 2-40 long, and not 'none'")
+        return v
+
+    @field_validator("keywords")
+    @classmethod
+    def _weights(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, w in v.items() if not -1 < w < 1 or w == 0]
+        if bad:
+            raise ValueError(f"keyword weights must be in (0, 1), or in (-1, 0) for inhibitors: {', '.join(bad)}")
+        empty = [k for k in v if not k.replace("*", "").strip()]
+        if empty:
+            raise ValueError("empty keyword")
+        return v
+
+    @model_validator(mode="after")
+    def _has_evidence(self) -> Intent:
+        if not self.phrases and not self.keywords:
+            raise ValueError(f"intent {self.id!r} needs at least one phrase or keyword")
+        return self
 
 
 class RoutingConfig(Strict):
@@ -24,3 +56,30 @@ class RoutingConfig(Strict):
     confirm_margin: float = Field(0.1, ge=0, le=1)
     intents: list[Intent] = Field(default_factory=list)
     dtmf_menus: dict[str, dict[str, str]] = Field(default_factory=dict)
+    entity_weights: dict[Literal["town", "unit", "procedure", "reference"], dict[str, float]] = Field(
+        default_factory=dict, description="an entity found in the utterance counts as a keyword of these intents"
+    )
+    synonyms: dict[str, str] = Field(
+        default_factory=dict,
+        description="extra words or phrases rewritten before matching, e.g. 'tarjeta sanitaria: tarjeta salud'",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RoutingConfig:
+        ids = [i.id for i in self.intents]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"duplicate intent ids: {', '.join(dupes)}")
+        for entity, weights in self.entity_weights.items():
+            for intent, weight in weights.items():
+                if intent not in ids:
+                    raise ValueError(f"entity_weights.{entity}: unknown intent {intent!r}")
+                if not -1 < weight < 1 or weight == 0:
+                    raise ValueError(f"entity_weights.{entity}.{intent}: weight must be in (0, 1), or (-1, 0) to inhibit")
+        for menu, keys in self.dtmf_menus.items():
+            for key, intent in keys.items():
+                if not _DTMF_KEY.match(key):
+                    raise ValueError(f"dtmf menu {menu!r}: {key!r} is not a keypad key (0-9, * or #)")
+                if intent not in ids:
+                    raise ValueError(f"dtmf menu {menu!r}: key {key} names unknown intent {intent!r}")
+        return self

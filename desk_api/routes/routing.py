@@ -1,7 +1,143 @@
-"""HTTP resources of this area (filled in by its issue)."""
+"""Routing over HTTP: `POST /api/v1/route` and the admin API under `/api/v1/admin/routing`.
+
+Handlers stay thin: `runtime.router` validates, versions, compiles and routes. Every admin edit
+is a new version of the whole routing section (422 with reasons when invalid; the old version
+keeps serving). The acting user comes from the `X-Actor` header until the desk adds authentication.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Any
+
+from fastapi import APIRouter, Body, Header, Request
+from pydantic import BaseModel, Field
+
+from atiende.errors import NotFound
+from atiende.versioned import VersionInfo
+from config.routing import Intent, RoutingConfig
+from desk_api.deps import runtime_of
+from routing.router_service import MAX_TEXT
 
 router = APIRouter()
+admin = APIRouter(prefix="/api/v1/admin/routing", tags=["admin: routing"])
+
+ActorHeader = Header(None, alias="X-Actor", description="who makes the change (recorded in the version list)")
+
+
+def _actor(x_actor: str | None) -> str:
+    return (x_actor or "admin").strip()[:100] or "admin"
+
+
+class RouteRequest(BaseModel):
+    text: str = Field(..., max_length=MAX_TEXT, examples=["quiero pagar la tasa de la itv"])
+    channel: str = Field("chat", max_length=32, description="voice, chat, whatsapp, telegram, email...")
+
+
+class AlternativeView(BaseModel):
+    intent: str
+    confidence: float
+
+
+class RouteView(BaseModel):
+    """The same object as `atiende route --json`, plus `needs_confirmation` and the `confirm` question."""
+
+    text: str
+    intent: str | None
+    confidence: float
+    queue: str | None
+    entities: dict[str, Any]
+    alternatives: list[AlternativeView]
+    needs_confirmation: bool
+    confirm: str | None = None
+
+
+class RoutingView(BaseModel):
+    version: int
+    config: RoutingConfig
+
+
+class EditResult(BaseModel):
+    version: int
+
+
+class RollbackRequest(BaseModel):
+    version: int = Field(..., ge=0)
+
+
+@router.post("/api/v1/route", response_model=RouteView, tags=["routing"])
+async def route(request: Request, body: RouteRequest) -> RouteView:
+    """Intent, confidence, queue, entities and alternatives of one utterance (null intent = out of scope)."""
+    svc = runtime_of(request).router
+    result = await svc.route(body.text, body.channel)
+    view = RouteView.model_validate(result.model_dump())
+    if result.intent is not None and result.needs_confirmation:
+        view.confirm = (await svc.get()).confirm_question(result.intent)
+    return view
+
+
+@router.get("/api/v1/route/dtmf/{menu}/{key}", tags=["routing"])
+async def dtmf(request: Request, menu: str, key: str) -> dict[str, Any]:
+    """The intent a key of a DTMF menu stands for."""
+    intent = (await runtime_of(request).router.get()).dtmf(menu, key)
+    if intent is None:
+        raise NotFound(f"menu {menu!r} has no key {key!r}", {"menu": menu, "key": key})
+    return {"menu": menu, "key": key, "intent": intent}
+
+
+# ---- admin ----------------------------------------------------------------------------------
+
+
+@admin.get("", response_model=RoutingView)
+async def get_routing(request: Request) -> RoutingView:
+    version, cfg = await runtime_of(request).router.config()
+    return RoutingView(version=version, config=cfg)
+
+
+@admin.put("", response_model=EditResult)
+async def put_routing(request: Request, body: dict[str, Any] = Body(..., examples=[{"threshold": 0.5, "intents": []}]),
+                      x_actor: str | None = ActorHeader) -> EditResult:
+    """Replace the whole routing config (same shape as `routing.yaml`); 422 with reasons when invalid."""
+    return EditResult(version=await runtime_of(request).router.put(body, _actor(x_actor)))
+
+
+@admin.get("/intents/{intent_id}", response_model=Intent)
+async def get_intent(request: Request, intent_id: str) -> Intent:
+    _, cfg = await runtime_of(request).router.config()
+    for intent in cfg.intents:
+        if intent.id == intent_id:
+            return intent
+    raise NotFound(f"no intent {intent_id!r}", {"intent": intent_id})
+
+
+@admin.put("/intents/{intent_id}", response_model=EditResult)
+async def put_intent(request: Request, intent_id: str, body: dict[str, Any] = Body(...),
+                     x_actor: str | None = ActorHeader) -> EditResult:
+    """Add or replace one intent (its id is the path's); the rest of the config is kept."""
+    svc = runtime_of(request).router
+    _, cfg = await svc.config()
+    doc = cfg.model_dump()
+    new = {**body, "id": intent_id}
+    ids = [i["id"] for i in doc["intents"]]
+    if intent_id in ids:
+        doc["intents"][ids.index(intent_id)] = new
+    else:
+        doc["intents"].append(new)
+    return EditResult(version=await svc.put(doc, _actor(x_actor), note=f"intent {intent_id}"))
+
+
+@admin.get("/versions", response_model=list[VersionInfo])
+async def versions(request: Request) -> list[VersionInfo]:
+    return await runtime_of(request).router.versions()
+
+
+@admin.get("/versions/{version}", response_model=RoutingConfig)
+async def get_version(request: Request, version: int) -> RoutingConfig:
+    return await runtime_of(request).router.version(version)
+
+
+@admin.post("/rollback", response_model=EditResult)
+async def rollback(request: Request, body: RollbackRequest, x_actor: str | None = ActorHeader) -> EditResult:
+    return EditResult(version=await runtime_of(request).router.rollback(body.version, _actor(x_actor)))
+
+
+router.include_router(admin)

@@ -1,0 +1,391 @@
+"""Intent routing: from what a citizen said (STT text) or typed, what they want.
+
+Two kinds of evidence, both on normalised text (`routing.normalize`):
+
+- keywords with weights (config): a keyword is one or more words; each word matches a
+  caller's word by stem ("pagar" ~ "pagué"), by sound ("kejar" ~ "quejar", "y te b" ~ "itv")
+  or by a fuzzy match for typos of longer words; the words of a multi-word keyword must come
+  in order with at most `MAX_GAP` words between them. An intent's keyword evidence is the
+  noisy-OR of its matched weights, 1 - Π(1 - w), so two weak clues add up but never pass 1.
+- example phrases (config): rapidfuzz `token_sort_ratio` between the utterance's content
+  words and each phrase's, all phrases at once with `process.cdist` and a score cutoff.
+
+The two combine as a noisy-OR into a confidence in 0..1 (tuned on the development sets so
+that the threshold, 0.5 by default, separates in-scope from out-of-scope) and scaled down
+when most of the utterance's content words are unknown to every intent ("quiero comprar un
+coche de segunda mano" is not about the ITV because it says "coche"). Below the threshold the
+intent is None (out of scope): greetings, yes/no, small talk and unrelated requests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+from rapidfuzz import fuzz, process
+
+from config.knowledge import KnowledgeConfig
+from config.routing import RoutingConfig
+from routing.entities import ProcedureIndex, TownIndex, UnitIndex, extract_reference
+from routing.normalize import STOPWORDS, Normalized, analyze, canonical, phonetic, spelled_runs, stem
+
+MAX_GAP = 2  # words allowed between the words of a multi-word keyword ("tasa de la itv" ~ "tasa itv")
+PHRASE_FLOOR = 55.0  # token_sort_ratio below this is no evidence at all
+PHRASE_MAX = 0.85  # a perfect phrase match alone gives this much confidence
+MAX_ALTERNATIVES = 3
+MIN_ALTERNATIVE = 0.15
+# Articles and prepositions: optional inside a keyword ("tasa de la itv" is the keyword "tasa itv").
+GLUE = frozenset("de la el los las lo un una unos unas del al a en y o e u mi mis su sus tu tus con por para".split())
+# Words that name an option of a keypad menu when said ("la opción dos", "tecla cero").
+_MENU_WORDS = frozenset("opcion tecla numero marco pulso elijo escojo selecciono boton".split())
+
+
+class Alternative(BaseModel):
+    intent: str
+    confidence: float
+
+
+class RouteResult(BaseModel):
+    text: str
+    intent: str | None
+    confidence: float = Field(ge=0, le=1)
+    queue: str | None
+    entities: dict[str, Any] = Field(default_factory=dict)
+    alternatives: list[Alternative] = Field(default_factory=list)
+    needs_confirmation: bool = False
+
+    def public(self) -> dict[str, Any]:
+        """The documented output object (CLI): text, intent, confidence, queue, entities, alternatives."""
+        return {
+            "text": self.text,
+            "intent": self.intent,
+            "confidence": self.confidence,
+            "queue": self.queue,
+            "entities": self.entities,
+            "alternatives": [a.model_dump() for a in self.alternatives],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Keyword:
+    intent: int
+    weight: float
+    keys: tuple[tuple[str, bool], ...]  # (phonetic stem, is_prefix) per word
+
+
+class _Vocabulary:
+    """Keys (phonetic stems) of every configured word, reachable from a caller's word.
+
+    A caller's word reaches a key by its stem, by the sound of the whole word, by a prefix
+    keyword ("reclam*"), or by a fuzzy match (longer words only: short ones collide).
+    """
+
+    def __init__(self) -> None:
+        self.by_sound: dict[str, str] = {}
+        self.keys: set[str] = set()
+        self.prefixes: set[str] = set()
+        self._choices: list[str] = []
+        self._cache: dict[str, frozenset[str]] = {}
+
+    @staticmethod
+    def key_of(token: str) -> str:
+        return phonetic(stem(canonical(token)))
+
+    def add(self, token: str, prefix: bool = False) -> str:
+        if prefix:
+            key = phonetic(canonical(token))
+            self.prefixes.add(key)
+            return key
+        key = self.key_of(token)
+        self.by_sound.setdefault(phonetic(canonical(token)), key)
+        self.keys.add(key)
+        return key
+
+    def freeze(self) -> None:
+        self._choices = [s for s in self.by_sound if len(s) >= 5 and not s.isdigit()]
+
+    @staticmethod
+    def _cutoff(n: int) -> float:
+        return 85.0 if n >= 8 else 88.0
+
+    def resolve(self, token: str) -> frozenset[str]:
+        hit = self._cache.get(token)
+        if hit is not None:
+            return hit
+        found: set[str] = set()
+        key = self.key_of(token)
+        if key in self.keys:
+            found.add(key)
+        sound = phonetic(canonical(token))
+        if sound in self.by_sound:
+            found.add(self.by_sound[sound])
+        for p in self.prefixes:
+            if sound.startswith(p):
+                found.add(p)
+        if not found and len(sound) >= 6 and not sound.isdigit():
+            for choice, _score, _i in process.extract(
+                sound, self._choices, scorer=fuzz.ratio, score_cutoff=self._cutoff(len(sound)), limit=3
+            ):
+                found.add(self.by_sound[choice])
+        result = frozenset(found)
+        if len(self._cache) > 100_000:
+            self._cache.clear()
+        self._cache[token] = result
+        return result
+
+
+class Router:
+    """Compiled from a RoutingConfig (and the knowledge base for entities); immutable, thread-safe reads."""
+
+    def __init__(self, config: RoutingConfig, knowledge: KnowledgeConfig | None = None) -> None:
+        self.config = config
+        self.intents = [i.id for i in config.intents]
+        self.queues = [i.queue for i in config.intents]  # where a person takes over, self-service or not
+        self.threshold = config.threshold
+        self.margin = config.confirm_margin
+        self.extra_phrases = tuple((a, b) for a, b in config.synonyms.items())
+        self.vocab = _Vocabulary()
+        self.keywords: list[_Keyword] = []
+        for idx, intent in enumerate(config.intents):
+            for text, weight in intent.keywords.items():
+                keys = self._keyword_keys(text)
+                if keys:
+                    self.keywords.append(_Keyword(idx, min(max(weight, -0.99), 0.99), keys))
+        # Phrases: content keys, sorted by intent so per-intent maxima are one reduceat.
+        choices: list[str] = []
+        starts: list[int] = []
+        owners: list[int] = []
+        for idx, intent in enumerate(config.intents):
+            phrases = [self._phrase_string(p, learn=True) for p in intent.phrases]
+            phrases = [p for p in phrases if p]
+            if phrases:
+                starts.append(len(choices))
+                owners.append(idx)
+                choices.extend(phrases)
+        self.vocab.freeze()
+        self.phrase_choices = choices
+        self.phrase_starts = np.array(starts, dtype=np.intp)
+        self.phrase_owners = np.array(owners, dtype=np.intp)
+        knowledge = knowledge or KnowledgeConfig()
+        self.towns = TownIndex(knowledge.offices)
+        self.units = UnitIndex(knowledge.directory)
+        self.procedures = ProcedureIndex(knowledge.procedures)
+        index = {name: i for i, name in enumerate(self.intents)}
+        self.entity_weights = {
+            entity: [(index[intent], w) for intent, w in weights.items() if intent in index]
+            for entity, weights in config.entity_weights.items()
+        }
+        self.menus = {m: dict(keys) for m, keys in config.dtmf_menus.items()}
+
+    # ---- compile -------------------------------------------------------------------------
+
+    def _analyze(self, text: str) -> Normalized:
+        return analyze(text, self.extra_phrases)
+
+    def _keyword_keys(self, text: str) -> tuple[tuple[str, bool], ...]:
+        prefix_last = text.strip().endswith("*")
+        norm = self._analyze(text.replace("*", " "))
+        tokens = list(norm.tokens)
+        # Glue between two words is optional ("tasa de la itv"); at either end it is meant ("en persona").
+        inner = [i for i, t in enumerate(tokens) if t not in GLUE]
+        if len(inner) >= 2:
+            middle = [t for t in tokens[inner[0] : inner[-1] + 1] if t not in GLUE]
+            tokens = tokens[: inner[0]] + middle + tokens[inner[-1] + 1 :]
+        out = []
+        for i, token in enumerate(tokens):
+            is_prefix = prefix_last and i == len(tokens) - 1
+            out.append((self.vocab.add(token, prefix=is_prefix), is_prefix))
+        return tuple(out)
+
+    def _phrase_string(self, text: str, learn: bool = False) -> str:
+        norm = self._analyze(text)
+        keys = []
+        for token in norm.tokens:
+            if token in STOPWORDS:
+                continue
+            if learn:
+                keys.append(self.vocab.add(token))
+            else:
+                found = self.vocab.resolve(token)
+                keys.append(min(found) if found else self.vocab.key_of(token))
+        return " ".join(keys)
+
+    # ---- route ---------------------------------------------------------------------------
+
+    def _keyword_scores(self, norm: Normalized, entities: dict[str, Any]) -> tuple[np.ndarray, float]:
+        """Per-intent keyword evidence, and the share of content words some keyword or phrase knows."""
+        tokens = [*norm.tokens, *spelled_runs(norm.tokens)]
+        positions = [self.vocab.resolve(t) for t in tokens]
+        content = [i for i, t in enumerate(norm.tokens) if t not in STOPWORDS]
+        known = sum(1 for i in content if positions[i] or self._names_know(tokens[i])) / len(content) if content else 0.0
+        miss = np.ones(len(self.intents))
+        damp = np.ones(len(self.intents))
+        for kw in self.keywords:
+            if _matches(kw.keys, positions):
+                if kw.weight > 0:
+                    miss[kw.intent] *= 1.0 - kw.weight
+                else:
+                    damp[kw.intent] *= 1.0 + kw.weight
+        for entity, weights in self.entity_weights.items():
+            if entity in entities:
+                for idx, w in weights:
+                    if w > 0:
+                        miss[idx] *= 1.0 - w
+                    else:
+                        damp[idx] *= 1.0 + w
+        return (1.0 - miss) * damp, known
+
+    def _names_know(self, token: str) -> bool:
+        """Is the word part of a town, unit or procedure name (so not an unknown word)?"""
+        return bool(self.units.words.resolve(token) or self.procedures.words.resolve(token) or self.towns.knows(token))
+
+    def _phrase_scores(self, norm: Normalized) -> np.ndarray:
+        out = np.zeros(len(self.intents))
+        if not self.phrase_choices or not norm.content:
+            return out
+        query = self._phrase_string(norm.text)
+        if not query:
+            return out
+        row = process.cdist([query], self.phrase_choices, scorer=fuzz.token_sort_ratio, score_cutoff=PHRASE_FLOOR,
+                            dtype=np.float32, workers=1)[0]
+        best = np.maximum.reduceat(row, self.phrase_starts)
+        out[self.phrase_owners] = np.clip((best - PHRASE_FLOOR) / (100.0 - PHRASE_FLOOR), 0.0, 1.0) * PHRASE_MAX
+        return out
+
+    def scores(self, text: str) -> tuple[Normalized, np.ndarray, dict[str, Any]]:
+        """Normalised utterance, per-intent confidence (order of `self.intents`) and entities."""
+        norm = self._analyze(text)
+        if not norm.tokens:
+            return norm, np.zeros(len(self.intents)), {}
+        entities = self.entities(norm, text)
+        kw, known = self._keyword_scores(norm, entities)
+        ph = self._phrase_scores(norm)
+        combined = 1.0 - (1.0 - kw) * (1.0 - ph)
+        # Mostly unknown words: whatever matched is likely incidental ("coche" in "comprar un coche").
+        combined *= 0.55 + 0.45 * known
+        return norm, combined, entities
+
+    def route(self, text: str, channel: str = "voice") -> RouteResult:
+        """Intent, confidence, queue, entities and alternatives for one utterance. Never raises on a str.
+
+        `channel` ("voice", "chat", ...) is accepted for logging and future tuning: the same
+        normalisation already covers recognition errors and typing errors.
+        """
+        if not isinstance(text, str):
+            raise TypeError("text must be a string")
+        norm, scores, entities = self.scores(text)
+        menu_intent = self._spoken_key(norm)
+        order = np.argsort(-scores, kind="stable")
+        ranked = [(self.intents[i], float(scores[i])) for i in order if scores[i] >= MIN_ALTERNATIVE]
+        if menu_intent is not None:
+            ranked = [(menu_intent, 0.9), *[r for r in ranked if r[0] != menu_intent]]
+        top_intent, top = ranked[0] if ranked else (None, 0.0)
+        second = ranked[1][1] if len(ranked) > 1 else 0.0
+        intent = top_intent if top >= self.threshold else None
+        # For an out-of-scope answer the confidence is how sure the router is that nothing fits.
+        confidence = round(top if intent else 1.0 - top, 4)
+        queue = self.queues[self.intents.index(intent)] if intent is not None else None
+        needs_confirmation = intent is not None and (top - second < self.margin or top < self.threshold + self.margin)
+        rest = ranked[1:] if intent else ranked
+        alternatives = [Alternative(intent=i, confidence=round(c, 4)) for i, c in rest[:MAX_ALTERNATIVES]]
+        return RouteResult(
+            text=text,
+            intent=intent,
+            confidence=confidence,
+            queue=queue,
+            entities=entities,
+            alternatives=alternatives,
+            needs_confirmation=needs_confirmation,
+        )
+
+    def _spoken_key(self, norm: Normalized) -> str | None:
+        """"uno", "la opción 2", "0": a keypad option said or typed, read from the main menu."""
+        words = [t for t in norm.tokens if t not in _MENU_WORDS and t not in ("la", "el", "de")]
+        if len(words) == 1 and len(words[0]) == 1 and words[0].isdigit():
+            return self.dtmf("main", words[0])
+        return None
+
+    def entities(self, norm: Normalized, raw: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if not norm.tokens:
+            return out
+        office = self.towns.find(norm)
+        if office is not None:
+            out["town"] = office.town
+            out["office_id"] = office.office_id
+        unit = self.units.find(norm)
+        if unit is not None:
+            out["unit"] = unit.name
+            out["dir3_code"] = unit.dir3_code
+        procedure = self.procedures.find(norm)
+        if procedure is not None:
+            out["procedure"] = procedure.procedure_id
+        ref = extract_reference(raw)
+        if ref is not None:
+            out["reference"] = ref
+        return out
+
+    # ---- keypad and hints ----------------------------------------------------------------
+
+    def dtmf(self, menu: str, key: str) -> str | None:
+        """The intent a key of a DTMF menu stands for, or None (unknown menu or key)."""
+        return self.menus.get(menu, {}).get(key.strip())
+
+    def confirm_question(self, intent: str) -> str:
+        """The Spanish question to confirm an intent ("¿Quiere pagar la tasa de la ITV?")."""
+        for i in self.config.intents:
+            if i.id == intent:
+                return i.confirm or f"¿Se refiere a {i.description or i.id}?"
+        return ""
+
+    def hints(self) -> list[str]:
+        """Words and phrases worth biasing a recogniser towards (keywords, towns, unit aliases)."""
+        seen: dict[str, None] = {}
+        for intent in self.config.intents:
+            for kw in intent.keywords:
+                seen.setdefault(kw.replace("*", "").strip().lower(), None)
+        for office in self.towns.offices:
+            seen.setdefault(office.town.lower(), None)
+        for unit in self.units.units:
+            for alias in unit.aliases:
+                seen.setdefault(alias.lower(), None)
+        seen.update(dict.fromkeys(["sí", "no", "cero", "uno", "dos", "tres", "cuatro", "cinco", "seis", "siete", "ocho",
+                                   "nueve"]))
+        return [h for h in seen if h]
+
+
+def _matches(keys: tuple[tuple[str, bool], ...], positions: list[frozenset[str]]) -> bool:
+    """Do the keyword's words occur in order, each within MAX_GAP words of the previous one?"""
+    first = keys[0][0]
+    starts = [i for i, found in enumerate(positions) if first in found]
+    if not starts or len(keys) == 1:
+        return bool(starts)
+    for start in starts:
+        at = start
+        for key, _ in keys[1:]:
+            nxt = next((j for j in range(at + 1, min(len(positions), at + 2 + MAX_GAP)) if key in positions[j]), None)
+            if nxt is None:
+                break
+            at = nxt
+        else:
+            return True
+    return False
+
+
+def explain(router: Router, text: str) -> dict[str, Any]:
+    """What matched, per intent: keywords (with weights) and the best phrase score. For admins tuning."""
+    norm = router._analyze(text)
+    tokens = [*norm.tokens, *spelled_runs(norm.tokens)]
+    positions = [router.vocab.resolve(t) for t in tokens]
+    out: dict[str, Any] = {"normalized": norm.text, "content": list(norm.content), "intents": {}}
+    ph = router._phrase_scores(norm)
+    for idx, intent in enumerate(router.intents):
+        hits = []
+        for kw in router.keywords:
+            if kw.intent == idx and _matches(kw.keys, positions):
+                hits.append({"keys": " ".join(k for k, _ in kw.keys), "weight": kw.weight})
+        if hits or ph[idx] > 0:
+            out["intents"][intent] = {"keywords": hits, "phrase": round(float(ph[idx]), 3)}
+    return out

@@ -1,0 +1,108 @@
+"""`runtime.router`: the compiled Router for the current routing config, and its admin edits.
+
+The `routing` config section (intents, keywords, thresholds, DTMF menus) is one versioned
+document (`atiende.versioned`): version 0 is the files, each admin change a new version, and a
+rollback stores a copy of an old one. The router is recompiled (off the event loop) when the
+current version changes, so an edit is live on every node within a second, without restart.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from atiende.errors import InvalidInput
+from atiende.versioned import VersionedSection, VersionInfo
+from config.knowledge import KnowledgeConfig
+from config.routing import RoutingConfig
+from routing.normalize import analyze
+from routing.router import Router, RouteResult
+
+if TYPE_CHECKING:
+    from atiende.runtime import Runtime
+
+SECTION = "routing"
+MAX_TEXT = 10_000  # longer input is refused by the API; the router itself cuts at normalize.MAX_CHARS
+
+
+def check_routing(cfg: RoutingConfig) -> None:
+    """Checks beyond the model: every keyword and phrase must keep some words after normalisation."""
+    problems = []
+    for intent in cfg.intents:
+        for kw in intent.keywords:
+            if not analyze(kw.replace("*", " ")).tokens:
+                problems.append(f"{intent.id}: keyword {kw!r} is only filler words or punctuation")
+        for phrase in intent.phrases:
+            if not analyze(phrase).tokens:
+                problems.append(f"{intent.id}: phrase {phrase!r} is only filler words or punctuation")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+class RouterService:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self._section: VersionedSection[RoutingConfig] | None = None
+        # (config object, knowledge object) it was compiled from -> router; new objects mean recompile.
+        self._compiled: tuple[RoutingConfig, KnowledgeConfig, Router] | None = None
+        self._offline: tuple[RoutingConfig, KnowledgeConfig, Router] | None = None
+        runtime.on_reload(lambda _settings: self._section.invalidate() if self._section is not None else None)
+
+    @property
+    def section(self) -> VersionedSection[RoutingConfig]:
+        if self._section is None:
+            self._section = VersionedSection(self.rt.store, self.rt.clock, SECTION, RoutingConfig,
+                                             lambda: self.rt.settings.routing, check=check_routing)
+        return self._section
+
+    @property
+    def knowledge(self) -> KnowledgeConfig:
+        return self.rt.settings.knowledge
+
+    async def get(self) -> Router:
+        """The router for the current version (admin edits in Redis, else the config files)."""
+        _, cfg = await self.section.current()
+        knowledge = self.knowledge
+        hit = self._compiled
+        if hit is not None and hit[0] is cfg and hit[1] is knowledge:
+            return hit[2]
+        router = await anyio.to_thread.run_sync(Router, cfg, knowledge)
+        self._compiled = (cfg, knowledge, router)
+        return router
+
+    def get_offline(self) -> Router:
+        """From the config files only (CLI commands that run without Redis)."""
+        cfg, knowledge = self.rt.settings.routing, self.knowledge
+        hit = self._offline
+        if hit is not None and hit[0] is cfg and hit[1] is knowledge:
+            return hit[2]
+        router = Router(cfg, knowledge)
+        self._offline = (cfg, knowledge, router)
+        return router
+
+    async def route(self, text: str, channel: str = "voice") -> RouteResult:
+        if len(text) > MAX_TEXT:
+            raise InvalidInput(f"text is longer than {MAX_TEXT} characters", [{"loc": "text", "reason": "too long"}])
+        router = await self.get()
+        return router.route(text, channel)
+
+    # ---- admin ---------------------------------------------------------------------------
+
+    async def config(self) -> tuple[int, RoutingConfig]:
+        return await self.section.current()
+
+    async def put(self, data: Any, actor: str, note: str = "") -> int:
+        """Validate (422 with reasons), compile, and store as the new current version."""
+        value = await anyio.to_thread.run_sync(self.section.validate, data)
+        await anyio.to_thread.run_sync(Router, value, self.knowledge)  # proves it compiles before it is live
+        return await self.section.put(value, actor, note)
+
+    async def versions(self) -> list[VersionInfo]:
+        return await self.section.versions()
+
+    async def version(self, version: int) -> RoutingConfig:
+        return await self.section.get(version)
+
+    async def rollback(self, version: int, actor: str) -> int:
+        return await self.section.rollback(version, actor)
