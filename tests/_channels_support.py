@@ -155,3 +155,23 @@ class LiveServer:
         if self.thread is not None:
             self.thread.join(10)
         self.sock.close()
+
+
+def make_runtime(redis_url: str, prefix: str, data_dir: Any, channels: Any = None) -> Any:
+    """A Runtime on the test Redis with its own Store (a Store belongs to the event loop that first uses it)."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from atiende.clock import FixedClock
+    from atiende.runtime import Runtime
+    from atiende.store import Store
+    from config.loader import Loaded, load
+
+    loaded = load(None, env={})
+    settings = loaded.settings.model_copy(deep=True)
+    settings.service.data_dir = data_dir
+    clock = FixedClock(datetime(2026, 11, 23, 10, 0, tzinfo=ZoneInfo("Europe/Madrid")))
+    rt = Runtime(Loaded(settings=settings, version=loaded.version, document=loaded.document), store=Store(redis_url, prefix), clock=clock)
+    if channels is not None:
+        rt.channels_override = channels
+    return rt

@@ -40,8 +40,7 @@ LOG_TTL_S = 7 * 86400
 
 async def push(rt: Runtime, session: str, message: dict[str, Any]) -> dict[str, Any]:
     """Append a message to the session's log and publish it to whichever node holds the socket."""
-    msg = {"type": "message", "id": message.get("id") or secrets.token_hex(6), "at": rt.clock.now().isoformat(), **message}
-    msg["type"] = "message"
+    msg = {**message, "type": "message", "id": message.get("id") or secrets.token_hex(6), "at": rt.clock.now().isoformat()}
     raw = json.dumps(msg, ensure_ascii=False)
     k = rt.store.keys
     async with rt.store.redis.pipeline(transaction=True) as pipe:

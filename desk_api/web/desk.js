@@ -10,11 +10,13 @@ const EP = {
   interactions: (ref) => `/api/v1/tickets/${encodeURIComponent(ref)}/interactions`,
   action: (ref, what) => `/api/v1/tickets/${encodeURIComponent(ref)}/${what}`,
   presence: "/api/v1/agents/me/presence",
+  claimNext: "/api/v1/tickets/claim-next",
   events: "/desk/api/events",
 };
 
-const CHANNEL = { phone: "☎ teléfono", webchat: "💬 chat web", email: "✉ correo", whatsapp: "WhatsApp", telegram: "Telegram",
+const CHANNEL = { phone: "teléfono", webchat: "chat web", email: "correo", whatsapp: "WhatsApp", telegram: "Telegram",
   office: "oficina", api: "API" };
+const ACTOR = { citizen: "ciudadano", assistant: "asistente", ivr: "IVR", system: "sistema" };
 const STATUS = { open: "pendiente", assigned: "asignado", escalated: "escalado", resolved: "resuelto", closed: "cerrado" };
 const KIND = { query: "consulta", complaint: "queja", suggestion: "sugerencia", voicemail: "mensaje de voz", callback: "devolver llamada" };
 
@@ -43,6 +45,16 @@ async function setupQueues() {
     { id: "mine", label: "Mis tickets", query: `assignee=${encodeURIComponent(state.agentId || "")}` }];
   const box = document.getElementById("queues");
   box.replaceChildren(...tabs.map((t) => el("button", { "data-tab": t.id, "data-testid": `tab-${t.id}`, onclick: () => selectTab(t) }, t.label)));
+  if (Atiende.has(state.user, "agent_n1", "agent_n2") && state.agentId) {
+    box.append(el("button", { class: "secondary", "data-testid": "claim-next", title: "El ticket más antiguo que espera en sus colas",
+      onclick: async () => {
+        try {
+          const r = await api("POST", EP.claimNext);
+          if (r && r.ticket) { refreshSoon(); openTicket(r.ticket.ref); }
+          else document.getElementById("live").textContent = "No hay tickets esperando.";
+        } catch (e) { document.getElementById("live").textContent = describeError(e); }
+      } }, "Tomar el siguiente"));
+  }
   selectTab(tabs[0]);
 }
 
@@ -116,7 +128,7 @@ function audioUrl(it) {
 
 function renderInteraction(it) {
   const d = it.data || {};
-  const who = it.actor === "citizen" ? "ciudadano" : it.actor;
+  const who = ACTOR[it.actor] || String(it.actor || "").replace(/^(user|agent):/, "");
   const head = el("div", { class: "meta" }, `${when(it.at)} · ${it.kind} · ${CHANNEL[it.channel] || it.channel} · ${who}`);
   const body = [];
   if (it.kind === "status_change") body.push(el("div", { class: "text" }, `Estado: ${STATUS[d.from] || d.from || "?"} → ${STATUS[d.to] || d.to || "?"}`
@@ -147,8 +159,12 @@ async function openTicket(ref, quiet) {
   const citizen = data.citizen;
   const msg = el("div", { class: "status-line", "data-testid": "action-result", role: "status" });
   const active = ["open", "assigned", "escalated"].includes(t.status);
-  const mineNow = t.assignee && t.assignee === state.agentId;
+  const mineNow = Boolean(t.assignee) && t.assignee === state.agentId;
+  const supervisor = Atiende.has(state.user, "supervisor");
+  const isAgent = Atiende.has(state.user, "agent_n1", "agent_n2") && !Atiende.roles(state.user).includes("admin");
   const waiting = (t.status === "open" || t.status === "escalated") && !t.assignee;
+  const canClaim = waiting && isAgent && (t.level || 1) <= levelOf(state.user);
+  const canWork = active && (mineNow || supervisor);
 
   async function act(what, body, ok) {
     msg.className = "status-line"; msg.textContent = "…";
@@ -165,12 +181,13 @@ async function openTicket(ref, quiet) {
   const reply = el("textarea", { id: "reply-text", "data-testid": "reply-text", placeholder: `Respuesta al ciudadano por ${CHANNEL[t.channel] || t.channel}` });
   const note = el("textarea", { id: "escalate-note", "data-testid": "escalate-note", placeholder: "Nota para el especialista (N2)" });
   const actions = el("div", { class: "actions" },
-    waiting ? el("button", { "data-testid": "claim", onclick: () => act("claim", {}, "Ticket asignado a usted.") }, "Atender este ticket") : null,
-    active ? el("div", {}, el("label", { for: "reply-text" }, "Responder en su canal"), reply,
+    canClaim ? el("button", { "data-testid": "claim", onclick: () => act("claim", {}, "Ticket asignado a usted.") }, "Atender este ticket") : null,
+    active && !canWork && !canClaim ? el("p", { class: "small muted" }, t.assignee ? `Lo atiende ${t.assignee}.` : `Espera en la cola ${t.queue}.`) : null,
+    canWork ? el("div", {}, el("label", { for: "reply-text" }, "Responder en su canal"), reply,
       el("button", { "data-testid": "reply-send", onclick: () => reply.value.trim() && act("reply", { text: reply.value.trim() }, "Respuesta enviada.") }, "Enviar respuesta")) : null,
-    active && t.level < 2 ? el("div", {}, el("label", { for: "escalate-note" }, "Escalar a N2"), note,
+    canWork && t.level < 2 ? el("div", {}, el("label", { for: "escalate-note" }, "Escalar a N2"), note,
       el("button", { class: "secondary", "data-testid": "escalate", onclick: () => note.value.trim() ? act("escalate", { note: note.value.trim() }, "Escalado a N2.") : (msg.textContent = "Escriba una nota para el especialista.") }, "Escalar a N2")) : null,
-    active ? el("div", { class: "row" }, el("button", { class: "danger", "data-testid": "close", onclick: () => act("close", { note: "" }, "Ticket cerrado.") }, "Cerrar ticket")) : null,
+    canWork ? el("div", { class: "row" }, el("button", { class: "danger", "data-testid": "close", onclick: () => act("close", { note: "" }, "Ticket cerrado.") }, "Cerrar ticket")) : null,
   );
   view.replaceChildren(
     el("div", { class: "row", style: "justify-content: space-between" },

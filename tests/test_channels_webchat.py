@@ -1,0 +1,114 @@
+"""Web chat over a real WebSocket: a uvicorn server on 127.0.0.1, a `websockets` client, the real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+import desk_api.channels.outbound  # noqa: F401  (registers the channel senders in this process too)
+from atiende.redis_server import PrivateRedis
+from tests._channels_support import LiveServer, make_runtime
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def live(redis_server: PrivateRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    server = LiveServer(lambda: make_runtime(redis_server.url, prefix, tmp_path_factory.mktemp("live"))).start()
+    server.prefix = prefix  # type: ignore[attr-defined]
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def rt(live: LiveServer, redis_server: PrivateRedis, tmp_path: Path) -> AsyncIterator[Any]:
+    """The test's own view of the server's data (same Redis prefix, a Store on this event loop)."""
+    runtime = make_runtime(redis_server.url, live.prefix, tmp_path)  # type: ignore[attr-defined]
+    yield runtime
+    await runtime.store.close()
+
+
+async def recv(ws: ClientConnection, kind: str = "message", within: float = 5.0) -> dict[str, Any]:
+    while True:
+        frame = json.loads(await asyncio.wait_for(ws.recv(), within))
+        if frame["type"] == kind:
+            return frame
+
+
+async def until_from(ws: ClientConnection, sender: str) -> dict[str, Any]:
+    while True:
+        frame = await recv(ws)
+        if frame.get("from") == sender:
+            return frame
+
+
+async def test_webchat_conversation(live: LiveServer, rt: Any) -> None:
+    ws_url = live.url.replace("http", "ws") + "/api/v1/channels/webchat/ws"
+    async with connect(ws_url) as ws:
+        session = (await recv(ws, "session"))["session"]
+        greeting = await recv(ws)
+        assert greeting["from"] == "assistant" and "ayudarle" in greeting["text"]
+
+        await ws.send(json.dumps({"type": "message", "id": "c1", "text": "Necesito ayuda con la tarjeta sanitaria"}))
+        echo = await recv(ws)
+        assert (echo["id"], echo["from"]) == ("c1", "citizen")
+        answer = await until_from(ws, "assistant")
+        ref = answer["ref"]
+        assert ref and f"{ref[:3]}-{ref[3:]}" in answer["text"]
+        ticket = await rt.desk.tickets.get(ref)
+        assert (ticket.channel, ticket.queue) == ("webchat", "N1")
+        assert (await rt.desk.citizens.get(ticket.citizen_id)).identity("webchat") == session
+
+        # An agent replies from the desk (any node): it arrives on this socket.
+        out = await rt.desk.tickets.reply(ref, "Buenos días, ¿qué le ocurre con la tarjeta?", actor="agent:ana")
+        assert out.delivery.sent, out.delivery
+        agent = await until_from(ws, "agent")
+        assert agent["text"] == "Buenos días, ¿qué le ocurre con la tarjeta?"
+
+        # The citizen answers: it lands on the same ticket, no automatic reply.
+        await ws.send(json.dumps({"type": "message", "text": "Se me ha caducado"}))
+        await recv(ws)
+        for _ in range(50):
+            items = await rt.desk.tickets.interactions(ref)
+            if items[-1].text == "Se me ha caducado":
+                break
+            await asyncio.sleep(0.05)
+        assert items[-1].direction == "in" and items[-1].actor == "citizen"
+
+        await ws.send("{not json but text is fine")
+        await recv(ws)  # taken as plain text: echoed
+        await ws.send(json.dumps({"type": "message", "text": 42}))
+        assert (await recv(ws, "error"))["message"] == "Mensaje no válido."
+
+    # Reconnecting with the session replays the conversation.
+    async with connect(f"{ws_url}?session={session}") as ws:
+        assert (await recv(ws, "session"))["session"] == session
+        texts = [(await recv(ws))["text"] for _ in range(4)]
+        assert texts[1] == "Necesito ayuda con la tarjeta sanitaria" and texts[3] == "Buenos días, ¿qué le ocurre con la tarjeta?"
+
+
+async def test_webchat_self_service_and_rate_limit(live: LiveServer, rt: Any) -> None:
+    ws_url = live.url.replace("http", "ws") + "/api/v1/channels/webchat/ws"
+    async with connect(ws_url) as ws:
+        await recv(ws, "session")
+        await recv(ws)
+        await ws.send(json.dumps({"type": "message", "text": "¿Cuál es el horario de atención?"}))
+        answer = await until_from(ws, "assistant")
+        assert answer["text"].startswith("El horario de atención telefónica es") and answer.get("ref") is None
+        errors = 0
+        for i in range(25):  # the default limit is 20 messages a minute per session
+            await ws.send(json.dumps({"type": "message", "text": f"horario {i}"}))
+        for _ in range(60):
+            frame = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            errors += frame["type"] == "error"
+            if errors:
+                break
+        assert errors == 1
