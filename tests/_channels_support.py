@@ -171,7 +171,8 @@ def make_runtime(redis_url: str, prefix: str, data_dir: Any, channels: Any = Non
     settings = loaded.settings.model_copy(deep=True)
     settings.service.data_dir = data_dir
     clock = FixedClock(datetime(2026, 11, 23, 10, 0, tzinfo=ZoneInfo("Europe/Madrid")))
-    rt = Runtime(Loaded(settings=settings, version=loaded.version, document=loaded.document), store=Store(redis_url, prefix), clock=clock)
+    rt = Runtime(Loaded(settings=settings, version=loaded.version, document=loaded.document), store=Store(redis_url, prefix),
+                 clock=clock)
     if channels is not None:
         rt.channels_override = channels
     return rt

@@ -40,7 +40,8 @@ async def _users(redis_url: str, prefix: str, data: Path) -> None:
     rt = make_runtime(redis_url, prefix, data)
     try:
         await rt.desk.auth.create_user("ana", "Ana Informadora", ["agent_n1"], PASSWORD, level=1, skills=["general"])
-        await rt.desk.auth.create_user("luis", "Luis Especialista", ["agent_n2"], PASSWORD, level=2, skills=["general", "quejas"])
+        await rt.desk.auth.create_user("luis", "Luis Especialista", ["agent_n2"], PASSWORD, level=2,
+                                       skills=["general", "quejas"])
         await rt.desk.auth.create_user("marta", "Marta Admin", ["admin", "supervisor"], PASSWORD)
     finally:
         await rt.store.close()

@@ -92,7 +92,8 @@ async def test_webchat_conversation(live: LiveServer, rt: Any) -> None:
     async with connect(f"{ws_url}?session={session}") as ws:
         assert (await recv(ws, "session"))["session"] == session
         texts = [(await recv(ws))["text"] for _ in range(4)]
-        assert texts[1] == "Necesito ayuda con la tarjeta sanitaria" and texts[3] == "Buenos días, ¿qué le ocurre con la tarjeta?"
+        assert texts[1] == "Necesito ayuda con la tarjeta sanitaria"
+        assert texts[3] == "Buenos días, ¿qué le ocurre con la tarjeta?"
 
 
 async def test_webchat_self_service_and_rate_limit(live: LiveServer, rt: Any) -> None:
