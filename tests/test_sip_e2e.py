@@ -1,0 +1,195 @@
+"""End-to-end calls from real SIP clients (baresip, linphonec) to the Atiende endpoint, over loopback in a
+private network namespace (see tests/sip_harness.py). Audio is checked both ways by cross-correlation with
+what was played; DTMF over RFC 4733 (baresip) and SIP INFO (linphonec); hangups from both sides; CANCEL.
+
+Needs root (for `ip netns`) and the Debian packages baresip, linphone-cli, sox, espeak-ng, iproute2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.sip_harness import (
+    Answerer,
+    Baresip,
+    CallAudio,
+    HarnessError,
+    correlate,
+    correlate_chunks,
+    options_ping,
+    pad_wav,
+    read_wav,
+)
+
+pytest_plugins = ["tests.sip_harness"]
+pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
+
+ATIENDE = "sip:900@127.0.0.1:5060"
+MIN_SCORE = 0.9  # normalised correlation; G.711 both ways gives > 0.99, noise or a wrong law < 0.3
+MIN_SNR_DB = 20.0  # G.711 on clean speech: about 35 dB; PCMA sent as µ-law (pyVoIP) gave 0.6 dB
+
+
+def heard_by_endpoint(res: Any) -> np.ndarray:
+    return np.frombuffer(bytes(res.heard), dtype="<i2")
+
+
+async def closed(b: Baresip, within: float = 10.0) -> dict[str, Any]:
+    return await b.wait_event("CALL_CLOSED", within=within)
+
+
+@pytest.mark.parametrize(("codec", "hangup_by"), [("PCMA", "endpoint"), ("PCMU", "client")])
+async def test_baresip_call_audio_both_ways_dtmf_and_record(
+    sip_endpoint: Any, baresips: Any, test_audio: CallAudio, codec: str, hangup_by: str
+) -> None:
+    prompt = test_audio.prompt_frames()
+    prompt_s = len(prompt) * 0.02
+    hold = prompt_s + 2.0
+    answerer = Answerer(prompt, hangup_after_s=hold if hangup_by == "endpoint" else None, max_s=20)
+    await sip_endpoint(answerer)
+    caller = await baresips(wav=test_audio.caller_padded, user="caller", codecs=[codec])
+
+    await caller.dial(ATIENDE)
+    established = await caller.wait_event("CALL_ESTABLISHED", within=5)
+    await asyncio.sleep(prompt_s - 1.0)
+    await caller.send_dtmf("12#", gap=0.3)
+    if hangup_by == "client":
+        await asyncio.sleep(1.5)
+        await caller.hangup()
+    ev = await closed(caller, within=hold + 5)
+    (res,) = await answerer.wait(1, within=10)
+    assert res.error is None, res.error
+
+    call = res.call
+    record = call.record
+    assert established["peeruri"].startswith("sip:900@")
+    assert record.codec == codec
+    assert record.caller == "caller" and record.callee == "900" and record.direction == "in"
+    assert record.answered_at is not None and record.ended_at is not None
+    assert record.end_reason == ("normal" if hangup_by == "endpoint" else call.end_reason)
+    if hangup_by == "client":
+        assert call.end_reason not in (None, "normal", "handler_done", "media_timeout"), call.end_reason
+        assert "Connection reset by user" in ev.get("param", "") or ev["type"] == "CALL_CLOSED"
+    else:
+        assert "Connection reset by user" not in ev.get("param", "")  # the far end sent the BYE
+    assert record.packets_sent >= len(prompt) * 0.95
+    assert record.packets_received >= 50 * (prompt_s - 1)
+    assert res.digits == "12#"
+    assert record.dtmf_received == "12#"
+
+    # what Atiende heard: the caller's speech
+    up = correlate(read_wav(test_audio.caller), heard_by_endpoint(res))
+    assert up.score > MIN_SCORE and up.snr_db > MIN_SNR_DB, f"endpoint heard the caller: {up}"
+    # what the caller heard: the prompt (recorded by baresip's sndfile after decoding the wire law)
+    await caller.stop()  # closes the WAV header
+    (recording,) = caller.recordings()
+    down = correlate(read_wav(test_audio.prompt), read_wav(recording))
+    assert down.score > MIN_SCORE and down.snr_db > MIN_SNR_DB, f"caller heard the prompt ({codec}): {down}"
+    if record.loss_pct >= 1.0:  # nothing is lost on lo; reported in /tmp/telephony-bugs.md, remove once fixed
+        pytest.xfail(f"telephony counts RFC 4733 event packets as lost: {record.packets_lost} lost, {record.loss_pct}%")
+
+
+async def test_linphonec_call_with_dtmf_over_sip_info(sip_endpoint: Any, linphones: Any, test_audio: CallAudio) -> None:
+    prompt = test_audio.prompt_frames()
+    prompt_s = len(prompt) * 0.02
+    answerer = Answerer(prompt, max_s=20)
+    await sip_endpoint(answerer)
+    phone = await linphones(wav=test_audio.caller_padded, dtmf="info", codecs=["PCMA"])
+
+    await phone.call(ATIENDE)
+    await phone.wait_output(r"Call \d+ with .* connected", within=8)
+    await asyncio.sleep(prompt_s - 0.5)
+    await phone.send_dtmf("47")
+    mark = len(phone.lines)
+    await phone.terminate()
+    await phone.wait_output(r"Call \d+ with .* ended", within=5, start=mark)
+    (res,) = await answerer.wait(1, within=10)
+    assert res.error is None, res.error
+    record = res.call.record
+    assert record.codec == "PCMA"
+    assert res.digits == "47", f"INFO dtmf-relay digits: {res.digits!r}"
+    assert res.call.end_reason not in (None, "normal", "handler_done")
+
+    up = correlate(read_wav(test_audio.caller), heard_by_endpoint(res))
+    assert up.score > MIN_SCORE, f"endpoint heard linphonec: {up}"
+    await phone.stop()
+    # linphone's jitter buffer shifts playout in 10 ms steps: match the prompt piece by piece
+    down = correlate_chunks(read_wav(test_audio.prompt), read_wav(phone.record_path))
+    assert down.median_score > MIN_SCORE and down.median_snr_db > MIN_SNR_DB, f"linphonec heard the prompt: {down}"
+    assert down.lag_spread_s < 0.1, down
+
+
+async def test_cancel_before_answer_never_connects(sip_endpoint: Any, baresips: Any, test_audio: CallAudio) -> None:
+    # The handler would answer 1.5 s in (pyVoIP answered a CANCELled call a second later: a billed connect).
+    answerer = Answerer(test_audio.prompt_frames(), answer_delay_s=1.5, hangup_after_s=2.0)
+    await sip_endpoint(answerer)
+    caller = await baresips(wav=test_audio.caller_padded, user="caller")
+
+    await caller.dial(ATIENDE)
+    await caller.wait_event("CALL_RINGING", within=5)
+    await answerer.started.wait()
+    await asyncio.sleep(0.3)
+    await caller.hangup()  # before the answer: baresip sends CANCEL
+    await closed(caller, within=5)
+    (res,) = await answerer.wait(1, within=10)
+    await asyncio.sleep(1.5)  # past the moment the handler tried to answer
+    assert caller.count("CALL_ESTABLISHED") == 0
+    call = res.call
+    assert call.end_reason == "cancelled"
+    assert call.record.answered_at is None
+    assert call.record.sip_status == 487
+    assert res.error is not None and type(res.error).__name__ == "CallEnded", res.error
+    assert await options_ping(caller.ns, 5060) is not None  # and the endpoint is still serving
+
+
+async def test_endpoint_dials_out_to_baresip(sip_endpoint: Any, baresips: Any, test_audio: CallAudio,
+                                             tmp_path: Path) -> None:
+    ep = await sip_endpoint(Answerer())
+    callee = await baresips(wav=pad_wav(test_audio.caller, tmp_path / "callee.wav", 0.3, 60), user="agent",
+                            answer="auto")
+    call = await ep.dial(callee.aor, from_user="900", ring_timeout=10)
+    heard = bytearray()
+
+    async def listen() -> None:
+        async for frame in call.audio():
+            heard.extend(frame)
+
+    listener = asyncio.create_task(listen())
+    assert await call.play(test_audio.prompt_frames())
+    await asyncio.sleep(0.5)
+    await call.hangup()
+    await closed(callee, within=5)
+    listener.cancel()
+    await asyncio.gather(listener, return_exceptions=True)
+    assert call.direction == "out" and call.record.answered_at is not None
+    up = correlate(read_wav(test_audio.caller), np.frombuffer(bytes(heard), dtype="<i2"))
+    assert up.score > MIN_SCORE, f"endpoint heard the callee: {up}"
+    await callee.stop()
+    down = correlate(read_wav(test_audio.prompt), read_wav(callee.recordings()[0]))
+    assert down.score > MIN_SCORE and down.snr_db > MIN_SNR_DB, f"callee heard the prompt: {down}"
+
+
+async def test_harness_baresip_to_baresip(baresips: Any, test_audio: CallAudio, tmp_path: Path) -> None:
+    """The harness itself, without Atiende: the yardstick the endpoint's numbers are read against."""
+    callee = await baresips(wav=pad_wav(test_audio.prompt, tmp_path / "p.wav", 0.0, 60), user="callee", answer="auto")
+    caller = await baresips(wav=test_audio.caller_padded, user="caller")
+    await caller.dial(callee.aor)
+    await caller.wait_event("CALL_ESTABLISHED", within=5)
+    await asyncio.sleep(len(test_audio.prompt_frames()) * 0.02 + 0.5)
+    await caller.send_dtmf("5")
+    await callee.wait_event("CALL_DTMF_START", within=3)
+    await caller.hangup()
+    await closed(callee)
+    await caller.stop()
+    await callee.stop()
+    down = correlate(read_wav(test_audio.prompt), read_wav(caller.recordings()[0]))
+    up = correlate(read_wav(test_audio.caller), read_wav(callee.recordings()[0]))
+    assert down.score > 0.95 and up.score > 0.95, (down, up)
+    noise = correlate(read_wav(test_audio.prompt), read_wav(callee.recordings()[0]))
+    assert noise.score < 0.4, f"correlation must tell different audio apart: {noise}"
+    with pytest.raises(HarnessError):
+        await caller.wait_event("NO_SUCH_EVENT", within=0.1)
