@@ -59,6 +59,8 @@ class TownIndex:
             if len(found) == 1:
                 self.keys.setdefault(self._key([word]), found[0])
         self._choices = list(self.keys)
+        self._fuzzy_cache: dict[str, tuple[str, float] | None] = {}
+        self._firsts = {key.split()[0] for key in self.keys}
         self._words = {w for key in self.keys for w in key.split()}
 
     def knows(self, token: str) -> bool:
@@ -69,19 +71,34 @@ class TownIndex:
         return " ".join(phonetic(t) for t in tokens)
 
     def find(self, norm: Normalized) -> Office | None:
-        tokens = norm.tokens
+        sounds = [phonetic(t) for t in norm.tokens]
         best: tuple[float, int, Office] | None = None
-        for n in range(min(self.max_n, len(tokens)), 0, -1):
-            for i in range(len(tokens) - n + 1):
-                key = self._key(tokens[i : i + n])
+        for n in range(min(self.max_n, len(sounds)), 0, -1):
+            for i in range(len(sounds) - n + 1):
+                if sounds[i] not in self._firsts and n > 2:
+                    continue
+                key = " ".join(sounds[i : i + n])
                 office = self.keys.get(key)
                 if office is not None:
                     return office  # longest exact match wins
-                if len(key) >= self.FUZZY_MIN_LEN and not key.isdigit():
-                    hit = process.extractOne(key, self._choices, scorer=fuzz.ratio, score_cutoff=self.FUZZY_CUTOFF)
-                    if hit is not None and (best is None or (hit[1], n) > best[:2]):
-                        best = (hit[1], n, self.keys[hit[0]])
+                # Fuzzy only for one or two meaningful words of some length: typos of town names.
+                gram = norm.tokens[i : i + n]
+                if n > 2 or len(key) < self.FUZZY_MIN_LEN or gram[0] in STOPWORDS or gram[-1] in STOPWORDS:
+                    continue
+                hit = self._fuzzy(key)
+                if hit is not None and (best is None or (hit[1], n) > best[:2]):
+                    best = (hit[1], n, self.keys[hit[0]])
         return best[2] if best else None
+
+    def _fuzzy(self, key: str) -> tuple[str, float] | None:
+        if key in self._fuzzy_cache:
+            return self._fuzzy_cache[key]
+        hit = process.extractOne(key, self._choices, scorer=fuzz.ratio, score_cutoff=self.FUZZY_CUTOFF)
+        found = (hit[0], float(hit[1])) if hit is not None else None
+        if len(self._fuzzy_cache) > 50_000:
+            self._fuzzy_cache.clear()
+        self._fuzzy_cache[key] = found
+        return found
 
 
 # ---- units -----------------------------------------------------------------------------------
@@ -272,6 +289,9 @@ def extract_reference(text: str) -> str | None:
     """
     if not text:
         return None
+    folded = fold(text)
+    if not any(c.isdigit() for c in folded) and not any(is_number_word(w) for w in folded.split()):
+        return None  # no digit, typed or said: no reference (the common case, kept fast)
     raw = _WORD.findall(strip_accents(text[:2000]))
     words = [w.lower() for w in raw]
     upper_single = {i for i, w in enumerate(raw) if len(w) <= 4 and w.isalpha() and w.isupper()}

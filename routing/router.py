@@ -153,6 +153,10 @@ class Router:
                 keys = self._keyword_keys(text)
                 if keys:
                     self.keywords.append(_Keyword(idx, min(max(weight, -0.99), 0.99), keys))
+        # Only keywords whose first word is in an utterance are checked further.
+        self.by_first: dict[str, list[_Keyword]] = {}
+        for kw in self.keywords:
+            self.by_first.setdefault(kw.keys[0][0], []).append(kw)
         # Phrases: content keys, sorted by intent so per-intent maxima are one reduceat.
         choices: list[str] = []
         starts: list[int] = []
@@ -200,9 +204,11 @@ class Router:
         return tuple(out)
 
     def _phrase_string(self, text: str, learn: bool = False) -> str:
-        norm = self._analyze(text)
+        return self._phrase_query(self._analyze(text).tokens, learn)
+
+    def _phrase_query(self, tokens: tuple[str, ...], learn: bool = False) -> str:
         keys = []
-        for token in norm.tokens:
+        for token in tokens:
             if token in STOPWORDS:
                 continue
             if learn:
@@ -220,10 +226,13 @@ class Router:
         positions = [self.vocab.resolve(t) for t in tokens]
         content = [i for i, t in enumerate(norm.tokens) if t not in STOPWORDS]
         known = sum(1 for i in content if positions[i] or self._names_know(tokens[i])) / len(content) if content else 0.0
-        miss = np.ones(len(self.intents))
-        damp = np.ones(len(self.intents))
-        for kw in self.keywords:
-            if _matches(kw.keys, positions):
+        miss = [1.0] * len(self.intents)
+        damp = [1.0] * len(self.intents)
+        present: set[str] = set().union(*positions) if positions else set()
+        for first in present:
+            for kw in self.by_first.get(first, ()):
+                if len(kw.keys) > 1 and not _matches(kw.keys, positions):
+                    continue
                 if kw.weight > 0:
                     miss[kw.intent] *= 1.0 - kw.weight
                 else:
@@ -235,7 +244,7 @@ class Router:
                         miss[idx] *= 1.0 - w
                     else:
                         damp[idx] *= 1.0 + w
-        return (1.0 - miss) * damp, known
+        return (1.0 - np.array(miss)) * np.array(damp), known
 
     def _names_know(self, token: str) -> bool:
         """Is the word part of a town, unit or procedure name (so not an unknown word)?"""
@@ -245,7 +254,7 @@ class Router:
         out = np.zeros(len(self.intents))
         if not self.phrase_choices or not norm.content:
             return out
-        query = self._phrase_string(norm.text)
+        query = self._phrase_query(norm.tokens)
         if not query:
             return out
         row = process.cdist([query], self.phrase_choices, scorer=fuzz.token_sort_ratio, score_cutoff=PHRASE_FLOOR,
@@ -322,7 +331,8 @@ class Router:
         procedure = self.procedures.find(norm)
         if procedure is not None:
             out["procedure"] = procedure.procedure_id
-        ref = extract_reference(raw)
+        # References hold digits, typed or said (numbers are digits in `tokens` by now).
+        ref = extract_reference(raw) if any(c.isdigit() for t in norm.tokens for c in t) else None
         if ref is not None:
             out["reference"] = ref
         return out
