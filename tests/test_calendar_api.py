@@ -181,3 +181,16 @@ async def test_concurrent_edits_are_not_lost(client: httpx.AsyncClient, runtime:
     from datetime import datetime
 
     assert cal.status(datetime(2026, 5, 12, 10, tzinfo=MADRID)).rule == "holiday:día 12"
+
+
+async def test_config_file_reload_applies_without_restart(client: httpx.AsyncClient, runtime: Runtime, tmp_path: Any) -> None:
+    assert (await hours(client, "2026-11-23T10:00:00+01:00"))["open"] is True
+    (tmp_path / "calendar.yaml").write_text(
+        "calendars:\n  line:\n    closures: [{date: 2026-11-23, reason: inventario}]\n", encoding="utf-8")
+    runtime.config_dir = tmp_path
+    assert runtime.reload()
+    assert (await hours(client, "2026-11-23T10:00:00+01:00"))["rule"] == "closure:inventario"
+    # an invalid file is refused by reload; the calendar in force keeps serving
+    (tmp_path / "calendar.yaml").write_text("calendars:\n  line:\n    timezone: Mars/Olympus\n", encoding="utf-8")
+    assert not runtime.reload()
+    assert (await hours(client, "2026-11-23T10:00:00+01:00"))["rule"] == "closure:inventario"
