@@ -228,10 +228,16 @@ class Call:
         async def relay(src: Call, dst: Call) -> None:
             dst_rtp = dst.rtp
             assert dst_rtp is not None
+            held: list[bytes] = []
             async for frame in src.audio():
-                if dst_rtp.frames_out.full():
-                    dst_rtp.frames_out.get_nowait()  # keep latency bounded: drop the oldest
-                dst_rtp.frames_out.put_nowait(frame)
+                if len(held) < 1 and dst_rtp.frames_out.empty():
+                    held.append(frame)  # start each burst one frame deep: absorbs the phase between the two clocks
+                    continue
+                for f in (*held, frame):
+                    if dst_rtp.frames_out.full():
+                        dst_rtp.frames_out.get_nowait()  # keep latency bounded: drop the oldest
+                    dst_rtp.frames_out.put_nowait(f)
+                held.clear()
 
         async def relay_dtmf(src: Call, dst: Call) -> None:
             async for d in src.dtmf():

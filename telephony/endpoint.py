@@ -145,14 +145,19 @@ class SipEndpoint(asyncio.DatagramProtocol):
         calls = [c for c in self.calls.values() if c.state != "ended"]
         if calls:
             await asyncio.wait([asyncio.create_task(c.hangup("shutdown")) for c in calls], timeout=grace_s)
+        pending = [c.final for c in self.layer.client.values() if not c.final.done()]
+        if pending:  # BYEs just sent: give their answers a moment
+            await asyncio.wait(pending, timeout=min(1.0, grace_s))
         for t in self._reg_tasks:
             t.cancel()
         if self._reg_tasks:
             await asyncio.wait(self._reg_tasks, timeout=1.0)
         unreg = [asyncio.create_task(self._register_once(r, expires=0)) for r in self.cfg.registrations
                  if self.registrations.get(self._aor(r), {}).get("registered")]
+        for r in self.cfg.registrations:
+            self.registrations.get(self._aor(r), {})["registered"] = False
         if unreg:
-            await asyncio.wait(unreg, timeout=2.0)
+            await asyncio.wait(unreg, timeout=min(2.0, grace_s))
         for t in list(self._tasks):
             t.cancel()
         if self._tasks:
@@ -182,8 +187,9 @@ class SipEndpoint(asyncio.DatagramProtocol):
         try:
             msg = parse(data)
         except SipParseError as exc:
-            if exc.is_request:
-                self._reply_raw(exc.headers, exc.status, exc.reason, addr)
+            if exc.is_request and exc.headers is not None and (
+                    "via" in exc.headers or "call-id" in exc.headers or "cseq" in exc.headers):
+                self._reply_raw(exc.headers, exc.status, exc.reason, addr)  # noise without any of them: dropped
             log.debug("dropped malformed message from %s: %s", addr, exc.reason)
             return
         try:
@@ -591,11 +597,16 @@ class SipEndpoint(asyncio.DatagramProtocol):
         await self._send_bye(call)
 
     async def _send_bye(self, call: Call) -> None:
+        """Send BYE and return; its transaction finishes in the background (stop() waits a little for it)."""
         if call.dialog is None:
             return
         req = call.dialog.request("BYE", via=self.via, contact=self.contact, extra=[("user-agent", self.cfg.user_agent)])
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._request(req, call.dialog.next_hop()), 8.0)
+        try:
+            dest = await self._resolve(*call.dialog.next_hop())
+        except OSError as exc:
+            log.warning("cannot send BYE: %s", exc)
+            return
+        self.layer.start_client(req, dest)
 
     def _end(self, call: Call, reason: str, sip_status: int | None = None) -> None:
         if call.state == "ended":
@@ -836,7 +847,7 @@ class SipEndpoint(asyncio.DatagramProtocol):
                                        "at": self.clock.now().isoformat()}
             if ok:
                 log.info("registered", extra=logs.fields(aor=aor, expires=expires))
-                await asyncio.sleep(max(5.0, min(expires * 0.5, expires - 30)))
+                await asyncio.sleep(refresh_delay(expires))
             else:
                 log.warning("registration failed", extra=logs.fields(aor=aor, detail=detail))
                 await asyncio.sleep(self.cfg.register_retry_s)
@@ -885,6 +896,11 @@ class SipEndpoint(asyncio.DatagramProtocol):
                 return True, granted, f"{resp.status} {resp.reason}"
             return False, 0, f"{resp.status} {resp.reason}"
         return False, 0, "authentication failed"
+
+
+def refresh_delay(expires: int) -> float:
+    """Refresh a registration halfway through, but at least 30 s early on long ones and never sooner than 5 s."""
+    return max(5.0, min(expires * 0.5, expires - 30.0))
 
 
 def _failure_reason(status: int) -> str:

@@ -163,6 +163,7 @@ class ClientTransaction:
         self._expire: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
+        self.layer.send(self.request.to_bytes(), self.addr)  # the first copy leaves now, even if we stop at once
         self._task = asyncio.create_task(self._retransmit())
 
     async def _retransmit(self) -> None:
@@ -171,7 +172,6 @@ class ClientTransaction:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 64 * T1
         interval = T1
-        self.layer.send(data, self.addr)
         while not self.final.done():
             if invite and self.provisional:  # ringing: the caller's ring timeout governs from here
                 await self.final_or_wait()
