@@ -17,10 +17,10 @@ import pytest
 
 from config.telephony import Registration, SipConfig, Trunk
 from telephony import g711
-from telephony.g711 import audioop
 from telephony.call import Call
 from telephony.endpoint import SipEndpoint, refresh_delay
 from telephony.errors import CallEnded, DialFailed
+from telephony.g711 import audioop
 from telephony.sip import digest
 from telephony.sip.message import Request, Response, parse
 from telephony.testing import RtpPeer, SipPeer, offer_sdp, snr_db, tone
@@ -127,7 +127,7 @@ async def test_pcma_is_really_a_law_both_ways(rig_factory: Any) -> None:
         await task
 
     rig = await rig_factory(handler)
-    inv, ok = await rig.answered_call(pts="0 8 101")  # the caller prefers PCMU; our config says A-law first
+    _inv, ok = await rig.answered_call(pts="0 8 101")  # the caller prefers PCMU; our config says A-law first
     assert b"RTP/AVP 8 101" in ok.body
     ep_media = ("127.0.0.1", int(ok.body.split(b"m=audio ")[1].split()[0]))
     caller_says = tone(0.6, 1000)
@@ -361,7 +361,7 @@ async def test_hangup_overtakes_queued_audio(rig_factory: Any) -> None:
 
     rig = await rig_factory(handler)
     await rig.answered_call()
-    bye, _ = await rig.sip.request("BYE", within_s=2)
+    _bye, _ = await rig.sip.request("BYE", within_s=2)
     assert results == [False]
     n = len(rig.rtp.packets)
     await asyncio.sleep(0.1)
@@ -434,7 +434,7 @@ async def test_dial_with_digest_then_hangup(rig_factory: Any) -> None:
     assert call.direction == "out" and call.codec == "PCMU" and call.caller == "900123456"
     await asyncio.sleep(0.2)
     await call.hangup()
-    bye, src = await uas.request("BYE")
+    bye, _src = await uas.request("BYE")
     assert bye.to.tag == "uas1"
     assert {r.pkt.pt for r in rtp.packets} == {0}
     uas.close()
@@ -532,7 +532,7 @@ async def test_bridge_relays_audio_between_two_calls(rig_factory: Any) -> None:
     inv_a, ok_a = await rig.answered_call()
     rtp_a = rig.rtp
     rig.rtp = await RtpPeer.open()
-    inv_b, ok_b = await rig.answered_call()
+    _inv_b, _ok_b = await rig.answered_call()
     await asyncio.sleep(0.1)
     media_a = ("127.0.0.1", int(ok_a.body.split(b"m=audio ")[1].split()[0]))
     rig.rtp.packets.clear()
