@@ -27,6 +27,7 @@ from routing.normalize import (
     spelled_runs,
     stem,
     strip_accents,
+    typo_matches,
 )
 from routing.numbers import digits_in, is_number_word
 
@@ -173,11 +174,9 @@ class WordIndex:
     for typos of longer words.
     """
 
-    FUZZY_MIN_LEN = 5
-    FUZZY_CUTOFF = 86.0
-
     def __init__(self) -> None:
         self.by_sound: dict[str, str] = {}  # phonetic(whole folded word) -> key
+        self.by_word: dict[str, str] = {}  # folded word -> key
         self.keys: set[str] = set()
         self._choices: list[str] = []
         self._cache: dict[str, frozenset[str]] = {}
@@ -190,9 +189,10 @@ class WordIndex:
                 continue
             key = phonetic(stem(canonical(token)))
             self.by_sound.setdefault(phonetic(token), key)
+            self.by_word.setdefault(canonical(token), key)
             self.keys.add(key)
             out.append(key)
-        self._choices = list(self.by_sound)
+        self._choices = [w for w in self.by_word if len(w) >= 4 and not w.isdigit()]
         self._cache.clear()
         return out
 
@@ -207,10 +207,9 @@ class WordIndex:
             found.add(key)
         if sound in self.by_sound:
             found.add(self.by_sound[sound])
-        if not found and len(sound) >= self.FUZZY_MIN_LEN and not sound.isdigit():
-            match = process.extractOne(sound, self._choices, scorer=fuzz.ratio, score_cutoff=self.FUZZY_CUTOFF)
-            if match is not None:
-                found.add(self.by_sound[match[0]])
+        if not found:
+            for word in typo_matches(canonical(token), self._choices):
+                found.add(self.by_word[word])
         result = frozenset(found)
         if len(self._cache) > 50_000:
             self._cache.clear()

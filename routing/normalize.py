@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import snowballstemmer
+from rapidfuzz import process
+from rapidfuzz.distance import OSA
 
 from routing.numbers import digits_in
 
@@ -84,7 +86,7 @@ SYNONYMS: dict[str, str] = {
     "abonar": "pagar", "abono": "pago", "abone": "pague", "abonarla": "pagarla", "satisfacer": "pagar",
     "liquidar": "pagar", "ingresar": "pagar", "importe": "precio", "coste": "precio", "costo": "precio",
     "cuesta": "precio", "tarifa": "precio", "automovil": "coche", "carro": "coche", "auto": "coche",
-    "mail": "correo", "email": "correo", "emilio": "correo", "movil": "telefono", "fono": "telefono",
+    "mail": "correo", "email": "correo", "emilio": "correo",
     "reclamaciones": "reclamacion", "queja": "queja", "quejas": "queja", "sugerencias": "sugerencia",
     "funcionaria": "funcionario", "operadora": "operador", "teleoperador": "operador",
     "teleoperadora": "operador", "humana": "humano", "personas": "persona", "contrasena": "clave", "contraseña": "clave",
@@ -246,3 +248,35 @@ def spelled_runs(tokens: tuple[str, ...] | list[str]) -> list[str]:
             run, strong = [], False
     flush()
     return out
+
+
+@lru_cache(maxsize=1)
+def lexicon() -> frozenset[str]:
+    """Folded Spanish words (pyspellchecker's frequency list, ~86k): real words are not typos.
+
+    Without it "queda" would be read as a slip for "queja" and "noche" for "coche".
+    """
+    try:
+        from spellchecker import SpellChecker
+    except ImportError:  # pragma: no cover - the dependency is declared; degrade to no guard
+        return frozenset()
+    words = SpellChecker(language="es", distance=1).word_frequency.dictionary
+    return frozenset(fold(w) for w in words)
+
+
+def max_typos(n: int) -> int:
+    """Edits forgiven in a word of n letters: none below 5 (short words collide: pasa/tasa), 1 up to 8, then 2."""
+    return 0 if n < 5 else 1 if n < 9 else 2
+
+
+def typo_matches(word: str, choices: list[str], limit: int = 3) -> list[str]:
+    """Known words within `max_typos` edits (transpositions count one) of `word`.
+
+    The first letter must agree for words under 7 letters: typing slips rarely hit it, and it
+    keeps "noche" away from "coche".
+    """
+    edits = max_typos(len(word))
+    if not edits or word.isdigit() or word in lexicon():
+        return []
+    hits = process.extract(word, choices, scorer=OSA.distance, score_cutoff=edits, limit=limit)
+    return [c for c, _d, _i in hits if c[0] == word[0] or len(word) >= 7]

@@ -29,7 +29,7 @@ from rapidfuzz import fuzz, process
 from config.knowledge import KnowledgeConfig
 from config.routing import RoutingConfig
 from routing.entities import ProcedureIndex, TownIndex, UnitIndex, extract_reference
-from routing.normalize import STOPWORDS, Normalized, analyze, canonical, phonetic, spelled_runs, stem
+from routing.normalize import STOPWORDS, Normalized, analyze, canonical, phonetic, spelled_runs, stem, typo_matches
 
 MAX_GAP = 2  # words allowed between the words of a multi-word keyword ("tasa de la itv" ~ "tasa itv")
 PHRASE_FLOOR = 55.0  # token_sort_ratio below this is no evidence at all
@@ -84,6 +84,7 @@ class _Vocabulary:
 
     def __init__(self) -> None:
         self.by_sound: dict[str, str] = {}
+        self.by_word: dict[str, str] = {}
         self.keys: set[str] = set()
         self.prefixes: set[str] = set()
         self._choices: list[str] = []
@@ -100,15 +101,12 @@ class _Vocabulary:
             return key
         key = self.key_of(token)
         self.by_sound.setdefault(phonetic(canonical(token)), key)
+        self.by_word.setdefault(canonical(token), key)
         self.keys.add(key)
         return key
 
     def freeze(self) -> None:
-        self._choices = [s for s in self.by_sound if len(s) >= 5 and not s.isdigit()]
-
-    @staticmethod
-    def _cutoff(n: int) -> float:
-        return 85.0 if n >= 8 else 88.0
+        self._choices = [w for w in self.by_word if len(w) >= 4 and not w.isdigit()]
 
     def resolve(self, token: str) -> frozenset[str]:
         hit = self._cache.get(token)
@@ -124,11 +122,9 @@ class _Vocabulary:
         for p in self.prefixes:
             if sound.startswith(p):
                 found.add(p)
-        if not found and len(sound) >= 6 and not sound.isdigit():
-            for choice, _score, _i in process.extract(
-                sound, self._choices, scorer=fuzz.ratio, score_cutoff=self._cutoff(len(sound)), limit=3
-            ):
-                found.add(self.by_sound[choice])
+        if not found:
+            for word in typo_matches(canonical(token), self._choices):
+                found.add(self.by_word[word])
         result = frozenset(found)
         if len(self._cache) > 100_000:
             self._cache.clear()
@@ -224,8 +220,18 @@ class Router:
         """Per-intent keyword evidence, and the share of content words some keyword or phrase knows."""
         tokens = [*norm.tokens, *spelled_runs(norm.tokens)]
         positions = [self.vocab.resolve(t) for t in tokens]
+        # A word split by the recogniser ("es pediente", "mies pacio"): the pair joined, when it is known.
+        halves: set[int] = set()
+        for i in range(len(norm.tokens) - 1):
+            if not positions[i] or not positions[i + 1]:
+                joined = self.vocab.resolve(norm.tokens[i] + norm.tokens[i + 1])
+                if joined:
+                    tokens.append(norm.tokens[i] + norm.tokens[i + 1])
+                    positions.append(joined)
+                    halves.update((i, i + 1))
         content = [i for i, t in enumerate(norm.tokens) if t not in STOPWORDS]
-        known = sum(1 for i in content if positions[i] or self._names_know(tokens[i])) / len(content) if content else 0.0
+        known_words = sum(1 for i in content if positions[i] or i in halves or self._names_know(tokens[i]))
+        known = known_words / len(content) if content else 0.0
         miss = [1.0] * len(self.intents)
         damp = [1.0] * len(self.intents)
         present: set[str] = set().union(*positions) if positions else set()
