@@ -42,7 +42,8 @@ def to_float(pcm: bytes | np.ndarray) -> np.ndarray:
 def to_pcm16(audio: np.ndarray) -> bytes:
     """float32 [-1, 1] or int16 array -> 16-bit little-endian bytes."""
     if audio.dtype != np.int16:
-        audio = (np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
+        # x 32768 then clip: exact inverse of to_float, so PCM -> float -> PCM is lossless.
+        audio = np.clip(np.round(audio * 32768.0), -32768, 32767).astype(np.int16)
     return audio.astype("<i2").tobytes()
 
 

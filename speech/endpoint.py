@@ -11,6 +11,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 import webrtcvad
 
 from speech.audio import FRAME_BYTES, FRAME_MS, RATE, rms
@@ -18,6 +19,18 @@ from speech.audio import FRAME_BYTES, FRAME_MS, RATE, rms
 Event = Literal["speech", "end", "no_input", "max_length"]
 
 MIN_RMS = 300  # ~ -40 dBFS: quieter frames count as silence whatever the VAD says
+MAX_FLATNESS = 0.5  # spectral flatness: ~0.1-0.3 for voice, ~0.55+ for white noise, which webrtcvad calls speech
+
+
+def flatness(frame: bytes) -> float:
+    """Spectral flatness (geometric / arithmetic mean of the power spectrum) of one frame."""
+    x = np.frombuffer(frame, dtype="<i2").astype(np.float32)
+    p = np.abs(np.fft.rfft(x * np.hanning(x.size))) ** 2 + 1e-3
+    return float(np.exp(np.mean(np.log(p))) / np.mean(p))
+
+
+def voiced(vad: webrtcvad.Vad, frame: bytes, min_rms: int) -> bool:
+    return rms(frame) >= min_rms and vad.is_speech(frame, RATE) and flatness(frame) < MAX_FLATNESS
 
 
 @dataclass
@@ -58,7 +71,7 @@ class Endpointer:
     def is_speech(self, frame: bytes) -> bool:
         if len(frame) != FRAME_BYTES:
             raise ValueError(f"frames must be {FRAME_BYTES} bytes (20 ms of 8 kHz 16-bit mono), got {len(frame)}")
-        return rms(frame) >= self.min_rms and self.vad.is_speech(frame, RATE)
+        return voiced(self.vad, frame, self.min_rms)
 
     @property
     def elapsed_ms(self) -> int:
@@ -75,11 +88,11 @@ class Endpointer:
         if self.done is not None:
             return self.done
         self.frames_seen += 1
-        voiced = self.is_speech(frame)
+        is_voiced = self.is_speech(frame)
         if not self.in_speech:
             self._preroll.append(frame)
-            self._window.append(voiced)
-            if voiced and sum(self._window) >= self.start_ratio * self.start_window:
+            self._window.append(is_voiced)
+            if is_voiced and sum(self._window) >= self.start_ratio * self.start_window:
                 self.in_speech = True
                 self._utt = list(self._preroll)
                 self.speech_frames = sum(self._window)
@@ -89,7 +102,7 @@ class Endpointer:
                 return self.done
             return None
         self._utt.append(frame)
-        if voiced:
+        if is_voiced:
             self.speech_frames += 1
             self._silence_run = 0
         else:
@@ -131,8 +144,7 @@ class BargeIn:
             return True
         if len(frame) != FRAME_BYTES:
             return False
-        voiced = rms(frame) >= self.min_rms and self.vad.is_speech(frame, RATE)
-        self._window.append(voiced)
+        self._window.append(voiced(self.vad, frame, self.min_rms))
         self.triggered = sum(self._window) >= self.need
         return self.triggered
 

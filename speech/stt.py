@@ -198,11 +198,13 @@ class WhisperEngine:
         return WhisperStream(self, hints, grammar)
 
     def _hotwords(self, hints: list[str] | None, grammar: list[str] | None) -> str | None:
+        """Grammar phrases first, then hints, within a character budget (Whisper's prompt is 224 tokens,
+        and every token of it costs decoding time)."""
         words = [*(grammar or []), *(hints or [])]
         out, size = [], 0
         for w in dict.fromkeys(w.strip() for w in words if w and w.strip() and w != "[unk]"):
             if size + len(w) + 2 > self.max_hint_chars:
-                break
+                continue
             out.append(w)
             size += len(w) + 2
         return ", ".join(out) or None
@@ -222,8 +224,11 @@ class WhisperEngine:
             segs = list(segments)
         kept = [s for s in segs if not (s.no_speech_prob > 0.6 and s.avg_logprob < -0.8)]
         text = " ".join(s.text.strip() for s in kept).strip()
-        if normalize(text) in _HALLUCINATIONS or any(h in normalize(text) for h in _HALLUCINATIONS[:2]):
+        norm = normalize(text)
+        if norm in _HALLUCINATIONS or any(h in norm for h in _HALLUCINATIONS[:2]):
             text, kept = "", []
+        elif self.prompt and len(norm.split()) >= 3 and norm in normalize(self.prompt):
+            text, kept = "", []  # the prompt echoed back: Whisper heard nothing it could tell apart
         if not text:
             return SttResult(engine=self.name, audio_ms=audio_ms)
         logprob = float(np.mean([s.avg_logprob for s in kept]))
