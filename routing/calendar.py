@@ -19,7 +19,13 @@ edge inside a daylight-saving gap falls on the shift itself, and an ambiguous on
 back) on its first occurrence. Touching intervals (14:30-14:30, or 24:00 and the next 00:00) are
 one opening: `next_open` never returns a start that merely continues an open period.
 
-Instants are handled in UTC inside; answers are given in the calendar's timezone. Each day's plan
+Business time: `add_business_hours` counts open time only; `add_business_days(at, n)` is the start of
+the first opening of the n-th business day (a date with any opening) after `at`'s local date, and
+`add_business_days(at, 0)` is `at` if open, else the next opening (a voicemail's callback due time).
+
+Instants are handled in UTC inside; answers are given in the calendar's timezone (compare them with
+`<`/`>` or in UTC: Python never finds an ambiguous local time with fold=1 `==` to an instant in
+another zone, and adding a timedelta to a local time is wall-clock arithmetic). Each day's plan
 is computed once and cached, and the public-holiday set is computed once per year and process.
 """
 
@@ -455,3 +461,30 @@ class Calendar:
         if closed_names:
             parts.append(f"{_join(closed_names)}, cerrado")
         return "; ".join(parts) if parts else "cerrado"
+
+    def describe_when(self, when: dt.datetime, now: dt.datetime) -> str:
+        """"hoy a las 16:00", "mañana a las 8:30", "el lunes 30 de noviembre a las 8:30" (seen from `now`)."""
+        local, today = self.localize(when), self.localize(now).date()
+        clock = "a la" if local.hour == 1 else "a las"
+        hour = f"{clock} {local.hour}:{local.minute:02d}"
+        if local.date() == today:
+            return f"hoy {hour}"
+        if local.date() == today + ONE_DAY:
+            return f"mañana {hour}"
+        return f"el {DAY_NAMES[local.weekday()]} {local.day} de {MONTH_NAMES[local.month - 1]} {hour}"
+
+    def describe_status(self, at: dt.datetime) -> str:
+        """One or two Spanish sentences for a caller: open until when and today's hours, or closed and when it reopens."""
+        st = self.status(at)
+        if st.open and st.closes_at is not None:
+            end = st.closes_at
+            until = f"{'la' if end.hour == 1 else 'las'} {end.hour}:{end.minute:02d}"
+            if end.hour == 0 and end.minute == 0:
+                until = "medianoche"
+            return f"Ahora estamos abiertos hasta {until}. Hoy atendemos {self.describe_day(st.at.date())}."
+        first = "Ahora estamos cerrados."
+        if st.rule.startswith("holiday:"):
+            first = f"Hoy es festivo ({st.holiday}) y estamos cerrados."
+        elif st.rule.startswith("closure:"):
+            first = f"Ahora estamos cerrados ({st.rule.split(':', 1)[1]})."
+        return f"{first} Volvemos a atender {self.describe_when(st.next_open, st.at)}." if st.next_open else first

@@ -106,6 +106,19 @@ def test_descriptions(line: Calendar) -> None:
     assert "del 16 de junio al 15 de septiembre" in text and text.endswith("sábados, domingos y festivos, cerrado")
 
 
+def test_describe_status(line: Calendar) -> None:
+    def say(text: str) -> str:
+        return line.describe_status(at(text))
+
+    assert say("2026-11-23T10:00:00+01:00") == ("Ahora estamos abiertos hasta las 14:30. "
+                                                "Hoy atendemos de 8:30 a 14:30 y de 16:00 a 18:00.")
+    assert say("2026-11-23T15:00:00+01:00") == "Ahora estamos cerrados. Volvemos a atender hoy a las 16:00."
+    assert say("2026-11-23T19:00:00+01:00") == "Ahora estamos cerrados. Volvemos a atender mañana a las 8:30."
+    assert say("2026-11-27T19:00:00+01:00") == "Ahora estamos cerrados. Volvemos a atender el lunes 30 de noviembre a las 8:30."
+    assert say("2026-12-08T10:00:00+01:00") == ("Hoy es festivo (Inmaculada Concepción) y estamos cerrados. "
+                                                "Volvemos a atender mañana a las 8:30.")
+
+
 def test_business_days(line: Calendar) -> None:
     # "within N business days": the start of the first opening of the N-th business day after the day of `at`.
     assert line.add_business_days(at("2026-11-23T10:00:00+01:00"), 1).isoformat() == "2026-11-24T08:30:00+01:00"

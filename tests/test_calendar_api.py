@@ -26,7 +26,7 @@ async def test_hours_endpoint(client: httpx.AsyncClient) -> None:
     body = await hours(client, "2026-12-08T10:00:00+01:00")
     assert body["open"] is False and body["rule"] == "holiday:Inmaculada Concepción"
     assert body["next_open"] == "2026-12-09T08:30:00+01:00" and body["calendar"] == "line"
-    assert body["holiday"] == "Inmaculada Concepción"
+    assert body["holiday"] == "Inmaculada Concepción" and body["text"].startswith("Hoy es festivo")
     # default instant: the runtime's clock (Mon 2026-11-23 10:00 Madrid)
     r = await client.get("/api/v1/hours")
     assert r.json()["at"] == "2026-11-23T10:00:00+01:00" and r.json()["open"] is True

@@ -31,7 +31,7 @@ ActorHeader = Header(None, alias="X-Actor", description="who makes the change (r
 
 
 class HoursView(BaseModel):
-    """The same object as `atiende hours --json`, plus `holiday` and `closes_at`."""
+    """The same object as `atiende hours --json`, plus `holiday`, `closes_at` and a Spanish sentence for people."""
 
     at: str
     open: bool
@@ -40,6 +40,7 @@ class HoursView(BaseModel):
     calendar: str
     holiday: str | None = None
     closes_at: str | None = None
+    text: str = ""  # "Ahora estamos cerrados. Volvemos a atender mañana a las 8:30."
 
 
 class CalendarView(BaseModel):
@@ -91,7 +92,7 @@ async def hours(
     cal = await rt.calendars.get(calendar)
     try:
         when = dt.datetime.fromisoformat(at.strip()) if at else rt.clock.now()
-        return HoursView.model_validate(cal.status(when).full())
+        return HoursView.model_validate({**cal.status(when).full(), "text": cal.describe_status(when)})
     except (ValueError, OverflowError) as exc:
         raise InvalidInput(f"invalid instant: {exc}", [{"loc": "query.at", "reason": str(exc)}]) from None
 
