@@ -32,6 +32,7 @@ def live(redis_server: PrivateRedis, tmp_path_factory: pytest.TempPathFactory) -
     prefix = f"t{uuid.uuid4().hex[:10]}"
     server = LiveServer(lambda: make_runtime(redis_server.url, prefix, tmp_path_factory.mktemp("live"))).start()
     server.prefix = prefix  # type: ignore[attr-defined]
+    asyncio.run(_users(redis_server.url, prefix, tmp_path_factory.mktemp("users")))
     yield server
     server.stop()
 
@@ -43,6 +44,18 @@ async def _users(redis_url: str, prefix: str, data: Path) -> None:
         await rt.desk.auth.create_user("luis", "Luis Especialista", ["agent_n2"], PASSWORD, level=2,
                                        skills=["general", "quejas"])
         await rt.desk.auth.create_user("marta", "Marta Admin", ["admin", "supervisor"], PASSWORD)
+    finally:
+        await rt.store.close()
+
+
+async def _seed(redis_url: str, prefix: str, data: Path) -> None:
+    """Some contacts for the reports: two tickets and three contacts the assistant resolved."""
+    rt = make_runtime(redis_url, prefix, data)
+    try:
+        await rt.desk.tickets.create(channel="email", queue="N1", subject="Consulta por correo", body="¿Plazo de la beca?")
+        await rt.desk.tickets.create(channel="phone", queue="N2", subject="Queja", kind="complaint", body="Queja", actor="ivr")
+        for channel in ("webchat", "telegram", "phone"):
+            await rt.desk.reports.record_contact(channel, contained=True)
     finally:
         await rt.store.close()
 
@@ -64,7 +77,6 @@ def test_agent_desk_end_to_end(live: LiveServer, redis_server: PrivateRedis, tmp
         pytest.skip("Debian's chromium is not installed")
     from playwright.sync_api import expect, sync_playwright
 
-    asyncio.run(_users(redis_server.url, live.prefix, tmp_path))  # type: ignore[attr-defined]
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         try:
@@ -126,5 +138,75 @@ def test_agent_desk_end_to_end(live: LiveServer, redis_server: PrivateRedis, tmp
             citizen.get_by_test_id("chat-send").click()
             expect(citizen.locator(".msg.assistant").last).to_contain_text("está cerrada")
             citizen.screenshot(path=str(SHOTS / "atiende-chat-status.png"))
+        finally:
+            browser.close()
+
+
+def test_admin_and_reports_pages(live: LiveServer, redis_server: PrivateRedis, tmp_path: Path) -> None:
+    """An admin asks the calendar what happens on a holiday, gets inline YAML validation and rolls a flow edit back;
+    a supervisor sees the reports with their charts."""
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed")
+    from playwright.sync_api import expect, sync_playwright
+
+    asyncio.run(_seed(redis_server.url, live.prefix, tmp_path))  # type: ignore[attr-defined]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1280, "height": 900}, locale="es-ES").new_page()
+            page.goto(f"{live.url}/login?next=/admin")
+            page.fill("#username", "marta")
+            page.fill("#password", PASSWORD)
+            page.get_by_test_id("login-submit").click()
+            expect(page).to_have_url(re.compile(r"/admin"))
+
+            # Calendar: the reference hours, and "what happens at" on the Immaculate Conception.
+            expect(page.get_by_test_id("hours-text")).to_contain_text("8:30")
+            page.get_by_test_id("hours-at").fill("2026-12-08T10:00")
+            page.get_by_test_id("hours-check").click()
+            expect(page.get_by_test_id("hours-result")).to_contain_text("Cerrado")
+            page.get_by_test_id("holiday-date").fill("2026-11-27")
+            page.get_by_test_id("holiday-name").fill("Fiesta local de prueba")
+            page.get_by_test_id("holiday-add").click()
+            expect(page.get_by_test_id("holidays")).to_contain_text("Fiesta local de prueba")
+            page.get_by_test_id("hours-at").fill("2026-11-27T10:00")
+            page.get_by_test_id("hours-check").click()
+            expect(page.get_by_test_id("hours-result")).to_contain_text("Cerrado")
+            page.screenshot(path=str(SHOTS / "atiende-admin-calendar.png"), full_page=True)
+
+            # Calendar YAML: a broken edit is refused with the reason inline; the old version keeps serving.
+            editor = page.get_by_test_id("yaml-calendar")
+            expect(editor).to_have_value(re.compile(r"calendars:"))
+            editor.fill(editor.input_value().replace("timezone: Europe/Madrid", "timezone: Marte/Olympus", 1))
+            expect(page.get_by_test_id("yaml-syntax-calendar")).to_have_text("YAML correcto")
+            page.get_by_test_id("save-calendar").click()
+            expect(page.get_by_test_id("yaml-result-calendar")).to_contain_text("Marte/Olympus")
+            editor.fill("calendars: [unclosed")
+            expect(page.get_by_test_id("yaml-syntax-calendar")).to_contain_text("línea 1")
+
+            # IVR flows: save a new version, then roll back to the files' version.
+            page.locator("#sections button[data-section=flows]").click()
+            flows = page.get_by_test_id("yaml-flows")
+            expect(flows).to_have_value(re.compile(r"\S"))
+            page.get_by_test_id("save-flows").click()
+            expect(page.get_by_test_id("yaml-result-flows")).to_contain_text("Guardada la versión 1")
+            page.get_by_test_id("rollback-flows-0").click()
+            expect(page.get_by_test_id("yaml-result-flows")).to_contain_text("Restaurada la versión 0 como versión 2")
+            expect(page.get_by_test_id("versions-flows").locator("tr[data-version]")).to_have_count(3)
+
+            # Intents: try a sentence.
+            page.locator("#sections button[data-section=intents]").click()
+            page.get_by_test_id("route-try").click()
+            expect(page.get_by_test_id("route-result")).to_contain_text("tasa_itv")
+
+            page.locator("#sections button[data-section=people]").click()
+            expect(page.get_by_test_id("agents-table")).to_contain_text("luis")
+            expect(page.get_by_test_id("queues-table")).to_contain_text("N2")
+
+            # Reports (marta is also a supervisor): the chat contacts of the other test are counted.
+            page.goto(f"{live.url}/reports")
+            expect(page.get_by_test_id("kpi-tickets")).not_to_contain_text("—")
+            expect(page.get_by_test_id("chart-by-day").locator("svg rect").first).to_be_visible()
+            page.screenshot(path=str(SHOTS / "atiende-reports.png"), full_page=True)
         finally:
             browser.close()

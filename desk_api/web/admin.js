@@ -1,0 +1,285 @@
+// Admin pages: calendar, IVR flows, intents, queues and agents. Everything goes through the admin APIs;
+// YAML is parsed and printed by the server (/desk/api/yaml/*) so the page needs no library.
+"use strict";
+
+const { api, el, when, describeError } = Atiende;
+
+const DAYS = [["mon", "lunes"], ["tue", "martes"], ["wed", "miércoles"], ["thu", "jueves"], ["fri", "viernes"], ["sat", "sábado"], ["sun", "domingo"]];
+let user = null;
+
+async function init() {
+  user = await Atiende.requireLogin("admin");
+  document.getElementById("top").replaceWith(Atiende.header("/admin", user));
+  for (const b of document.querySelectorAll("#sections button")) b.addEventListener("click", () => show(b.dataset.section));
+  show(location.hash.slice(1) || "calendar");
+}
+
+function show(name) {
+  for (const b of document.querySelectorAll("#sections button")) b.classList.toggle("on", b.dataset.section === name);
+  history.replaceState(null, "", `#${name}`);
+  const box = document.getElementById("section");
+  box.replaceChildren();
+  ({ calendar: calendarSection, flows: flowsSection, intents: intentsSection, people: peopleSection }[name] || calendarSection)(box)
+    .catch((e) => box.append(el("p", { class: "error" }, describeError(e))));
+}
+
+// ---- a versioned section edited as YAML ------------------------------------------------------------------
+
+function issuesList(err) {
+  const d = err && err.details;
+  const items = Array.isArray(d) ? d : d && typeof d === "object" ? Object.entries(d).map(([loc, reason]) => ({ loc, reason })) : [];
+  return el("div", {}, el("p", { class: "error" }, err.message || String(err)),
+    items.length ? el("ul", { class: "issues", "data-testid": "yaml-issues" }, items.map((x) =>
+      el("li", {}, x.loc ? el("code", {}, x.loc) : null, x.loc ? ": " : "", x.reason || x.msg || JSON.stringify(x)))) : null);
+}
+
+async function toYaml(value) { return (await api("POST", "/desk/api/yaml/dump", value)).yaml; }
+async function fromYaml(text) { return api("POST", "/desk/api/yaml/parse", text, { type: "application/yaml" }); }
+
+function yamlEditor(spec) {
+  const area = el("textarea", { class: "code", spellcheck: "false", "data-testid": `yaml-${spec.id}` });
+  const syntax = el("span", { class: "small", "data-testid": `yaml-syntax-${spec.id}` });
+  const result = el("div", { "data-testid": `yaml-result-${spec.id}`, role: "status" });
+  const note = el("input", { placeholder: "Nota del cambio (opcional)", style: "flex:1" });
+  const versions = el("tbody");
+  let timer = null;
+
+  area.addEventListener("input", () => {
+    clearTimeout(timer);
+    timer = setTimeout(async () => {
+      try { await fromYaml(area.value); syntax.className = "small ok"; syntax.textContent = "YAML correcto"; }
+      catch (e) { syntax.className = "small error"; syntax.textContent = describeError(e); }
+    }, 500);
+  });
+
+  async function load() {
+    area.value = await toYaml(await spec.load());
+    syntax.textContent = "";
+    await loadVersions();
+  }
+
+  async function loadVersions() {
+    let list = await spec.versions();
+    list = Array.isArray(list) ? list : list.versions || [];
+    versions.replaceChildren(...list.slice().reverse().map((v) => el("tr", { "data-version": v.version },
+      el("td", {}, String(v.version), v.active ? el("span", { class: "badge", style: "margin-left:.4rem" }, "en uso") : null),
+      el("td", {}, v.actor || ""), el("td", {}, v.at ? when(v.at) : "ficheros"), el("td", {}, v.note || ""),
+      el("td", {}, el("div", { class: "row" },
+        el("button", { class: "secondary", onclick: async () => { area.value = await toYaml(await spec.getVersion(v.version));
+          result.replaceChildren(el("p", { class: "muted" }, `Mostrando la versión ${v.version}. Guarde para volver a ella, o use «Restaurar».`)); } }, "Ver"),
+        v.active ? null : el("button", { class: "secondary", "data-testid": `rollback-${spec.id}-${v.version}`, onclick: async () => {
+          try {
+            const r = await spec.rollback(v.version);
+            result.replaceChildren(el("p", { class: "ok" }, `Restaurada la versión ${v.version} como versión ${r.version}.`));
+            await load();
+          } catch (e) { result.replaceChildren(issuesList(e)); }
+        } }, "Restaurar"))))));
+  }
+
+  async function save() {
+    result.replaceChildren(el("p", { class: "muted" }, "Guardando…"));
+    let doc;
+    try { doc = await fromYaml(area.value); } catch (e) { result.replaceChildren(issuesList(e)); return; }
+    try {
+      const r = await spec.save(doc, note.value.trim());
+      result.replaceChildren(el("p", { class: "ok" }, `Guardada la versión ${r.version}. Ya está en uso.`));
+      note.value = "";
+      await loadVersions();
+    } catch (e) { result.replaceChildren(issuesList(e)); }
+  }
+
+  const node = el("section", { class: "panel", style: "margin-top:1rem" },
+    el("h3", { style: "margin-top:0" }, spec.title),
+    spec.help ? el("p", { class: "small muted" }, spec.help) : null,
+    area, el("div", { class: "row", style: "margin:.4rem 0" }, syntax),
+    el("div", { class: "row" }, note, el("button", { "data-testid": `save-${spec.id}`, onclick: save }, "Guardar nueva versión"),
+      el("button", { class: "secondary", onclick: load }, "Descartar cambios")),
+    result,
+    el("h4", {}, "Historial de versiones"),
+    el("table", { "data-testid": `versions-${spec.id}` }, el("thead", {}, el("tr", {}, ["Versión", "Quién", "Cuándo", "Nota", ""].map((h) => el("th", {}, h)))), versions));
+  load().catch((e) => result.replaceChildren(issuesList(e)));
+  return node;
+}
+
+// ---- calendar ----------------------------------------------------------------------------------------------
+
+const CAL = "/api/v1/admin/calendars";
+
+function intervals(list) { return (list || []).map((i) => `${i.start}–${i.end}`).join(", ") || "cerrado"; }
+
+async function calendarSection(box) {
+  const all = await api("GET", CAL);
+  const names = Object.keys(all.calendars || {});
+  let name = all.default || names[0];
+  const select = el("select", { "data-testid": "calendar-name" }, names.map((n) => el("option", { value: n, selected: n === name }, n)));
+  const detail = el("div");
+  select.addEventListener("change", () => { name = select.value; render(); });
+
+  const atInput = el("input", { type: "datetime-local", "data-testid": "hours-at", value: "2026-12-08T10:00" });
+  const atOut = el("div", { "data-testid": "hours-result", class: "status-line" });
+  async function whatHappens() {
+    try {
+      const h = await api("GET", `/api/v1/hours?at=${encodeURIComponent(atInput.value)}&calendar=${encodeURIComponent(name)}`);
+      atOut.className = `status-line ${h.open ? "ok" : "error"}`;
+      atOut.textContent = (h.open ? "Abierto" : "Cerrado") + (h.holiday ? ` (${h.holiday})` : "") + ` · regla: ${h.rule}`
+        + (h.closes_at ? ` · cierra ${when(h.closes_at)}` : "") + (!h.open && h.next_open ? ` · próxima apertura: ${when(h.next_open)}` : "");
+    } catch (e) { atOut.className = "status-line error"; atOut.textContent = describeError(e); }
+  }
+
+  async function edit(method, path, body, okText) {
+    try { await api(method, `${CAL}/${encodeURIComponent(name)}${path}`, body); flash(okText, true); await render(); }
+    catch (e) { flash(describeError(e), false); }
+  }
+  const flashBox = el("div", { class: "status-line", "data-testid": "calendar-result", role: "status" });
+  function flash(text, ok) { flashBox.className = `status-line ${ok ? "ok" : "error"}`; flashBox.textContent = text; }
+
+  async function render() {
+    const view = await api("GET", `${CAL}/${encodeURIComponent(name)}`);
+    const c = view.calendar;
+    const weekly = el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "Periodo"), DAYS.map(([, d]) => el("th", {}, d)))),
+      el("tbody", {}, el("tr", {}, el("td", {}, "Horario general"), DAYS.map(([k]) => el("td", {}, intervals(c.weekly[k])))),
+        (c.seasons || []).map((s) => el("tr", {}, el("td", {}, `${s.name} (${s.start} a ${s.end})`), DAYS.map(([k]) => el("td", {}, intervals(s.weekly[k])))))));
+    const hol = el("input", { type: "date", "data-testid": "holiday-date" });
+    const holName = el("input", { placeholder: "Nombre de la fiesta", "data-testid": "holiday-name" });
+    const clo = el("input", { type: "date" });
+    const cloReason = el("input", { placeholder: "Motivo del cierre" });
+    const spe = el("input", { type: "date" });
+    const speFrom = el("input", { type: "time", value: "09:00" });
+    const speTo = el("input", { type: "time", value: "13:00" });
+    const speReason = el("input", { placeholder: "Motivo" });
+    detail.replaceChildren(
+      el("p", { "data-testid": "hours-text" }, el("b", {}, "Horario: "), view.hours_text),
+      el("p", { class: "small muted" }, `Zona horaria ${c.timezone} · festivos nacionales y autonómicos: `,
+        c.public_holidays && c.public_holidays.enabled ? `${c.public_holidays.country}${c.public_holidays.subdivision ? "-" + c.public_holidays.subdivision : ""}` : "no"),
+      weekly,
+      el("div", { class: "grid", style: "grid-template-columns: repeat(auto-fit, minmax(300px, 1fr)); margin-top:1rem" },
+        el("div", {}, el("h4", {}, "Festivos locales"),
+          el("ul", { "data-testid": "holidays" }, (c.local_holidays || []).map((h) => el("li", {}, `${h.date} · ${h.name} `,
+            el("button", { class: "secondary", onclick: () => edit("DELETE", `/holidays/${h.date}`, undefined, "Festivo quitado.") }, "Quitar")))),
+          el("div", { class: "row" }, hol, holName, el("button", { "data-testid": "holiday-add",
+            onclick: () => edit("POST", "/holidays", { date: hol.value, name: holName.value.trim() || "Festivo local" }, "Festivo añadido.") }, "Añadir"))),
+        el("div", {}, el("h4", {}, "Cierres"),
+          el("ul", {}, (c.closures || []).map((x) => el("li", {}, `${x.date || `${when(x.start)} – ${when(x.end)}`} · ${x.reason} `,
+            x.date ? el("button", { class: "secondary", onclick: () => edit("DELETE", `/closures/${x.date}`, undefined, "Cierre quitado.") }, "Quitar") : null))),
+          el("div", { class: "row" }, clo, cloReason, el("button", {
+            onclick: () => edit("POST", "/closures", { date: clo.value, reason: cloReason.value.trim() || "cierre" }, "Cierre añadido.") }, "Añadir"))),
+        el("div", {}, el("h4", {}, "Días especiales"),
+          el("ul", {}, (c.special_days || []).map((x) => el("li", {}, `${x.date} · ${intervals(x.intervals)} · ${x.reason} `,
+            el("button", { class: "secondary", onclick: () => edit("DELETE", `/special-days/${x.date}`, undefined, "Día especial quitado.") }, "Quitar")))),
+          el("div", { class: "row" }, spe, speFrom, speTo, speReason, el("button", {
+            onclick: () => edit("POST", "/special-days", { date: spe.value, intervals: [{ start: speFrom.value, end: speTo.value }],
+              reason: speReason.value.trim() || "horario especial" }, "Día especial añadido.") }, "Añadir")))),
+      flashBox);
+  }
+
+  box.append(
+    el("section", { class: "panel" },
+      el("div", { class: "row" }, el("label", { style: "margin:0" }, "Calendario"), select),
+      el("h3", {}, "¿Qué pasa el…?"),
+      el("div", { class: "row" }, atInput, el("button", { "data-testid": "hours-check", onclick: whatHappens }, "Consultar")), atOut,
+      el("h3", {}, "Horario, festivos y cierres"), detail),
+    yamlEditor({
+      id: "calendar", title: "Editar todo el calendario (YAML)",
+      help: "Horario semanal (weekly), horario de verano (seasons), festivos, cierres y días especiales. Al guardar se valida; si hay errores se muestran aquí y sigue en uso la versión anterior.",
+      load: async () => { const d = await api("GET", CAL); return { default: d.default, calendars: d.calendars }; },
+      save: (doc) => api("PUT", CAL, doc),
+      versions: () => api("GET", `${CAL}/versions`),
+      getVersion: (v) => api("GET", `${CAL}/versions/${v}`),
+      rollback: (v) => api("POST", `${CAL}/rollback`, { version: v }),
+    }));
+  await render();
+}
+
+// ---- IVR flows and intents -----------------------------------------------------------------------------------
+
+async function flowsSection(box) {
+  const F = "/api/v1/admin/ivr/flows";
+  box.append(yamlEditor({
+    id: "flows", title: "Flujos del IVR (YAML)",
+    help: "Los mismos flujos sirven para el teléfono y el chat. Una llamada en curso sigue con la versión con la que empezó.",
+    load: async () => (await api("GET", F)).flows,
+    save: (doc, note) => api("PUT", `${F}${note ? `?note=${encodeURIComponent(note)}` : ""}`, doc),
+    versions: () => api("GET", `${F}/versions`),
+    getVersion: async (v) => (await api("GET", `${F}/versions/${v}`)).flows,
+    rollback: (v) => api("POST", `${F}/rollback`, { version: v }),
+  }));
+}
+
+async function intentsSection(box) {
+  const R = "/api/v1/admin/routing";
+  const text = el("input", { placeholder: "Escriba una frase de ciudadano…", style: "flex:1", "data-testid": "route-text", value: "quiero pagar la tasa de la itv" });
+  const out = el("div", { class: "status-line", "data-testid": "route-result" });
+  box.append(
+    el("section", { class: "panel" }, el("h3", { style: "margin-top:0" }, "Probar el enrutado"),
+      el("div", { class: "row" }, text, el("button", { "data-testid": "route-try", onclick: async () => {
+        try {
+          const r = await api("POST", "/api/v1/route", { text: text.value, channel: "chat" });
+          out.className = "status-line ok";
+          out.textContent = `${r.intent || "fuera de ámbito"} (confianza ${(r.confidence * 100).toFixed(0)} %) → cola ${r.queue || "—"}`
+            + (r.alternatives && r.alternatives.length ? ` · alternativas: ${r.alternatives.map((a) => a.intent).join(", ")}` : "")
+            + (Object.keys(r.entities || {}).length ? ` · entidades: ${JSON.stringify(r.entities)}` : "");
+        } catch (e) { out.className = "status-line error"; out.textContent = describeError(e); }
+      } }, "Probar")), out),
+    yamlEditor({
+      id: "intents", title: "Intenciones, ejemplos y palabras clave (YAML)",
+      load: async () => (await api("GET", R)).config,
+      save: (doc) => api("PUT", R, doc),
+      versions: () => api("GET", `${R}/versions`),
+      getVersion: (v) => api("GET", `${R}/versions/${v}`),
+      rollback: (v) => api("POST", `${R}/rollback`, { version: v }),
+    }));
+}
+
+// ---- queues, agents, users --------------------------------------------------------------------------------------
+
+async function peopleSection(box) {
+  const [queues, agents, users] = await Promise.all([api("GET", "/api/v1/queues"), api("GET", "/api/v1/agents"), api("GET", "/api/v1/users")]);
+  const result = el("div", { class: "status-line", role: "status", "data-testid": "people-result" });
+  const done = (text, ok = true) => { result.className = `status-line ${ok ? "ok" : "error"}`; result.textContent = text; };
+
+  const agentRows = agents.map((a) => {
+    const level = el("select", {}, [1, 2].map((n) => el("option", { value: n, selected: a.level === n }, `N${n}`)));
+    const skills = el("input", { value: (a.skills || []).join(", "), size: 18 });
+    return el("tr", {}, el("td", {}, a.id), el("td", {}, a.name), el("td", {}, level), el("td", {}, skills),
+      el("td", {}, el("span", { class: "badge" }, a.presence)), el("td", {}, a.current || ""),
+      el("td", {}, el("button", { class: "secondary", onclick: async () => {
+        try {
+          await api("PUT", `/api/v1/agents/${encodeURIComponent(a.id)}`, { name: a.name, level: Number(level.value),
+            skills: skills.value.split(",").map((s) => s.trim()).filter(Boolean), sip_uri: a.sip_uri || null });
+          done(`Agente ${a.id} actualizado.`);
+        } catch (e) { done(describeError(e), false); }
+      } }, "Guardar")));
+  });
+
+  const f = { username: el("input", { "data-testid": "user-username", placeholder: "usuario" }), name: el("input", { placeholder: "Nombre y apellidos" }),
+    role: el("select", {}, [["agent_n1", "Agente N1"], ["agent_n2", "Agente N2"], ["supervisor", "Supervisor"], ["admin", "Administrador"]]
+      .map(([v, l]) => el("option", { value: v }, l))),
+    password: el("input", { type: "password", placeholder: "contraseña (8+)" }), skills: el("input", { placeholder: "habilidades: general, quejas" }) };
+  const create = el("button", { "data-testid": "user-create", onclick: async () => {
+    const role = f.role.value;
+    try {
+      await api("POST", "/api/v1/users", { username: f.username.value.trim(), name: f.name.value.trim() || f.username.value.trim(), roles: [role],
+        password: f.password.value, level: role === "agent_n2" ? 2 : role === "agent_n1" ? 1 : null,
+        skills: f.skills.value.split(",").map((s) => s.trim()).filter(Boolean) });
+      done(`Usuario ${f.username.value.trim()} creado.`);
+      box.replaceChildren(); await peopleSection(box);
+    } catch (e) { done(describeError(e), false); }
+  } }, "Crear usuario");
+
+  box.append(
+    el("section", { class: "panel" }, el("h3", { style: "margin-top:0" }, "Colas"),
+      el("table", { "data-testid": "queues-table" }, el("thead", {}, el("tr", {}, ["Cola", "Nombre", "Nivel", "Habilidades", "Esperando", "Activos", "Agentes disponibles"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, (queues.queues || []).map((q) => el("tr", {}, el("td", {}, q.id), el("td", {}, q.name), el("td", {}, `N${q.level}`),
+          el("td", {}, (q.skills || []).join(", ")), el("td", {}, String(q.waiting)), el("td", {}, String(q.active)), el("td", {}, String(q.agents_available)))))),
+      el("p", { class: "small muted" }, "Las colas se definen en la configuración (desk.yaml).")),
+    el("section", { class: "panel", style: "margin-top:1rem" }, el("h3", { style: "margin-top:0" }, "Agentes"),
+      el("table", { "data-testid": "agents-table" }, el("thead", {}, el("tr", {}, ["Id", "Nombre", "Nivel", "Habilidades", "Presencia", "Atendiendo", ""].map((h) => el("th", {}, h)))),
+        el("tbody", {}, agentRows))),
+    el("section", { class: "panel", style: "margin-top:1rem" }, el("h3", { style: "margin-top:0" }, "Usuarios"),
+      el("table", {}, el("thead", {}, el("tr", {}, ["Usuario", "Nombre", "Roles", "Activo"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, users.map((u) => el("tr", {}, el("td", {}, u.username), el("td", {}, u.name), el("td", {}, u.roles.join(", ")), el("td", {}, u.active ? "sí" : "no"))))),
+      el("h4", {}, "Nuevo usuario"), el("div", { class: "row" }, f.username, f.name, f.role, f.password, f.skills, create)),
+    result);
+}
+
+init().catch((e) => { if (e.message !== "login" && e.message !== "forbidden") console.error(e); });
