@@ -283,8 +283,7 @@ class SipEndpoint(asyncio.DatagramProtocol):
             return
         local_tag = req.to.tag
         tx = self.layer.create_server(req, reply_to, local_tag or new_token())
-        unsupported = [o for o in req.headers.get_all("require") + req.headers.get_all("proxy-require")
-                       if o.lower() not in SUPPORTED]
+        unsupported = [o for o in req.headers.get_all("require") if o.lower() not in SUPPORTED]  # Proxy-Require: not ours
         if unsupported:
             self._respond(tx, 420, extra=[("unsupported", ", ".join(unsupported))])
             return
