@@ -236,8 +236,9 @@ class RateLimiter:
         self.store = store
         self.clock = clock
         self.cfg = cfg
-        self._pending: dict[str, int] = {}
-        self._seen: dict[str, tuple[int, int]] = {}  # key -> (global count, window)
+        self._pending: dict[str, int] = {}  # counted here, not yet sent
+        self._inflight: dict[str, int] = {}  # sent, total not yet read back
+        self._seen: dict[str, int] = {}  # global total read back at the last flush
         self._ttl: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -246,11 +247,9 @@ class RateLimiter:
         if rule is None:
             return
         now = int(time.time())
-        window = now // rule.per_seconds
-        key = self.store.keys.rate(f"{name}:{client}:{window}")
-        seen = self._seen.get(key, (0, window))[0]
+        key = self.store.keys.rate(f"{name}:{client}:{now // rule.per_seconds}")
         pending = self._pending.get(key, 0)
-        if seen + pending >= rule.requests:
+        if self._seen.get(key, 0) + self._inflight.get(key, 0) + pending >= rule.requests:
             retry = rule.per_seconds - now % rule.per_seconds
             raise RateLimited(f"too many requests; try again in {retry} s",
                               {"limit": rule.requests, "per_seconds": rule.per_seconds, "retry_after": retry})
@@ -271,6 +270,8 @@ class RateLimiter:
         batch, self._pending = self._pending, {}
         if not batch:
             return
+        for key, n in batch.items():
+            self._inflight[key] = self._inflight.get(key, 0) + n
         try:
             async with self.store.redis.pipeline(transaction=False) as pipe:
                 for key, n in batch.items():
@@ -280,9 +281,13 @@ class RateLimiter:
         except Exception:  # Redis away: keep counting locally, retry on the next flush
             for key, n in batch.items():
                 self._pending[key] = self._pending.get(key, 0) + n
+                self._inflight[key] -= n
             return
-        for i, key in enumerate(batch):
-            self._seen[key] = (int(res[2 * i]), 0)
+        for i, (key, n) in enumerate(batch.items()):
+            self._seen[key] = max(self._seen.get(key, 0), int(res[2 * i]))
+            self._inflight[key] -= n
+            if not self._inflight[key]:
+                del self._inflight[key]
         if len(self._seen) > 50_000:  # old windows: forget them
             self._seen = {k: v for k, v in self._seen.items() if k in batch}
 
