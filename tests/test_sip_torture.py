@@ -34,6 +34,7 @@ m=video 3227 RTP/AVP 31
 a=rtpmap:31 LPC
 '''
 
+VIA_SPELLINGS = ["v", "V", "Via", "ViA", "VIA", "via", "V ", "v  ", "Via  "]
 CALL = "call"  # an INVITE the application sees (our handler then answers 486)
 DROP = "drop"  # no response at all
 
@@ -145,8 +146,7 @@ l: 0
                 "Unknown-" + "LongLong" * 10 + "-Name: unknown-" + "long" * 20 + "-value; unknown-" + "long" * 20
                 + "-parameter-name = unknown-" + "long" * 20 + "-parameter-value\n"
                 "Via: SIP/2.0/TCP $VIA\n"
-                + "".join(f"{['v', 'V', 'Via', 'ViA', 'VIA', 'via', 'V ', 'v  ', 'Via  '][i % 9]}: SIP/2.0/TCP sip{i}.example.com\n"
-                          for i in range(32, 0, -1))
+                + "".join(f"{VIA_SPELLINGS[i % 9]}: SIP/2.0/TCP sip{i}.example.com\n" for i in range(32, 0, -1))
                 + "Via: SIP/2.0/TCP host.example.com;received=192.0.2.5;branch=very" + "long" * 50 + "branchvalue\n"
                 "Max-Forwards: 70\n"
                 "Contact: <sip:" + "amazinglylongcallername" * 5 + "@host5.example.net>\n"
