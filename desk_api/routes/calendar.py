@@ -2,7 +2,9 @@
 
 Handlers stay thin: `runtime.calendars` validates, versions and applies. Every admin edit is a new
 version of the whole calendar section (422 with reasons when invalid; the old version keeps serving).
-The acting user comes from the `X-Actor` header until the desk adds authentication.
+Every admin route depends on `admin_actor`, which names the acting user (header `X-Actor`, default
+"admin") until the desk adds authentication: it can swap it for a role check that returns the user's
+name, with `app.dependency_overrides[admin_actor] = ...`, without touching these handlers.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from fastapi import APIRouter, Body, Header, Query, Request
+from fastapi import APIRouter, Body, Depends, Header, Query, Request
 from pydantic import BaseModel
 
 from atiende.errors import InvalidInput
@@ -19,15 +21,16 @@ from config.calendar import CalendarModel, CalendarsConfig, Closure, DatedHolida
 from desk_api.deps import runtime_of
 from routing.calendar import Calendar
 
-router = APIRouter()
-admin = APIRouter(prefix="/api/v1/admin/calendars", tags=["admin: calendars"])
 
-
-def _actor(x_actor: str | None) -> str:
+async def admin_actor(
+    x_actor: str | None = Header(None, alias="X-Actor", description="who makes the change (recorded in the version list)"),
+) -> str:
+    """Who is acting on the admin API (a dependency the desk overrides with its authentication)."""
     return (x_actor or "admin").strip()[:100] or "admin"
 
 
-ActorHeader = Header(None, alias="X-Actor", description="who makes the change (recorded in the version list)")
+router = APIRouter()
+admin = APIRouter(prefix="/api/v1/admin/calendars", tags=["admin: calendars"], dependencies=[Depends(admin_actor)])
 
 
 class HoursView(BaseModel):
@@ -120,8 +123,8 @@ async def list_calendars(request: Request) -> CalendarsView:
 
 
 @admin.put("", response_model=EditResult)
-async def replace_all(request: Request, body: CalendarsConfig, x_actor: str | None = ActorHeader) -> EditResult:
-    version, _ = await runtime_of(request).calendars.replace_all(body, _actor(x_actor))
+async def replace_all(request: Request, body: CalendarsConfig, actor: str = Depends(admin_actor)) -> EditResult:
+    version, _ = await runtime_of(request).calendars.replace_all(body, actor)
     return await _result(request, None, version)
 
 
@@ -136,8 +139,8 @@ async def get_version(request: Request, version: int) -> CalendarsConfig:
 
 
 @admin.post("/rollback", response_model=EditResult)
-async def rollback(request: Request, body: RollbackRequest, x_actor: str | None = ActorHeader) -> EditResult:
-    version, _ = await runtime_of(request).calendars.rollback(body.version, _actor(x_actor))
+async def rollback(request: Request, body: RollbackRequest, actor: str = Depends(admin_actor)) -> EditResult:
+    version, _ = await runtime_of(request).calendars.rollback(body.version, actor)
     return await _result(request, None, version)
 
 
@@ -152,71 +155,71 @@ async def get_calendar(request: Request, name: str) -> CalendarView:
 
 
 @admin.put("/{name}", response_model=EditResult)
-async def put_calendar(request: Request, name: str, body: CalendarModel, x_actor: str | None = ActorHeader) -> EditResult:
-    version, _ = await runtime_of(request).calendars.put_calendar(name, body, _actor(x_actor))
+async def put_calendar(request: Request, name: str, body: CalendarModel, actor: str = Depends(admin_actor)) -> EditResult:
+    version, _ = await runtime_of(request).calendars.put_calendar(name, body, actor)
     return await _result(request, name, version)
 
 
 @admin.patch("/{name}", response_model=EditResult)
 async def patch_calendar(request: Request, name: str, body: dict[str, Any] = Body(..., examples=[{"timezone": "UTC"}]),
-                         x_actor: str | None = ActorHeader) -> EditResult:
+                         actor: str = Depends(admin_actor)) -> EditResult:
     """Replace some top-level fields of one calendar (timezone, public_holidays, weekly, seasons...)."""
-    version, _ = await runtime_of(request).calendars.patch_calendar(name, body, _actor(x_actor))
+    version, _ = await runtime_of(request).calendars.patch_calendar(name, body, actor)
     return await _result(request, name, version)
 
 
 @admin.delete("/{name}", response_model=EditResult)
-async def delete_calendar(request: Request, name: str, x_actor: str | None = ActorHeader) -> EditResult:
-    version, _ = await runtime_of(request).calendars.delete_calendar(name, _actor(x_actor))
+async def delete_calendar(request: Request, name: str, actor: str = Depends(admin_actor)) -> EditResult:
+    version, _ = await runtime_of(request).calendars.delete_calendar(name, actor)
     return await _result(request, None, version)
 
 
 @admin.put("/{name}/weekly", response_model=EditResult)
-async def put_weekly(request: Request, name: str, body: WeeklyHours, x_actor: str | None = ActorHeader) -> EditResult:
-    version, _ = await runtime_of(request).calendars.set_weekly(name, body, _actor(x_actor))
+async def put_weekly(request: Request, name: str, body: WeeklyHours, actor: str = Depends(admin_actor)) -> EditResult:
+    version, _ = await runtime_of(request).calendars.set_weekly(name, body, actor)
     return await _result(request, name, version)
 
 
 @admin.put("/{name}/seasons", response_model=EditResult)
-async def put_seasons(request: Request, name: str, body: list[Season], x_actor: str | None = ActorHeader) -> EditResult:
-    version, _ = await runtime_of(request).calendars.set_seasons(name, body, _actor(x_actor))
+async def put_seasons(request: Request, name: str, body: list[Season], actor: str = Depends(admin_actor)) -> EditResult:
+    version, _ = await runtime_of(request).calendars.set_seasons(name, body, actor)
     return await _result(request, name, version)
 
 
 @admin.post("/{name}/holidays", response_model=EditResult, status_code=201)
-async def add_holiday(request: Request, name: str, body: DatedHoliday, x_actor: str | None = ActorHeader) -> EditResult:
-    version, _ = await runtime_of(request).calendars.add_holiday(name, body, _actor(x_actor))
+async def add_holiday(request: Request, name: str, body: DatedHoliday, actor: str = Depends(admin_actor)) -> EditResult:
+    version, _ = await runtime_of(request).calendars.add_holiday(name, body, actor)
     return await _result(request, name, version)
 
 
 @admin.delete("/{name}/holidays/{day}", response_model=EditResult)
-async def remove_holiday(request: Request, name: str, day: dt.date, x_actor: str | None = ActorHeader) -> EditResult:
-    version, _ = await runtime_of(request).calendars.remove_holiday(name, day, _actor(x_actor))
+async def remove_holiday(request: Request, name: str, day: dt.date, actor: str = Depends(admin_actor)) -> EditResult:
+    version, _ = await runtime_of(request).calendars.remove_holiday(name, day, actor)
     return await _result(request, name, version)
 
 
 @admin.post("/{name}/closures", response_model=EditResult, status_code=201)
-async def add_closure(request: Request, name: str, body: Closure, x_actor: str | None = ActorHeader) -> EditResult:
-    version, _ = await runtime_of(request).calendars.add_closure(name, body, _actor(x_actor))
+async def add_closure(request: Request, name: str, body: Closure, actor: str = Depends(admin_actor)) -> EditResult:
+    version, _ = await runtime_of(request).calendars.add_closure(name, body, actor)
     return await _result(request, name, version)
 
 
 @admin.delete("/{name}/closures/{key}", response_model=EditResult)
-async def remove_closure(request: Request, name: str, key: str, x_actor: str | None = ActorHeader) -> EditResult:
+async def remove_closure(request: Request, name: str, key: str, actor: str = Depends(admin_actor)) -> EditResult:
     """`key`: the closure's date (2026-12-24), or its start as it was added (2026-12-24T12:00:00)."""
-    version, _ = await runtime_of(request).calendars.remove_closure(name, key, _actor(x_actor))
+    version, _ = await runtime_of(request).calendars.remove_closure(name, key, actor)
     return await _result(request, name, version)
 
 
 @admin.post("/{name}/special-days", response_model=EditResult, status_code=201)
-async def add_special_day(request: Request, name: str, body: SpecialDay, x_actor: str | None = ActorHeader) -> EditResult:
-    version, _ = await runtime_of(request).calendars.add_special_day(name, body, _actor(x_actor))
+async def add_special_day(request: Request, name: str, body: SpecialDay, actor: str = Depends(admin_actor)) -> EditResult:
+    version, _ = await runtime_of(request).calendars.add_special_day(name, body, actor)
     return await _result(request, name, version)
 
 
 @admin.delete("/{name}/special-days/{day}", response_model=EditResult)
-async def remove_special_day(request: Request, name: str, day: dt.date, x_actor: str | None = ActorHeader) -> EditResult:
-    version, _ = await runtime_of(request).calendars.remove_special_day(name, day, _actor(x_actor))
+async def remove_special_day(request: Request, name: str, day: dt.date, actor: str = Depends(admin_actor)) -> EditResult:
+    version, _ = await runtime_of(request).calendars.remove_special_day(name, day, actor)
     return await _result(request, name, version)
 
 
