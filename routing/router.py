@@ -216,8 +216,8 @@ class Router:
 
     # ---- route ---------------------------------------------------------------------------
 
-    def _keyword_scores(self, norm: Normalized, entities: dict[str, Any]) -> tuple[np.ndarray, float]:
-        """Per-intent keyword evidence, and the share of content words some keyword or phrase knows."""
+    def _keyword_scores(self, norm: Normalized, entities: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, float]:
+        """Per-intent keyword evidence, per-intent inhibition factor, and the share of content words known."""
         tokens = [*norm.tokens, *spelled_runs(norm.tokens)]
         positions = [self.vocab.resolve(t) for t in tokens]
         # A word split by the recogniser ("es pediente", "mies pacio"): the pair joined, when it is known.
@@ -250,7 +250,7 @@ class Router:
                         miss[idx] *= 1.0 - w
                     else:
                         damp[idx] *= 1.0 + w
-        return (1.0 - np.array(miss)) * np.array(damp), known
+        return 1.0 - np.array(miss), np.array(damp), known
 
     def _names_know(self, token: str) -> bool:
         """Is the word part of a town, unit or procedure name (so not an unknown word)?"""
@@ -275,11 +275,13 @@ class Router:
         if not norm.tokens:
             return norm, np.zeros(len(self.intents)), {}
         entities = self.entities(norm, text)
-        kw, known = self._keyword_scores(norm, entities)
+        kw, damp, known = self._keyword_scores(norm, entities)
         ph = self._phrase_scores(norm)
-        combined = 1.0 - (1.0 - kw) * (1.0 - ph)
+        if len(norm.content) <= 2:
+            ph *= 0.7  # two words or fewer: string similarity says little on its own
+        combined = (1.0 - (1.0 - kw) * (1.0 - ph)) * damp
         # Mostly unknown words: whatever matched is likely incidental ("coche" in "comprar un coche").
-        combined *= 0.55 + 0.45 * known
+        combined *= 0.7 + 0.3 * known
         return norm, combined, entities
 
     def route(self, text: str, channel: str = "voice") -> RouteResult:
