@@ -701,8 +701,11 @@ class SipEndpoint(asyncio.DatagramProtocol):
     # ---- outbound calls -------------------------------------------------------------------
 
     async def dial(self, uri: str, *, from_user: str | None = None, ring_timeout: float = 30.0,
-                   headers: dict[str, str] | None = None) -> Call:
-        """Place a call; returns it answered (media flowing) or raises DialFailed(reason)."""
+                   headers: dict[str, str] | None = None, trace_id: str | None = None) -> Call:
+        """Place a call; returns it answered (media flowing) or raises DialFailed(reason).
+
+        `trace_id` (e.g. the callback's ticket trace) goes out as X-Trace-Id; an inbound INVITE carrying
+        X-Trace-Id keeps it, so two Atiende nodes share one trace per call."""
         if self._stopping or self.active_calls >= self.cfg.max_calls:
             raise DialFailed("at_capacity")
         trunk = self.cfg.trunk
@@ -728,7 +731,8 @@ class SipEndpoint(asyncio.DatagramProtocol):
                           version=0, user_agent=self.cfg.user_agent)
         cseq = 1
         auth: tuple[str, str] | None = None
-        extra = [(k, v) for k, v in (headers or {}).items()]
+        trace_id = trace_id or uuid.uuid4().hex[:16]
+        extra = [("x-trace-id", trace_id), *((k, v) for k, v in (headers or {}).items())]
         started = self.clock.now()
         try:
             for _attempt in range(3):
@@ -755,7 +759,7 @@ class SipEndpoint(asyncio.DatagramProtocol):
                 except TimeoutError:
                     resp = await self._cancel(invite, dest, tx)
                     if resp.status < 300:  # answered while we cancelled: take it, then hang up below
-                        call = self._outbound_call(invite, resp, rtp, started, session_id, target)
+                        call = self._outbound_call(invite, resp, rtp, started, session_id, target, trace_id)
                         await call.hangup("no_answer")
                     raise DialFailed("no_answer") from None
                 except asyncio.CancelledError:
@@ -771,7 +775,7 @@ class SipEndpoint(asyncio.DatagramProtocol):
                         cseq += 1
                         continue
                 if 200 <= resp.status < 300:
-                    return self._outbound_call(invite, resp, rtp, started, session_id, target)
+                    return self._outbound_call(invite, resp, rtp, started, session_id, target, trace_id)
                 raise DialFailed(_failure_reason(resp.status), resp.status, resp.reason)
             raise DialFailed("auth_failed")
         except BaseException:
@@ -779,9 +783,9 @@ class SipEndpoint(asyncio.DatagramProtocol):
             raise
 
     def _outbound_call(self, invite: Request, resp: Response, rtp: RtpSession, started: Any, session_id: int,
-                       target: SipUri) -> Call:
+                       target: SipUri, trace_id: str) -> Call:
         dialog = Dialog.as_uac(invite, resp)
-        call = Call(self, call_id=invite.call_id, trace_id=uuid.uuid4().hex[:16], direction="out",
+        call = Call(self, call_id=invite.call_id, trace_id=trace_id, direction="out",
                     caller=invite.from_.uri.user or "", callee=target.user or str(target), started_at=started)
         call.dialog = dialog
         call.session_id = session_id
