@@ -887,8 +887,9 @@ class Kamailio:
     """
 
     def __init__(self, ns: NetNs, workdir: Path, users: dict[str, str], *, port: int = 5060, domain: str = "127.0.0.1",
-                 cfg: Path = KAMAILIO_CFG) -> None:
+                 cfg: Path = KAMAILIO_CFG, flags: Sequence[str] = ()) -> None:
         self.ns, self.workdir, self.users, self.port, self.domain, self.cfg = ns, workdir, users, port, domain, cfg
+        self.flags = list(flags)  # `-A NAME` defines, e.g. WITH_LEGACY_UA_FIXES
         self.proc: Proc | None = None
 
     def write_db(self) -> Path:
@@ -912,6 +913,8 @@ class Kamailio:
             "-P", str(run / "kamailio.pid"), "-l", f"udp:127.0.0.1:{self.port}",
             "-A", f'DBURL="text://{db}"', "-A", f'SIP_DOMAIN="{self.domain}"',
         ]
+        for flag in self.flags:
+            argv += ["-A", flag]
         self.proc = self.ns.spawn(argv, name="kamailio", log=self.workdir / "kamailio.log")
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
