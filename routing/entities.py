@@ -24,7 +24,6 @@ from routing.normalize import (
     canonical,
     fold,
     phonetic,
-    spelled_runs,
     stem,
     strip_accents,
     typo_matches,
@@ -132,15 +131,19 @@ class NameIndex(Generic[T]):
         total = len(self.candidates) or 1
         self.weight = {w: math.log(1 + total / c) for w, c in df.items()}
         self.total = [sum(self.weight[w] for w in keys) for _, keys in self.candidates]
+        self.by_word: dict[str, list[int]] = {}  # word -> candidates holding it
+        for i, (_, keys) in enumerate(self.candidates):
+            for w in keys:
+                self.by_word.setdefault(w, []).append(i)
 
     def find(self, norm: Normalized) -> T | None:
         if not norm.content:
             return None
         words = self.words.lookup(norm)
         best: tuple[float, T] | None = None
-        for (row, cand), total in zip(self.candidates, self.total, strict=True):
-            if cand.isdisjoint(words):
-                continue
+        hit = sorted({i for w in words for i in self.by_word.get(w, ())})
+        for i in hit:
+            (row, cand), total = self.candidates[i], self.total[i]
             matched = sum(self.weight[w] for w in cand & words)
             coverage = matched / total
             if coverage < self.MIN_COVERAGE or matched < (self.MIN_MATCHED_WHOLE if coverage > 0.99 else self.MIN_MATCHED):
@@ -218,7 +221,7 @@ class WordIndex:
 
     def lookup(self, norm: Normalized) -> set[str]:
         words: set[str] = set()
-        for token in (*norm.tokens, *spelled_runs(norm.tokens)):
+        for token in (*norm.tokens, *norm.spelled):
             if token not in STOPWORDS:
                 words |= self.resolve(token)
         return words

@@ -171,13 +171,27 @@ class Normalized:
     text: str  # tokens joined: "quiero pagar la tasa de la itv"
     tokens: tuple[str, ...]  # folded, fixed, numbers as digits, fillers out
     content: tuple[str, ...]  # stems of the meaningful tokens, synonyms folded in
+    spelled: tuple[str, ...] = ()  # letters read one by one, joined ("i te ve" -> "itv"): see spelled_runs
 
 
 def _spell(tokens: list[str]) -> list[str]:
     return [SPELLING.get(t, t) for t in tokens]
 
 
-def analyze(text: str, extra_phrases: tuple[tuple[str, str], ...] = ()) -> Normalized:
+Rewrite = tuple[str, "re.Pattern[str]", str]
+
+
+def rewrites(pairs: dict[str, str]) -> tuple[Rewrite, ...]:
+    """Compile configured rewrites ("ite ve" -> "itv"), folded like the text they apply to."""
+    out = []
+    for a, b in pairs.items():
+        fa, fb = fold(a), fold(b)
+        if fa:
+            out.append((fa, re.compile(rf"\b{re.escape(fa)}\b"), fb))
+    return tuple(sorted(out, key=lambda r: -len(r[0])))  # longer first
+
+
+def analyze(text: str, extra_phrases: tuple[Rewrite, ...] = ()) -> Normalized:
     """Normalise an utterance (see the module doc). Never raises on any `str`."""
     folded = fold(text)
     if not folded:
@@ -186,11 +200,12 @@ def analyze(text: str, extra_phrases: tuple[tuple[str, str], ...] = ()) -> Norma
     tokens = digits_in(tokens)
     joined = " ".join(tokens)
     joined = _apply_phrases(joined)
-    for pattern, repl in extra_phrases:
-        joined = re.sub(rf"\b{re.escape(pattern)}\b", repl, joined)
+    for plain, pattern, repl in extra_phrases:
+        if plain in joined:
+            joined = pattern.sub(repl, joined)
     kept = [t for t in joined.split() if t not in FILLERS][:MAX_TOKENS]
     content = tuple(stem(canonical(t)) for t in kept if t not in STOPWORDS)
-    return Normalized(" ".join(kept), tuple(kept), content)
+    return Normalized(" ".join(kept), tuple(kept), content, tuple(spelled_runs(kept)))
 
 
 def normalize(text: str) -> str:

@@ -29,7 +29,17 @@ from rapidfuzz import fuzz, process
 from config.knowledge import KnowledgeConfig
 from config.routing import RoutingConfig
 from routing.entities import ProcedureIndex, TownIndex, UnitIndex, extract_reference
-from routing.normalize import STOPWORDS, Normalized, analyze, canonical, phonetic, spelled_runs, stem, typo_matches
+from routing.normalize import (
+    STOPWORDS,
+    Normalized,
+    analyze,
+    canonical,
+    lexicon,
+    phonetic,
+    rewrites,
+    stem,
+    typo_matches,
+)
 
 MAX_GAP = 2  # words allowed between the words of a multi-word keyword ("tasa de la itv" ~ "tasa itv")
 PHRASE_FLOOR = 55.0  # token_sort_ratio below this is no evidence at all
@@ -141,7 +151,8 @@ class Router:
         self.queues = [i.queue for i in config.intents]  # where a person takes over, self-service or not
         self.threshold = config.threshold
         self.margin = config.confirm_margin
-        self.extra_phrases = tuple((a, b) for a, b in config.synonyms.items())
+        self.extra_phrases = rewrites(config.synonyms)
+        lexicon()  # load the word list now, not on the first call
         self.vocab = _Vocabulary()
         self.keywords: list[_Keyword] = []
         for idx, intent in enumerate(config.intents):
@@ -218,7 +229,7 @@ class Router:
 
     def _keyword_scores(self, norm: Normalized, entities: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, float]:
         """Per-intent keyword evidence, per-intent inhibition factor, and the share of content words known."""
-        tokens = [*norm.tokens, *spelled_runs(norm.tokens)]
+        tokens = [*norm.tokens, *norm.spelled]
         positions = [self.vocab.resolve(t) for t in tokens]
         # A word split by the recogniser ("es pediente", "mies pacio"): the pair joined, when it is known.
         halves: set[int] = set()
@@ -234,10 +245,10 @@ class Router:
         known = known_words / len(content) if content else 0.0
         miss = [1.0] * len(self.intents)
         damp = [1.0] * len(self.intents)
-        present: set[str] = set().union(*positions) if positions else set()
-        for first in present:
+        where = _where(positions)
+        for first in where:
             for kw in self.by_first.get(first, ()):
-                if len(kw.keys) > 1 and not _matches(kw.keys, positions):
+                if len(kw.keys) > 1 and not _matches(kw.keys, where):
                     continue
                 if kw.weight > 0:
                     miss[kw.intent] *= 1.0 - kw.weight
@@ -374,16 +385,28 @@ class Router:
         return [h for h in seen if h]
 
 
-def _matches(keys: tuple[tuple[str, bool], ...], positions: list[frozenset[str]]) -> bool:
+def _where(positions: list[frozenset[str]]) -> dict[str, list[int]]:
+    """Key -> the positions (ascending) of the words that reach it."""
+    where: dict[str, list[int]] = {}
+    for i, found in enumerate(positions):
+        for key in found:
+            where.setdefault(key, []).append(i)
+    return where
+
+
+def _matches(keys: tuple[tuple[str, bool], ...], where: dict[str, list[int]]) -> bool:
     """Do the keyword's words occur in order, each within MAX_GAP words of the previous one?"""
-    first = keys[0][0]
-    starts = [i for i, found in enumerate(positions) if first in found]
+    starts = where.get(keys[0][0])
     if not starts or len(keys) == 1:
         return bool(starts)
+    rest = [where.get(key) for key, _ in keys[1:]]
+    if any(r is None for r in rest):
+        return False
     for start in starts:
         at = start
-        for key, _ in keys[1:]:
-            nxt = next((j for j in range(at + 1, min(len(positions), at + 2 + MAX_GAP)) if key in positions[j]), None)
+        for spots in rest:
+            assert spots is not None
+            nxt = next((j for j in spots if at < j <= at + 1 + MAX_GAP), None)
             if nxt is None:
                 break
             at = nxt
@@ -395,14 +418,14 @@ def _matches(keys: tuple[tuple[str, bool], ...], positions: list[frozenset[str]]
 def explain(router: Router, text: str) -> dict[str, Any]:
     """What matched, per intent: keywords (with weights) and the best phrase score. For admins tuning."""
     norm = router._analyze(text)
-    tokens = [*norm.tokens, *spelled_runs(norm.tokens)]
+    tokens = [*norm.tokens, *norm.spelled]
     positions = [router.vocab.resolve(t) for t in tokens]
     out: dict[str, Any] = {"normalized": norm.text, "content": list(norm.content), "intents": {}}
     ph = router._phrase_scores(norm)
     for idx, intent in enumerate(router.intents):
         hits = []
         for kw in router.keywords:
-            if kw.intent == idx and _matches(kw.keys, positions):
+            if kw.intent == idx and _matches(kw.keys, _where(positions)):
                 hits.append({"keys": " ".join(k for k, _ in kw.keys), "weight": kw.weight})
         if hits or ph[idx] > 0:
             out["intents"][intent] = {"keywords": hits, "phrase": round(float(ph[idx]), 3)}

@@ -99,6 +99,11 @@ def test_every_default_intent_has_confirm_question_and_queue(loaded: Loaded) -> 
         ("eh pues mire quería saber el horario de atención", "horario"),
         ("cero", "hablar_agente"),  # "also cero"
         ("la opción cuatro", "cita_previa"),  # a keypad option said aloud
+        ("pagar la ite ve del coche", "tasa_itv"),  # recogniser slip, configured rewrite
+        ("como va mi es pediente", "estado_expediente"),  # a word split in two
+        ("el hrario de atencion", "horario"),  # typo: one edit
+        ("donde queda la oficina de trujillo", "oficinas"),  # "queda" is a word, not a slip for "queja"
+        ("quiero hablar con un o perador", "hablar_agente"),
     ],
 )
 def test_language_variants(router: Router, text: str, intent: str) -> None:
