@@ -90,7 +90,7 @@ def test_agent_desk_end_to_end(live: LiveServer, redis_server: PrivateRedis, tmp
             citizen.goto(f"{live.url}/chat")
             expect(citizen.get_by_test_id("chat-state")).to_have_text("en línea")
             expect(citizen.locator(".msg.assistant").first).to_contain_text("ayudarle")
-            citizen.get_by_test_id("chat-input").fill("Hola, quiero renovar la tarjeta sanitaria de mi madre")
+            citizen.get_by_test_id("chat-input").fill("Quiero hablar con una persona sobre la tarjeta sanitaria de mi madre")
             citizen.get_by_test_id("chat-send").click()
             ack = citizen.locator(".msg.assistant").nth(1)
             expect(ack).to_contain_text("referencia")
@@ -104,7 +104,7 @@ def test_agent_desk_end_to_end(live: LiveServer, redis_server: PrivateRedis, tmp
             expect(item).to_contain_text("tarjeta sanitaria")
             item.click()
             expect(agent.get_by_test_id("ticket-ref")).to_have_text(shown.group(1))
-            expect(agent.get_by_test_id("trace")).to_contain_text("quiero renovar la tarjeta sanitaria")
+            expect(agent.get_by_test_id("trace")).to_contain_text("la tarjeta sanitaria de mi madre")
             agent.get_by_test_id("claim").click()
             expect(agent.get_by_test_id("ticket-status")).to_have_text("asignado")
 

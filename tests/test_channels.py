@@ -59,10 +59,10 @@ def channels(runtime: Runtime, recorder: Recorder, smtp: SmtpSink) -> ChannelsCo
 
 # ---- payloads as the providers send them ---------------------------------------------------------------
 
-BECAS = "Quiero información sobre las becas de comedor"
+CITA = "Quiero pedir cita previa para renovar el DNI"
 
 
-def tg_update(update_id: int, text: str | None = BECAS, **extra: Any) -> dict[str, Any]:
+def tg_update(update_id: int, text: str | None = CITA, **extra: Any) -> dict[str, Any]:
     message: dict[str, Any] = {
         "message_id": 1365 + update_id,
         "from": {"id": 1111111, "is_bot": False, "first_name": "Lucía", "last_name": "Pérez", "username": "luciap",
@@ -215,6 +215,25 @@ async def test_telegram_status_lookup_and_non_text(client: httpx.AsyncClient, ru
     assert r.status_code == 422
 
 
+async def test_self_service_answers_come_from_the_ivr_flows(client: httpx.AsyncClient, runtime: Runtime,
+                                                            channels: ChannelsConfig, recorder: Recorder) -> None:
+    h = {"X-Telegram-Bot-Api-Secret-Token": TG_SECRET}
+    url = "/api/v1/channels/telegram/webhook"
+    r = await client.post(url, json=tg_update(40, "¿Cuánto cuesta la ITV de un turismo?"), headers=h)
+    assert r.json()["action"] == "answered" and r.json()["ref"] is None
+    assert "35 euros" in recorder.requests[-1].body["text"]
+    assert "¿Puedo ayudarle" not in recorder.requests[-1].body["text"]  # the phone's follow-up question is not sent
+    # Not understood: asked again once, as on the phone; the second time a person takes it.
+    r = await client.post(url, json=tg_update(41, "Se me ha caducado"), headers=h)
+    assert r.json()["action"] == "asked" and "no le he entendido" in recorder.requests[-1].body["text"]
+    r = await client.post(url, json=tg_update(42, "Lo de antes, que se me ha caducado"), headers=h)
+    assert r.json()["action"] == "ticket"
+    r = await client.post(url, json=tg_update(43, "Muchas gracias"), headers=h)
+    assert r.json()["action"] in ("answered", "appended")
+    summary = await runtime.desk.reports.summary()
+    assert summary["containment"]["by_channel"]["telegram"] == 0.5  # the ITV answer, not the ticket
+
+
 async def test_telegram_provider_down_keeps_ticket(client: httpx.AsyncClient, runtime: Runtime,
                                                    channels: ChannelsConfig, recorder: Recorder) -> None:
     recorder.fail = True
@@ -303,7 +322,8 @@ async def test_email_threads_by_message_id(client: httpx.AsyncClient, runtime: R
     url = "/api/v1/channels/email/inbound"
     h = {"X-Atiende-Inbound-Token": MAIL_TOKEN, "Content-Type": "message/rfc822"}
     first_id = "<CAF=first.1@correo.example>"
-    text = "Buenos días,\n¿Qué plazo hay para pedir la ayuda al alquiler?\n\n--\nCarmen"
+    text = ("Buenos días. Me falta un documento de mi solicitud de ayuda al alquiler, ¿puede revisarlo una persona?"
+            "\n\n--\nCarmen")
     raw = raw_mail("Ayudas al alquiler", text, first_id)
     r = await client.post(url, content=raw, headers=h)
     assert r.status_code == 200, r.text
@@ -311,7 +331,7 @@ async def test_email_threads_by_message_id(client: httpx.AsyncClient, runtime: R
     assert out["action"] == "ticket" and out["delivered"] is True
     ref = out["ref"]
     ticket = await runtime.desk.tickets.get(ref)
-    assert ticket.subject == "Ayudas al alquiler" and ticket.body.endswith("ayuda al alquiler?")  # no signature
+    assert ticket.subject == "Ayudas al alquiler" and ticket.body.endswith("una persona?")  # no signature
 
     [ack] = smtp.messages
     assert ack["To"].addresses[0].addr_spec == "carmen.ruiz@correo.example"

@@ -103,7 +103,7 @@ async def test_webchat_self_service_and_rate_limit(live: LiveServer, rt: Any) ->
         await recv(ws)
         await ws.send(json.dumps({"type": "message", "text": "¿Cuál es el horario de atención?"}))
         answer = await until_from(ws, "assistant")
-        assert answer["text"].startswith("El horario de atención telefónica es") and answer.get("ref") is None
+        assert "8:30" in answer["text"] and answer.get("ref") is None
         errors = 0
         for i in range(25):  # the default limit is 20 messages a minute per session
             await ws.send(json.dumps({"type": "message", "text": f"horario {i}"}))

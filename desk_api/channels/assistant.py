@@ -1,10 +1,14 @@
 """The assistant every written message goes through, whatever the channel.
 
 One inbound message: identify the citizen; continue the conversation's open ticket if there is
-one; otherwise route the text (the same router as voice) and answer by itself where it can (the
-status of a query by its reference, the hours); what it cannot resolve becomes a ticket in the
-routed queue and the citizen gets the reference. This is the single place that decides, so it
-can hand over to the IVR's chat runner (`ivr/`) when that lands, without touching the channels.
+one; otherwise route the text (the same router as voice) and answer by itself where it can: the
+status of a query by its reference here, everything else with the IVR's own self-service answers
+(the same flows as the phone line, run once on the message without writing anything: ITV fee,
+directory, offices, hours, procedures...). What it cannot resolve becomes a ticket in the routed
+queue and the citizen gets the reference; a message it does not understand gets one "say it
+again" before a person takes it, as on the phone. Each message is handled statelessly (the little
+state there is lives in Redis), so any node can take any webhook. This is the single place that
+decides; the channels only carry text.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ DEFAULT_QUEUE = "N1"
 QUEUE_BY_INTENT = {COMPLAINT_INTENT: "N2"}
 KIND_BY_INTENT = {COMPLAINT_INTENT: "complaint"}
 STATE_TTL_S = 900
+NEEDS_PERSON = {COMPLAINT_INTENT, "hablar_agente"}
+_COURTESY = re.compile(r"^\W*(muchas\s+)?(gracias|vale|ok|de acuerdo|perfecto|adi[oó]s|hasta luego|buenas noches)\W*$", re.I)
 
 # Used only while the router is not available (a bare install, or the router failed to load).
 _FALLBACK_INTENTS: list[tuple[re.Pattern[str], str]] = [
@@ -149,10 +155,19 @@ class Assistant:
                 await self._link(open_ref, msg)
             return Reply(text=None, action="appended", ref=open_ref, intent=intent)
 
-        answer = await self._self_service(intent)
+        if intent is None and _COURTESY.match(msg.text):
+            return Reply(text="De nada. Escríbanos cuando necesite algo más.", action="answered")
+
+        answer = await self._self_service(msg.text, intent)
         if answer is not None:
+            await rt.store.redis.delete(state_key)
             await deskport.record_contact(rt, c.channel, contained=True)
             return Reply(text=answer, action="answered", intent=intent)
+
+        if intent is None and state.get("step") != "unclear":  # as on the phone: ask again once, then a person
+            await rt.store.redis.set(state_key, json.dumps({"step": "unclear"}), ex=STATE_TTL_S)
+            return Reply(text=UNCLEAR, action="asked")
+        await rt.store.redis.delete(state_key)
 
         return await self._new_ticket(msg, intent, queue, citizen_id, trace_id)
 
@@ -186,17 +201,18 @@ class Assistant:
         return Reply(text="Dígame la referencia de su consulta: son seis letras y números, por ejemplo K7M-4PX.",
                      action="asked", intent=STATUS_INTENT)
 
-    async def _self_service(self, intent: str | None) -> str | None:
-        if intent == "horario":
-            calendars = getattr(self.rt, "calendars", None)
-            if calendars is None:
-                return None
-            try:
-                cal = await calendars.get()
-                return f"El horario de atención telefónica es {cal.describe_hours()}."
-            except Exception:  # another area's service: fall back to a person rather than fail the message
-                log.exception("calendar unavailable for the hours answer")
-        return None
+    async def _self_service(self, text: str, intent: str | None) -> str | None:
+        """The IVR's answer when its flows resolve this message by themselves (outcome self_service), else None."""
+        if intent in NEEDS_PERSON:
+            return None
+        try:
+            session, out = await self.rt.ivr.simulate([("say", text)], channel="chat", dry_run=True)
+        except Exception:  # another area's engine: a failure there hands the message to a person
+            log.exception("IVR self-service failed; the message goes to a person")
+            return None
+        if session.outcome != "self_service":
+            return None
+        return answer_of(out) or None
 
     async def _new_ticket(self, msg: Inbound, intent: str | None, queue: str | None, citizen_id: str, trace_id: str) -> Reply:
         c = msg.contact
@@ -221,6 +237,24 @@ class Assistant:
         await deskport.add_message(self.rt, ticket.ref, channel=c.channel, direction="out", actor="assistant", text=text)
         await deskport.record_contact(self.rt, c.channel, contained=False)
         return Reply(text=text, action="ticket", ref=ticket.ref, intent=intent)
+
+
+UNCLEAR = ("Perdone, no le he entendido. Dígame en pocas palabras qué necesita; por ejemplo, pagar la ITV o la "
+           "dirección de una oficina. Si prefiere que le atienda una persona, escriba «quiero hablar con una persona».")
+
+
+def answer_of(out: list[Any]) -> str:
+    """The IVR's messages that answer the citizen: after its opening question, up to its next question."""
+    parts: list[str] = []
+    asked = False
+    for m in out:
+        if m.kind == "question":
+            if asked:
+                break
+            asked = True
+        elif asked:
+            parts.append(m.text)
+    return "\n".join(parts)
 
 
 async def handle(runtime: Runtime, msg: Inbound, ref_hint: str | None = None) -> Reply:

@@ -20,7 +20,7 @@ const ACTOR = { citizen: "ciudadano", assistant: "asistente", ivr: "IVR", system
 const STATUS = { open: "pendiente", assigned: "asignado", escalated: "escalado", resolved: "resuelto", closed: "cerrado" };
 const KIND = { query: "consulta", complaint: "queja", suggestion: "sugerencia", voicemail: "mensaje de voz", callback: "devolver llamada" };
 
-const state = { user: null, agentId: null, tab: null, current: null, fresh: new Set(), lastEvent: null };
+const state = { user: null, agentId: null, tab: null, current: null, fresh: new Set(), lastEvent: null, renderSeq: 0 };
 
 function agentIdOf(user) { return user.agent_id || (user.user && user.user.agent_id) || user.username || null; }
 function levelOf(user) { return user.level || (user.user && user.user.level) || (Atiende.has(user, "agent_n2") ? 2 : 1); }
@@ -146,18 +146,24 @@ function renderInteraction(it) {
 }
 
 async function openTicket(ref, quiet) {
+  const same = state.current === ref;
   state.current = ref;
+  const seq = ++state.renderSeq;  // live updates re-render the open ticket: only the newest render wins
   for (const li of document.querySelectorAll("#tickets li")) li.classList.toggle("sel", li.dataset.ref === ref);
   const view = document.getElementById("ticket");
   let data;
-  try { data = await api("GET", EP.ticket(ref)); } catch (e) { view.replaceChildren(el("p", { class: "error" }, describeError(e))); return; }
+  try { data = await api("GET", EP.ticket(ref)); } catch (e) { if (seq === state.renderSeq) view.replaceChildren(el("p", { class: "error" }, describeError(e))); return; }
   const t = data.ticket || data;
   let items = data.interactions;
   if (!Array.isArray(items)) {
     try { const r = await api("GET", EP.interactions(ref)); items = Array.isArray(r) ? r : r.interactions || []; } catch (e) { items = []; }
   }
+  if (seq !== state.renderSeq) return;
+  // What the agent is typing and the last action's result survive a live re-render of the same ticket.
+  const kept = same ? { reply: (view.querySelector("#reply-text") || {}).value || "", note: (view.querySelector("#escalate-note") || {}).value || "",
+    flash: view.querySelector("[data-testid=action-result]") } : null;
   const citizen = data.citizen;
-  const msg = el("div", { class: "status-line", "data-testid": "action-result", role: "status" });
+  const msg = kept && kept.flash ? kept.flash : el("div", { class: "status-line", "data-testid": "action-result", role: "status" });
   const active = ["open", "assigned", "escalated"].includes(t.status);
   const mineNow = Boolean(t.assignee) && t.assignee === state.agentId;
   const supervisor = Atiende.has(state.user, "supervisor");
@@ -173,13 +179,15 @@ async function openTicket(ref, quiet) {
       const failed = r && r.delivery && r.delivery.error;
       msg.className = failed ? "status-line error" : "status-line ok";
       msg.textContent = failed ? `Guardado, pero no entregado: ${r.delivery.error}` : ok;
+      const typed = document.querySelector(what === "reply" ? "#reply-text" : what === "escalate" ? "#escalate-note" : null);
+      if (typed) typed.value = "";
       await openTicket(t.ref, true); refreshSoon();
-      document.querySelector("#ticket [data-testid=action-result]").textContent = msg.textContent;
     } catch (e) { msg.className = "status-line error"; msg.textContent = describeError(e); }
   }
 
   const reply = el("textarea", { id: "reply-text", "data-testid": "reply-text", placeholder: `Respuesta al ciudadano por ${CHANNEL[t.channel] || t.channel}` });
   const note = el("textarea", { id: "escalate-note", "data-testid": "escalate-note", placeholder: "Nota para el especialista (N2)" });
+  if (kept) { reply.value = kept.reply; note.value = kept.note; }
   const actions = el("div", { class: "actions" },
     canClaim ? el("button", { "data-testid": "claim", onclick: () => act("claim", {}, "Ticket asignado a usted.") }, "Atender este ticket") : null,
     active && !canWork && !canClaim ? el("p", { class: "small muted" }, t.assignee ? `Lo atiende ${t.assignee}.` : `Espera en la cola ${t.queue}.`) : null,
