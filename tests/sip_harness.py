@@ -937,6 +937,67 @@ class Kamailio:
             self.proc = None
 
 
+class AtiendeService:
+    """The whole service (`atiende run`) inside the namespace: SIP on 127.0.0.1:`sip_port`, HTTP on 127.0.0.1:8080
+    inside, reachable outside at `http_url` (forwarded). Without `redis_url` it starts its private redis-server
+    (inside too); pass the test session's Redis after `ns.forward_in(port)` to share it with the test."""
+
+    def __init__(self, ns: NetNs, workdir: Path, *, sip_port: int = 5060, http_port: int = 8080,
+                 rtp_ports: tuple[int, int] = (20000, 20999), clock: str | None = None, redis_url: str | None = None,
+                 config_dir: Path | None = None, env: dict[str, str] | None = None) -> None:
+        self.ns, self.workdir, self.sip_port, self.http_port = ns, workdir, sip_port, http_port
+        self.rtp_ports, self.clock, self.redis_url, self.config_dir = rtp_ports, clock, redis_url, config_dir
+        self.extra_env = env or {}
+        self.proc: Proc | None = None
+        self.http_url = ""
+
+    async def start(self, within: float = 30.0) -> AtiendeService:
+        import sys
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "atiende.cli", "run", "--sip", f"127.0.0.1:{self.sip_port}",
+                "--http", f"127.0.0.1:{self.http_port}", "--rtp-ports", f"{self.rtp_ports[0]}-{self.rtp_ports[1]}"]
+        if self.clock:
+            argv += ["--clock", self.clock]
+        if self.config_dir:
+            argv += ["--config", str(self.config_dir)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ATIENDE_")}
+        env |= {"ATIENDE_SERVICE__DATA_DIR": str(self.workdir / "var"), "PYTHONPATH": str(REPO)} | self.extra_env
+        if self.redis_url:
+            env["ATIENDE_REDIS_URL"] = self.redis_url
+        self.proc = self.ns.spawn(argv, name="atiende", log=self.workdir / "atiende.log", env=env, cwd=REPO)
+        self.http_url = f"http://127.0.0.1:{self.ns.forward_out(self.http_port)}"
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if not self.proc.alive():
+                raise HarnessError(f"atiende run exited with {self.proc.popen.returncode}\n{self.proc.tail(40)}")
+            if await asyncio.to_thread(self._healthy):
+                return self
+            await asyncio.sleep(0.1)
+        raise HarnessError(f"atiende run: no /healthz within {within}s\n{self.proc.tail(40)}")
+
+    def _healthy(self) -> bool:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"{self.http_url}/healthz", timeout=1.0) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def tail(self) -> str:
+        return self.proc.tail(40) if self.proc else ""
+
+    async def stop(self) -> int | None:
+        """SIGTERM (the service's graceful shutdown), SIGKILL after 15 s; the exit code."""
+        if self.proc is None:
+            return None
+        code = await asyncio.to_thread(self.proc.stop, 15.0)
+        with contextlib.suppress(ValueError):
+            self.ns.procs.remove(self.proc)
+        return code
+
+
 def sip_options(ns: NetNs, port: int, host: str = "127.0.0.1", timeout: float = 1.0) -> str | None:
     """Send one OPTIONS over UDP inside the namespace; the response text, or None on timeout."""
     s = ns.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -1323,6 +1384,23 @@ if pytest is not None:
         finally:
             for lp in started:
                 await lp.stop()
+
+    @pytest.fixture
+    async def atiende_service(netns: NetNs, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+        """Factory: `svc = await atiende_service(clock="2026-12-04T19:00:00+01:00")` -> `atiende run` in the
+        namespace (SIP 127.0.0.1:5060 inside, HTTP at `svc.http_url` outside); stopped afterwards."""
+        started: list[AtiendeService] = []
+
+        async def make(**kw: Any) -> AtiendeService:
+            svc = AtiendeService(netns, tmp_path / f"atiende{len(started)}", **kw)
+            started.append(svc)
+            return await svc.start()
+
+        try:
+            yield make
+        finally:
+            for svc in started:
+                await svc.stop()
 
     @pytest.fixture
     async def kamailio(netns: NetNs, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:

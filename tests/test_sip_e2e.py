@@ -193,3 +193,22 @@ async def test_harness_baresip_to_baresip(baresips: Any, test_audio: CallAudio, 
     assert noise.score < 0.4, f"correlation must tell different audio apart: {noise}"
     with pytest.raises(HarnessError):
         await caller.wait_event("NO_SUCH_EVENT", within=0.1)
+
+
+async def test_whole_service_in_namespace_answers_sip_and_http(atiende_service: Any, baresips: Any,
+                                                               test_audio: CallAudio) -> None:
+    """`atiende run` inside the namespace: HTTP reachable from outside, SIP from inside; a real call is answered."""
+    import httpx
+
+    svc = await atiende_service(clock="2026-11-23T10:00:00+01:00")
+    async with httpx.AsyncClient(base_url=svc.http_url, timeout=5) as http:
+        assert (await http.get("/healthz")).status_code == 200
+    if await options_ping(svc.ns, svc.sip_port, within=2.0) is None:
+        pytest.skip(f"`atiende run` does not start the SIP endpoint yet (atiende.service.COMPONENT_MODULES)\n{svc.tail()}")
+    caller = await baresips(wav=test_audio.caller_padded, user="vecino")
+    await caller.dial(ATIENDE)
+    await caller.wait_event("CALL_ESTABLISHED", within=10)
+    await asyncio.sleep(1.0)
+    await caller.hangup()
+    await closed(caller)
+    assert await svc.stop() == 0, svc.tail()
