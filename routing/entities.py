@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
-from typing import Generic, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar, cast
 
 from rapidfuzz import fuzz, process
 
@@ -227,41 +227,32 @@ class WordIndex:
         return words
 
 
-def _hashable(rows: Iterable[Office] | Iterable[Unit]) -> tuple[str, ...]:
-    return tuple(r.model_dump_json() for r in rows)
-
-
 def extract_town(text: str, offices: Sequence[Office]) -> Office | None:
     """The office whose town the utterance names ("la oficina de caseres" -> Cáceres), or None."""
-    return _town_index_for(offices).find(analyze(text))
+    return _index_for("town", offices, TownIndex).find(analyze(text))
 
 
 def extract_unit(text: str, units: Sequence[Unit]) -> Unit | None:
     """The directory unit the utterance names, by name or alias, or None."""
-    return _unit_index_for(units).find(analyze(text))
+    return _index_for("unit", units, UnitIndex).find(analyze(text))
 
 
-_INDEX_CACHE: dict[tuple[str, tuple[str, ...]], TownIndex | UnitIndex] = {}
+# Indexes for the module-level helpers, by the identity of the list they were built from (the
+# knowledge lists in settings live as long as their config version); rows are compared too.
+_INDEX_CACHE: dict[tuple[str, int], tuple[list[Any], Any]] = {}
+IndexT = TypeVar("IndexT")
 
 
-def _town_index_for(offices: Sequence[Office]) -> TownIndex:
-    key = ("town", _hashable(offices))
-    idx = _INDEX_CACHE.get(key)
-    if not isinstance(idx, TownIndex):
-        if len(_INDEX_CACHE) > 16:
-            _INDEX_CACHE.clear()
-        idx = _INDEX_CACHE[key] = TownIndex(offices)
-    return idx
-
-
-def _unit_index_for(units: Sequence[Unit]) -> UnitIndex:
-    key = ("unit", _hashable(units))
-    idx = _INDEX_CACHE.get(key)
-    if not isinstance(idx, UnitIndex):
-        if len(_INDEX_CACHE) > 16:
-            _INDEX_CACHE.clear()
-        idx = _INDEX_CACHE[key] = UnitIndex(units)
-    return idx
+def _index_for(kind: str, rows: Sequence[Any], build: Callable[[Sequence[Any]], IndexT]) -> IndexT:
+    key = (kind, id(rows))
+    hit = _INDEX_CACHE.get(key)
+    if hit is not None and len(hit[0]) == len(rows) and all(a is b for a, b in zip(hit[0], rows, strict=True)):
+        return cast(IndexT, hit[1])
+    if len(_INDEX_CACHE) > 16:
+        _INDEX_CACHE.clear()
+    index = build(rows)
+    _INDEX_CACHE[key] = (list(rows), index)
+    return index
 
 
 # ---- references ------------------------------------------------------------------------------

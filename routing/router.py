@@ -34,6 +34,7 @@ from routing.normalize import (
     Normalized,
     analyze,
     canonical,
+    fold,
     lexicon,
     phonetic,
     rewrites,
@@ -48,6 +49,8 @@ MAX_ALTERNATIVES = 3
 MIN_ALTERNATIVE = 0.15
 # Articles and prepositions: optional inside a keyword ("tasa de la itv" is the keyword "tasa itv").
 GLUE = frozenset("de la el los las lo un una unos unas del al a en y o e u mi mis su sus tu tus con por para".split())
+_PLAIN = frozenset("que como cuando donde cual cuales quien cuanto cuanta cuantos cuantas".split())
+_DIGIT_WORDS = dict(zip("0123456789", "cero uno dos tres cuatro cinco seis siete ocho nueve".split(), strict=True))
 # Words that name an option of a keypad menu when said ("la opción dos", "tecla cero").
 _MENU_WORDS = frozenset("opcion tecla numero marco pulso elijo escojo selecciono boton".split())
 
@@ -370,11 +373,25 @@ class Router:
         return ""
 
     def hints(self) -> list[str]:
-        """Words and phrases worth biasing a recogniser towards (keywords, towns, unit aliases)."""
+        """Words and phrases to bias a recogniser towards, most useful first (a grammar may keep only the head).
+
+        Strong keywords first, spelled as in the phrases and names (with accents) where they appear
+        there; then towns, unit aliases, yes/no and digits.
+        """
+        spelling: dict[str, str] = {}
+        texts = [p for i in self.config.intents for p in (*i.phrases, i.confirm, i.description)]
+        texts += [o.town for o in self.towns.offices] + [n for u in self.units.units for n in (u.name, *u.aliases)]
+        for text in texts:
+            for word in text.lower().split():
+                word = word.strip("¿?¡!.,;:()\"'")
+                # Accents where a text has them; question words stay plain (keywords use them as relatives).
+                if word and word != fold(word) and fold(word) not in _PLAIN:
+                    spelling[fold(word)] = word
         seen: dict[str, None] = {}
-        for intent in self.config.intents:
-            for kw in intent.keywords:
-                seen.setdefault(kw.replace("*", "").strip().lower(), None)
+        ranked = sorted((w, kw) for i in self.config.intents for kw, w in i.keywords.items() if w > 0)
+        for _w, kw in reversed(ranked):
+            words = [_DIGIT_WORDS.get(x, x) for x in fold(kw.replace("*", " ")).split()]
+            seen.setdefault(" ".join(spelling.get(x, x) for x in words), None)
         for office in self.towns.offices:
             seen.setdefault(office.town.lower(), None)
         for unit in self.units.units:
