@@ -74,6 +74,13 @@ def test_held_out_sets(router: Router) -> None:
     assert wrongly_routed <= 1, misses
 
 
+def test_regression_set(router: Router) -> None:
+    # Probes written while tuning (typos, recogniser slips, small talk): they keep config edits honest.
+    accuracy, wrongly_routed, misses = _score(router, DATA / "routing_regression.tsv")
+    assert accuracy >= 0.95, misses
+    assert wrongly_routed <= 2, misses
+
+
 def test_every_default_intent_has_confirm_question_and_queue(loaded: Loaded) -> None:
     cfg = loaded.settings.routing
     ids = {i.id for i in cfg.intents}
