@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from atiende.clock import Clock
+from atiende.errors import InvalidInput
 from atiende.store import Store
 
 
@@ -38,6 +39,15 @@ class AuditLog:
     async def entries(self, count: int = 100, before: str | None = None, actor: str | None = None,
                    target: str | None = None) -> list[dict[str, Any]]:
         """Newest first; `before` is a stream id for paging."""
+        if before is not None:
+            try:
+                ms, seq = (int(x) for x in before.split("-"))
+            except ValueError:
+                raise InvalidInput("before: a stream id like 1700000000000-0", {"before": before}) from None
+            if not (0 <= ms < 2**64 and 0 <= seq < 2**64):
+                raise InvalidInput("before: a stream id like 1700000000000-0", {"before": before})
+            if ms == 0 and seq == 0:
+                return []
         end = f"({before}" if before else "+"
         out: list[dict[str, Any]] = []
         cursor = end
