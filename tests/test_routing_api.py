@@ -79,6 +79,13 @@ async def test_admin_edit_versions_rollback(client: httpx.AsyncClient, runtime: 
     assert version == 2 and len(cfg.intents) == 12
 
 
+async def test_admin_explain(client: httpx.AsyncClient) -> None:
+    r = await client.post("/api/v1/admin/routing/explain", json={"text": "Eh, kiero pagar la ITV"})
+    body = r.json()
+    assert body["intent"] == "tasa_itv" and body["explain"]["normalized"] == "quiero pagar la itv"
+    assert any(k["weight"] > 0.9 for k in body["explain"]["intents"]["tasa_itv"]["keywords"])
+
+
 async def test_admin_put_whole_config(client: httpx.AsyncClient) -> None:
     doc = (await client.get("/api/v1/admin/routing")).json()["config"]
     doc["threshold"] = 1.0

@@ -125,6 +125,16 @@ async def put_intent(request: Request, intent_id: str, body: dict[str, Any] = Bo
     return EditResult(version=await svc.put(doc, _actor(x_actor), note=f"intent {intent_id}"))
 
 
+@admin.post("/explain")
+async def explain_route(request: Request, body: RouteRequest) -> dict[str, Any]:
+    """Why an utterance routes where it does: normalised text, matched keywords and phrase scores per intent."""
+    from routing.router import explain
+
+    router_ = await runtime_of(request).router.get()
+    result = router_.route(body.text, body.channel)
+    return {**result.public(), "needs_confirmation": result.needs_confirmation, "explain": explain(router_, body.text)}
+
+
 @admin.get("/versions", response_model=list[VersionInfo])
 async def versions(request: Request) -> list[VersionInfo]:
     return await runtime_of(request).router.versions()
