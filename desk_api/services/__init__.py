@@ -75,10 +75,14 @@ class Desk:
         cal: Any = None
         calendars = getattr(self.rt, "calendars", None)  # routing's CalendarService, when that package provides it
         if calendars is not None:
+            name = q.calendar if q else None
             try:
-                cal = await calendars.get(q.calendar if q else None)
-            except Exception as exc:  # a broken calendar must not stop ticket creation
-                log.warning("calendar unavailable for due dates: %s", exc)
+                cal = await calendars.get(name)
+            except Exception as exc:  # the admin's version is unreachable: the files' version, then weekdays
+                try:
+                    cal = calendars.get_offline(name)
+                except Exception:
+                    log.warning("calendar unavailable for due dates: %s", exc)
         if cal is None:
             days = cfg.complaint_due_business_days if kind in ("complaint", "suggestion") else \
                 max(1, cfg.ticket_due_business_hours // 8)
