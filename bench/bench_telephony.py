@@ -279,6 +279,7 @@ async def run_once(ns: NetNs, work: Path, server: str, calls: int, neighbour: bo
     tag = f"{server}-{calls}-{'n' if neighbour else 'a'}"
     run_dir = work / tag
     run_dir.mkdir(parents=True, exist_ok=True)
+    ns.reset_ports()  # the previous run's clients are gone
     stats_path = run_dir / "server-stats.json"
     if server == "atiende":
         argv = [sys.executable, str(SELF), "serve-atiende", "--port", str(SERVER_PORT),

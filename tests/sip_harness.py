@@ -59,6 +59,7 @@ KAMAILIO_CFG = REPO / "deploy" / "kamailio" / "kamailio.cfg"
 RATE = 8000
 FRAME_BYTES = 320  # 20 ms of 16-bit mono at 8 kHz
 
+PORT_BASE, PORT_LIMIT = 10000, 19999  # what NetNs.ports() hands out
 _CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -230,7 +231,7 @@ class NetNs:
         self._forwards: list[_Forward] = []
         self._fd: int | None = None
         self._outside_fd: int | None = None
-        self._next_port = 30000
+        self._next_port = PORT_BASE
 
     # lifecycle
     def open(self) -> NetNs:
@@ -274,12 +275,17 @@ class NetNs:
         return self._fd
 
     def ports(self, count: int = 1, align: int = 10) -> int:
-        """A block of `count` ports nobody else in this namespace got (>= 30000, below Atiende's defaults' reach)."""
+        """A block of `count` ports nobody else in this namespace got: 10000-19999, clear of Atiende's default RTP
+        range (20000-20999) and of the kernel's ephemeral ports (32768+), which any socket may grab."""
         base = self._next_port
         self._next_port += max(count, align) + (-max(count, align)) % align
-        if self._next_port > 60000:
-            raise HarnessError("out of ports in the namespace")
+        if self._next_port > PORT_LIMIT:
+            raise HarnessError("out of ports in the namespace (call reset_ports() once earlier clients are gone)")
         return base
+
+    def reset_ports(self) -> None:
+        """Hand out ports from the start again (every client that used them must be stopped)."""
+        self._next_port = PORT_BASE
 
     # processes
     def cmd(self, argv: Sequence[str]) -> list[str]:
