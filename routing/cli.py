@@ -35,7 +35,7 @@ def _lines(path: str) -> Iterator[str]:
         data = sys.stdin.buffer.read()
     else:
         data = Path(path).read_bytes()
-    for line in data.decode("utf-8", errors="replace").splitlines():
+    for line in data.decode("utf-8-sig", errors="replace").splitlines():
         text = line.split("\t", 1)[0]
         if text.strip():
             yield text

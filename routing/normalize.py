@@ -30,8 +30,8 @@ from rapidfuzz.distance import OSA
 from routing.numbers import digits_in
 
 # Longer input is cut: nobody asks for a service in more than this, and it bounds the work.
-MAX_CHARS = 1000
-MAX_TOKENS = 80
+MAX_CHARS = 2000
+MAX_TOKENS = 200
 
 _NON_WORD = re.compile(r"[^a-z0-9ñ]+")
 
