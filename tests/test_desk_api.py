@@ -89,6 +89,8 @@ async def test_ticket_lifecycle_over_http(client: httpx.AsyncClient, runtime: Ru
     assert [i["kind"] for i in detail["interactions"]][:2] == ["call", "status_change"]
     s = (await client.get(f"/api/v1/status/{ref[:3]}-{ref[3:]}")).json()
     assert s["status"] == "closed" and "cerrada" in s["text"] and "Pepa" not in s["text"]
+    trace = (await client.get("/api/v1/traces/tr-9", headers=ana)).json()
+    assert [t["ref"] for t in trace["tickets"]] == [ref] and trace["entries"][0]["kind"] == "ticket"
     r = await client.get("/api/v1/status/ZZZZZZ")
     assert r.status_code == 404 and "No encontramos" in r.json()["message"]
 

@@ -370,6 +370,21 @@ async def get_ticket(ref: Ref, request: Request, who: Principal = Depends(requir
     return TicketDetail(ticket=t, citizen=citizen, interactions=await desk.tickets.interactions(t.ref))
 
 
+class TraceOut(BaseModel):
+    trace_id: str
+    entries: list[dict[str, Any]]
+    tickets: list[Ticket]
+
+
+@router.get("/traces/{trace_id}", response_model=TraceOut, tags=["tickets"])
+async def get_trace(trace_id: str, request: Request, who: Principal = Depends(require(*AGENTS))) -> TraceOut:
+    """One contact's whole path: every entry recorded under its trace id, and the tickets among them."""
+    desk = desk_of(request)
+    entries = await desk.tickets.trace(trace_id[:128])
+    refs = [str(e["id"]) for e in entries if e.get("kind") == "ticket" and isinstance(e.get("id"), str)]
+    return TraceOut(trace_id=trace_id[:128], entries=entries, tickets=await desk.tickets.get_many(refs))
+
+
 @router.get("/tickets/{ref}/interactions", response_model=list[Interaction], tags=["tickets"])
 async def get_interactions(ref: Ref, request: Request, who: Principal = Depends(require(*AGENTS))) -> list[Interaction]:
     return await desk_of(request).tickets.interactions(ref)

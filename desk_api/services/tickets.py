@@ -250,6 +250,20 @@ class TicketService:
             raise NotFound(f"no ticket with reference {ref!r}", {"ref": ref})
         return [Interaction.model_validate_json(x) for x in raws]
 
+    async def trace(self, trace_id: str, limit: int = 500) -> list[dict[str, Any]]:
+        """What happened under one trace id (call, voicemail, callback, tickets...): [{kind, id, at}], oldest first.
+        Other packages append their own entries to `Keys.trace(trace_id)`."""
+        raws = await self.store.redis.lrange(self.store.keys.trace(trace_id), 0, limit - 1)
+        out: list[dict[str, Any]] = []
+        for raw in raws:
+            try:
+                item = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(item, dict):
+                out.append(item)
+        return out
+
     async def overdue(self, limit: int = 100) -> list[str]:
         now = self.clock.now().timestamp()
         return [str(r) for r in await self.store.redis.zrangebyscore(self.store.keys.tickets_open, "-inf", now, 0, limit)]
