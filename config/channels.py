@@ -60,6 +60,9 @@ class ChannelsConfig(Strict):
     telegram: TelegramConfig = Field(default_factory=TelegramConfig)
     whatsapp: WhatsappConfig = Field(default_factory=WhatsappConfig)
     email: EmailConfig = Field(default_factory=EmailConfig)
+    # Messages per sender (chat id, phone, address) and window on every channel; past it a message is dropped unanswered.
+    message_rate_limit: int = Field(30, ge=1)
+    message_rate_window_s: int = Field(60, ge=1)
     # Status lookups by chat ("¿cómo va mi consulta?") per citizen and window.
     status_rate_limit: int = Field(10, ge=1)
     status_rate_window_s: int = Field(60, ge=1)

@@ -48,6 +48,34 @@ async def _users(redis_url: str, prefix: str, data: Path) -> None:
         await rt.store.close()
 
 
+async def _voicemail(redis_url: str, prefix: str, data_dir: Path) -> str:
+    """A voicemail ticket as the IVR leaves it, with a one-second recording where the audio route serves it."""
+    import math
+    import struct
+    import wave
+
+    from desk_api.services.models import Interaction
+
+    call_id = f"vm-{uuid.uuid4().hex[:8]}"
+    folder = data_dir / "voicemail"
+    folder.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(folder / f"{call_id}.wav"), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(i / 8000 * 2 * math.pi * 440))) for i in range(8000)))
+    rt = make_runtime(redis_url, prefix, data_dir)
+    try:
+        first = Interaction(kind="voicemail", channel="phone", actor="ivr", direction="in",
+                            text="Hola, llamo por la beca de comedor, llámenme por favor.",
+                            data={"call_id": call_id, "duration_s": 1.0})
+        t = await rt.desk.tickets.create(channel="phone", queue="N1", subject="Mensaje en el buzón de voz", kind="voicemail",
+                                         body=first.text, actor="ivr", first=first)
+        return t.ref
+    finally:
+        await rt.store.close()
+
+
 async def _seed(redis_url: str, prefix: str, data: Path) -> None:
     """Some contacts for the reports: two tickets and three contacts the assistant resolved."""
     rt = make_runtime(redis_url, prefix, data)
@@ -77,6 +105,7 @@ def test_agent_desk_end_to_end(live: LiveServer, redis_server: PrivateRedis, tmp
         pytest.skip("Debian's chromium is not installed")
     from playwright.sync_api import expect, sync_playwright
 
+    vm_ref = asyncio.run(_voicemail(redis_server.url, live.prefix, live.runtime.data_dir))  # type: ignore[attr-defined]
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         try:
@@ -116,6 +145,7 @@ def test_agent_desk_end_to_end(live: LiveServer, redis_server: PrivateRedis, tmp
 
             agent.get_by_test_id("escalate-note").fill("Caso de dependencia: necesita especialista de la consejería.")
             agent.get_by_test_id("escalate").click()
+            expect(agent.get_by_test_id("action-result")).to_have_text("Escalado a N2.")
             expect(agent.get_by_test_id("ticket-status")).to_have_text("escalado")
             expect(agent.get_by_test_id("trace")).to_contain_text("Escalado de N1 a N2")
             agent.screenshot(path=str(SHOTS / "atiende-desk.png"), full_page=True)
@@ -133,6 +163,16 @@ def test_agent_desk_end_to_end(live: LiveServer, redis_server: PrivateRedis, tmp
             expect(n2.get_by_test_id(f"ticket-{ref}")).to_have_count(0)
             # The N1 page saw the ticket leave its queue live as well.
             expect(agent.get_by_test_id(f"ticket-{ref}")).to_have_count(0)
+
+            # A voicemail left on the phone line: the agent plays it from the ticket's trace.
+            agent.get_by_test_id("tab-queue:N1").click()
+            agent.get_by_test_id(f"ticket-{vm_ref}").click()
+            expect(agent.get_by_test_id("trace")).to_contain_text("beca de comedor")
+            audio = agent.get_by_test_id("voicemail-audio")
+            duration = audio.evaluate("a => new Promise(r => { a.onloadedmetadata = () => r(a.duration); a.onerror = () => r(-1); "
+                                      "a.preload = 'metadata'; a.load(); })")
+            assert 0.9 < duration < 1.1, duration
+            agent.screenshot(path=str(SHOTS / "atiende-desk-voicemail.png"))
 
             citizen.get_by_test_id("chat-input").fill(f"¿Cómo va mi consulta {shown.group(1)}?")
             citizen.get_by_test_id("chat-send").click()

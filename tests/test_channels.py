@@ -144,7 +144,7 @@ async def test_telegram_rejects_missing_or_wrong_secret(client: httpx.AsyncClien
     assert r.status_code == 403 and r.json()["error_id"] == "forbidden"
     channels.telegram.webhook_secret = ""
     r = await client.post(url, json=tg_update(1), headers={"X-Telegram-Bot-Api-Secret-Token": ""})
-    assert r.status_code == 503 and r.json()["error_id"] == "channel-not-configured"
+    assert r.status_code == 403 and r.json()["error_id"] == "channel-not-configured"
     assert recorder.requests == []
 
 
@@ -213,6 +213,18 @@ async def test_telegram_status_lookup_and_non_text(client: httpx.AsyncClient, ru
     assert r.json()["action"] == "ignored" and len(recorder.requests) == n
     r = await client.post(url, content=b"{not json", headers=h)
     assert r.status_code == 422
+    r = await client.post(url, content=b"[" + b"1," * 600_000 + b"1]", headers=h)
+    assert r.status_code == 413 and r.json()["error_id"] == "payload-too-large"
+
+
+async def test_message_flood_is_dropped(client: httpx.AsyncClient, runtime: Runtime, channels: ChannelsConfig,
+                                        recorder: Recorder) -> None:
+    channels.message_rate_limit = 3
+    h = {"X-Telegram-Bot-Api-Secret-Token": TG_SECRET}
+    actions = [(await client.post("/api/v1/channels/telegram/webhook", json=tg_update(100 + i, f"Quiero cita previa {i}"),
+                                  headers=h)).json()["action"] for i in range(5)]
+    assert actions == ["ticket", "appended", "appended", "ignored", "ignored"]
+    assert len(recorder.requests) == 1
 
 
 async def test_self_service_answers_come_from_the_ivr_flows(client: httpx.AsyncClient, runtime: Runtime,

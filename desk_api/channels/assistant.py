@@ -115,6 +115,12 @@ class Assistant:
 
     async def handle(self, msg: Inbound, ref_hint: str | None = None) -> Reply:
         c = msg.contact
+        try:
+            await deskport.rate_hit(self.rt, f"msg:{c.channel}:{c.address}", self.cfg.message_rate_limit,
+                                    self.cfg.message_rate_window_s)
+        except RateLimited:
+            log.warning("message flood dropped", extra={"fields": {"channel": c.channel}})
+            return Reply(text=None, action="ignored")
         key = self.rt.store.keys.lock(f"chat:{c.channel}:{c.address}")
         lock = self.rt.store.redis.lock(key, timeout=10, blocking_timeout=5)
         try:

@@ -7,9 +7,10 @@ import json
 import re
 from typing import Any, Literal
 
+from fastapi import Request
 from pydantic import BaseModel, Field
 
-from atiende.errors import AtiendeError, Forbidden, NotFound, Unauthorized, Unavailable
+from atiende.errors import AtiendeError, Forbidden, InvalidInput, NotFound, Unauthorized
 from atiende.runtime import Runtime
 from config.channels import ChannelsConfig
 
@@ -62,9 +63,9 @@ def channels_config(runtime: Runtime) -> ChannelsConfig:
 
 def check_secret(given: str | None, expected: str, channel: str, header: str) -> None:
     """Constant-time comparison of a shared secret; an unset secret refuses everything."""
-    if not expected:
-        raise Unavailable(f"{channel} is not configured: set its secret first", {"channel": channel},
-                          error_id="channel-not-configured")
+    if not expected:  # nothing can authenticate: refused like a wrong secret (4xx, not a server fault)
+        raise Forbidden(f"{channel} is not configured: set its secret first", {"channel": channel},
+                        error_id="channel-not-configured")
     if not given:
         raise Unauthorized(f"missing {header}", {"header": header})
     if not hmac.compare_digest(given.encode(), expected.encode()):
@@ -81,9 +82,30 @@ async def first_time(runtime: Runtime, channel: str, message_id: str, ttl_s: int
     return bool(await runtime.store.redis.set(runtime.store.keys.channel_seen(channel, message_id), "1", nx=True, ex=ttl_s))
 
 
-def parse_json(raw: bytes) -> Any:
-    from atiende.errors import InvalidInput
+MAX_WEBHOOK_BYTES = 1_000_000  # Telegram updates and WhatsApp notifications are a few kB
 
+
+async def read_body(request: Request, limit: int = MAX_WEBHOOK_BYTES) -> bytes:
+    """The request body, refused past `limit` bytes without reading it all into memory."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge("the body is too large", {"max_bytes": limit})
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge("the body is too large", {"max_bytes": limit})
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class PayloadTooLarge(AtiendeError):
+    status_code = 413
+    error_id = "payload-too-large"
+
+
+def parse_json(raw: bytes) -> Any:
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -33,6 +33,7 @@ from desk_api.channels.base import (
     channels_config,
     check_secret,
     first_time,
+    read_body,
     require_enabled,
 )
 from desk_api.deps import runtime_of
@@ -160,9 +161,7 @@ async def email_inbound(request: Request, x_atiende_inbound_token: str | None = 
     cfg = channels_config(rt).email
     require_enabled(cfg.enabled, "email")
     check_secret(x_atiende_inbound_token, cfg.inbound_token, "email", "X-Atiende-Inbound-Token")
-    raw = await request.body()
-    if len(raw) > cfg.max_bytes:
-        raise InvalidInput("the message is too large", {"max_bytes": cfg.max_bytes})
+    raw = await read_body(request, cfg.max_bytes)
     msg, inbound, hint = parse_inbound(raw)
     if not await first_time(rt, "email", inbound.message_id or ""):
         return {"ok": True, "action": "duplicate", "message_id": inbound.message_id}

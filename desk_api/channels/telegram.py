@@ -25,6 +25,7 @@ from desk_api.channels.base import (
     clean_text,
     first_time,
     parse_json,
+    read_body,
     require_enabled,
 )
 from desk_api.deps import runtime_of
@@ -84,7 +85,7 @@ async def telegram_webhook(
     cfg = channels_config(rt)
     require_enabled(cfg.telegram.enabled, "telegram")
     check_secret(x_telegram_bot_api_secret_token, cfg.telegram.webhook_secret, "telegram", "X-Telegram-Bot-Api-Secret-Token")
-    update = parse_json(await request.body())
+    update = parse_json(await read_body(request))
     parsed = parse_update(update)
     if parsed is None:
         return {"ok": True, "action": "ignored"}

@@ -18,7 +18,7 @@ import httpx
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import PlainTextResponse
 
-from atiende.errors import AtiendeError, Forbidden, Unauthorized, Unavailable
+from atiende.errors import AtiendeError, Forbidden, Unauthorized
 from atiende.runtime import Runtime
 from desk_api.channels import assistant
 from desk_api.channels.base import (
@@ -30,6 +30,7 @@ from desk_api.channels.base import (
     clean_text,
     first_time,
     parse_json,
+    read_body,
     require_enabled,
 )
 from desk_api.deps import runtime_of
@@ -47,8 +48,8 @@ def signature(app_secret: str, body: bytes) -> str:
 
 def verify_signature(app_secret: str, body: bytes, header: str | None) -> None:
     if not app_secret:
-        raise Unavailable("whatsapp is not configured: set app_secret first", {"channel": "whatsapp"},
-                          error_id="channel-not-configured")
+        raise Forbidden("whatsapp is not configured: set app_secret first", {"channel": "whatsapp"},
+                        error_id="channel-not-configured")
     if not header:
         raise Unauthorized("missing X-Hub-Signature-256", {"header": "X-Hub-Signature-256"})
     if not hmac.compare_digest(header.strip().lower().encode(), signature(app_secret, body).encode()):
@@ -134,7 +135,7 @@ async def whatsapp_webhook(request: Request, x_hub_signature_256: str | None = H
     rt = runtime_of(request)
     cfg = channels_config(rt).whatsapp
     require_enabled(cfg.enabled, "whatsapp")
-    body = await request.body()
+    body = await read_body(request)
     verify_signature(cfg.app_secret, body, x_hub_signature_256)
     results: list[dict[str, Any]] = []
     for contact, text, wamid in parse_notification(parse_json(body)):

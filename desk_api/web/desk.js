@@ -176,9 +176,12 @@ async function openTicket(ref, quiet) {
     msg.className = "status-line"; msg.textContent = "…";
     try {
       const r = await api("POST", EP.action(t.ref, what), body);
-      const failed = r && r.delivery && r.delivery.error;
+      const d = r && r.delivery;
+      const failed = d && d.error;
       msg.className = failed ? "status-line error" : "status-line ok";
-      msg.textContent = failed ? `Guardado, pero no entregado: ${r.delivery.error}` : ok;
+      msg.textContent = failed ? `Guardada en el ticket, pero no entregada: ${d.error}`
+        : d && !d.sent ? `Guardada en el ticket. El canal ${CHANNEL[d.channel] || d.channel} no admite respuestas escritas: llame al ciudadano.`
+        : ok;
       const typed = document.querySelector(what === "reply" ? "#reply-text" : what === "escalate" ? "#escalate-note" : null);
       if (typed) typed.value = "";
       await openTicket(t.ref, true); refreshSoon();
@@ -197,7 +200,7 @@ async function openTicket(ref, quiet) {
       el("button", { class: "secondary", "data-testid": "escalate", onclick: () => note.value.trim() ? act("escalate", { note: note.value.trim() }, "Escalado a N2.") : (msg.textContent = "Escriba una nota para el especialista.") }, "Escalar a N2")) : null,
     canWork ? el("div", { class: "row" }, el("button", { class: "danger", "data-testid": "close", onclick: () => act("close", { note: "" }, "Ticket cerrado.") }, "Cerrar ticket")) : null,
   );
-  view.replaceChildren(
+  view.replaceChildren(...[
     el("div", { class: "row", style: "justify-content: space-between" },
       el("h2", { style: "margin:0", "data-testid": "ticket-ref" }, showRef(t.ref)),
       el("span", { class: `badge ${t.status}`, "data-testid": "ticket-status" }, STATUS[t.status] || t.status)),
@@ -209,7 +212,7 @@ async function openTicket(ref, quiet) {
       (citizen.identities || []).map((i) => el("span", { class: "badge" }, `${i.kind}: ${i.value}`))) : null,
     el("h3", {}, "Historia"),
     el("ul", { class: "trace", "data-testid": "trace" }, items.map(renderInteraction)),
-    actions, msg);
+    actions, msg].filter(Boolean));
   if (!quiet) view.scrollIntoView({ block: "nearest" });
 }
 
