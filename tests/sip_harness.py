@@ -1098,6 +1098,48 @@ class RtpCapture:
     def streams(self) -> list[RtpStream]:
         return parse_rtp_pcap(self.path)
 
+    def sip(self) -> list[SipPacket]:
+        """SIP messages in the capture (start it with snaplen=65535 to keep whole messages)."""
+        return sip_trace(self.path)
+
+
+@dataclass
+class SipPacket:
+    time: float
+    src: tuple[str, int]
+    dst: tuple[str, int]
+    first_line: str  # "INVITE sip:900@... SIP/2.0" or "SIP/2.0 200 OK"
+    call_id: str
+    cseq: str
+    route: str
+    record_route: str
+
+    @property
+    def method(self) -> str | None:
+        return None if self.first_line.startswith("SIP/2.0") else self.first_line.split(" ", 1)[0]
+
+    @property
+    def status(self) -> int | None:
+        return int(self.first_line.split()[1]) if self.first_line.startswith("SIP/2.0") else None
+
+
+def sip_trace(path: Path) -> list[SipPacket]:
+    """SIP over UDP in a pcap, decoded by tshark (its SIP heuristics find any port)."""
+    fields = ["frame.time_epoch", "ip.src", "udp.srcport", "ip.dst", "udp.dstport", "sip.Request-Line",
+              "sip.Status-Line", "sip.Call-ID", "sip.CSeq", "sip.Route", "sip.Record-Route"]
+    argv = ["tshark", "-r", str(path), "-Y", "sip", "-T", "fields", "-E", "separator=\t", "-E", "occurrence=a",
+            "-E", "aggregator=,"]
+    for f in fields:
+        argv += ["-e", f]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        raise HarnessError(f"tshark failed: {r.stderr.strip()[-300:]}")
+    out: list[SipPacket] = []
+    for line in r.stdout.splitlines():
+        c = (line.split("\t") + [""] * len(fields))[: len(fields)]
+        out.append(SipPacket(float(c[0]), (c[1], int(c[2])), (c[3], int(c[4])), c[5] or c[6], c[7], c[8], c[9], c[10]))
+    return out
+
 
 def parse_rtp_pcap(path: Path) -> list[RtpStream]:
     """RTP (v2, PT < 128 after marker) over IPv4/UDP from a classic pcap of `lo` (Ethernet or raw/cooked)."""

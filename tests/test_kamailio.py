@@ -7,12 +7,13 @@ Needs root (for `ip netns`) and the Debian packages kamailio, baresip, sox, espe
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from tests.sip_harness import Answerer, CallAudio, correlate, read_wav
+from tests.sip_harness import Answerer, CallAudio, NetNs, RtpCapture, correlate, read_wav
 
 pytest_plugins = ["tests.sip_harness"]
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
@@ -38,8 +39,9 @@ def registration(password: str) -> dict[str, Any]:
 
 
 async def test_registers_with_digest_and_receives_calls_through_kamailio(
-    kamailio: Any, sip_endpoint: Any, baresips: Any, test_audio: CallAudio
+    kamailio: Any, sip_endpoint: Any, baresips: Any, test_audio: CallAudio, in_netns: NetNs, tmp_path: Path
 ) -> None:
+    capture = await RtpCapture(in_netns, tmp_path / "sip.pcap", snaplen=65535, ports=(5060, 5070)).start()
     k = await kamailio(USERS)
     prompt = test_audio.prompt_frames()
     answerer = Answerer(prompt, max_s=20)
@@ -66,6 +68,22 @@ async def test_registers_with_digest_and_receives_calls_through_kamailio(
     await caller.stop()
     down = correlate(read_wav(test_audio.prompt), read_wav(caller.recordings()[0]))
     assert down.score > 0.9 and down.snr_db > 20, f"caller heard the prompt: {down}"
+
+    # now Atiende hangs up: its BYE must follow the Record-Route set (to Kamailio), not go straight to the caller
+    answerer.hangup_after_s = 1.5
+    second = await baresips(wav=test_audio.caller_padded, user="caller", auth=("caller", USERS["caller"]),
+                            outbound=PROXY)
+    await second.dial(AOR)
+    await second.wait_event("CALL_ESTABLISHED", within=8)
+    ev = await second.wait_event("CALL_CLOSED", within=8)
+    assert "Connection reset by user" not in ev.get("param", ""), ev
+    await capture.stop()
+    byes = [m for m in capture.sip() if m.method == "BYE" and m.src[1] == 5070]
+    assert byes, "Atiende sent no BYE"
+    assert all(m.dst == ("127.0.0.1", 5060) for m in byes), [(m.dst, m.first_line) for m in byes]
+    assert all("127.0.0.1" in m.route for m in byes), [m.route for m in byes]
+    incoming = [m for m in capture.sip() if m.method == "BYE" and m.dst[1] == 5070]
+    assert incoming and all(m.src[1] == 5060 for m in incoming), "the caller's BYE reached Atiende via Kamailio"
 
     # stopping the endpoint un-REGISTERs: the line is then unknown to the proxy
     await asyncio.wait_for(ep.stop(), 10)
