@@ -44,6 +44,11 @@ class SipConfig(Strict):
     contact_user: str = Field("atiende", description="user part of our Contact URI")
     retry_after_s: int = Field(5, ge=1, le=3600, description="Retry-After of the 503 sent at max_calls")
     register_retry_s: float = Field(30.0, gt=0, description="wait before retrying a failed REGISTER")
+    gil_switch_interval_ms: float | None = Field(
+        0.5, gt=0, le=5,
+        description="sys.setswitchinterval for the process when the endpoint starts (CPython: 5 ms). Every RTP send "
+                    "releases the GIL; with a CPU-bound Python thread around, each one can wait a whole interval "
+                    "(bench/bench_rtp_pacing.py). None leaves it alone.")
     registrations: list[Registration] = Field(default_factory=list)
     trunk: Trunk = Field(default_factory=Trunk)
 

@@ -33,6 +33,7 @@ import logging
 import random
 import re
 import socket
+import sys
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -130,6 +131,8 @@ class SipEndpoint(asyncio.DatagramProtocol):
         return f"SIP/2.0/UDP {self._hostport()}"
 
     async def start(self) -> None:
+        if self.cfg.gil_switch_interval_ms:
+            sys.setswitchinterval(self.cfg.gil_switch_interval_ms / 1000)
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in self.cfg.host else socket.AF_INET
         transport, _ = await loop.create_datagram_endpoint(lambda: self, local_addr=(self.cfg.host, self.cfg.port),

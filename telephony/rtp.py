@@ -4,10 +4,13 @@ One `RtpSession` per call owns one UDP socket from the configured port range and
 sender task. A re-INVITE or UPDATE calls `update()` on the same session, so a session refresh
 can never start a second sender (pyVoIP starts one more thread per re-INVITE).
 
-Pacing: packet n leaves at `t0 + n * 20 ms` on the loop's monotonic clock, so the rate never
-drifts the way relative `sleep(0.02)` loops do. If the loop stalls for a whole packet time or
-more (GC pause, CPU starvation), the schedule is re-anchored at "now" and the RTP timestamp
-jumps by the missed time: the stream shows a gap, never a burst of catch-up packets.
+Pacing: packets leave on an absolute 20 ms grid of the loop's monotonic clock (`k * 20 ms`), so
+the rate never drifts the way relative `sleep(0.02)` loops do, and every call of the process
+shares the grid: one loop wake-up sends a packet for each call, which matters with the GIL
+(a CPU-bound thread makes each wake-up wait for the interpreter; one wake-up per call per
+20 ms collapses under that, measured in bench/bench_rtp_pacing.py). If the loop stalls for a
+packet time or more (GC pause, CPU starvation), the sender re-anchors on the next grid point
+and the RTP timestamp jumps by the missed time: the stream shows a gap, never a burst.
 Priorities on each tick: DTMF events first, then queued audio, then silence, so a DTMF digit or
 a hangup (which cancels the task) never waits behind queued prompt audio.
 """
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import struct
 from collections import deque
@@ -32,6 +36,21 @@ TS_STEP = g711.SAMPLES
 DTMF_EVENTS = "0123456789*#ABCD"
 DTMF_TONE_TICKS = 5  # 100 ms of tone, then three end packets
 DTMF_END_PACKETS = 3
+
+
+async def _sleep_until(loop: asyncio.AbstractEventLoop, when: float) -> None:
+    """Sleep to an exact loop time: timers with equal `when` all fire in the same loop iteration."""
+    fut = loop.create_future()
+    handle = loop.call_at(when, _wake, fut)
+    try:
+        await fut
+    finally:
+        handle.cancel()
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 class RtpError(ValueError):
@@ -330,24 +349,23 @@ class RtpSession(asyncio.DatagramProtocol):
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        n = 0
+        k = math.floor(loop.time() / PTIME) + 1  # deadlines on one 20 ms grid shared by every call in the process:
+        k0 = k  # one loop wake-up (one GIL acquisition) sends for all calls, instead of one per call
         try:
             while not self._closed:
-                deadline = t0 + n * PTIME
+                deadline = k * PTIME
+                if deadline > loop.time():
+                    await _sleep_until(loop, deadline)
                 now = loop.time()
-                if deadline > now:
-                    await asyncio.sleep(deadline - now)
-                    now = loop.time()
                 late = now - deadline
-                if late >= PTIME:  # stalled: re-anchor instead of bursting the missed packets
-                    skipped = int(late // PTIME)
-                    n += skipped
-                    t0 = now - n * PTIME
+                if late >= PTIME:  # stalled: skip to the next grid point rather than burst the missed packets
+                    skipped = int(late // PTIME) + 1
+                    k += skipped
                     self.stats.stalls += 1
                     self.stats.skipped_ticks += skipped
-                self._tick(n, now)
-                n += 1
+                    continue
+                self._tick(k - k0, now)
+                k += 1
         except asyncio.CancelledError:
             pass
         except Exception:

@@ -119,7 +119,9 @@ async def test_dtmf_overtakes_queued_audio_and_audio_timestamps_continue() -> No
     assert [p.payload[1] & 0x80 for p in events] == [0] * 5 + [0x80] * 3
     assert [struct.unpack("!H", p.payload[2:4])[0] for p in events] == [160, 320, 480, 640, 800, 800, 800, 800]
     audio = pk[8]
-    assert audio.pt == 0 and (audio.timestamp - events[0].timestamp) & 0xFFFFFFFF == 8 * 160
+    step = (audio.timestamp - events[0].timestamp) & 0xFFFFFFFF
+    assert audio.pt == 0 and step % 160 == 0 and step >= 8 * 160
+    assert step == 8 * 160 or s.stats.stalls  # a loaded machine may skip ticks; the timeline still adds up
     assert s.stats.dtmf_sent == 1
     peer.close()
 
