@@ -59,6 +59,11 @@ class RoutingConfig(Strict):
     entity_weights: dict[Literal["town", "unit", "procedure", "reference"], dict[str, float]] = Field(
         default_factory=dict, description="an entity found in the utterance counts as a keyword of these intents"
     )
+    unrelated: dict[str, float] = Field(
+        default_factory=dict,
+        description="words of unrelated requests ('peluquería', 'cine') -> weight in (0, 1): every intent's score "
+        "is multiplied by (1 - weight) when the word is said",
+    )
     synonyms: dict[str, str] = Field(
         default_factory=dict,
         description="extra words or phrases rewritten before matching, e.g. 'tarjeta sanitaria: tarjeta salud'",
@@ -76,6 +81,9 @@ class RoutingConfig(Strict):
                     raise ValueError(f"entity_weights.{entity}: unknown intent {intent!r}")
                 if not -1 < weight < 1 or weight == 0:
                     raise ValueError(f"entity_weights.{entity}.{intent}: weight must be in (0, 1), or (-1, 0) to inhibit")
+        bad = [w for w, v in self.unrelated.items() if not 0 < v < 1]
+        if bad:
+            raise ValueError(f"unrelated: weights must be in (0, 1): {', '.join(bad)}")
         for menu, keys in self.dtmf_menus.items():
             for key, intent in keys.items():
                 if not _DTMF_KEY.match(key):

@@ -98,7 +98,11 @@ _STEMMER = snowballstemmer.stemmer("spanish")
 STEM_EXCEPTIONS: dict[str, str] = {
     "sabado": "sabado", "sabados": "sabado", "numerosa": "numeros", "numerosas": "numeros", "mesa": "mesa",
     "mesas": "mesa", "contestador": "contestador", "partido": "partido", "partidos": "partido",
-    "cita": "cit", "citas": "cit", "citar": "citar", "pizza": "pizza", "pizzas": "pizza",
+    "cita": "cit", "citas": "cit", "citar": "citar", "pizza": "pizza", "pizzas": "pizza", "cine": "cine", "cines": "cine",
+    "comida": "comida", "comidas": "comida", "comer": "comer", "paro": "paro", "parado": "parado", "parada": "parada",
+    "varias": "varios", "varios": "varios", "variar": "varios", "operacion": "operacion", "operar": "operacion",
+    "opera": "operacion", "operativo": "operativo", "trata": "trata", "tratar": "trata", "tratado": "trata",
+    "plaza": "plaza", "plazas": "plaza", "creo": "creer", "creer": "creer",
 }
 
 

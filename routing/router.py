@@ -163,6 +163,11 @@ class Router:
                 keys = self._keyword_keys(text)
                 if keys:
                     self.keywords.append(_Keyword(idx, min(max(weight, -0.99), 0.99), keys))
+        # Words of unrelated requests inhibit every intent.
+        for text, weight in config.unrelated.items():
+            keys = self._keyword_keys(text)
+            if keys:
+                self.keywords.extend(_Keyword(idx, -min(weight, 0.99), keys) for idx in range(len(self.intents)))
         # Only keywords whose first word is in an utterance are checked further.
         self.by_first: dict[str, list[_Keyword]] = {}
         for kw in self.keywords:
