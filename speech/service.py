@@ -23,7 +23,8 @@ from config.speech import SpeechConfig
 from speech import models
 from speech.audio import FRAME_MS, RATE, Framer, to_float
 from speech.cache import PromptCache
-from speech.endpoint import BargeIn, Endpointer
+from speech.endpoint import BargeIn as BargeInDetector
+from speech.endpoint import Endpointer
 from speech.stt import Alternative, SttEngine, SttResult, SttStream
 from speech.tts import TtsEngine, frames_8k
 
@@ -104,7 +105,6 @@ def tts_id(cfg: SpeechConfig, engine: TtsEngine) -> str:
 
 
 class Speech:
-    BargeIn = BargeIn
 
     def __init__(self, cfg: SpeechConfig, data_dir: Path, *, default_hints: list[str] | None = None,
                  stt: SttEngine | None = None, tts: TtsEngine | None = None) -> None:
@@ -136,6 +136,10 @@ class Speech:
                 self.cfg = new
                 self._stt = self._tts = None
                 self._cache = None
+
+    def BargeIn(self) -> BargeInDetector:  # called like the contract's nested class: speech.BargeIn()
+        """A detector for one prompt: `feed(frame)` is True once the caller talks over it."""
+        return BargeInDetector(min_speech_ms=self.cfg.barge_in_ms)
 
     # ---- engines (loaded once, lazily, under a lock so two first calls don't load twice) ----
 
@@ -223,7 +227,9 @@ class Speech:
                     if event in ("end", "no_input", "max_length"):
                         break
         except TimeoutError:
-            pass
+            pass  # the wall-clock bound: frames stopped coming
+        except Exception as exc:  # the audio source failed (hangup mid-read...): decide on what was heard
+            log.warning("audio stream ended with an error: %s", exc)
         if event not in ("end", "no_input", "max_length"):
             event = ep.finish()
         if event == "no_input":

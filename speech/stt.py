@@ -200,7 +200,13 @@ class WhisperEngine:
     def _hotwords(self, hints: list[str] | None, grammar: list[str] | None) -> str | None:
         """Grammar phrases first, then hints, within a character budget (Whisper's prompt is 224 tokens,
         and every token of it costs decoding time)."""
-        words = [*(grammar or []), *(hints or [])]
+        hint_list = [h for h in dict.fromkeys(h.strip() for h in hints or []) if h]
+        total = sum(len(h) + 2 for h in hint_list)
+        if total > self.max_hint_chars:
+            # Too many: an even sample, since hint lists come grouped (by intent) and every group matters.
+            step = total / self.max_hint_chars
+            hint_list = hint_list[:: max(1, round(step))]
+        words = [*(grammar or []), *hint_list]
         out, size = [], 0
         for w in dict.fromkeys(w.strip() for w in words if w and w.strip() and w != "[unk]"):
             if size + len(w) + 2 > self.max_hint_chars:

@@ -261,6 +261,9 @@ def test_runtime_exposes_speech(loaded: object) -> None:
     rt = Runtime(loaded)  # type: ignore[arg-type]
     assert isinstance(rt.speech, Speech)
     assert rt.speech.cfg.end_silence_ms == 600
+    detector = rt.speech.BargeIn()
+    assert isinstance(detector, BargeIn) and detector.need == rt.speech.cfg.barge_in_ms // 20
+    assert not detector.feed(SILENCE)
     rt.speech.close()
 
 
