@@ -8,6 +8,7 @@ Needs root (for `ip netns`) and the Debian packages baresip, linphone-cli, sox, 
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from tests.sip_harness import (
     Baresip,
     CallAudio,
     HarnessError,
+    NetNs,
+    RtpCapture,
     correlate,
     correlate_chunks,
     options_ping,
@@ -121,6 +124,41 @@ async def test_linphonec_call_with_dtmf_over_sip_info(sip_endpoint: Any, linphon
     down = correlate_chunks(read_wav(test_audio.prompt), read_wav(phone.record_path))
     assert down.median_score > MIN_SCORE and down.median_snr_db > MIN_SNR_DB, f"linphonec heard the prompt: {down}"
     assert down.lag_spread_s < 0.1, down
+
+
+async def test_linphonec_hold_and_resume_keeps_one_sender(sip_endpoint: Any, linphones: Any, test_audio: CallAudio,
+                                                           in_netns: NetNs, tmp_path: Path) -> None:
+    """Session refresh/hold re-INVITEs from a real phone: pyVoIP started one more RTP sender per re-INVITE."""
+    answerer = Answerer(test_audio.prompt_frames() * 3, max_s=30)
+    await sip_endpoint(answerer)
+    capture = await RtpCapture(in_netns, tmp_path / "hold.pcap", snaplen=65535).start()
+    phone = await linphones(wav=test_audio.caller_padded, codecs=["PCMA"])
+    await phone.call(ATIENDE)
+    await phone.wait_output(r"Call \d+ with .* connected", within=8)
+    await asyncio.sleep(1.5)
+    paused_at = time.time()
+    phone.send("pause")  # re-INVITE a=sendonly: we answer recvonly and must stop sending
+    await phone.wait_output(r"is now paused", within=5)
+    await asyncio.sleep(1.5)
+    resumed_at = time.time()
+    phone.send("resume")  # re-INVITE a=sendrecv: the same sender goes on
+    await asyncio.sleep(2.5)
+    await phone.terminate()
+    (res,) = await answerer.wait(1, within=10)
+    await capture.stop()
+    assert res.error is None, res.error
+
+    reinvites = [m for m in capture.sip() if m.method == "INVITE" and "atiende@" in m.first_line]
+    assert len(reinvites) >= 2, [m.first_line for m in capture.sip()]
+    ok = [m for m in capture.sip() if m.status == 200 and "INVITE" in m.cseq]
+    assert len(ok) >= 1 + len(reinvites)
+    ours = [st for st in capture.streams() if 20000 <= st.src[1] <= 20999 and st.packets > 20]
+    assert len(ours) == 1, [(st.src, st.ssrc, st.packets) for st in ours]
+    t = np.array(ours[0].times)
+    during_hold = int(((t > paused_at + 0.3) & (t < resumed_at)).sum())
+    after = float(((t > resumed_at + 0.5) & (t < resumed_at + 2.0)).sum()) / 1.5
+    assert during_hold == 0, f"{during_hold} packets sent to a phone that put us on hold (sendonly)"
+    assert 40 <= after <= 55, f"{after:.1f} packets/s after resume: one sender makes 50"
 
 
 async def test_cancel_before_answer_never_connects(sip_endpoint: Any, baresips: Any, test_audio: CallAudio) -> None:
