@@ -43,7 +43,7 @@ async def test_admin_edit_versions_rollback(client: httpx.AsyncClient, runtime: 
     assert r.status_code == 200
     doc = r.json()
     assert doc["version"] == 0 and len(doc["config"]["intents"]) == 12
-    pizza = {"text": "quiero pedir una pizza"}
+    pizza = {"text": "quiero pedir un bocadillo"}
     assert (await client.post("/api/v1/route", json=pizza)).json()["intent"] is None
 
     # Invalid changes: 422 with reasons, nothing stored.
@@ -59,11 +59,11 @@ async def test_admin_edit_versions_rollback(client: httpx.AsyncClient, runtime: 
 
     # A new intent goes live at once.
     r = await client.put("/api/v1/admin/routing/intents/comida", headers={"X-Actor": "ana"},
-                         json={"description": "comida", "keywords": {"pizza": 0.9}, "queue": "N1"})
+                         json={"description": "comida", "keywords": {"bocadillo": 0.9}, "queue": "N1"})
     assert r.status_code == 200, r.text
     assert r.json()["version"] == 1
     assert (await client.post("/api/v1/route", json=pizza)).json()["intent"] == "comida"
-    assert (await client.get("/api/v1/admin/routing/intents/comida")).json()["keywords"] == {"pizza": 0.9}
+    assert (await client.get("/api/v1/admin/routing/intents/comida")).json()["keywords"] == {"bocadillo": 0.9}
 
     versions = (await client.get("/api/v1/admin/routing/versions")).json()
     assert [v["version"] for v in versions] == [0, 1]
