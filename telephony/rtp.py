@@ -277,17 +277,20 @@ class RtpSession(asyncio.DatagramProtocol):
                 p.remote = (addr[0], addr[1])
         self.stats.received += 1
         if pkt.pt == p.dtmf_pt:
-            digit = self.dtmf_rx.feed(pkt)
+            digit = self.dtmf_rx.feed(pkt)  # at once, not after reordering: a digit should stop a prompt now
             if digit and self.on_dtmf:
                 self.on_dtmf(digit)
-            return
-        transit = loop_time * 8000 - pkt.timestamp
-        if self._transit is not None:
-            d = abs(transit - self._transit)
-            if d < 8000 * 10:  # ignore timestamp jumps (sender stalls, resets)
-                self.stats.jitter_ms += (d / 8 - self.stats.jitter_ms) / 16
-        self._transit = transit
+        else:
+            transit = loop_time * 8000 - pkt.timestamp
+            if self._transit is not None:
+                d = abs(transit - self._transit)
+                if d < 8000 * 10:  # ignore timestamp jumps (sender stalls, resets)
+                    self.stats.jitter_ms += (d / 8 - self.stats.jitter_ms) / 16
+            self._transit = transit
+        # events share the audio's sequence space: they go through the buffer too, or they would count as lost
         for item in self.jitter.push(pkt):
+            if item is not None and item.pt != p.pt:
+                continue
             frame = g711.SILENCE_PCM if item is None else g711.fit_frame(g711.decode(p.codec, item.payload))
             if self.frames_in.full():
                 self.frames_in.get_nowait()  # nobody is listening: keep the newest second

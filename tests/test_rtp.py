@@ -136,11 +136,14 @@ async def test_receive_path_decodes_reorders_latches_and_reports_dtmf() -> None:
     order = [0, 2, 1, 3, 3, 4]
     for i in order:
         peer.send_packet(8, g711.encode("PCMA", frames[i]), ("127.0.0.1", port), seq=100 + i, ts=160 * i)
-    peer.send_dtmf("9", ("127.0.0.1", port))
+    peer.seq = 105
+    peer.send_dtmf("9", ("127.0.0.1", port))  # 7 event packets in the same sequence space (105-111)
+    peer.send_packet(8, g711.encode("PCMA", frames[4]), ("127.0.0.1", port), seq=112, ts=160 * 10)
     await asyncio.sleep(0.1)
     got = [s.frames_in.get_nowait() for _ in range(s.frames_in.qsize())]
-    assert len(got) == 5 and snr_db(b"".join(frames[:5]), b"".join(x for x in got if x)) > 30
+    assert len(got) == 6 and snr_db(b"".join(frames[:5]), b"".join(x for x in got[:5] if x)) > 30
     assert digits == ["9"]
+    assert s.jitter.lost == 0 and s.jitter.concealed == 0  # the event packets are not losses
     assert s.params.remote == ("127.0.0.1", peer.transport.get_extra_info("sockname")[1])  # type: ignore[union-attr]
     assert s.jitter.duplicates == 1
     await s.close()
