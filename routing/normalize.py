@@ -110,7 +110,12 @@ STEM_EXCEPTIONS: dict[str, str] = {
 def stem(word: str) -> str:
     if word.isdigit():
         return word
-    return STEM_EXCEPTIONS.get(word) or str(_STEMMER.stemWord(word))
+    if word in STEM_EXCEPTIONS:
+        return STEM_EXCEPTIONS[word]
+    # Snowball drops attached pronouns (llamarme -> llam) but not "os" (llamaros, atenderos).
+    if len(word) > 6 and word.endswith(("aros", "eros", "iros")):
+        word = word[:-2]
+    return str(_STEMMER.stemWord(word))
 
 
 def strip_accents(text: str) -> str:
