@@ -56,4 +56,8 @@ class SipConfig(Strict):
     def _ports(self) -> SipConfig:
         if self.rtp_port_max <= self.rtp_port_min:
             raise ValueError("rtp_port_max must be above rtp_port_min")
+        if self.host in ("0.0.0.0", "::") and not self.public_host:
+            raise ValueError("listening on all addresses needs public_host: the address to put in Contact and SDP")
+        if len(set(self.codecs)) != len(self.codecs):
+            raise ValueError("codecs must not repeat")
         return self

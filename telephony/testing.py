@@ -92,7 +92,11 @@ class SipPeer(asyncio.DatagramProtocol):
         return out
 
     def via(self, branch: str | None = None, rport: bool = True) -> str:
-        return f"SIP/2.0/UDP {self.host}:{self.port};branch={branch or new_branch()}{';rport' if rport else ''}"
+        return f"SIP/2.0/UDP {self.hostref}:{self.port};branch={branch or new_branch()}{';rport' if rport else ''}"
+
+    @property
+    def hostref(self) -> str:
+        return f"[{self.host}]" if ":" in self.host else self.host
 
     def make(self, method: str, ruri: str, *, call_id: str | None = None, from_tag: str | None = None,
              to_tag: str | None = None, cseq: int = 1, branch: str | None = None, body: bytes | str = b"",
@@ -104,11 +108,11 @@ class SipPeer(asyncio.DatagramProtocol):
             f"{method} {ruri} SIP/2.0",
             f"Via: {self.via(branch)}",
             "Max-Forwards: 70",
-            f"From: <sip:{user}@{self.host}>;tag={from_tag or new_token()}",
+            f"From: <sip:{user}@{self.hostref}>;tag={from_tag or new_token()}",
             f"To: <{ruri}>" + (f";tag={to_tag}" if to_tag else ""),
             f"Call-ID: {call_id or new_token(16)}",
             f"CSeq: {cseq} {method}",
-            f"Contact: <sip:{user}@{self.host}:{self.port}>",
+            f"Contact: <sip:{user}@{self.hostref}:{self.port}>",
         ]
         if extra:
             lines += [x for x in extra.strip("\r\n").replace("\r\n", "\n").split("\n") if x]

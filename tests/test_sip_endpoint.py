@@ -548,3 +548,31 @@ async def test_bridge_relays_audio_between_two_calls(rig_factory: Any) -> None:
     rig.in_dialog("BYE", inv_a, ok_a, cseq=2)
     await asyncio.wait_for(bridged.wait(), 2)
     rtp_a.close()
+
+
+async def test_ipv6_call(rig_factory: Any) -> None:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    ep = SipEndpoint(SipConfig(host="::1", port=0, rtp_port_min=42000, rtp_port_max=42999), answer_and_wait)
+    await ep.start()
+    sip, rtp = await SipPeer.open("::1"), await RtpPeer.open("::1")
+    try:
+        ruri = f"sip:900@[::1]:{ep.port}"
+        text = sip.make("INVITE", ruri, body=offer_sdp(rtp.port, host="::1"))
+        sip.send(text, ("::1", ep.port))
+        ok = await sip.response(200, within_s=3)
+        assert b"c=IN IP6 ::1" in ok.body and ok.headers.get("contact") == f"<sip:atiende@[::1]:{ep.port}>"
+        inv = parse(text.encode())
+        assert isinstance(inv, Request)
+        sip.send(sip.make("ACK", ruri, call_id=inv.call_id, from_tag=inv.from_.tag, to_tag=ok.to.tag), ("::1", ep.port))
+        await asyncio.sleep(0.3)
+        assert rtp.packets and {r.pkt.pt for r in rtp.packets} == {8}
+    finally:
+        await ep.stop(grace_s=0.3)
+        sip.close()
+        rtp.close()
