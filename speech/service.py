@@ -202,32 +202,38 @@ class Speech:
         pending: list[bytes] = []
         framer = Framer()
         event: str | None = None
-        deadline = (ep.no_input_ms + ep.max_ms) / 1000 + 2.0
+        # Wall-clock bounds on *waiting for audio* (not on our own processing, which may lag under load):
+        # a gap of no_input_ms without any frame, or more waiting in total than the call could need.
+        gap_s = ep.no_input_ms / 1000
+        wait_budget = (ep.no_input_ms + ep.max_ms) / 1000 + 2.0
+        waited = 0.0
 
         async def push(batch: list[bytes]) -> None:
             partial = await loop.run_in_executor(self._stt_pool, stream.accept, b"".join(batch))
             if partial and on_partial is not None:
                 on_partial(partial)
 
+        it = aiter(frames)
         try:
-            async with asyncio.timeout(deadline):
-                async for chunk in frames:
-                    for frame in framer.push(chunk):
-                        event = ep.feed(frame)
-                        if feed_stream and ep.in_speech:
-                            if event == "speech":
-                                pending.append(ep.utterance())  # the pre-roll and first voiced frames
-                            else:
-                                pending.append(frame)
-                            if len(pending) >= 5:  # 100 ms per trip to the pool
-                                await push(pending)
-                                pending = []
-                        if event in ("end", "no_input", "max_length"):
-                            break
+            while event not in ("end", "no_input", "max_length"):
+                t = loop.time()
+                try:
+                    chunk = await asyncio.wait_for(anext(it), min(gap_s, max(wait_budget - waited, 0.01)))
+                except StopAsyncIteration:
+                    break
+                waited += loop.time() - t
+                for frame in framer.push(chunk):
+                    event = ep.feed(frame)
+                    if feed_stream and ep.in_speech:
+                        # On the start event, the pre-roll and first voiced frames go in one piece.
+                        pending.append(ep.utterance() if event == "speech" else frame)
+                        if len(pending) >= 5:  # 100 ms per trip to the pool
+                            await push(pending)
+                            pending = []
                     if event in ("end", "no_input", "max_length"):
                         break
         except TimeoutError:
-            pass  # the wall-clock bound: frames stopped coming
+            pass  # frames stopped coming
         except Exception as exc:  # the audio source failed (hangup mid-read...): decide on what was heard
             log.warning("audio stream ended with an error: %s", exc)
         if event not in ("end", "no_input", "max_length"):
