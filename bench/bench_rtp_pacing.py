@@ -210,13 +210,20 @@ def main() -> int:
     ap.add_argument("--switch-interval", type=float, default=None,
                     help="sys.setswitchinterval(S) for the run (default: what SipEndpoint sets from "
                          "sip.gil_switch_interval_ms; 0.005 is CPython's own default)")
+    ap.add_argument("--plain-send", action="store_true",
+                    help="send through the asyncio transport (releases the GIL per packet) instead of the GIL-holding path")
     args = ap.parse_args()
+    if args.plain_send:
+        import telephony.rtp
+
+        telephony.rtp.FAST_SEND = False
     from config.telephony import SipConfig
 
     default_ms = SipConfig().gil_switch_interval_ms
     sys.setswitchinterval(args.switch_interval or (default_ms / 1000 if default_ms else sys.getswitchinterval()))
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}, "
-          f"switch interval {sys.getswitchinterval() * 1000:g} ms, {args.seconds:.0f} s per run "
+          f"switch interval {sys.getswitchinterval() * 1000:g} ms, {'plain' if args.plain_send else 'GIL-holding'} send, "
+          f"{args.seconds:.0f} s per run "
           f"(cpu% includes the busy threads when there are any)")
     for calls in (int(c) for c in args.calls.split(",")):
         for busy in (int(b) for b in args.busy.split(",")):
