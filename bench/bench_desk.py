@@ -46,7 +46,8 @@ def app_factory() -> Any:
 # ---- the load generator (runs in its own process) ---------------------------------------------------
 
 
-async def _client(port: int, kind: str, duration: float, concurrency: int, max_requests: int, refs: list[str]) -> dict[str, Any]:
+async def _client(port: int, kind: str, duration: float, concurrency: int, max_requests: int,
+                  refs: list[str]) -> dict[str, Any]:
     lat: list[float] = []
     codes: dict[int, int] = {}
     stop_at = time.perf_counter() + duration
@@ -111,6 +112,27 @@ def client_main(args: argparse.Namespace) -> None:
 # ---- the orchestrator ----------------------------------------------------------------------------------
 
 
+def _proc_cpu(pid: int) -> float:
+    """utime + stime of one process, in seconds (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds used so far by a process and its children (uvicorn's master and workers)."""
+    pids = [root]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == root:
+                pids.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return sum(_proc_cpu(p) for p in pids)
+
+
 def wait_http(port: int, timeout: float = 30.0) -> None:
     import urllib.request
 
@@ -132,6 +154,19 @@ def run_load(port: int, kind: str, args: argparse.Namespace, refs_file: str | No
         cmd += ["--refs", refs_file]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + 60, check=True)
     return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def measured(port: int, uv_pid: int, redis_pid: int | None, kind: str, args: argparse.Namespace,
+             refs_file: str | None = None) -> dict[str, Any]:
+    """One load run, plus the CPU the app and Redis spent per request and the machine's load meanwhile."""
+    cpu0, rcpu0, load0 = tree_cpu(uv_pid), _proc_cpu(redis_pid) if redis_pid else 0.0, os.getloadavg()[0]
+    res = run_load(port, kind, args, refs_file)
+    n = max(1, res["ok"])
+    res["server_cpu_ms_per_req"] = round((tree_cpu(uv_pid) - cpu0) / n * 1000, 3)
+    if redis_pid:
+        res["redis_cpu_ms_per_req"] = round((_proc_cpu(redis_pid) - rcpu0) / n * 1000, 3)
+    res["loadavg_1m"] = round(max(load0, os.getloadavg()[0]), 1)
+    return res
 
 
 def main() -> None:
@@ -180,11 +215,12 @@ def main() -> None:
                 r = redis.Redis.from_url(url, decode_responses=True)
                 # warm up: bootstrap users and keys, import paths, script cache
                 run_load(port, "create", argparse.Namespace(**{**vars(args), "duration": 1.0, "concurrency": 8}))
-                create = run_load(port, "create", args)
+                redis_pid = server.proc.pid if server and server.proc else None
+                create = measured(port, uv.pid, redis_pid, "create", args)
                 refs = r.zrange(f"{prefix}:tickets:all", 0, 4999)
                 refs_file = tmp / f"refs{workers}.txt"
                 refs_file.write_text("\n".join(refs))  # type: ignore[arg-type]
-                lookup = run_load(port, "lookup", args, str(refs_file))
+                lookup = measured(port, uv.pid, redis_pid, "lookup", args, str(refs_file))
                 stored = r.zcard(f"{prefix}:tickets:all")
                 r.close()
             finally:
@@ -196,10 +232,14 @@ def main() -> None:
     finally:
         if server:
             server.stop()
-    print(f"{'workers':>7} {'test':<16} {'requests':>8} {'ok/s':>8} {'p50 ms':>7} {'p99 ms':>7}  codes")
+    print(f"{'workers':>7} {'test':<16} {'requests':>8} {'ok/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'app cpu':>8} "
+          f"{'redis cpu':>9} {'load':>5}  codes")
     for res in results:
         print(f"{res['workers']:>7} {res['test']:<16} {res['requests']:>8} {res['rps']:>8} {res['p50_ms']:>7} "
-              f"{res['p99_ms']:>7}  {res['codes']}")
+              f"{res['p99_ms']:>7} {res['server_cpu_ms_per_req']:>6}ms {res.get('redis_cpu_ms_per_req', '-'):>7}ms "
+              f"{res['loadavg_1m']:>5}  {res['codes']}")
+    print("app cpu / redis cpu: CPU milliseconds per successful request (uvicorn master + workers, redis-server);\n"
+          "load: the 1-minute load average during the test (other processes on the machine compete for the cores).")
     print(json.dumps(results))
 
 
