@@ -140,7 +140,13 @@ class LiveServer:
         app = create_app(self.runtime)
         config = uvicorn.Config(app, log_level="warning", ws="websockets-sansio", lifespan="off", timeout_graceful_shutdown=2)
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve(sockets=[self.sock])), daemon=True)
+        async def serve() -> None:
+            try:
+                await self.server.serve(sockets=[self.sock])
+            finally:  # the server's connections belong to this loop: close them here, before it ends
+                await self.runtime.store.close()
+
+        self.thread = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 10
         while not self.server.started:

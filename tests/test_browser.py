@@ -169,8 +169,8 @@ def test_agent_desk_end_to_end(live: LiveServer, redis_server: PrivateRedis, tmp
             agent.get_by_test_id(f"ticket-{vm_ref}").click()
             expect(agent.get_by_test_id("trace")).to_contain_text("beca de comedor")
             audio = agent.get_by_test_id("voicemail-audio")
-            duration = audio.evaluate("a => new Promise(r => { a.onloadedmetadata = () => r(a.duration); a.onerror = () => r(-1); "
-                                      "a.preload = 'metadata'; a.load(); })")
+            duration = audio.evaluate("a => new Promise(r => { a.onloadedmetadata = () => r(a.duration); "
+                                      "a.onerror = () => r(-1); a.preload = 'metadata'; a.load(); })")
             assert 0.9 < duration < 1.1, duration
             agent.screenshot(path=str(SHOTS / "atiende-desk-voicemail.png"))
 

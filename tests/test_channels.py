@@ -221,8 +221,11 @@ async def test_message_flood_is_dropped(client: httpx.AsyncClient, runtime: Runt
                                         recorder: Recorder) -> None:
     channels.message_rate_limit = 3
     h = {"X-Telegram-Bot-Api-Secret-Token": TG_SECRET}
-    actions = [(await client.post("/api/v1/channels/telegram/webhook", json=tg_update(100 + i, f"Quiero cita previa {i}"),
-                                  headers=h)).json()["action"] for i in range(5)]
+    url = "/api/v1/channels/telegram/webhook"
+    actions = []
+    for i in range(5):
+        r = await client.post(url, json=tg_update(100 + i, f"Quiero hablar con una persona, mensaje {i}"), headers=h)
+        actions.append(r.json()["action"])
     assert actions == ["ticket", "appended", "appended", "ignored", "ignored"]
     assert len(recorder.requests) == 1
 
@@ -232,6 +235,9 @@ async def test_self_service_answers_come_from_the_ivr_flows(client: httpx.AsyncC
     h = {"X-Telegram-Bot-Api-Secret-Token": TG_SECRET}
     url = "/api/v1/channels/telegram/webhook"
     r = await client.post(url, json=tg_update(40, "¿Cuánto cuesta la ITV de un turismo?"), headers=h)
+    if r.json()["action"] == "asked":  # the router was not sure: the flow asks to confirm, as on the phone
+        assert recorder.requests[-1].body["text"].endswith("Responda sí o no.")
+        r = await client.post(url, json=tg_update(39, "Sí, eso es"), headers=h)
     assert r.json()["action"] == "answered" and r.json()["ref"] is None
     assert "35 euros" in recorder.requests[-1].body["text"]
     assert "¿Puedo ayudarle" not in recorder.requests[-1].body["text"]  # the phone's follow-up question is not sent
@@ -334,7 +340,7 @@ async def test_email_threads_by_message_id(client: httpx.AsyncClient, runtime: R
     url = "/api/v1/channels/email/inbound"
     h = {"X-Atiende-Inbound-Token": MAIL_TOKEN, "Content-Type": "message/rfc822"}
     first_id = "<CAF=first.1@correo.example>"
-    text = ("Buenos días. Me falta un documento de mi solicitud de ayuda al alquiler, ¿puede revisarlo una persona?"
+    text = ("Buenos días. Quiero hablar con una persona: me falta un documento en mi solicitud de ayuda al alquiler."
             "\n\n--\nCarmen")
     raw = raw_mail("Ayudas al alquiler", text, first_id)
     r = await client.post(url, content=raw, headers=h)
@@ -343,7 +349,7 @@ async def test_email_threads_by_message_id(client: httpx.AsyncClient, runtime: R
     assert out["action"] == "ticket" and out["delivered"] is True
     ref = out["ref"]
     ticket = await runtime.desk.tickets.get(ref)
-    assert ticket.subject == "Ayudas al alquiler" and ticket.body.endswith("una persona?")  # no signature
+    assert ticket.subject == "Ayudas al alquiler" and ticket.body.endswith("ayuda al alquiler.")  # no signature
 
     [ack] = smtp.messages
     assert ack["To"].addresses[0].addr_spec == "carmen.ruiz@correo.example"

@@ -57,7 +57,8 @@ async def test_webchat_conversation(live: LiveServer, rt: Any) -> None:
         greeting = await recv(ws)
         assert greeting["from"] == "assistant" and "ayudarle" in greeting["text"]
 
-        await ws.send(json.dumps({"type": "message", "id": "c1", "text": "Necesito ayuda con la tarjeta sanitaria"}))
+        first = "Quiero hablar con una persona sobre la tarjeta sanitaria"
+        await ws.send(json.dumps({"type": "message", "id": "c1", "text": first}))
         echo = await recv(ws)
         assert (echo["id"], echo["from"]) == ("c1", "citizen")
         answer = await until_from(ws, "assistant")
@@ -92,7 +93,7 @@ async def test_webchat_conversation(live: LiveServer, rt: Any) -> None:
     async with connect(f"{ws_url}?session={session}") as ws:
         assert (await recv(ws, "session"))["session"] == session
         texts = [(await recv(ws))["text"] for _ in range(4)]
-        assert texts[1] == "Necesito ayuda con la tarjeta sanitaria"
+        assert texts[1] == first
         assert texts[3] == "Buenos días, ¿qué le ocurre con la tarjeta?"
 
 

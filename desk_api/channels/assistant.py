@@ -161,14 +161,35 @@ class Assistant:
                 await self._link(open_ref, msg)
             return Reply(text=None, action="appended", ref=open_ref, intent=intent)
 
+        if state.get("step") == "confirm":  # the IVR asked "¿quiere...? sí o no" about the previous message
+            yes = _yes_no(msg.text)
+            if yes is True:
+                original = str(state.get("text", ""))
+                answer, _ = await self._self_service(original, state.get("intent"), confirmed=True)
+                await rt.store.redis.delete(state_key)
+                if answer is not None:
+                    await deskport.record_contact(rt, c.channel, contained=True)
+                    return Reply(text=answer, action="answered", intent=state.get("intent"))
+                first = msg.model_copy(update={"text": original})
+                return await self._new_ticket(first, state.get("intent"), queue, citizen_id, trace_id)
+            if yes is False:
+                await rt.store.redis.set(state_key, json.dumps({"step": "unclear"}), ex=STATE_TTL_S)
+                return Reply(text=UNCLEAR, action="asked")
+            await rt.store.redis.delete(state_key)  # something else entirely: take it as a new request
+            state = {}
+
         if intent is None and _COURTESY.match(msg.text):
             return Reply(text="De nada. Escríbanos cuando necesite algo más.", action="answered")
 
-        answer = await self._self_service(msg.text, intent)
+        answer, confirm = await self._self_service(msg.text, intent)
         if answer is not None:
             await rt.store.redis.delete(state_key)
             await deskport.record_contact(rt, c.channel, contained=True)
             return Reply(text=answer, action="answered", intent=intent)
+        if confirm is not None:
+            await rt.store.redis.set(state_key, json.dumps({"step": "confirm", "text": msg.text, "intent": intent}),
+                                     ex=STATE_TTL_S)
+            return Reply(text=confirm, action="asked", intent=intent)
 
         if intent is None and state.get("step") != "unclear":  # as on the phone: ask again once, then a person
             await rt.store.redis.set(state_key, json.dumps({"step": "unclear"}), ex=STATE_TTL_S)
@@ -207,18 +228,26 @@ class Assistant:
         return Reply(text="Dígame la referencia de su consulta: son seis letras y números, por ejemplo K7M-4PX.",
                      action="asked", intent=STATUS_INTENT)
 
-    async def _self_service(self, text: str, intent: str | None) -> str | None:
-        """The IVR's answer when its flows resolve this message by themselves (outcome self_service), else None."""
+    async def _self_service(self, text: str, intent: str | None, confirmed: bool = False) -> tuple[str | None, str | None]:
+        """(answer, None) when the IVR's flows resolve this message by themselves (outcome self_service);
+        (None, question) when they first ask the citizen to confirm the intent; (None, None) otherwise."""
         if intent in NEEDS_PERSON:
-            return None
+            return None, None
+        inputs: list[tuple[Any, str]] = [("say", text)] + ([("say", "sí")] if confirmed else [])
         try:
-            session, out = await self.rt.ivr.simulate([("say", text)], channel="chat", dry_run=True)
+            session, out = await self.rt.ivr.simulate(inputs, channel="chat", dry_run=True)
         except Exception:  # another area's engine: a failure there hands the message to a person
             log.exception("IVR self-service failed; the message goes to a person")
-            return None
-        if session.outcome != "self_service":
-            return None
-        return answer_of(out) or None
+            return None, None
+        if session.outcome == "self_service":
+            return answer_of(out, questions=2 if confirmed else 1) or None, None
+        question = nth_question(out, 2)
+        if not confirmed and question and _YES_NO_QUESTION.search(question):
+            # Worth asking only when a "yes" leads to an answer; otherwise a person takes it straight away.
+            answer, _ = await self._self_service(text, intent, confirmed=True)
+            if answer is not None:
+                return None, _YES_NO_QUESTION.sub("Responda sí o no.", question)
+        return None, None
 
     async def _new_ticket(self, msg: Inbound, intent: str | None, queue: str | None, citizen_id: str, trace_id: str) -> Reply:
         c = msg.contact
@@ -249,18 +278,34 @@ UNCLEAR = ("Perdone, no le he entendido. Dígame en pocas palabras qué necesita
            "dirección de una oficina. Si prefiere que le atienda una persona, escriba «quiero hablar con una persona».")
 
 
-def answer_of(out: list[Any]) -> str:
-    """The IVR's messages that answer the citizen: after its opening question, up to its next question."""
+_YES_NO_QUESTION = re.compile(r"\b(diga|responda|conteste)\s+s[ií]\s+o\s+no\.?", re.I)
+
+
+def answer_of(out: list[Any], questions: int = 1) -> str:
+    """The IVR's messages that answer the citizen: after its `questions`-th question, up to the next question."""
     parts: list[str] = []
-    asked = False
+    asked = 0
     for m in out:
         if m.kind == "question":
-            if asked:
+            if asked >= questions:
                 break
-            asked = True
-        elif asked:
+            asked += 1
+        elif asked >= questions:
             parts.append(m.text)
     return "\n".join(parts)
+
+
+def nth_question(out: list[Any], n: int) -> str | None:
+    questions = [m.text for m in out if m.kind == "question"]
+    return questions[n - 1] if len(questions) >= n else None
+
+
+def _yes_no(text: str) -> bool | None:
+    try:
+        from routing.entities import parse_yes_no
+    except ImportError:
+        return True if re.match(r"^\W*s[ií]\b", text, re.I) else False if re.match(r"^\W*no\b", text, re.I) else None
+    return parse_yes_no(text)
 
 
 async def handle(runtime: Runtime, msg: Inbound, ref_hint: str | None = None) -> Reply:
