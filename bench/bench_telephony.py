@@ -192,6 +192,13 @@ def ensure_pyvoip() -> Path:
     return python
 
 
+def set_autogroup_nice(pid: int, nice: int) -> None:
+    """With autogroup scheduling (the kernel default), `nice` only ranks threads inside one session; the server
+    runs in its own session, so its session's weight is what competes with the rest of the machine."""
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/autogroup").write_text(str(nice))
+
+
 def proc_cpu_s(pid: int) -> float:
     """utime + stime of the process and its threads (not reaped children), seconds."""
     try:
@@ -199,6 +206,16 @@ def proc_cpu_s(pid: int) -> float:
     except (FileNotFoundError, ProcessLookupError):
         return 0.0
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_runqueue_wait_s(pid: int) -> float:
+    """Time the process's threads spent runnable but waiting for a CPU (/proc/<pid>/task/*/schedstat), seconds:
+    tells "starved by the machine" apart from "slow by itself"."""
+    total = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += int(stat.read_text().split()[1])
+    return total / 1e9
 
 
 def proc_rss_kb(pid: int) -> float:
@@ -242,6 +259,7 @@ class RunResult:
     rss_base_mb: float = 0.0
     rss_kb_per_call: float = 0.0
     threads_peak: int = 0
+    runqueue_wait_pct: float = 0.0  # server threads waiting for a CPU, % of wall time (summed over threads)
     loadgen_cpu_pct: float = 0.0  # all baresip instances together, % of one core
     loadavg_1m: float = 0.0  # the machine's load when the run ended (other work skews every number)
     errors: list[str] = field(default_factory=list)
@@ -293,6 +311,8 @@ async def run_once(ns: NetNs, work: Path, server: str, calls: int, neighbour: bo
         argv = ["nice", "-n", str(nice), *argv]
     srv: Proc = ns.spawn(argv, name=server, log=run_dir / "server.log", cwd=REPO,
                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    if nice:
+        set_autogroup_nice(srv.pid, nice)
     hog: subprocess.Popen[bytes] | None = None
     callers: list[Baresip] = []
     cap: RtpCapture | None = None
@@ -316,7 +336,7 @@ async def run_once(ns: NetNs, work: Path, server: str, calls: int, neighbour: bo
                         max_calls=CALLS_PER_BARESIP + 2, rtp_ports=4 * CALLS_PER_BARESIP + 8, log=False)
             callers.append(await b.start())
         cap = await RtpCapture(ns, run_dir / "rtp.pcap", snaplen=64).start()
-        cpu0, t0 = proc_cpu_s(srv.pid), time.monotonic()
+        cpu0, t0, wait0 = proc_cpu_s(srv.pid), time.monotonic(), proc_runqueue_wait_s(srv.pid)
         gen0 = sum(proc_cpu_s(b.proc.pid) for b in callers if b.proc)
         for k in range(calls):  # 50 call attempts per second, spread over the callers
             await callers[k % n_inst].dial("sip:900@127.0.0.1")
@@ -329,7 +349,8 @@ async def run_once(ns: NetNs, work: Path, server: str, calls: int, neighbour: bo
             if sum(b.count("CALL_CLOSED") for b in callers) >= calls:
                 break
             await asyncio.sleep(0.25)
-        cpu1, t1 = proc_cpu_s(srv.pid), time.monotonic()
+        cpu1, t1, wait1 = proc_cpu_s(srv.pid), time.monotonic(), proc_runqueue_wait_s(srv.pid)
+        result.runqueue_wait_pct = round(100 * (wait1 - wait0) / (t1 - t0), 1)
         gen1 = sum(proc_cpu_s(b.proc.pid) for b in callers if b.proc)
         result.loadgen_cpu_pct = round(100 * (gen1 - gen0) / (t1 - t0), 1)
         await cap.stop()
@@ -371,13 +392,13 @@ async def run_once(ns: NetNs, work: Path, server: str, calls: int, neighbour: bo
 
 def print_table(results: list[RunResult]) -> None:
     cols = ["server", "calls", "neigh", "answered", "hear", "gap p50", "gap p99", "gap max", "drift med%", "drift max%",
-            "pps", "cpu%/call", "cpu% tot", "KB/call", "thr", "gen cpu%", "load1m", "goal"]
+            "pps", "cpu%/call", "cpu% tot", "KB/call", "thr", "rq wait%", "gen cpu%", "load1m", "goal"]
     print(" | ".join(f"{c:>9}" for c in cols))
     for r in results:
         row = [r.server, r.calls, "yes" if r.neighbour else "no", f"{r.answered}/{r.calls}",
                f"{r.calls_hearing_caller}", r.gap_p50_ms, r.gap_p99_ms, r.gap_max_ms, r.drift_median_pct,
                r.drift_max_abs_pct, r.packets_per_stream_s, r.cpu_pct_per_call, r.cpu_pct_total, r.rss_kb_per_call,
-               r.threads_peak, r.loadgen_cpu_pct, r.loadavg_1m, "ok" if r.meets_goal() else "-"]
+               r.threads_peak, r.runqueue_wait_pct, r.loadgen_cpu_pct, r.loadavg_1m, "ok" if r.meets_goal() else "-"]
         print(" | ".join(f"{x!s:>9}" for x in row), flush=True)
         for e in r.errors:
             print(f"    error: {e.splitlines()[0][:300]}")
@@ -443,7 +464,7 @@ def main() -> None:
     p.add_argument("--out", help="JSON results path (default bench/results/telephony-<time>.json)")
     p.add_argument("--workdir", help="logs and captures (default /tmp/atiende-bench-<time>)")
     p.add_argument("--nice", type=int, default=0,
-                   help="run the server under test with this niceness (same for both servers; negative needs root)")
+                   help="niceness of the server under test and of its autogroup (same for both servers; negative needs root)")
     p.add_argument("--keep-pcap", action="store_true", help="keep each run's RTP capture in the work dir")
     args = p.parse_args()
     if args.cmd == "serve-atiende":
