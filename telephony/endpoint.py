@@ -78,8 +78,8 @@ def _sdp_part(content_type: str, body: bytes, raw_ct: str) -> bytes | None:
     """The SDP in a body: the body itself, or the application/sdp part of a multipart/mixed (RFC 4475 mpart01)."""
     if not body:
         return None
-    if content_type == "application/sdp":
-        return body
+    if content_type == "application/sdp" or (not content_type and body.lstrip().startswith(b"v=")):
+        return body  # (a missing Content-Type on an SDP body is forgiven)
     if content_type == "multipart/mixed":
         m = re.search(r'boundary\s*=\s*"?([^";]+)"?', raw_ct, re.I)
         if not m:
