@@ -57,6 +57,7 @@ class Desk:
         self.auth = AuthService(store, clock, cfg, self.agents, self.audit)
         self.limiter = RateLimiter(store, clock, cfg)
         self.reports = Reports(store, clock, self.tz, self.tickets)
+        self._due_cache: dict[tuple[str, str], tuple[datetime, datetime | None]] = {}
 
     async def deliver(self, ticket: Ticket, message: Interaction) -> dict[str, Any] | None:
         """Send a reply through the channel's registered sender; None when the channel has none (phone, office)."""
@@ -69,7 +70,20 @@ class Desk:
 
     async def due(self, kind: str, queue: str, now: datetime) -> datetime | None:
         """Due date from the queue's calendar: complaints/suggestions within N business days, the rest within
-        N business hours; voicemails and callbacks are due at the next opening."""
+        N business hours; voicemails and callbacks are due at the next opening.
+
+        Computed from `now` truncated to the second and remembered for that second: under load every creation
+        in the same second shares one calendar computation (a due date to the second is precise enough)."""
+        second = now.replace(microsecond=0)
+        key = (kind, queue)
+        hit = self._due_cache.get(key)
+        if hit is not None and hit[0] == second:
+            return hit[1]
+        value = await self._due(kind, queue, second)
+        self._due_cache[key] = (second, value)
+        return value
+
+    async def _due(self, kind: str, queue: str, now: datetime) -> datetime | None:
         cfg = self.rt.settings.desk
         q = cfg.queue(queue)
         cal: Any = None
