@@ -398,13 +398,15 @@ class RtpSession(asyncio.DatagramProtocol):
                 if deadline > loop.time():
                     await _sleep_until(loop, deadline)
                 now = loop.time()
-                late = now - deadline
-                if late >= PTIME:  # stalled: skip to the next grid point rather than burst the missed packets
-                    skipped = int(late // PTIME) + 1
-                    k += skipped
+                if now - deadline >= PTIME:  # stalled: the missed packets are skipped, never sent in a burst
+                    current = math.floor(now / PTIME)
+                    if (current + 1) * PTIME - now < PTIME / 2:
+                        current += 1  # the next slot is too close to send now as well: wait for it
                     self.stats.stalls += 1
-                    self.stats.skipped_ticks += skipped
-                    continue
+                    self.stats.skipped_ticks += current - k
+                    k = current
+                    if k * PTIME > now:
+                        continue
                 self._tick(k - k0, now)
                 k += 1
         except asyncio.CancelledError:
