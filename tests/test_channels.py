@@ -413,3 +413,18 @@ async def test_sender_refuses_ticket_without_conversation(runtime: Runtime, chan
     interaction = Interaction(kind="chat", channel="telegram", actor="agent:ana", direction="out", text="hola")
     with pytest.raises(Conflict):
         await SENDERS["telegram"](runtime, ticket, interaction)
+
+
+async def test_simultaneous_messages_of_one_chat_open_one_ticket(client: httpx.AsyncClient, runtime: Runtime,
+                                                                 channels: ChannelsConfig) -> None:
+    import asyncio
+
+    h = {"X-Telegram-Bot-Api-Secret-Token": TG_SECRET}
+    url = "/api/v1/channels/telegram/webhook"
+    texts = [f"Quiero hablar con una persona ({i}/3)" for i in range(1, 4)]  # whichever comes first opens the ticket
+    results = await asyncio.gather(*(client.post(url, json=tg_update(300 + i, t), headers=h) for i, t in enumerate(texts)))
+    actions = sorted(r.json()["action"] for r in results)
+    refs = {r.json()["ref"] for r in results}
+    assert len(refs) == 1, refs
+    assert actions.count("ticket") == 1
+    assert len([i for i in await runtime.desk.tickets.interactions(refs.pop()) if i.direction == "in"]) == 3

@@ -36,6 +36,7 @@ QUEUE_BY_INTENT = {COMPLAINT_INTENT: "N2"}
 KIND_BY_INTENT = {COMPLAINT_INTENT: "complaint"}
 STATE_TTL_S = 900
 NEEDS_PERSON = {COMPLAINT_INTENT, "hablar_agente"}
+PARALLEL_CHANNELS = ("telegram", "whatsapp")
 _COURTESY = re.compile(r"^\W*(muchas\s+)?(gracias|vale|ok|de acuerdo|perfecto|adi[oó]s|hasta luego|buenas noches)\W*$", re.I)
 
 # Used only while the router is not available (a bare install, or the router failed to load).
@@ -121,6 +122,10 @@ class Assistant:
         except RateLimited:
             log.warning("message flood dropped", extra={"fields": {"channel": c.channel}})
             return Reply(text=None, action="ignored")
+        if c.channel not in PARALLEL_CHANNELS:  # one socket or one mailbox delivers in order: no lock needed
+            return await self._handle(msg, ref_hint)
+        # Telegram and WhatsApp may deliver two messages of one chat at once (several webhook connections, any node):
+        # one at a time per sender, so a burst opens one ticket, not two.
         key = self.rt.store.keys.lock(f"chat:{c.channel}:{c.address}")
         lock = self.rt.store.redis.lock(key, timeout=10, blocking_timeout=5)
         try:

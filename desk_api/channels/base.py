@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import re
+import weakref
 from typing import Any, Literal
 
+import httpx
 from fastapi import Request
 from pydantic import BaseModel, Field
 
@@ -50,6 +53,21 @@ class Reply(BaseModel):
     action: Literal["answered", "asked", "ticket", "appended", "ignored"]
     ref: str | None = None
     intent: str | None = None
+
+
+_HTTP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
+
+
+def http_client() -> httpx.AsyncClient:
+    """One outbound client per event loop: building one costs tens of milliseconds (its TLS context).
+    Without keep-alive, so no connection outlives its request (the providers' APIs are called a few times
+    a second at most; a closed loop leaves nothing open behind)."""
+    loop = asyncio.get_running_loop()
+    client = _HTTP.get(loop)
+    if client is None or client.is_closed:
+        client = httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0), headers={"User-Agent": "Atiende"})
+        _HTTP[loop] = client
+    return client
 
 
 def channels_config(runtime: Runtime) -> ChannelsConfig:

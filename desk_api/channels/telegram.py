@@ -24,6 +24,7 @@ from desk_api.channels.base import (
     check_secret,
     clean_text,
     first_time,
+    http_client,
     parse_json,
     read_body,
     require_enabled,
@@ -64,8 +65,7 @@ async def send_message(rt: Runtime, contact: Contact, text: str) -> dict[str, An
     url = f"{cfg.api_base.rstrip('/')}/bot{cfg.bot_token}/sendMessage"
     payload = {"chat_id": contact.data.get("chat_id", contact.address), "text": text[:MAX_TEXT]}
     try:
-        async with httpx.AsyncClient(timeout=cfg.timeout_s) as client:
-            resp = await client.post(url, json=payload)
+        resp = await http_client().post(url, json=payload, timeout=cfg.timeout_s)
         body = resp.json()
     except (httpx.HTTPError, ValueError) as exc:
         raise ChannelDeliveryFailed("telegram did not answer", {"reason": str(exc)}) from None

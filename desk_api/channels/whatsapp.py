@@ -29,6 +29,7 @@ from desk_api.channels.base import (
     check_secret,
     clean_text,
     first_time,
+    http_client,
     parse_json,
     read_body,
     require_enabled,
@@ -103,8 +104,8 @@ async def send_text(rt: Runtime, contact: Contact, text: str) -> dict[str, Any]:
     payload = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": contact.address, "type": "text",
                "text": {"preview_url": False, "body": text[:MAX_TEXT]}}
     try:
-        async with httpx.AsyncClient(timeout=cfg.timeout_s) as client:
-            resp = await client.post(url, json=payload, headers={"Authorization": f"Bearer {cfg.access_token}"})
+        resp = await http_client().post(url, json=payload, headers={"Authorization": f"Bearer {cfg.access_token}"},
+                                        timeout=cfg.timeout_s)
         body = resp.json()
     except (httpx.HTTPError, ValueError) as exc:
         raise ChannelDeliveryFailed("whatsapp did not answer", {"reason": str(exc)}) from None
