@@ -177,6 +177,7 @@ class Engine:
 
     async def listen(self, ask: Ask) -> Heard:
         self.session.said.append(ask.text)
+        await self._notify()  # the live record shows the question being asked
         return await self.io.gather(ask)
 
     # ---- steps -------------------------------------------------------------------------------
@@ -300,6 +301,13 @@ class Engine:
         words = speak.fold(heard.text).split()
         if expect in ("digits", "reference"):
             return words == ["cero"]
+        if len(words) == 1 and expect == "intent":
+            # The main question says "diga cero": one word that sounds like it ("sero", "servo") is taken as it.
+            from rapidfuzz import fuzz
+
+            from routing.normalize import phonetic
+
+            return fuzz.ratio(phonetic(words[0]), phonetic("cero")) >= 80
         return bool(words) and (words == ["cero"] or (words[-1:] == ["cero"] and len(words) <= 3))
 
     async def gather(self, step: Gather) -> Any:
@@ -329,7 +337,7 @@ class Engine:
         """(yes/no, None) or (None, what the caller said instead: "¿Quiere X?" "quiero Y" is a new answer)."""
         from routing import entities
 
-        ask = Ask(text=question, options=[("1", "Sí"), ("2", "No")], grammar=["sí", "no"])
+        ask = Ask(text=question, options=[("1", "Sí"), ("2", "No")], hints=["sí", "no"])
         for _ in range(2):
             heard = await self.listen(ask)
             self._transcript("confirm", heard.kind, heard.text, heard.confidence, heard.digits, heard.engine)
@@ -351,11 +359,7 @@ class Engine:
         base = ask.text
         no_input = no_match = 0
         pending: Heard | None = None
-        if expect == "intent" and self.deps.router is not None:
-            try:
-                ask.hints = list(self.deps.router.hints())
-            except Exception:  # hints are an optimisation, never a reason to fail a call
-                ask.hints = []
+        self._vocabulary(ask, expect)
         while True:
             if pending is not None:
                 heard, pending = pending, None
@@ -393,6 +397,24 @@ class Engine:
             if no_match > pol.no_match_retries:
                 return await self._give_up(pol, menu, "no_match")
             ask.text, ask.cached = self.prompt(pol.no_match_prompt) + " " + base, False
+
+    def _vocabulary(self, ask: Ask, expect: str) -> None:
+        """Words the recogniser should expect; a closed set (yes/no, towns) also as a grammar to snap to."""
+        kb = self.deps.settings.knowledge
+        if ask.hints:
+            return
+        if expect == "intent" and self.deps.router is not None:
+            try:
+                ask.hints = ["cero", *self.deps.router.hints()]  # first: hints past the budget are cut
+            except Exception:  # hints are an optimisation, never a reason to fail a call
+                ask.hints = ["cero"]
+        elif expect == "yes_no":
+            ask.hints, ask.grammar = ["sí", "no"], ask.grammar or ["sí", "no"]
+        elif expect == "town":
+            towns = sorted({o.town for o in kb.offices})
+            ask.hints, ask.grammar = towns, ask.grammar or towns
+        elif expect == "unit":
+            ask.hints = [w for u in kb.directory for w in (u.name, *u.aliases)]
 
     async def _give_up(self, pol: Policy, menu: str | None, why: str) -> Any:
         s = self.session

@@ -41,6 +41,7 @@ class IvrService:
         self.offline = offline
         self.hooks: Hooks = DryRunHooks.make() if offline else desk_hooks(runtime)
         self._chats: set[asyncio.Task[Session]] = set()
+        self._router_lock = asyncio.Lock()
 
     # ---- what a contact needs, at the versions current when it starts ------------------------------------
 
@@ -59,7 +60,10 @@ class IvrService:
             from routing.router import Router
 
             return Router(self.rt.settings.routing, self.rt.settings.knowledge)
-        return service.get_offline() if self.offline else await service.get()
+        if self.offline:
+            return service.get_offline()
+        async with self._router_lock:  # calls arriving together must not compile the router in parallel threads
+            return await service.get()
 
     async def self_service_intents(self) -> set[str]:
         """Intents whose flow answers by itself (starts with an `answer` step): the containment report's base."""

@@ -1,0 +1,289 @@
+"""The IVR over a phone call: prompts through speech synthesis, answers through recognition, keys as DTMF.
+
+One task reads the call's audio into a queue for the whole call, so nothing the caller says is
+lost between a prompt and the next question. While a prompt plays, the frames go through the
+speech area's barge-in detector: caller speech (or a key) stops the prompt, and the frames
+heard since are handed to the next `listen`, so the first words are not cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import struct
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from ivr.contact import Ask, CallerGone, Heard, Recorded
+
+if TYPE_CHECKING:
+    from atiende.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+FRAME_MS = 20
+PREROLL_FRAMES = 75  # 1.5 s kept from before a question: speech that barged in continues into the answer
+QUEUE_FRAMES = 1500  # 30 s: what the caller says while we think is kept, older audio is dropped
+INTER_DIGIT_S = 3.0
+
+
+def _beep(ms: int = 300, freq: float = 1000.0) -> list[bytes]:
+    n = 8 * ms
+    samples = [int(8000 * math.sin(2 * math.pi * freq * i / 8000)) for i in range(n)]
+    pcm = struct.pack(f"<{n}h", *samples)
+    return [pcm[i:i + 320] for i in range(0, len(pcm), 320)]
+
+
+class CallIO:
+    channel = "voice"
+
+    def __init__(self, call: Any, speech: Any) -> None:
+        self.call = call
+        self.speech = speech
+        self.caller = str(call.caller)
+        self._frames: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=QUEUE_FRAMES)
+        self._digits: asyncio.Queue[str | None] = asyncio.Queue()
+        self._preroll: deque[bytes] = deque(maxlen=PREROLL_FRAMES)
+        self._barged = False  # the caller started talking over a prompt; the next question listens at once
+        self._tasks = [asyncio.create_task(self._pump_audio(), name=f"audio-{call.call_id}"),
+                       asyncio.create_task(self._pump_dtmf(), name=f"dtmf-{call.call_id}")]
+
+    @property
+    def ended(self) -> bool:
+        return bool(self.call.ended.is_set())
+
+    def _gone(self) -> None:
+        if self.ended:
+            raise CallerGone()
+
+    async def _pump_audio(self) -> None:
+        try:
+            async for frame in self.call.audio():
+                if self._frames.full():
+                    self._frames.get_nowait()  # keep the newest 30 s
+                self._frames.put_nowait(frame)
+        finally:
+            if self._frames.full():
+                self._frames.get_nowait()
+            self._frames.put_nowait(None)
+
+    async def _pump_dtmf(self) -> None:
+        try:
+            async for digit in self.call.dtmf():
+                self._digits.put_nowait(digit)
+        finally:
+            self._digits.put_nowait(None)
+
+    async def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # ---- prompts --------------------------------------------------------------------------------
+
+    async def say(self, text: str, *, cached: bool = False, barge_in: bool = True) -> None:
+        self._gone()
+        frames: Any = await self.speech.prompt(text) if cached else self.speech.synth(text)
+        await self._play(frames, barge_in=barge_in)
+
+    async def _play(self, frames: Any, *, barge_in: bool) -> bool:
+        """Play while watching the caller; True when the caller barged in (speech or a key)."""
+        if self._barged:  # the caller is already talking: play without taking their words off the queue
+            await self.call.play(frames, interrupt_on_dtmf=barge_in)
+            self._gone()
+            return True
+        play = asyncio.create_task(self.call.play(frames, interrupt_on_dtmf=barge_in))
+        detector = self.speech.BargeIn()
+        barged = False
+        try:
+            while not play.done():
+                try:
+                    frame = await asyncio.wait_for(self._frames.get(), 0.1)
+                except TimeoutError:
+                    continue
+                if frame is None:
+                    self._frames.put_nowait(None)
+                    break
+                self._preroll.append(frame)
+                if barge_in and detector.feed(frame):
+                    barged = self._barged = True
+                    self.call.stop_playback()
+                    break  # the rest of the caller's words stay queued for the next listen
+            with contextlib.suppress(Exception):
+                await play
+        finally:
+            if not play.done():
+                self.call.stop_playback()
+                play.cancel()
+        self._gone()
+        return barged or (barge_in and not self._digits.empty())
+
+    # ---- answers --------------------------------------------------------------------------------
+
+    async def _listen_frames(self, tee: bytearray | None = None) -> AsyncIterator[bytes]:
+        while self._preroll:
+            frame = self._preroll.popleft()
+            if tee is not None:
+                tee.extend(frame)
+            yield frame
+        while True:
+            live = await self._frames.get()
+            if live is None:
+                self._frames.put_nowait(None)
+                return
+            if tee is not None:
+                tee.extend(live)
+            yield live
+
+    async def _keys(self, first: str, ask: Ask) -> Heard:
+        digits = first
+        while True:
+            if ask.finish_key and digits.endswith(ask.finish_key):
+                digits = digits[:-1]
+                break
+            if ask.num_digits and len(digits) >= ask.num_digits:
+                break
+            try:
+                d = await asyncio.wait_for(self._digits.get(), INTER_DIGIT_S)
+            except TimeoutError:
+                break
+            if d is None:
+                break
+            digits += d
+        return Heard(kind="dtmf", digits=digits) if digits else Heard(kind="no_input")
+
+    async def gather(self, ask: Ask) -> Heard:
+        self._gone()
+        if ask.text and not self._barged:
+            await self.say(ask.text, cached=ask.cached, barge_in=ask.barge_in)
+        self._barged = False
+        if "dtmf" in ask.input and not self._digits.empty():
+            first = self._digits.get_nowait()
+            if first is None:
+                raise CallerGone()
+            return await self._keys(first, ask)
+        if "speech" not in ask.input:
+            self._preroll.clear()
+            try:
+                first = await asyncio.wait_for(self._digits.get(), ask.timeout_s)
+            except TimeoutError:
+                return Heard(kind="no_input")
+            if first is None:
+                raise CallerGone()
+            return await self._keys(first, ask)
+        listen = asyncio.create_task(self.speech.listen(
+            self._listen_frames(), hints=ask.hints or None, grammar=ask.grammar,
+            no_input_ms=int(ask.timeout_s * 1000), max_ms=int(ask.max_s * 1000)))
+        waiters: list[asyncio.Task[Any]] = [listen]
+        key: asyncio.Task[str | None] | None = None
+        if "dtmf" in ask.input:
+            key = asyncio.create_task(self._digits.get())
+            waiters.append(key)
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if key is not None and not key.done():
+                key.cancel()
+        if key is not None and key.done() and not key.cancelled():
+            listen.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await listen
+            first = key.result()
+            if first is None:
+                raise CallerGone()
+            return await self._keys(first, ask)
+        res = listen.result()
+        self._gone()
+        if res.status in ("ok", "max_length") and res.text.strip():
+            return Heard(kind="speech", text=res.text, confidence=float(res.confidence), engine=res.engine)
+        if res.status == "no_match":
+            return Heard(kind="speech", text="", confidence=0.0, engine=res.engine)
+        if res.status == "error":
+            log.warning("speech recognition failed on call %s: %s", self.call.call_id, res.error)
+        return Heard(kind="no_input", engine=res.engine)
+
+    async def record(self, text: str, *, max_s: float, end_silence_s: float) -> Recorded:
+        self._barged = False
+        await self.say(text, barge_in=False)
+        await self._play(_beep(), barge_in=False)
+        self._preroll.clear()
+        audio = bytearray()
+        res = await self.speech.listen(self._listen_frames(tee=audio), no_input_ms=8000,
+                                       end_silence_ms=int(end_silence_s * 1000), max_ms=int(max_s * 1000))
+        if res.status == "no_input":
+            return Recorded(text="", confidence=0.0, audio=None)
+        text_out = res.text
+        if len(audio) > 16000 * 12:  # longer than the endpointer's utterance: transcribe the whole recording
+            with contextlib.suppress(Exception):
+                whole = await self.speech.transcribe(bytes(audio))
+                text_out = whole.text or text_out
+        return Recorded(text=text_out, confidence=float(res.confidence), audio=bytes(audio),
+                        duration_s=len(audio) / 16000)
+
+    async def hold(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self.call.ended.wait(), seconds)
+        except TimeoutError:
+            return True
+        return False
+
+    async def transfer(self, uri: str) -> bool:
+        return bool(await self.call.transfer(uri))
+
+    async def hangup(self) -> None:
+        if not self.ended:
+            await self.call.hangup()
+
+
+class IvrComponent:
+    """`atiende run`: the line's SIP endpoint; each inbound call is answered and run through the flows."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self.endpoint: Any = None
+        self._warm: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        from telephony.endpoint import SipEndpoint
+
+        if not self.rt.settings.sip.enabled:
+            log.info("SIP disabled: the IVR serves chats and simulations only")
+            return
+        self.endpoint = SipEndpoint(self.rt.settings.sip, self.on_call, clock=self.rt.clock)
+        await self.endpoint.start()
+        self._warm = asyncio.create_task(self._warm_up())
+        log.info("IVR answering on sip:%s:%s", self.rt.settings.sip.host, self.rt.settings.sip.port)
+
+    async def _warm_up(self) -> None:
+        """Load the speech engines and render the fixed prompts before the first caller needs them."""
+        try:
+            speech: Any = self.rt.speech  # type: ignore[attr-defined,unused-ignore]
+            await speech.warm_up()
+            _, doc = await self.rt.ivr.current_flows()  # type: ignore[attr-defined,unused-ignore]
+            fixed = [t for t in doc.prompts.values() if "{" not in t]
+            await speech.sync_prompts(fixed)
+        except Exception:
+            log.exception("speech warm-up failed; calls will load engines on first use")
+
+    async def on_call(self, call: Any) -> None:
+        io: CallIO | None = None
+        try:
+            await call.answer()
+            io = CallIO(call, self.rt.speech)  # type: ignore[attr-defined,unused-ignore]
+            await self.rt.ivr.run(io, call_id=call.call_id, trace_id=call.trace_id)  # type: ignore[attr-defined,unused-ignore]
+        except CallerGone:
+            pass
+        except Exception:
+            log.exception("IVR failed on call %s", call.call_id)
+        finally:
+            if io is not None:
+                await io.close()
+
+    async def stop(self) -> None:
+        if self._warm is not None:
+            self._warm.cancel()
+        if self.endpoint is not None:
+            await self.endpoint.stop()
