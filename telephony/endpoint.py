@@ -57,6 +57,7 @@ from telephony.sip.message import (
     SipParseError,
     SipUri,
     Via,
+    is_num,
     new_branch,
     new_token,
     parse,
@@ -897,7 +898,7 @@ class SipEndpoint(asyncio.DatagramProtocol):
                         a = Address.parse(c)
                         if a.uri.user == reg.user and a.uri.host == self.host and a.params.get("expires"):
                             granted = int(a.params["expires"] or expires)
-                if granted == expires and (resp.headers.get("expires") or "").isdigit():
+                if granted == expires and is_num(resp.headers.get("expires") or ""):
                     granted = int(resp.headers.get("expires") or expires)
                 return True, granted, f"{resp.status} {resp.reason}"
             return False, 0, f"{resp.status} {resp.reason}"

@@ -11,6 +11,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from telephony.g711 import PAYLOAD_TYPES
+from telephony.sip.message import is_num
 
 STATIC_NAMES = {0: "PCMU", 8: "PCMA"}
 DTMF_PT = 101
@@ -52,6 +53,10 @@ class Sdp:
         addr = m.address or self.session_address
         if not addr:
             raise SdpError("no connection address")
+        try:
+            ipaddress.ip_address(addr)
+        except ValueError:  # a name would mean a blocking DNS lookup on the media path
+            raise SdpError(f"connection address must be an IP address, not {addr!r}") from None
         return addr, m.port
 
     def audio_direction(self) -> str:
@@ -90,9 +95,11 @@ def parse(body: bytes | str) -> Sdp:
                 cur.address = addr
         elif k == "m":
             parts = v.split()
-            if len(parts) < 4 or not parts[1].split("/")[0].isdigit():
+            if len(parts) < 4 or not is_num(parts[1].split("/")[0]):
                 raise SdpError(f"bad m= line {v!r}")
             cur = MediaLine(kind=parts[0], port=int(parts[1].split("/")[0]), proto=parts[2], formats=parts[3:])
+            if cur.port > 65535:
+                raise SdpError(f"bad port in m= line {v!r}")
             sdp.media.append(cur)
         elif k == "a":
             name, _, val = v.partition(":")
@@ -103,13 +110,13 @@ def parse(body: bytes | str) -> Sdp:
                     cur.direction = name
             elif cur is not None and name == "rtpmap":
                 pt, _, enc = val.partition(" ")
-                if pt.isdigit():
+                if is_num(pt):
                     cur.rtpmap[int(pt)] = enc.strip()
             elif cur is not None and name == "fmtp":
                 pt, _, params = val.partition(" ")
-                if pt.isdigit():
+                if is_num(pt):
                     cur.fmtp[int(pt)] = params.strip()
-            elif cur is not None and name == "ptime" and val.strip().isdigit():
+            elif cur is not None and name == "ptime" and is_num(val.strip()):
                 cur.ptime = int(val)
         if cur is not None and k != "m":
             cur.raw_lines.append(line)
@@ -143,7 +150,7 @@ def negotiate(offer: Sdp, codecs: list[str], prefer: str | None = None) -> Negot
     offered: dict[str, int] = {}
     dtmf_pt: int | None = None
     for f in m.formats:
-        if not f.isdigit():
+        if not is_num(f):
             continue
         pt = int(f)
         c = codec_of(m, pt)
@@ -202,6 +209,6 @@ def negotiate_answer(ans: Sdp, codecs: list[str]) -> Negotiated | None:
     m = ans.audio
     if m is None:
         return None
-    names = [(codec_of(m, int(f)) or "").split("/")[0] for f in m.formats if f.isdigit()]
+    names = [(codec_of(m, int(f)) or "").split("/")[0] for f in m.formats if is_num(f)]
     first = next((n for n in names if n in codecs), None)
     return negotiate(ans, codecs, prefer=first) if first else None

@@ -5,8 +5,11 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from telephony import sdp
+from telephony.rtp import RtpError, RtpPacket
 from telephony.sip import digest
 from telephony.sip.message import Address, Request, Response, SipParseError, SipUri, Via, parse, validate_request
 
@@ -145,3 +148,39 @@ def test_digest_qop_auth_matches_rfc2617_formula() -> None:
     assert not digest.verify(value, password="wrong", method="REGISTER")
     plain = digest.authorization('Digest realm="r", nonce="n"', user="u", password="p", method="INVITE", uri="sip:x")
     assert digest.parse_challenge(plain)["response"] == md5(f"{md5('u:r:p')}:n:{md5('INVITE:sip:x')}")
+
+
+VALID_INVITE = (BASE + "Contact: <sip:600@127.0.0.1:5099>\r\nContent-Type: application/sdp\r\n"
+                f"Content-Length: {len(OFFER)}\r\n\r\n{OFFER}").encode()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_mangled_messages_fail_cleanly(data: st.DataObject) -> None:
+    """Whatever arrives, the reader raises SipParseError/SdpError/RtpError or returns a message; nothing else."""
+    raw = bytearray(VALID_INVITE)
+    for _ in range(data.draw(st.integers(1, 8))):
+        op = data.draw(st.sampled_from(["flip", "cut", "insert", "dup"]))
+        i = data.draw(st.integers(0, max(0, len(raw) - 1)))
+        if op == "flip" and raw:
+            raw[i] = data.draw(st.integers(0, 255))
+        elif op == "cut":
+            del raw[i:i + data.draw(st.integers(1, 40))]
+        elif op == "insert":
+            raw[i:i] = data.draw(st.sampled_from([b"\r\n", b" ", b":", b";", b",", b"<", b'"', b"\xb2", b"\x00", b"=", b"@"]))
+        else:
+            raw[i:i] = raw[i:i + data.draw(st.integers(1, 30))]
+    try:
+        msg = parse(bytes(raw))
+        if isinstance(msg, Request):
+            validate_request(msg)
+            if msg.body:
+                offer = sdp.parse(msg.body)
+                if offer.audio is not None:
+                    sdp.negotiate(offer, ["PCMA", "PCMU"])
+    except (SipParseError, sdp.SdpError):
+        pass
+    try:
+        RtpPacket.parse(bytes(raw[:200]))
+    except RtpError:
+        pass

@@ -45,6 +45,11 @@ REASONS = {
 }
 
 
+def is_num(text: str) -> bool:
+    """ASCII digits only (str.isdigit also takes '²', which int() refuses)."""
+    return text.isascii() and text.isdigit()
+
+
 class SipParseError(ValueError):
     """A message we cannot accept. `status` is what a request gets back (responses are dropped)."""
 
@@ -200,7 +205,7 @@ def split_hostport(text: str) -> tuple[str, int | None]:
         raise SipParseError(f"bad host {text!r}")
     if not rest:
         return host, None
-    if not rest.startswith(":") or not rest[1:].isdigit() or not 0 < int(rest[1:]) < 65536:
+    if not rest.startswith(":") or not is_num(rest[1:]) or not 0 < int(rest[1:]) < 65536:
         raise SipParseError(f"bad port in {text!r}")
     return host, int(rest[1:])
 
@@ -398,7 +403,7 @@ class Response(Message):
 
 def parse_cseq(text: str) -> tuple[int, str]:
     parts = text.split()
-    if len(parts) != 2 or not parts[0].isdigit() or not TOKEN_RE.match(parts[1]):
+    if len(parts) != 2 or not is_num(parts[0]) or not TOKEN_RE.match(parts[1]):
         raise SipParseError(f"bad CSeq {text!r}")
     num = int(parts[0])
     if num >= 2**31:
@@ -455,7 +460,7 @@ def parse(data: bytes) -> Request | Response:
     if len(cl_values) > 1:
         raise fail("several Content-Length values")
     if cl_values:
-        if not cl_values[0].isdigit():
+        if not is_num(cl_values[0]):
             raise fail(f"bad Content-Length {cl_values[0]!r}")
         cl = int(cl_values[0])
         if cl > len(rest):
@@ -509,10 +514,10 @@ def validate_request(req: Request) -> None:
     if method != req.method:
         raise fail("CSeq method does not match the Request-Line")
     mf = h.get("max-forwards")
-    if mf is not None and (not mf.isdigit() or int(mf) > 255):
+    if mf is not None and (not is_num(mf) or int(mf) > 255):
         raise fail(f"bad Max-Forwards {mf!r}")
     exp = h.get("expires")
-    if exp is not None and (not exp.isdigit() or int(exp) >= 2**32):
+    if exp is not None and (not is_num(exp) or int(exp) >= 2**32):
         raise fail(f"bad Expires {exp!r}")
     for c in h.get_all("contact"):
         if c.strip() == "*":
@@ -522,7 +527,7 @@ def validate_request(req: Request) -> None:
         except SipParseError as exc:
             raise fail(exc.reason) from None
         ce = addr.params.get("expires")
-        if ce is not None and (not ce.isdigit() or int(ce) >= 2**32):
+        if ce is not None and (not is_num(ce) or int(ce) >= 2**32):
             raise fail("bad Contact expires")
     try:
         ruri = SipUri.parse(req.uri)
