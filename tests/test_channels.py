@@ -428,3 +428,30 @@ async def test_simultaneous_messages_of_one_chat_open_one_ticket(client: httpx.A
     assert len(refs) == 1, refs
     assert actions.count("ticket") == 1
     assert len([i for i in await runtime.desk.tickets.interactions(refs.pop()) if i.direction == "in"]) == 3
+
+
+_KEYS = ["object", "entry", "changes", "field", "value", "messages", "metadata", "contacts", "from", "id", "type", "text",
+         "body", "message", "edited_message", "chat", "wa_id", "profile", "name", "interactive", "button_reply"]
+
+
+def test_parsers_take_any_json_without_crashing() -> None:
+    """Webhook bodies are attacker-controlled: any JSON shape gives messages or nothing, never an exception."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from desk_api.channels.telegram import parse_update
+    from desk_api.channels.whatsapp import parse_notification
+
+    leaves = st.none() | st.booleans() | st.integers() | st.text(max_size=5)
+    values = st.recursive(leaves, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.sampled_from(_KEYS), c, max_size=4),
+                          max_leaves=20)
+
+    @settings(max_examples=400, deadline=None)
+    @given(values)
+    def check(value: Any) -> None:
+        if isinstance(value, dict):
+            value = {**value, "object": "whatsapp_business_account"}
+        parse_notification(value)
+        parse_update(value)
+
+    check()

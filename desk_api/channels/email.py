@@ -162,7 +162,12 @@ async def email_inbound(request: Request, x_atiende_inbound_token: str | None = 
     require_enabled(cfg.enabled, "email")
     check_secret(x_atiende_inbound_token, cfg.inbound_token, "email", "X-Atiende-Inbound-Token")
     raw = await read_body(request, cfg.max_bytes)
-    msg, inbound, hint = parse_inbound(raw)
+    try:
+        msg, inbound, hint = parse_inbound(raw)
+    except InvalidInput:
+        raise
+    except Exception as exc:  # the stdlib parser's rarer failures on malformed headers: the sender's fault
+        raise InvalidInput("the message cannot be parsed", {"reason": str(exc)[:200]}) from None
     if not await first_time(rt, "email", inbound.message_id or ""):
         return {"ok": True, "action": "duplicate", "message_id": inbound.message_id}
     if is_automatic(msg, cfg.address):

@@ -50,8 +50,8 @@ def parse_update(update: Any) -> tuple[Contact, str | None, str] | None:
     chat_id = chat.get("id")
     if not isinstance(chat_id, int):
         return None
-    user_id = sender.get("id", chat_id)
-    name = " ".join(str(sender[k]) for k in ("first_name", "last_name") if sender.get(k)) or None
+    user_id = sender.get("id") if isinstance(sender.get("id"), int) else chat_id
+    name = " ".join(str(sender[k]) for k in ("first_name", "last_name") if sender.get(k))[:200] or None
     contact = Contact(channel="telegram", address=str(user_id), name=name,
                       data={"chat_id": chat_id, "username": sender.get("username")})
     text = message.get("text") if isinstance(message.get("text"), str) else message.get("caption")

@@ -57,17 +57,25 @@ def verify_signature(app_secret: str, body: bytes, header: str | None) -> None:
         raise Forbidden("X-Hub-Signature-256 does not match the body", {"header": "X-Hub-Signature-256"})
 
 
+def _d(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _l(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _message_text(message: dict[str, Any]) -> str | None:
     kind = message.get("type")
     if kind == "text":
-        return (message.get("text") or {}).get("body")
+        return _d(message.get("text")).get("body")
     if kind == "button":
-        return (message.get("button") or {}).get("text")
+        return _d(message.get("button")).get("text")
     if kind == "interactive":
-        inter = message.get("interactive") or {}
+        inter = _d(message.get("interactive"))
         for key in ("button_reply", "list_reply"):
-            if isinstance(inter.get(key), dict):
-                return inter[key].get("title")
+            if key in inter:
+                return _d(inter[key]).get("title")
     return None
 
 
@@ -76,22 +84,23 @@ def parse_notification(payload: Any) -> list[tuple[Contact, str | None, str]]:
     out: list[tuple[Contact, str | None, str]] = []
     if not isinstance(payload, dict) or payload.get("object") != "whatsapp_business_account":
         return out
-    for entry in payload.get("entry") or []:
-        for change in (entry or {}).get("changes") or []:
-            value = (change or {}).get("value") or {}
-            if change.get("field") != "messages" or not isinstance(value, dict):
+    for entry in _l(payload.get("entry")):
+        for change in _l(_d(entry).get("changes")):
+            change = _d(change)
+            value = _d(change.get("value"))
+            if change.get("field") != "messages":
                 continue
-            phone_number_id = (value.get("metadata") or {}).get("phone_number_id")
-            names = {c.get("wa_id"): (c.get("profile") or {}).get("name")
-                     for c in value.get("contacts") or [] if isinstance(c, dict)}
-            for message in value.get("messages") or []:
+            phone_number_id = _d(value.get("metadata")).get("phone_number_id")
+            names = {_d(c).get("wa_id"): _d(_d(c).get("profile")).get("name") for c in _l(value.get("contacts"))}
+            for message in _l(value.get("messages")):
                 if not isinstance(message, dict) or not message.get("from") or not message.get("id"):
                     continue
                 wa_id = str(message["from"])
-                contact = Contact(channel="whatsapp", address=wa_id, name=names.get(wa_id),
-                                  data={"phone_number_id": phone_number_id})
+                name = names.get(wa_id)
+                contact = Contact(channel="whatsapp", address=wa_id[:64], name=name if isinstance(name, str) else None,
+                                  data={"phone_number_id": str(phone_number_id) if phone_number_id else None})
                 text = _message_text(message)
-                out.append((contact, text if isinstance(text, str) else None, str(message["id"])))
+                out.append((contact, text if isinstance(text, str) else None, str(message["id"])[:200]))
     return out
 
 
