@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
+from telephony.g711 import PCM_FRAME
+
 if TYPE_CHECKING:
     from telephony.endpoint import SipEndpoint
     from telephony.rtp import RtpSession
@@ -152,7 +154,8 @@ class Call:
             yield frame
 
     async def play(self, frames: AsyncIterable[bytes] | Iterable[bytes], *, interrupt_on_dtmf: bool = True) -> bool:
-        """Send frames (320-byte PCM16; shorter ones padded) paced at 20 ms; returns when the last one left.
+        """Send 16-bit 8 kHz PCM paced at 20 ms (chunks of any length; 320-byte frames are the natural unit);
+        returns when the last frame left.
         False if stopped by stop_playback(), a DTMF digit (unless interrupt_on_dtmf=False) or the end of the call."""
         rtp = await self._media()
         if rtp is None:
@@ -160,17 +163,28 @@ class Call:
         async with self._play_lock:
             gen = self._play_gen
             self._interrupt_on_dtmf = interrupt_on_dtmf
+            pending = bytearray()  # chunks of any length are re-cut into 20 ms frames
+
+            async def feed(chunk: bytes) -> bool:
+                pending.extend(chunk)
+                while len(pending) >= PCM_FRAME:
+                    if gen != self._play_gen or self.ended.is_set():
+                        return False
+                    await rtp.push(bytes(pending[:PCM_FRAME]))
+                    del pending[:PCM_FRAME]
+                return gen == self._play_gen and not self.ended.is_set()
+
             try:
                 if isinstance(frames, AsyncIterable):
-                    async for frame in frames:
-                        if gen != self._play_gen or self.ended.is_set():
+                    async for chunk in frames:
+                        if not await feed(chunk):
                             return False
-                        await rtp.push(frame)
                 else:
-                    for frame in frames:
-                        if gen != self._play_gen or self.ended.is_set():
+                    for chunk in frames:
+                        if not await feed(chunk):
                             return False
-                        await rtp.push(frame)
+                if pending:
+                    await rtp.push(bytes(pending))  # the last, short frame is padded with silence
                 if gen != self._play_gen:
                     return False
                 await rtp.wait_drained()

@@ -576,3 +576,20 @@ async def test_ipv6_call(rig_factory: Any) -> None:
         await ep.stop(grace_s=0.3)
         sip.close()
         rtp.close()
+
+
+async def test_play_recuts_chunks_of_any_length(rig_factory: Any) -> None:
+    pcm = b"".join(tone(0.5, 800))[:-100]  # 24.7 frames
+
+    async def handler(call: Call) -> None:
+        await call.answer()
+        assert await call.play(pcm[i:i + 1000] for i in range(0, len(pcm), 1000))
+        await call.hangup()
+
+    rig = await rig_factory(handler)
+    await rig.answered_call()
+    await rig.sip.request("BYE", within_s=3)
+    got = rig.rtp.audio_pcm()
+    assert snr_db(pcm, got) > 30
+    frames = [got[i:i + 320] for i in range(0, len(got), 320)]
+    assert sum(1 for f in frames if audioop.rms(f, 2) > 1000) == 25  # 24 whole frames and the padded tail
