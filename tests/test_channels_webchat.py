@@ -88,6 +88,8 @@ async def test_webchat_conversation(live: LiveServer, rt: Any) -> None:
         await recv(ws)  # taken as plain text: echoed
         await ws.send(json.dumps({"type": "message", "text": 42}))
         assert (await recv(ws, "error"))["message"] == "Mensaje no válido."
+        await ws.send("x" * 100_000)
+        assert (await recv(ws, "error"))["message"] == "El mensaje es demasiado largo."
 
     # Reconnecting with the session replays the conversation.
     async with connect(f"{ws_url}?session={session}") as ws:

@@ -34,6 +34,7 @@ WEB = Path(__file__).resolve().parent.parent / "web"
 _SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 LOG_KEEP = 200
+MAX_FRAME = 16_384  # characters; a chat message is cut to `max_message_chars` anyway
 FAILED = "No hemos podido procesar su mensaje. Inténtelo de nuevo."
 LOG_TTL_S = 7 * 86400
 
@@ -116,6 +117,9 @@ async def webchat_socket(websocket: WebSocket, session: str | None = None) -> No
     try:
         while True:
             raw = await websocket.receive_text()
+            if len(raw) > MAX_FRAME:
+                await websocket.send_json({"type": "error", "message": "El mensaje es demasiado largo."})
+                continue
             try:
                 frame: Any = json.loads(raw)
             except ValueError:
