@@ -40,7 +40,19 @@ def app_factory() -> Any:
 
     loaded = load(None)
     store = Store(loaded.settings.redis.url or "", prefix=loaded.settings.redis.prefix)
-    return create_app(Runtime(loaded, store=store))
+    app = create_app(Runtime(loaded, store=store))
+    if os.environ.get("BENCH_VARIANT") == "tuned":
+        # What two changes to desk_api/app.py would give (an experiment, not how the service runs): no
+        # BaseHTTPMiddleware (the request counter as plain ASGI middleware instead) and the desk's routes matched
+        # first. Here the counter is simply dropped.
+        import desk_api.routes.desk as desk_routes
+
+        app.user_middleware = [m for m in app.user_middleware if "BaseHTTPMiddleware" not in repr(m)]
+        app.middleware_stack = None
+        routes = app.router.routes
+        k = next(i for i, r in enumerate(routes) if getattr(r, "original_router", None) is desk_routes.router)
+        routes.insert(0, routes.pop(k))
+    return app
 
 
 # ---- the load generator (runs in its own process) ---------------------------------------------------
@@ -83,9 +95,9 @@ async def _client(port: int, kind: str, duration: float, concurrency: int, max_r
         finally:
             writer.close()
 
-    t_start = time.perf_counter()
+    t_start, c_start = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - t_start
+    elapsed, client_cpu = time.perf_counter() - t_start, time.process_time() - c_start
     lat.sort()
     ok = sum(v for c, v in codes.items() if 200 <= c < 300)
     return {
@@ -94,6 +106,7 @@ async def _client(port: int, kind: str, duration: float, concurrency: int, max_r
         "p50_ms": round(lat[len(lat) // 2] * 1000, 1) if lat else None,
         "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000, 1) if lat else None,
         "mean_ms": round(statistics.fmean(lat) * 1000, 1) if lat else None,
+        "client_cpu_ms_per_req": round(client_cpu / max(1, len(lat)) * 1000, 3),
     }
 
 
@@ -176,6 +189,8 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=64, help="client connections")
     p.add_argument("--max-requests", type=int, default=200_000, help="upper bound of requests per test")
     p.add_argument("--redis-url", default=None, help="use this Redis instead of a private one (AOF always)")
+    p.add_argument("--variant", choices=("as-is", "tuned"), default="as-is",
+                   help="tuned: the app without BaseHTTPMiddleware and with the desk's routes first (an experiment)")
     # client mode (internal)
     p.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -198,7 +213,7 @@ def main() -> None:
         server = PrivateRedis(tmp / "redis")
         url = server.start()
     print(f"redis {url} ({'private, appendonly yes, appendfsync always' if server else 'external'}); "
-          f"{os.cpu_count()} CPUs; {args.concurrency} connections; {args.duration:.0f} s per test")
+          f"{os.cpu_count()} CPUs; {args.concurrency} connections; {args.duration:.0f} s per test; app {args.variant}")
     results = []
     try:
         for workers in [int(w) for w in args.workers.split(",")]:
@@ -206,7 +221,7 @@ def main() -> None:
             port = free_port()
             env = {**os.environ, "ATIENDE_REDIS_URL": url, "ATIENDE_REDIS__PREFIX": prefix,
                    "ATIENDE_DESK__RATE_LIMITS": "{status: {requests: 100000000, per_seconds: 60}}",
-                   "ATIENDE_SERVICE__LOG_LEVEL": "warning"}
+                   "ATIENDE_SERVICE__LOG_LEVEL": "warning", "BENCH_VARIANT": args.variant}
             uv = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "bench_desk:app_factory", "--app-dir",
                                    str(Path(__file__).parent), "--host", "127.0.0.1", "--port", str(port), "--workers",
                                    str(workers), "--no-access-log", "--log-level", "warning"], env=env, cwd=REPO)
@@ -240,6 +255,11 @@ def main() -> None:
               f"{res['loadavg_1m']:>5}  {res['codes']}")
     print("app cpu / redis cpu: CPU milliseconds per successful request (uvicorn master + workers, redis-server);\n"
           "load: the 1-minute load average during the test (other processes on the machine compete for the cores).")
+    cores = os.cpu_count() or 1
+    for res in results:
+        per = res["server_cpu_ms_per_req"] + res.get("redis_cpu_ms_per_req", 0) + res["client_cpu_ms_per_req"]
+        print(f"  workers={res['workers']} {res['test']}: app+redis+client {per:.2f} CPU ms/request -> at most "
+              f"~{cores * 1000 / per:,.0f}/s if these {cores} cores did nothing else")
     print(json.dumps(results))
 
 
