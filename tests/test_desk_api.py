@@ -120,3 +120,5 @@ async def test_bad_input_is_422_with_details(client: httpx.AsyncClient) -> None:
     assert r.status_code == 422 and "N7" in r.json()["message"]
     r = await client.post("/api/v1/tickets", headers=IVR_KEY, json={"subject": "x", "citizen_id": "C000"})
     assert r.status_code == 422
+    r = await client.post("/api/v1/tickets", headers=IVR_KEY, json={"subject": "x", "meta": {"k": "v" * 20000}})
+    assert r.status_code == 422 and "16384" in str(r.json()["details"])

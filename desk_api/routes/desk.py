@@ -11,7 +11,7 @@ from datetime import date
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field, field_validator
 
 from atiende.errors import Forbidden, InvalidInput, NotFound
 from desk_api.services import Desk
@@ -57,6 +57,15 @@ class IdentityIn(BaseModel):
     name: str | None = Field(None, max_length=200)
 
 
+MAX_FREE_JSON = 16_384  # bytes of free-form `meta` / `data` a client may attach
+
+
+def _bounded(value: dict[str, Any]) -> dict[str, Any]:
+    if len(json.dumps(value, default=str)) > MAX_FREE_JSON:
+        raise ValueError(f"at most {MAX_FREE_JSON} bytes of JSON")
+    return value
+
+
 class TicketIn(BaseModel):
     channel: Channel = "api"
     queue: str | None = Field(None, max_length=32, description="default: complaints queue for complaints, else N1")
@@ -69,6 +78,8 @@ class TicketIn(BaseModel):
     trace_id: str | None = Field(None, max_length=128)
     due: AwareDatetime | None = Field(None, description="default: from the queue's calendar")
     meta: dict[str, Any] = Field(default_factory=dict)
+
+    _meta = field_validator("meta")(_bounded)
 
 
 class TicketList(BaseModel):
@@ -111,6 +122,8 @@ class InteractionIn(BaseModel):
     direction: Literal["in", "out", "internal"] = "internal"
     text: str = Field("", max_length=20000)
     data: dict[str, Any] = Field(default_factory=dict)
+
+    _data = field_validator("data")(_bounded)
 
 
 class StatusView(BaseModel):
