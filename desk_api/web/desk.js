@@ -20,7 +20,7 @@ const ACTOR = { citizen: "ciudadano", assistant: "asistente", ivr: "IVR", system
 const STATUS = { open: "pendiente", assigned: "asignado", escalated: "escalado", resolved: "resuelto", closed: "cerrado" };
 const KIND = { query: "consulta", complaint: "queja", suggestion: "sugerencia", voicemail: "mensaje de voz", callback: "devolver llamada" };
 
-const state = { user: null, agentId: null, tab: null, current: null, fresh: new Set(), lastEvent: null, renderSeq: 0 };
+const state = { user: null, agentId: null, tab: null, current: null, fresh: new Set(), lastEvent: null, renderSeq: 0, listSeq: 0 };
 
 function agentIdOf(user) { return user.agent_id || (user.user && user.user.agent_id) || user.username || null; }
 function levelOf(user) { return user.level || (user.user && user.user.level) || (Atiende.has(user, "agent_n2") ? 2 : 1); }
@@ -69,11 +69,13 @@ function refreshSoon() { clearTimeout(refreshTimer); refreshTimer = setTimeout(r
 
 async function refreshList() {
   if (!state.tab) return;
+  const seq = ++state.listSeq;  // responses may arrive out of order: only the newest request draws
   let items = [];
   try {
     const data = await api("GET", EP.tickets(state.tab.query + "&limit=100"));
     items = Array.isArray(data) ? data : data.tickets || data.items || [];
   } catch (e) { document.getElementById("live").textContent = describeError(e); return; }
+  if (seq !== state.listSeq) return;
   items = items.filter((t) => t.status !== "closed" && t.status !== "resolved");
   const list = document.getElementById("tickets");
   list.replaceChildren(...items.map((t) => el("li", {
