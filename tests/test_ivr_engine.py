@@ -139,3 +139,27 @@ async def test_caller_hanging_up_is_recorded(loaded: Loaded) -> None:
     assert session.ended_by == "caller" or session.outcome == "queued"
     assert session.path and all(p.ms >= 0 for p in session.path)
     assert [t.kind for t in session.transcripts][:3] == ["no_input", "no_input", "no_input"]
+
+
+@pytest.mark.anyio
+async def test_record_transfer_and_answer_fallback_verbs(loaded: Loaded) -> None:
+    from ivr.flows import Flows
+
+    s = loaded.settings
+    doc = Flows.model_validate({
+        "prompts": {"no_input": "x", "no_match": "y"},
+        "person_flow": "agent", "closed_flow": "agent", "policy": {"handover": "agent"},
+        "flows": {
+            "main": [{"verb": "record", "text": "Diga su nombre.", "into": "name"},
+                     {"verb": "say", "text": "Gracias, {name}."},
+                     {"verb": "answer", "topic": "procedure", "on_fail": "agent"}],
+            "agent": [{"verb": "transfer", "to": "sip:agente@127.0.0.1"}],
+        }})
+    deps = Deps(settings=s, router=ROUTER, calendar=Calendar("line", s.calendar.calendars["line"]),
+                hooks=DryRunHooks.make(), clock=FixedClock(OPEN))
+    io = ScriptedIO([("say", "Ana")])
+    session = await Engine(doc, deps).run(io)
+    assert [m.text for m in io.out][:2] == ["Diga su nombre.", "Gracias, Ana."]
+    assert session.vars["name"] == "Ana" and session.transcripts[0].kind == "recording"
+    assert io.transferred_to == "sip:agente@127.0.0.1" and session.outcome == "transferred"
+    assert [p.verb for p in session.path] == ["record", "say", "answer", "transfer"]
