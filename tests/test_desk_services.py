@@ -150,3 +150,28 @@ async def test_reports_summary(runtime: Runtime) -> None:
     assert data["open_past_due"]["count"] == 1
     with pytest.raises(InvalidInput):
         await desk.reports.summary(date(2026, 11, 23), date(2026, 11, 1))
+
+
+async def test_rate_limit_is_shared_between_processes(runtime: Runtime) -> None:
+    from atiende.errors import RateLimited
+    from desk_api.services.auth import RateLimiter
+
+    cfg = runtime.settings.desk  # status: 30 per 60 s
+    a, b = RateLimiter(runtime.store, runtime.clock, cfg), RateLimiter(runtime.store, runtime.clock, cfg)
+    for _ in range(20):
+        await a.check("status", "10.0.0.1")
+    await a.flush()
+    await b.check("status", "10.0.0.1")
+    await b.flush()  # the other worker learns the global count (21) at its next flush, within 50 ms
+    passed = 0
+    for _ in range(20):
+        try:
+            await b.check("status", "10.0.0.1")
+            passed += 1
+        except RateLimited:
+            break
+    await b.flush()
+    assert passed == 9
+    with pytest.raises(RateLimited):
+        await a.check("status", "10.0.0.1")
+    await a.check("status", "10.0.0.2")  # another client has its own window
