@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import date
 
 import pytest
@@ -172,6 +173,9 @@ async def test_rate_limit_is_shared_between_processes(runtime: Runtime) -> None:
             break
     await b.flush()
     assert passed == 9
+    with contextlib.suppress(RateLimited):
+        await a.check("status", "10.0.0.1")  # the first worker may let one more through before its next flush
+    await a.flush()
     with pytest.raises(RateLimited):
         await a.check("status", "10.0.0.1")
     await a.check("status", "10.0.0.2")  # another client has its own window
