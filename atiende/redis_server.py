@@ -11,6 +11,39 @@ from pathlib import Path
 import redis
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent dies, even by SIGKILL (Linux prctl).
+
+    Redis then flushes its AOF and exits instead of lingering on a port nobody knows.
+    """
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _stop_stale(pidfile: Path) -> None:
+    """A redis-server left on our data directory by a crashed run would share its AOF: stop it first."""
+    import os
+    import signal
+
+    try:
+        pid = int(pidfile.read_text().strip())
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return
+    if b"redis-server" not in cmd:
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 class RedisUnavailable(RuntimeError):
     """Raised with a message meant for a person, not a traceback."""
 
@@ -46,6 +79,8 @@ class PrivateRedis:
                 "or set ATIENDE_REDIS_URL to a Redis server you run"
             )
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        pidfile = (self.data_dir / "redis.pid").resolve()
+        _stop_stale(pidfile)
         args = [
             exe,
             "--bind", self.host,
@@ -55,12 +90,14 @@ class PrivateRedis:
             "--appendfsync", "always",
             "--save", "",
             "--daemonize", "no",
+            "--pidfile", str(pidfile),
             "--protected-mode", "yes",
             "--loglevel", "warning",
             "--logfile", str((self.data_dir / "redis.log").resolve()),
         ]
         # start_new_session: Ctrl-C in the terminal reaches us, not Redis; we stop it in order.
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                                     preexec_fn=_die_with_parent)  # before any thread exists in `atiende run`
         deadline = time.monotonic() + timeout
         client = redis.Redis(host=self.host, port=self.port, socket_connect_timeout=0.2)
         try:
