@@ -241,6 +241,8 @@ def test_admin_and_reports_pages(live: LiveServer, redis_server: PrivateRedis, t
             page.locator("#sections button[data-section=people]").click()
             expect(page.get_by_test_id("agents-table")).to_contain_text("luis")
             expect(page.get_by_test_id("queues-table")).to_contain_text("N2")
+            page.locator("#sections button[data-section=citizens]").click()
+            expect(page.get_by_test_id("citizens-table")).to_be_visible()
 
             # Reports (marta is also a supervisor): the chat contacts of the other test are counted.
             page.goto(f"{live.url}/reports")

@@ -19,7 +19,8 @@ function show(name) {
   history.replaceState(null, "", `#${name}`);
   const box = document.getElementById("section");
   box.replaceChildren();
-  ({ calendar: calendarSection, flows: flowsSection, intents: intentsSection, people: peopleSection }[name] || calendarSection)(box)
+  ({ calendar: calendarSection, flows: flowsSection, intents: intentsSection, people: peopleSection, citizens: citizensSection }[name]
+    || calendarSection)(box)
     .catch((e) => box.append(el("p", { class: "error" }, describeError(e))));
 }
 
@@ -242,13 +243,22 @@ async function peopleSection(box) {
     const skills = el("input", { value: (a.skills || []).join(", "), size: 18 });
     return el("tr", {}, el("td", {}, a.id), el("td", {}, a.name), el("td", {}, level), el("td", {}, skills),
       el("td", {}, el("span", { class: "badge" }, a.presence)), el("td", {}, a.current || ""),
-      el("td", {}, el("button", { class: "secondary", onclick: async () => {
+      el("td", {}, el("div", { class: "row" }, el("button", { class: "secondary", onclick: async () => {
         try {
           await api("PUT", `/api/v1/agents/${encodeURIComponent(a.id)}`, { name: a.name, level: Number(level.value),
             skills: skills.value.split(",").map((s) => s.trim()).filter(Boolean), sip_uri: a.sip_uri || null });
           done(`Agente ${a.id} actualizado.`);
         } catch (e) { done(describeError(e), false); }
-      } }, "Guardar")));
+      } }, "Guardar"),
+      a.current ? el("button", { class: "secondary", title: "Deja al agente libre de la llamada o ticket que tenía reservado", onclick: async () => {
+        try { await api("POST", `/api/v1/agents/${encodeURIComponent(a.id)}/release`, {}); done(`Agente ${a.id} liberado.`); }
+        catch (e) { done(describeError(e), false); }
+      } }, "Liberar") : null,
+      el("button", { class: "danger", onclick: async () => {
+        if (!confirm(`¿Quitar al agente ${a.id}?`)) return;
+        try { await api("DELETE", `/api/v1/agents/${encodeURIComponent(a.id)}`); done(`Agente ${a.id} quitado.`); box.replaceChildren(); await peopleSection(box); }
+        catch (e) { done(describeError(e), false); }
+      } }, "Quitar"))));
   });
 
   const f = { username: el("input", { "data-testid": "user-username", placeholder: "usuario" }), name: el("input", { placeholder: "Nombre y apellidos" }),
@@ -279,7 +289,43 @@ async function peopleSection(box) {
       el("table", {}, el("thead", {}, el("tr", {}, ["Usuario", "Nombre", "Roles", "Activo"].map((h) => el("th", {}, h)))),
         el("tbody", {}, users.map((u) => el("tr", {}, el("td", {}, u.username), el("td", {}, u.name), el("td", {}, u.roles.join(", ")), el("td", {}, u.active ? "sí" : "no"))))),
       el("h4", {}, "Nuevo usuario"), el("div", { class: "row" }, f.username, f.name, f.role, f.password, f.skills, create)),
+    apiKeys(done),
     result);
+}
+
+function apiKeys(done) {
+  const name = el("input", { placeholder: "nombre (p. ej. ivr-nodo-2)" });
+  const role = el("select", {}, ["supervisor", "agent_n1", "agent_n2", "admin"].map((r) => el("option", { value: r }, r)));
+  const shown = el("p", { class: "small", "data-testid": "api-key" });
+  return el("section", { class: "panel", style: "margin-top:1rem" }, el("h3", { style: "margin-top:0" }, "Claves de API (máquinas)"),
+    el("p", { class: "small muted" }, "Para otros nodos o sistemas. La clave se muestra una sola vez."),
+    el("div", { class: "row" }, name, role, el("button", { onclick: async () => {
+      try {
+        const k = await api("POST", "/api/v1/api-keys", { name: name.value.trim(), roles: [role.value] });
+        shown.replaceChildren("Clave de ", el("b", {}, k.name), ": ", el("code", {}, k.key));
+        done(`Clave ${k.name} creada.`);
+      } catch (e) { done(describeError(e), false); }
+    } }, "Crear clave")), shown);
+}
+
+// ---- citizens: look up, see their tickets, merge two records of one person -------------------------------------
+
+async function citizensSection(box) {
+  const list = await api("GET", "/api/v1/citizens?limit=100");
+  const out = el("div", { class: "status-line", role: "status" });
+  const keep = el("input", { placeholder: "id que se conserva" }), other = el("input", { placeholder: "id que se une" });
+  box.append(el("section", { class: "panel" }, el("h3", { style: "margin-top:0" }, "Ciudadanos"),
+    el("table", { "data-testid": "citizens-table" }, el("thead", {}, el("tr", {}, ["Id", "Nombre", "Identidades", "Alta"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, list.map((c) => el("tr", {}, el("td", {}, el("code", {}, c.id)), el("td", {}, c.name || ""),
+        el("td", {}, (c.identities || []).map((i) => el("span", { class: "badge", style: "margin-right:.3rem" }, `${i.kind}: ${i.value}`))),
+        el("td", {}, when(c.created_at)))))),
+    el("h4", {}, "Unir dos registros de la misma persona"),
+    el("div", { class: "row" }, keep, other, el("button", { onclick: async () => {
+      try {
+        await api("POST", `/api/v1/citizens/${encodeURIComponent(keep.value.trim())}/merge`, { other_id: other.value.trim() });
+        out.className = "status-line ok"; out.textContent = "Registros unidos.";
+      } catch (e) { out.className = "status-line error"; out.textContent = describeError(e); }
+    } }, "Unir")), out));
 }
 
 init().catch((e) => { if (e.message !== "login" && e.message !== "forbidden") console.error(e); });
