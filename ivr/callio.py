@@ -14,7 +14,7 @@ import logging
 import math
 import struct
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from ivr.contact import Ask, CallerGone, Heard, Recorded
@@ -123,11 +123,14 @@ class CallIO:
 
     # ---- answers --------------------------------------------------------------------------------
 
-    async def _listen_frames(self, tee: bytearray | None = None) -> AsyncIterator[bytes]:
+    async def _listen_frames(self, tee: bytearray | None = None,
+                             sink: Callable[[bytes], None] | None = None) -> AsyncIterator[bytes]:
         while self._preroll:
             frame = self._preroll.popleft()
             if tee is not None:
                 tee.extend(frame)
+            if sink is not None:
+                sink(frame)
             yield frame
         while True:
             live = await self._frames.get()
@@ -136,6 +139,8 @@ class CallIO:
                 return
             if tee is not None:
                 tee.extend(live)
+            if sink is not None:
+                sink(live)
             yield live
 
     async def _keys(self, first: str, ask: Ask) -> Heard:
@@ -205,13 +210,14 @@ class CallIO:
             log.warning("speech recognition failed on call %s: %s", self.call.call_id, res.error)
         return Heard(kind="no_input", engine=res.engine)
 
-    async def record(self, text: str, *, max_s: float, end_silence_s: float) -> Recorded:
+    async def record(self, text: str, *, max_s: float, end_silence_s: float,
+                     sink: Callable[[bytes], None] | None = None) -> Recorded:
         self._barged = False
         await self.say(text, barge_in=False)
         await self._play(_beep(), barge_in=False)
         self._preroll.clear()
         audio = bytearray()
-        res = await self.speech.listen(self._listen_frames(tee=audio), no_input_ms=8000,
+        res = await self.speech.listen(self._listen_frames(tee=audio, sink=sink), no_input_ms=8000,
                                        end_silence_ms=int(end_silence_s * 1000), max_ms=int(max_s * 1000))
         if res.status == "no_input":
             return Recorded(text="", confidence=0.0, audio=None)

@@ -6,6 +6,7 @@ over telephony and speech (`ivr.callio`), a chat or `atiende simulate` over text
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -65,7 +66,11 @@ class ContactIO(Protocol):
 
     async def gather(self, ask: Ask) -> Heard: ...
 
-    async def record(self, text: str, *, max_s: float, end_silence_s: float) -> Recorded: ...
+    async def record(self, text: str, *, max_s: float, end_silence_s: float,
+                     sink: Callable[[bytes], None] | None = None) -> Recorded:
+        """Say `text`, beep, record until silence or max_s; calls give each 20 ms frame to `sink` as it arrives
+        (voicemail writes it to disk at once, so a crash loses at most a second)."""
+        ...
 
     async def hold(self, seconds: float) -> bool:
         """Keep the contact waiting (music or silence); False when the caller left."""

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -91,7 +92,8 @@ class ScriptedIO:
             return Heard(kind="no_input")
         return _heard(kind, value)
 
-    async def record(self, text: str, *, max_s: float, end_silence_s: float) -> Recorded:
+    async def record(self, text: str, *, max_s: float, end_silence_s: float,
+                     sink: Callable[[bytes], None] | None = None) -> Recorded:
         self.out.append(OutMessage(text, "question"))
         got = self._next()
         if got is None or got[0] != "say":
@@ -142,7 +144,8 @@ class ChatConversation:
         text = await self._wait(ask.text, "question", list(ask.options))
         return heard_from_text(text or "", ask.options)
 
-    async def record(self, text: str, *, max_s: float, end_silence_s: float) -> Recorded:
+    async def record(self, text: str, *, max_s: float, end_silence_s: float,
+                     sink: Callable[[bytes], None] | None = None) -> Recorded:
         got = await self._wait(text, "question", [])
         return Recorded(text=got or "", confidence=1.0)
 

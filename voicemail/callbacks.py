@@ -125,12 +125,12 @@ class CallbackService:
             raise NotFound(f"no callback {callback_id}", {"id": callback_id})
         return self._flag(Callback.model_validate_json(raw), self.rt.clock.now())
 
-    async def list(self, *, status: str | None = None, limit: int = 200) -> list[Callback]:
+    async def query(self, *, status: str | None = None, limit: int = 200) -> list[Callback]:
         """Open callbacks first in due order, then the rest newest first."""
         ids = await self.rt.store.redis.zrevrange(self._k.callbacks_all, 0, max(0, limit - 1))
         now = self.rt.clock.now()
         out: list[Callback] = []
-        for raw in await self.rt.store.redis.mget([self._k.callback(i) for i in ids]) if ids else []:
+        for raw in await self.rt.store.redis.mget([self._k.callback(str(i)) for i in ids]) if ids else []:
             if raw:
                 cb = self._flag(Callback.model_validate_json(raw), now)
                 if status is None or cb.status == status:

@@ -34,7 +34,7 @@ class CallbackIn(BaseModel):
 @router.get("/callbacks")
 async def list_callbacks(request: Request, status: Literal["pending", "in_progress", "done", "failed"] | None = None,
                          ) -> list[Callback]:
-    return await _service(request).list(status=status)
+    return await _service(request).query(status=status)
 
 
 @router.post("/callbacks", status_code=201)
