@@ -83,12 +83,41 @@ async def load(url: str, kind: str, texts: list[str], start: int, duration: floa
             "p99_ms": round(lat[int(len(lat) * 0.99) - 1] * 1000, 1) if lat else None, "codes": codes}
 
 
+async def in_process(redis_url: str, data_dir: Path, n: int, concurrency: int) -> None:
+    """The assistant alone (no HTTP): messages per second and CPU milliseconds per message."""
+    from desk_api.channels.assistant import handle
+    from desk_api.channels.base import Contact, Inbound
+    from tests._channels_support import make_runtime
+
+    rt = make_runtime(redis_url, "inproc", data_dir)
+    try:
+        first = await handle(rt, Inbound(contact=Contact(channel="webchat", address="w0"), text="Quiero hablar con una persona",
+                                         threads=["w0"]))
+        shown = f"{first.ref[:3]}-{first.ref[3:]}" if first.ref else ""
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(i: int, text: str) -> None:
+            async with sem:
+                await handle(rt, Inbound(contact=Contact(channel="webchat", address=f"w{i}"), text=text, threads=[f"w{i}"]))
+
+        for start, (kind, text) in enumerate([("ticket", "Quiero hablar con una persona"),
+                                              ("answer", "¿Cuál es el horario de atención?"),
+                                              ("status", f"¿Cómo va mi consulta {shown}?")]):
+            t0, c0 = time.perf_counter(), time.process_time()
+            await asyncio.gather(*(one((start + 1) * 1_000_000 + i, text) for i in range(n)))
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            print({"in_process": kind, "messages": n, "per_s": round(n / wall, 1), "cpu_ms_per_msg": round(cpu / n * 1000, 2)})
+    finally:
+        await rt.store.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=6.0, help="seconds per kind of message")
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     ap.add_argument("--max-requests", type=int, default=50_000, help="upper bound per kind")
+    ap.add_argument("--in-process", type=int, default=300, help="messages per kind through the assistant alone")
     args = ap.parse_args()
 
     from atiende.redis_server import PrivateRedis
@@ -132,6 +161,7 @@ def main() -> None:
                 row = asyncio.run(load(url, kind, texts, start, args.duration, args.concurrency, args.max_requests))
                 row["replies_sent"] = len(bot.requests) - before
                 print(row)
+            asyncio.run(in_process(redis.url, Path(tmp), args.in_process, args.concurrency))
         finally:
             server.terminate()
             server.wait(10)
