@@ -37,6 +37,7 @@ KIND_BY_INTENT = {COMPLAINT_INTENT: "complaint"}
 STATE_TTL_S = 900
 NEEDS_PERSON = {COMPLAINT_INTENT, "hablar_agente"}
 PARALLEL_CHANNELS = ("telegram", "whatsapp")
+ROUTE_CHARS = 2000  # the router's limit; a long e-mail is routed by its beginning
 _COURTESY = re.compile(r"^\W*(muchas\s+)?(gracias|vale|ok|de acuerdo|perfecto|adi[oó]s|hasta luego|buenas noches)\W*$", re.I)
 
 # Used only while the router is not available (a bare install, or the router failed to load).
@@ -77,7 +78,7 @@ class Assistant:
         if service is not None:
             try:
                 router = await service.get()
-                result = router.route(text, channel="chat")
+                result = router.route(text[:ROUTE_CHARS], channel="chat")
                 return result.intent, result.queue, dict(result.entities or {})
             except Exception:  # the router is another area's code: a failure there must not lose the message
                 log.exception("router failed, using keyword fallback")
@@ -238,7 +239,7 @@ class Assistant:
         (None, question) when they first ask the citizen to confirm the intent; (None, None) otherwise."""
         if intent in NEEDS_PERSON:
             return None, None
-        inputs: list[tuple[Any, str]] = [("say", text)] + ([("say", "sí")] if confirmed else [])
+        inputs: list[tuple[Any, str]] = [("say", text[:ROUTE_CHARS])] + ([("say", "sí")] if confirmed else [])
         try:
             session, out = await self.rt.ivr.simulate(inputs, channel="chat", dry_run=True)
         except Exception:  # another area's engine: a failure there hands the message to a person
