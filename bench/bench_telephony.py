@@ -404,6 +404,22 @@ def print_table(results: list[RunResult]) -> None:
             print(f"    error: {e.splitlines()[0][:300]}")
 
 
+def markdown_table(path: Path) -> str:
+    """A results JSON as a Markdown table (for bench/README.md)."""
+    data = json.loads(path.read_text())
+    head = ("| server | calls | neighbour | answered | heard caller | gap p50/p99/max ms | drift median/max % | pps "
+            "| CPU %/call (total) | KB/call | threads | run-queue wait % | load |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in data["results"]:
+        lines.append(
+            f"| {r['server']} | {r['calls']} | {'yes' if r['neighbour'] else 'no'} | {r['answered']}/{r['calls']} "
+            f"| {r['calls_hearing_caller']} | {r['gap_p50_ms']} / {r['gap_p99_ms']} / {r['gap_max_ms']} "
+            f"| {r['drift_median_pct']} / {r['drift_max_abs_pct']} | {r['packets_per_stream_s']} "
+            f"| {r['cpu_pct_per_call']} ({r['cpu_pct_total']}) | {r['rss_kb_per_call']} | {r['threads_peak']} "
+            f"| {r.get('runqueue_wait_pct', '')} | {r['loadavg_1m']} |")
+    return "\n".join(lines)
+
+
 async def bench(args: argparse.Namespace) -> int:
     missing = require_programs("baresip", "kamailio", "dumpcap", "sox", "espeak-ng", "ip")
     if missing:
@@ -456,6 +472,8 @@ def main() -> None:
     s.add_argument("--hold", type=float, default=12.0)
     s.add_argument("--stats", required=True)
     s.add_argument("--max-calls", type=int, default=200)
+    t = sub.add_parser("table", help="print a results JSON as a Markdown table")
+    t.add_argument("json")
     p.add_argument("--calls", default="10,20,40,60,100", help="comma-separated numbers of simultaneous calls")
     p.add_argument("--servers", default="atiende,pyvoip", help="atiende, pyvoip or both")
     p.add_argument("--neighbour", choices=["both", "alone", "only"], default="both",
@@ -469,6 +487,9 @@ def main() -> None:
     args = p.parse_args()
     if args.cmd == "serve-atiende":
         serve_atiende(args)
+        return
+    if args.cmd == "table":
+        print(markdown_table(Path(args.json)))
         return
     raise SystemExit(asyncio.run(bench(args)))
 

@@ -148,7 +148,7 @@ class Proc:
             return ""
         text = self.log.read_text(errors="replace")
         # baresip repaints a status line with \r; keep the log readable
-        text = re.sub(r"\[\d+:\d\d:\d\d\] audio=[^\n]*?(?=\S*\n|\Z)", "", text)
+        text = re.sub(r"\[\d+:\d\d:\d\d\] audio=\d+/\d+ \(bit/s\)\s*", "", text)
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self, timeout: float = 3.0) -> int | None:
@@ -508,6 +508,9 @@ class ChunkMatch:
     @property
     def median_snr_db(self) -> float:
         return float(np.median([c.snr_db for c in self.chunks])) if self.chunks else -99.0
+
+    def fraction_above(self, score: float) -> float:
+        return sum(1 for c in self.chunks if c.score > score) / len(self.chunks) if self.chunks else 0.0
 
     @property
     def lag_spread_s(self) -> float:

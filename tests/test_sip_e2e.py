@@ -92,8 +92,8 @@ async def test_baresip_call_audio_both_ways_dtmf_and_record(
     (recording,) = caller.recordings()
     down = correlate(read_wav(test_audio.prompt), read_wav(recording))
     assert down.score > MIN_SCORE and down.snr_db > MIN_SNR_DB, f"caller heard the prompt ({codec}): {down}"
-    if record.loss_pct >= 1.0:  # nothing is lost on lo; reported in /tmp/telephony-bugs.md, remove once fixed
-        pytest.xfail(f"telephony counts RFC 4733 event packets as lost: {record.packets_lost} lost, {record.loss_pct}%")
+    # nothing is lost on lo; RFC 4733 event packets share the sequence space and must not count as lost
+    assert record.packets_lost == 0 and record.loss_pct < 1.0, record
 
 
 async def test_linphonec_call_with_dtmf_over_sip_info(sip_endpoint: Any, linphones: Any, test_audio: CallAudio) -> None:
@@ -120,10 +120,11 @@ async def test_linphonec_call_with_dtmf_over_sip_info(sip_endpoint: Any, linphon
     up = correlate(read_wav(test_audio.caller), heard_by_endpoint(res))
     assert up.score > MIN_SCORE, f"endpoint heard linphonec: {up}"
     await phone.stop()
-    # linphone's jitter buffer shifts playout in 10 ms steps: match the prompt piece by piece
+    # linphone's jitter buffer shifts playout (10 ms steps, more on a busy machine) and conceals gaps: match the
+    # prompt piece by piece; most pieces must come through clean
     down = correlate_chunks(read_wav(test_audio.prompt), read_wav(phone.record_path))
     assert down.median_score > MIN_SCORE and down.median_snr_db > MIN_SNR_DB, f"linphonec heard the prompt: {down}"
-    assert down.lag_spread_s < 0.1, down
+    assert down.fraction_above(MIN_SCORE) >= 0.75, down
 
 
 async def test_linphonec_hold_and_resume_keeps_one_sender(sip_endpoint: Any, linphones: Any, test_audio: CallAudio,
