@@ -24,7 +24,7 @@ from redis.exceptions import LockError
 from atiende.errors import RateLimited
 from atiende.runtime import Runtime
 from desk_api.channels import deskport
-from desk_api.channels.base import Contact, Inbound, Reply, channels_config
+from desk_api.channels.base import Inbound, Reply, channels_config
 from desk_api.services.models import REF_ALPHABET, display_ref, normalize_ref
 
 log = logging.getLogger(__name__)
@@ -317,6 +317,3 @@ def _yes_no(text: str) -> bool | None:
 async def handle(runtime: Runtime, msg: Inbound, ref_hint: str | None = None) -> Reply:
     return await Assistant(runtime).handle(msg, ref_hint)
 
-
-def contact_of(raw: str | None) -> Contact | None:
-    return Contact.model_validate_json(raw) if raw else None

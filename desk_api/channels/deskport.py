@@ -7,7 +7,7 @@ from typing import Any
 from atiende.errors import RateLimited
 from atiende.runtime import Runtime
 from desk_api.services import Desk
-from desk_api.services.models import ACTIVE_STATUSES, Interaction, Ticket, display_ref, normalize_ref
+from desk_api.services.models import ACTIVE_STATUSES, Interaction, Ticket
 
 
 def _desk(rt: Runtime) -> Desk:
@@ -82,5 +82,3 @@ async def rate_hit(rt: Runtime, bucket: str, limit: int, window_s: int) -> None:
     if int(count) > limit:
         raise RateLimited("too many messages, wait a moment", {"limit": limit, "window_s": window_s})
 
-
-__all__ = ["display_ref", "normalize_ref"]
