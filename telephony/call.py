@@ -239,25 +239,11 @@ class Call:
         if a is None or b is None:
             return
 
-        async def relay(src: Call, dst: Call) -> None:
-            dst_rtp = dst.rtp
-            assert dst_rtp is not None
-            held: list[bytes] = []
-            async for frame in src.audio():
-                if len(held) < 1 and dst_rtp.frames_out.empty():
-                    held.append(frame)  # start each burst one frame deep: absorbs the phase between the two clocks
-                    continue
-                for f in (*held, frame):
-                    if dst_rtp.frames_out.full():
-                        dst_rtp.frames_out.get_nowait()  # keep latency bounded: drop the oldest
-                    dst_rtp.frames_out.put_nowait(f)
-                held.clear()
-
         async def relay_dtmf(src: Call, dst: Call) -> None:
             async for d in src.dtmf():
                 await dst.send_dtmf(d)
 
-        tasks = [asyncio.create_task(relay(self, other)), asyncio.create_task(relay(other, self)),
+        tasks = [asyncio.create_task(relay_audio(self, other)), asyncio.create_task(relay_audio(other, self)),
                  asyncio.create_task(relay_dtmf(self, other)), asyncio.create_task(relay_dtmf(other, self)),
                  asyncio.create_task(self.ended.wait()), asyncio.create_task(other.ended.wait())]
         try:
@@ -278,3 +264,21 @@ class Call:
             r.duration_s = round((at - r.answered_at).total_seconds(), 3)
         self._dtmf.put_nowait(None)
         self.ended.set()
+
+
+async def relay_audio(src: Call, dst: Call) -> None:
+    """Send what `src` hears out of `dst` (a bridge leg; `relay_audio(call, call)` is an echo) until src ends."""
+    if await dst._media() is None:
+        return
+    dst_rtp = dst.rtp
+    assert dst_rtp is not None
+    held: list[bytes] = []
+    async for frame in src.audio():
+        if not held and dst_rtp.frames_out.empty():
+            held.append(frame)  # start each burst one frame deep: absorbs the phase between the two clocks
+            continue
+        for f in (*held, frame):
+            if dst_rtp.frames_out.full():
+                dst_rtp.frames_out.get_nowait()  # keep latency bounded: drop the oldest
+            dst_rtp.frames_out.put_nowait(f)
+        held.clear()

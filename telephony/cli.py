@@ -76,7 +76,7 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 async def _echo(args: argparse.Namespace) -> int:
-    from telephony.call import Call, CallRecord
+    from telephony.call import Call, CallRecord, relay_audio
     from telephony.endpoint import SipEndpoint
 
     cfg = _settings(args)
@@ -87,10 +87,7 @@ async def _echo(args: argparse.Namespace) -> int:
 
         async def speak() -> None:
             if args.mode == "echo":
-                assert call.rtp is not None
-                async for frame in call.audio():
-                    if not call.rtp.frames_out.full():
-                        call.rtp.frames_out.put_nowait(frame)
+                await relay_audio(call, call)
             else:
                 while not call.ended.is_set():
                     await call.play(_loop(prompt), interrupt_on_dtmf=False)

@@ -593,3 +593,44 @@ async def test_play_recuts_chunks_of_any_length(rig_factory: Any) -> None:
     assert snr_db(pcm, got) > 30
     frames = [got[i:i + 320] for i in range(0, len(got), 320)]
     assert sum(1 for f in frames if audioop.rms(f, 2) > 1000) == 25  # 24 whole frames and the padded tail
+
+
+async def test_sip_echo_command_echoes_and_prints_records(tmp_path: Any) -> None:
+    import json
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "atiende"
+    proc = await asyncio.create_subprocess_exec(
+        str(exe), "sip-echo", "--sip", "127.0.0.1:0", "--rtp-ports", "42000-42999", "--mode", "echo",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    assert proc.stdout is not None
+    sip, rtp = await SipPeer.open(), await RtpPeer.open()
+    try:
+        ready = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode()
+        assert ready.startswith("ready sip:127.0.0.1:")
+        port = int(ready.strip().rsplit(":", 1)[1])
+        ruri = f"sip:echo@127.0.0.1:{port}"
+        text = sip.make("INVITE", ruri, body=offer_sdp(rtp.port))
+        sip.send(text, ("127.0.0.1", port))
+        ok = await sip.response(200, within_s=5)
+        inv = parse(text.encode())
+        assert isinstance(inv, Request)
+        sip.send(sip.make("ACK", ruri, call_id=inv.call_id, from_tag=inv.from_.tag, to_tag=ok.to.tag), ("127.0.0.1", port))
+        media = ("127.0.0.1", int(ok.body.split(b"m=audio ")[1].split()[0]))
+        said = tone(0.5, 500)
+        await rtp.send_audio(said, "PCMA", media)
+        await asyncio.sleep(0.2)
+        back = rtp.audio_pcm()
+        voiced = [f for f in (back[i:i + 320] for i in range(0, len(back), 320)) if audioop.rms(f, 2) > 1000]
+        assert len(voiced) == len(said) and snr_db(b"".join(said), b"".join(voiced)) > 25  # heard back, whole
+        sip.send(sip.make("BYE", ruri, call_id=inv.call_id, from_tag=inv.from_.tag, to_tag=ok.to.tag, cseq=2),
+                 ("127.0.0.1", port))
+        await sip.response(200, method="BYE")
+        record = json.loads(await asyncio.wait_for(proc.stdout.readline(), 5))
+        assert record["end_reason"] == "remote_hangup" and record["codec"] == "PCMA" and record["packets_received"] == 25
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 10)
+        sip.close()
+        rtp.close()
