@@ -222,6 +222,7 @@ class Answers:
 
     async def _complaint(self) -> bool:
         e = self.e
+        e.session.said.append(self.text("answer_complaint"))
         got = await e.io.record(self.text("answer_complaint"), max_s=120, end_silence_s=4)
         e._transcript("complaint", "recording", got.text, got.confidence)
         if not got.text.strip() and not got.audio:

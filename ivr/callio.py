@@ -229,6 +229,23 @@ class CallIO:
         return Recorded(text=text_out, confidence=float(res.confidence), audio=bytes(audio),
                         duration_s=len(audio) / 16000)
 
+    async def bridge(self, other: Any) -> None:
+        """Connect the caller to another call (an agent's phone) until either side hangs up.
+
+        The IVR's own listeners stop while bridged: the call's received audio has one reader at a time.
+        """
+        self._gone()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await self.call.bridge(other)
+        finally:
+            self._frames = asyncio.Queue(maxsize=QUEUE_FRAMES)
+            self._digits = asyncio.Queue()
+            self._tasks = [asyncio.create_task(self._pump_audio(), name=f"audio-{self.call.call_id}"),
+                           asyncio.create_task(self._pump_dtmf(), name=f"dtmf-{self.call.call_id}")]
+
     async def hold(self, seconds: float) -> bool:
         try:
             await asyncio.wait_for(self.call.ended.wait(), seconds)
@@ -260,6 +277,7 @@ class IvrComponent:
             return
         self.endpoint = SipEndpoint(self.rt.settings.sip, self.on_call, clock=self.rt.clock)
         await self.endpoint.start()
+        self.rt.sip_endpoint = self.endpoint
         self._warm = asyncio.create_task(self._warm_up())
         log.info("IVR answering on sip:%s:%s", self.rt.settings.sip.host, self.rt.settings.sip.port)
 

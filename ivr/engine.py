@@ -215,6 +215,7 @@ class Engine:
             await self._enqueue(step, entry)
         elif isinstance(step, Record):
             raw = step.text if step.text is not None else self.doc.prompts[step.prompt or ""]
+            s.said.append(self.render(raw))
             got = await self.io.record(self.render(raw), max_s=step.max_s, end_silence_s=step.end_silence_s)
             self._transcript(step.id or "record", "recording", got.text, got.confidence)
             s.vars[step.into] = got.text

@@ -135,8 +135,12 @@ class RecordingVoicemail:
 
 
 def desk_hooks(runtime: Runtime) -> Hooks:
+    """Tickets in the desk; queued calls offered to agents' phones; durable voicemail with callbacks."""
+    from ivr.distribution import AgentQueue
+    from voicemail.service import DurableVoicemail
+
     tickets = DeskTickets(runtime)
-    return Hooks(tickets=tickets, queue=StoreQueue(runtime), voicemail=RecordingVoicemail(runtime, tickets))
+    return Hooks(tickets=tickets, queue=AgentQueue(runtime), voicemail=DurableVoicemail(runtime, tickets))
 
 
 class DryRunHooks:

@@ -154,9 +154,11 @@ async def test_holiday_call_takes_the_closed_branch(line: Runtime, baresips: Any
     rt.clock = ShiftedClock(datetime(2026, 12, 8, 10, 0, tzinfo=MADRID))  # Inmaculada Concepción
     phone = await baresips(wav=caller_wav(tmp_path, "festivo", [], tail_s=60), user="festivo")
     await phone.dial(LINE)
-    rec = await live(rt, "festivo", lambda r: asked(r, "¿Quiere dejar un mensaje en el buzón de voz?"), 60)
+    # hang up as soon as the calendar branch chose the closed flow (mid-prompt: the record keeps what was said)
+    await live(rt, "festivo", lambda r: any(p.verb == "branch" and p.detail.get("value") == "holiday" for p in r.path), 60)
+    await asyncio.sleep(1.0)
     await phone.hangup()
     rec = await ended(rt, "festivo")
-    assert rec.calendar_state == "holiday" and flows(rec)[:2] == ["main", "closed"]
+    assert rec.calendar_state == "holiday" and flows(rec)[:2] == ["main", "closed"] and rec.ended_by == "caller"
     assert any("cerrado por ser festivo, Inmaculada Concepción" in t for t in rec.said)
     assert any("Volveremos a atenderle mañana a las 8:30" in t for t in rec.said)

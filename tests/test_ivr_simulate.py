@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,10 @@ HOLIDAY = "2026-12-08T10:00"  # closed: Inmaculada Concepción (a Tuesday)
 
 def simulate(capsys: pytest.CaptureFixture[str], *args: str, at: str = MONDAY) -> dict[str, Any]:
     code = main(["simulate", "--at", at, "--json", *args])
+    return _result(capsys, code)
+
+
+def _result(capsys: pytest.CaptureFixture[str], code: int) -> dict[str, Any]:
     out = capsys.readouterr().out
     assert code == 0, out
     result: dict[str, Any] = json.loads(out)
@@ -121,15 +126,24 @@ def test_no_input_then_person(capsys: pytest.CaptureFixture[str]) -> None:
     assert said(r, "Perdone, no le he oído.") and r["flows"][-1] == "person"
 
 
-def test_confirmation_yes(capsys: pytest.CaptureFixture[str]) -> None:
-    r = simulate(capsys, "--say", "dónde está la oficina", "--say", "sí", "--say", "badajoz", "--say", "no")
+@pytest.fixture
+def always_confirm(tmp_path: Path) -> Path:
+    """An admin's policy that confirms every recognised intent (the router's own doubt is tuned elsewhere)."""
+    (tmp_path / "ivr.yaml").write_text("policy:\n  confirm_below: 1.0\n", encoding="utf-8")
+    return tmp_path
+
+
+def test_confirmation_yes(capsys: pytest.CaptureFixture[str], always_confirm: Path) -> None:
+    r = _result(capsys, main(["simulate", "--config", str(always_confirm), "--at", MONDAY, "--json", "--say",
+                              "dónde está la oficina", "--say", "sí", "--say", "badajoz", "--say", "no"]))
     assert said(r, "¿Quiere la dirección o el horario de una oficina? Diga sí o no.")
     assert r["intent"] == "oficinas" and said(r, "Avenida Ejemplo 2, Badajoz")
 
 
-def test_confirmation_no_then_new_answer(capsys: pytest.CaptureFixture[str]) -> None:
-    r = simulate(capsys, "--say", "dónde está la oficina", "--say", "no", "--say",
-                 "quiero pagar la itv", "--say", "no")
+def test_confirmation_no_then_new_answer(capsys: pytest.CaptureFixture[str], always_confirm: Path) -> None:
+    r = _result(capsys, main(["simulate", "--config", str(always_confirm), "--at", MONDAY, "--json", "--say",
+                              "dónde está la oficina", "--say", "no", "--say", "quiero pagar la itv", "--say", "sí",
+                              "--say", "no"]))
     assert said(r, "¿Quiere la dirección o el horario de una oficina? Diga sí o no.")
     assert r["intent"] == "tasa_itv" and "offices" not in r["flows"]
 
