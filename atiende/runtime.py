@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from atiende.clock import Clock, SystemClock
 from atiende.store import Store
@@ -47,6 +47,8 @@ class Runtime:
         self.overrides = overrides or {}
         self.last_reload_error: str | None = None
         self._reload_listeners: list[Callable[[Settings], None]] = []
+        # Set by the IVR component when the SIP endpoint runs: outbound calls (agents, callbacks) go through it.
+        self.sip_endpoint: Any = None
 
     @property
     def settings(self) -> Settings:

@@ -28,7 +28,7 @@ from config.loader import ConfigError, load
 log = logging.getLogger("atiende")
 
 # Modules with `async def start(runtime) -> Component | None`, started in order, stopped in reverse.
-COMPONENT_MODULES: list[str] = ["ivr.service"]
+COMPONENT_MODULES: list[str] = ["ivr.service", "voicemail.service"]
 
 
 class Component(Protocol):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from config.agents import AgentsConfig
 from config.base import Strict
 from config.calendar import CalendarsConfig
+from config.channels import ChannelsConfig
 from config.desk import DeskConfig
 from config.ivr import IvrConfig
 from config.knowledge import KnowledgeConfig
@@ -28,6 +30,8 @@ class Settings(Strict):
     desk: DeskConfig = Field(default_factory=DeskConfig)
     voicemail: VoicemailConfig = Field(default_factory=VoicemailConfig)
     knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
+    channels: ChannelsConfig = Field(default_factory=ChannelsConfig)
+    agents: AgentsConfig = Field(default_factory=AgentsConfig)
 
 
 SECTIONS: tuple[str, ...] = tuple(Settings.model_fields)

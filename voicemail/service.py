@@ -1,0 +1,267 @@
+"""Voicemail that becomes a ticket with a transcript and a next-business-day callback.
+
+`DurableVoicemail` is the IVR's voicemail hook: each frame of the message goes to disk as it
+arrives (`recording.VoicemailWriter`), Redis notes which messages this node is recording, and
+when the message ends it is transcribed and turned into a ticket in the callback queue with a
+callback due at the line's next opening. After a crash, `recover()` (run at start-up) turns
+what was recorded up to the crash into the same ticket, marked incomplete.
+
+`start(runtime)` is the component `atiende run` starts: recovery, then the callback worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from atiende import logs
+from ivr.contact import CallerGone, ContactIO, Session
+from voicemail.callbacks import Callback, CallbackService, Outcome, VoicemailInfo
+from voicemail.recording import Recording, VoicemailWriter, read_pcm, recover
+
+if TYPE_CHECKING:
+    from atiende.runtime import Runtime
+
+log = logging.getLogger(__name__)
+PROMPT = ("Deje su mensaje después de la señal, indicando su nombre y el motivo de su consulta. "
+          "Cuando termine, puede colgar.")
+MIN_MESSAGE_S = 0.5
+
+
+def audio_url(call_id: str) -> str:
+    return f"/api/v1/voicemails/{call_id}/audio"
+
+
+class VoicemailService:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self.callbacks = CallbackService(runtime)
+
+    async def _mark(self, call_id: str, doc: dict[str, Any] | None) -> None:
+        r, k = self.rt.store.redis, self.rt.store.keys
+        node = self.rt.settings.service.node_id
+        if doc is None:
+            await r.srem(k.voicemails_recording(node), call_id)
+            return
+        async with r.pipeline(transaction=True) as pipe:
+            pipe.set(k.voicemail(call_id), json.dumps(doc, ensure_ascii=False, default=str))
+            pipe.sadd(k.voicemails_recording(node), call_id)
+            await pipe.execute()
+
+    async def begin(self, call_id: str, *, caller: str, trace_id: str, queue: str) -> VoicemailWriter:
+        writer = await asyncio.to_thread(VoicemailWriter, self.rt.data_dir, call_id)
+        await self._mark(call_id, {"call_id": call_id, "caller": caller, "trace_id": trace_id, "queue": queue,
+                                   "status": "recording", "started_at": self.rt.clock.now().isoformat(),
+                                   "node": self.rt.settings.service.node_id})
+        return writer
+
+    async def complete(self, rec: Recording, *, caller: str, trace_id: str | None, queue: str, transcript: str = "",
+                       confidence: float = 0.0) -> tuple[str, Callback]:
+        """Transcribe (if not done), create the ticket and its callback, note the result in Redis."""
+        if not transcript and rec.duration_s >= MIN_MESSAGE_S:
+            with contextlib.suppress(Exception):
+                pcm = await asyncio.to_thread(read_pcm, rec.path)
+                res = await self.rt.speech.transcribe(pcm)  # type: ignore[attr-defined,unused-ignore]
+                transcript, confidence = res.text, float(res.confidence)
+        desk: Any = self.rt.desk  # type: ignore[attr-defined,unused-ignore]
+        from desk_api.services.models import Interaction
+
+        citizen_id = None
+        if caller:
+            citizen_id = (await desk.citizens.identify("phone", caller)).id
+        cb_due = await self.callbacks.next_due_time(self.rt.clock.now())
+        info = VoicemailInfo(call_id=rec.call_id, path=str(rec.path), sha256=rec.sha256, duration_s=round(rec.duration_s, 2),
+                             complete=rec.complete, transcript=transcript, confidence=round(confidence, 3))
+        subject = "Mensaje de voz" + ("" if rec.complete else " (incompleto)") + (f" de {caller}" if caller else "")
+        first = Interaction(kind="voicemail", channel="phone", actor="citizen", direction="in", text=transcript,
+                            data={"recording": audio_url(rec.call_id), "sha256": rec.sha256,
+                                  "duration_s": info.duration_s, "complete": rec.complete, "confidence": info.confidence,
+                                  "call_id": rec.call_id})
+        ticket = await desk.tickets.create(channel="phone", queue=queue, subject=subject, kind="voicemail",
+                                           citizen_id=citizen_id, trace_id=trace_id, body=transcript, due=cb_due,
+                                           actor="ivr", first=first,
+                                           meta={"voicemail": rec.call_id, "incomplete": not rec.complete})
+        cb = await self.callbacks.create(phone=caller or "", ticket_ref=ticket.ref, trace_id=trace_id, voicemail=info,
+                                         due_at=cb_due) if caller else None
+        r, k = self.rt.store.redis, self.rt.store.keys
+        await r.set(k.voicemail(rec.call_id), json.dumps({
+            "call_id": rec.call_id, "status": "done" if rec.complete else "incomplete", "ticket": ticket.ref,
+            "callback": cb.id if cb else None, "path": str(rec.path), "sha256": rec.sha256,
+        }))
+        await self._mark(rec.call_id, None)
+        log.info("voicemail filed", extra=logs.fields(call_id=rec.call_id, ticket=ticket.ref, complete=rec.complete,
+                                                       due=cb_due.isoformat()))
+        if cb is None:
+            raise ValueError("no caller number: ticket created without a callback")
+        return ticket.ref, cb
+
+    async def recover(self) -> list[str]:
+        """Messages cut by a crash of this node: keep what was recorded, file them marked incomplete."""
+        r, k = self.rt.store.redis, self.rt.store.keys
+        node = self.rt.settings.service.node_id
+        recordings = await asyncio.to_thread(recover, self.rt.data_dir)
+        refs: list[str] = []
+        for rec in recordings:
+            raw = await r.get(k.voicemail(rec.call_id))
+            meta: dict[str, Any] = json.loads(raw) if raw else {}
+            try:
+                ref, _ = await self.complete(rec, caller=str(meta.get("caller", "")), trace_id=meta.get("trace_id"),
+                                             queue=str(meta.get("queue") or self.rt.settings.voicemail.queue))
+                refs.append(ref)
+            except ValueError:
+                pass
+            log.warning("recovered a voicemail cut by a restart", extra=logs.fields(call_id=rec.call_id))
+        await r.delete(k.voicemails_recording(node))
+        return refs
+
+
+class DurableVoicemail:
+    """The IVR's voicemail hook for calls and chats."""
+
+    def __init__(self, runtime: Runtime, tickets: Any) -> None:
+        self.rt = runtime
+        self.service = VoicemailService(runtime)
+        self.tickets = tickets  # chats leave a text message through the IVR's ticket hook
+
+    async def leave(self, session: Session, io: ContactIO, queue: str) -> str | None:
+        vm = self.rt.settings.voicemail
+        queue = queue or vm.queue
+        if io.channel != "voice":
+            got = await io.record(PROMPT, max_s=vm.max_length_s, end_silence_s=vm.end_silence_s)
+            if not got.text.strip():
+                return None
+            cal = await self.rt.calendars.get()  # type: ignore[attr-defined,unused-ignore]
+            return str(await self.tickets.create(session, queue=queue, kind="voicemail", subject="Mensaje fuera de horario",
+                                                 body=got.text, due=cal.next_open(self.rt.clock.now())))
+        writer = await self.service.begin(session.call_id, caller=session.caller, trace_id=session.trace_id, queue=queue)
+        text, confidence, silent = "", 0.0, False
+        try:
+            got = await io.record(PROMPT, max_s=vm.max_length_s, end_silence_s=vm.end_silence_s, sink=writer.write)
+            text, confidence = got.text, got.confidence
+            silent = got.audio is None and not got.text  # the endpointer heard no speech at all
+        except CallerGone:
+            pass  # hanging up is how most callers end a message
+        except BaseException:
+            writer.abort()  # the .part stays; recover() files it at the next start
+            raise
+        rec = await asyncio.to_thread(writer.finish)
+        if silent or rec.duration_s < MIN_MESSAGE_S:
+            # Nothing said: no ticket, no callback.
+            await asyncio.to_thread(Path(rec.path).unlink, missing_ok=True)
+            await self.service._mark(session.call_id, None)
+            return None
+        ref, _ = await self.service.complete(rec, caller=session.caller, trace_id=session.trace_id, queue=queue,
+                                             transcript=text, confidence=confidence)
+        return ref
+
+
+# ---- the callback worker ------------------------------------------------------------------------
+
+CALLBACK_PROMPT = ("Buenos días. Le llamamos del servicio de {line} en respuesta a su mensaje, "
+                   "referencia {ref}. {status}")
+
+
+class CallbackWorker:
+    """Places due callbacks as outbound calls when `voicemail.auto_dial` is on; agents take them otherwise."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self.callbacks = CallbackService(runtime)
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="callback-worker")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        interval = self.rt.settings.voicemail.worker_interval_s
+        while not self._stop.is_set():
+            try:
+                if self.rt.settings.voicemail.auto_dial and self.rt.sip_endpoint is not None:
+                    await self.run_once()
+            except Exception:
+                log.exception("callback worker round failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), interval)
+
+    async def run_once(self) -> Callback | None:
+        cb = await self.callbacks.claim_next("worker")
+        if cb is None:
+            return None
+        with logs.bound(trace_id=cb.trace_id, ticket_id=cb.ticket_ref):
+            outcome, note = await self.place(cb)
+            return await self._record(cb, outcome, note)
+
+    async def place(self, cb: Callback) -> tuple[Outcome, str]:
+        from telephony.errors import DialFailed
+
+        endpoint = self.rt.sip_endpoint
+        try:
+            call = await endpoint.dial(cb.phone, ring_timeout=self.rt.settings.voicemail.dial_ring_timeout_s,
+                                       trace_id=cb.trace_id)
+        except DialFailed as exc:
+            if exc.reason == "busy":
+                return "busy", str(exc)
+            if exc.reason in ("rejected", "not_found", "bad_uri", "unreachable") or exc.status in (404, 484, 604):
+                return "wrong_number", str(exc)
+            return "no_answer", str(exc)
+        try:
+            status = ""
+            if cb.ticket_ref:
+                with contextlib.suppress(Exception):
+                    status = await self.rt.desk.tickets.status_text(cb.ticket_ref, spoken=True)  # type: ignore[attr-defined,unused-ignore]
+            from ivr import speak
+
+            text = CALLBACK_PROMPT.format(line=self.rt.settings.service.line_name,
+                                          ref=speak.chars_spoken(cb.ticket_ref or ""), status=status)
+            await call.play(self.rt.speech.synth(text), interrupt_on_dtmf=False)  # type: ignore[attr-defined,unused-ignore]
+            return "reached", "mensaje automático reproducido"
+        finally:
+            with contextlib.suppress(Exception):
+                await call.hangup()
+
+    async def _record(self, cb: Callback, outcome: Outcome, note: str) -> Callback:
+        done = await self.callbacks.record_attempt(cb.id, outcome, "worker", note)
+        if cb.ticket_ref:
+            from desk_api.services.models import Interaction
+
+            with contextlib.suppress(Exception):
+                await self.rt.desk.tickets.add_interaction(  # type: ignore[attr-defined,unused-ignore]
+                    cb.ticket_ref, Interaction(kind="callback_attempt", channel="phone", actor="system", direction="out",
+                                               text=f"Llamada de vuelta: {outcome}", data={"callback": cb.id,
+                                                                                            "outcome": outcome,
+                                                                                            "note": note}))
+        return done
+
+
+class VoicemailComponent:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self.worker = CallbackWorker(runtime)
+
+    async def stop(self) -> None:
+        await self.worker.stop()
+
+
+async def start(runtime: Runtime) -> VoicemailComponent:
+    try:
+        refs = await VoicemailService(runtime).recover()
+        if refs:
+            log.warning("filed %d voicemail(s) cut by the last stop: %s", len(refs), ", ".join(refs))
+    except Exception:
+        log.exception("voicemail recovery failed; the .part files stay for the next start")
+    comp = VoicemailComponent(runtime)
+    comp.worker.start()
+    return comp
+
+
