@@ -59,10 +59,9 @@ def app_factory() -> Any:
 
 
 async def _client(port: int, kind: str, duration: float, concurrency: int, max_requests: int,
-                  refs: list[str]) -> dict[str, Any]:
+                  refs: list[str], rate: float = 0.0) -> dict[str, Any]:
     lat: list[float] = []
     codes: dict[int, int] = {}
-    stop_at = time.perf_counter() + duration
     sent = 0
 
     def request(i: int) -> bytes:
@@ -81,6 +80,11 @@ async def _client(port: int, kind: str, duration: float, concurrency: int, max_r
             while time.perf_counter() < stop_at and sent < max_requests:
                 sent += 1
                 t0 = time.perf_counter()
+                if rate:  # open loop: request i is due at start + i / rate; latency counts from then
+                    due = t_start + sent / rate
+                    if due > t0:
+                        await asyncio.sleep(due - t0)
+                    t0 = due
                 writer.write(request(sent))
                 head = await reader.readuntil(b"\r\n\r\n")
                 status = int(head[9:12])
@@ -96,6 +100,7 @@ async def _client(port: int, kind: str, duration: float, concurrency: int, max_r
             writer.close()
 
     t_start, c_start = time.perf_counter(), time.process_time()
+    stop_at = t_start + duration
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed, client_cpu = time.perf_counter() - t_start, time.process_time() - c_start
     lat.sort()
@@ -118,7 +123,7 @@ def client_main(args: argparse.Namespace) -> None:
     except ImportError:
         pass
     refs = Path(args.refs).read_text().split() if args.refs else []
-    out = asyncio.run(_client(args.port, args.kind, args.duration, args.concurrency, args.max_requests, refs))
+    out = asyncio.run(_client(args.port, args.kind, args.duration, args.concurrency, args.max_requests, refs, args.rate))
     print(json.dumps(out))
 
 
@@ -162,7 +167,8 @@ def wait_http(port: int, timeout: float = 30.0) -> None:
 
 def run_load(port: int, kind: str, args: argparse.Namespace, refs_file: str | None = None) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--client", "--port", str(port), "--kind", kind, "--duration", str(args.duration),
-           "--concurrency", str(args.concurrency), "--max-requests", str(args.max_requests)]
+           "--concurrency", str(args.concurrency), "--max-requests", str(args.max_requests),
+           "--rate", str(args.create_rate if kind == "create" else args.lookup_rate)]
     if refs_file:
         cmd += ["--refs", refs_file]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + 60, check=True)
@@ -189,6 +195,9 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=64, help="client connections")
     p.add_argument("--max-requests", type=int, default=200_000, help="upper bound of requests per test")
     p.add_argument("--redis-url", default=None, help="use this Redis instead of a private one (AOF always)")
+    p.add_argument("--create-rate", type=float, default=0.0,
+                   help="offer this many creations/s (open loop, latency from the due time); 0 = as fast as possible")
+    p.add_argument("--lookup-rate", type=float, default=0.0, help="the same for status lookups")
     p.add_argument("--variant", choices=("as-is", "tuned"), default="as-is",
                    help="tuned: the app without BaseHTTPMiddleware and with the desk's routes first (an experiment)")
     # client mode (internal)
@@ -196,6 +205,7 @@ def main() -> None:
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--kind", default="create", help=argparse.SUPPRESS)
     p.add_argument("--refs", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--rate", type=float, default=0.0, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.client:
         client_main(args)
@@ -229,7 +239,8 @@ def main() -> None:
                 wait_http(port)
                 r = redis.Redis.from_url(url, decode_responses=True)
                 # warm up: bootstrap users and keys, import paths, script cache
-                run_load(port, "create", argparse.Namespace(**{**vars(args), "duration": 1.0, "concurrency": 8}))
+                run_load(port, "create", argparse.Namespace(**{**vars(args), "duration": 1.0, "concurrency": 8,
+                                                               "create_rate": 0.0}))
                 redis_pid = server.proc.pid if server and server.proc else None
                 create = measured(port, uv.pid, redis_pid, "create", args)
                 refs = r.zrange(f"{prefix}:tickets:all", 0, 4999)
