@@ -2,12 +2,14 @@
 
 `runtime.desk` is a `Desk`:
 
-    desk.citizens   CitizenService   identify / link / merge / get            (citizens.py)
-    desk.tickets    TicketService    create / get / list / add_interaction / claim / escalate / status_text (tickets.py)
-    desk.agents     AgentService     upsert / get / list / set_presence       (agents.py)
+    desk.citizens   CitizenService   identify / find / link / merge / get / recent / tickets   (citizens.py)
+    desk.tickets    TicketService    create / get / find / query / interactions / add_interaction / claim /
+                                     assign / escalate / reply / note / set_status / close / status_text /
+                                     status_view / bind_thread / by_thread / trace (tickets.py)
+    desk.agents     AgentService     upsert / get / find / all / set_presence / idle   (agents.py)
     desk.assign     Assignment       reserve / release / offer / claim_next   (assignment.py)
     desk.events     EventBus         publish / read / recent                  (events.py)
-    desk.audit      AuditLog         record / list                            (audit.py)
+    desk.audit      AuditLog         record / entries                         (audit.py)
     desk.auth       AuthService      create_user / login / authenticate / create_api_key   (auth.py)
     desk.limiter    RateLimiter      check(name, client)                      (auth.py)
     desk.reports    Reports          record_contact / record_wait / summary   (reports.py)

@@ -4,6 +4,7 @@
                                   citizen_id=c.id, intent="tasa_itv", trace_id=call.trace_id, body="...",
                                   due=None, actor="ivr", meta={...})        # due None = from the calendar
     t = await desk.tickets.get("K7M-4PX")                                    # any spelling; NotFound if unknown
+    ts = await desk.tickets.query(queue="N1", status=None, assignee=None, waiting=True, limit=50)  # newest first
     await desk.tickets.add_interaction(t.ref, Interaction(kind="voicemail", channel="phone", actor="ivr",
                                                           text=transcript, data={"recording": url}))
     t = await desk.tickets.claim(t.ref, agent_id)          # atomic: exactly one claimer wins, others get Conflict
