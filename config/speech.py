@@ -32,5 +32,5 @@ class SpeechConfig(Strict):
     max_transcribe_ms: int = Field(600_000, ge=1000, description="longer recordings are cut (and flagged truncated)")
     stt_threads: int = Field(2, ge=1, description="decoder threads per utterance (CTranslate2 / onnxruntime)")
     stt_workers: int = Field(2, ge=1, description="utterances decoded in parallel")
-    tts_threads: int = Field(1, ge=1, description="prompts rendered in parallel")
+    tts_threads: int = Field(2, ge=1, description="texts rendered in parallel (espeak-ng runs as a subprocess)")
     prompt_cache: bool = True

@@ -233,7 +233,7 @@ class WhisperEngine:
         norm = normalize(text)
         if norm in _HALLUCINATIONS or any(h in norm for h in _HALLUCINATIONS[:2]):
             text, kept = "", []
-        elif self.prompt and len(norm.split()) >= 3 and norm in normalize(self.prompt):
+        elif self.prompt and len(norm.split()) >= 6 and norm in normalize(self.prompt):
             text, kept = "", []  # the prompt echoed back: Whisper heard nothing it could tell apart
         if not text:
             return SttResult(engine=self.name, audio_ms=audio_ms)
