@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from atiende.errors import Unavailable
 from config.speech import SpeechConfig
 from speech import models
-from speech.audio import FRAME_MS, RATE, Framer, to_float
+from speech.audio import RATE, Framer, to_float
 from speech.cache import PromptCache
 from speech.endpoint import BargeIn as BargeInDetector
 from speech.endpoint import Endpointer
@@ -266,7 +266,8 @@ class Speech:
         """A whole recording (voicemail): 8 kHz 16-bit mono, cut at speech.max_transcribe_ms."""
         limit = self.cfg.max_transcribe_ms * RATE // 1000 * 2
         truncated = len(pcm8k) > limit
-        audio = to_float(pcm8k[:limit - limit % 2])
+        data = pcm8k[:limit]
+        audio = to_float(data[:len(data) - len(data) % 2])  # an odd trailing byte is not a sample
         loop = asyncio.get_running_loop()
 
         def run() -> SttResult:
@@ -332,6 +333,3 @@ class Speech:
 
     def _render_pcm(self, text: str) -> bytes:
         return b"".join(frames_8k(self.tts, text))
-
-    def frame_ms(self) -> int:
-        return FRAME_MS

@@ -117,6 +117,7 @@ async def test_silence_is_no_input(whisper: WhisperEngine, tmp_path: Path) -> No
     res = await sp.listen(feed([SILENCE] * 1000), no_input_ms=1000)
     assert res.status == "no_input"
     assert (await sp.transcribe(b"\x00" * 16000)).text == ""
+    assert (await sp.transcribe(b"\x00" * 3)).text == ""  # odd length, under a sample of audio
     sp.close()
 
 
