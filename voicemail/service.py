@@ -68,11 +68,15 @@ class VoicemailService:
                 res = await self.rt.speech.transcribe(pcm)  # type: ignore[attr-defined,unused-ignore]
                 transcript, confidence = res.text, float(res.confidence)
         desk: Any = self.rt.desk  # type: ignore[attr-defined,unused-ignore]
+        from atiende.errors import InvalidInput
         from desk_api.services.models import Interaction
 
         citizen_id = None
         if caller:
-            citizen_id = (await desk.citizens.identify("phone", caller)).id
+            try:
+                citizen_id = (await desk.citizens.identify("phone", caller)).id
+            except InvalidInput:  # withheld or anonymous number: a ticket without a citizen, and no callback
+                caller = ""
         cb_due = await self.callbacks.next_due_time(self.rt.clock.now())
         info = VoicemailInfo(call_id=rec.call_id, path=str(rec.path), sha256=rec.sha256, duration_s=round(rec.duration_s, 2),
                              complete=rec.complete, transcript=transcript, confidence=round(confidence, 3))
@@ -138,6 +142,7 @@ class DurableVoicemail:
             return str(await self.tickets.create(session, queue=queue, kind="voicemail", subject="Mensaje fuera de horario",
                                                  body=got.text, due=cal.next_open(self.rt.clock.now())))
         writer = await self.service.begin(session.call_id, caller=session.caller, trace_id=session.trace_id, queue=queue)
+        session.said.append(PROMPT)
         text, confidence, silent = "", 0.0, False
         try:
             got = await io.record(PROMPT, max_s=vm.max_length_s, end_silence_s=vm.end_silence_s, sink=writer.write)

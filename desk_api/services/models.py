@@ -59,7 +59,12 @@ def normalize_channel(value: str) -> str:
 
 
 def new_ref() -> str:
-    return "".join(secrets.choice(REF_ALPHABET) for _ in range(REF_LENGTH))
+    """Random, with at least one digit and one letter: an all-letter reference reads like a word to the router,
+    an all-digit one like a file number."""
+    while True:
+        ref = "".join(secrets.choice(REF_ALPHABET) for _ in range(REF_LENGTH))
+        if any(c.isdigit() for c in ref) and any(c.isalpha() for c in ref):
+            return ref
 
 
 def normalize_ref(text: str) -> str | None:
