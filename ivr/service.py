@@ -104,8 +104,8 @@ class IvrService:
 
         `dry_run` writes nothing (no tickets, no queue entries) but still reads tickets' status.
         """
-        io = ScriptedIO(inputs, channel=channel, caller=caller)
         clock = FixedClock(at) if at is not None else None
+        io = ScriptedIO(inputs, channel=channel, caller=caller, clock=clock or self.rt.clock)
         hooks = None
         if dry_run and not self.offline:
             hooks = DryRunHooks.make(reader=self.hooks.tickets)
@@ -117,7 +117,14 @@ class IvrService:
         conv = ChatConversation(caller)
         task = asyncio.create_task(self.run(conv))
         self._chats.add(task)
-        task.add_done_callback(self._chats.discard)
+
+        def done(t: asyncio.Task[Session]) -> None:
+            self._chats.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("chat contact failed", exc_info=t.exception())
+            conv.finished()  # whatever happened, a waiting reply() returns
+
+        task.add_done_callback(done)
         return conv, await conv.start()
 
     async def close(self) -> None:

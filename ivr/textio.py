@@ -48,8 +48,9 @@ class ScriptedIO:
     """Plays a scripted caller: each gather or record takes the next input; none left = silence, then hang-up."""
 
     def __init__(self, inputs: list[tuple[InputKind, str]], channel: str = "voice", caller: str = "+34600000000",
-                 hang_up_after_silences: int = 6) -> None:
+                 hang_up_after_silences: int = 6, clock: Any = None) -> None:
         self.inputs = list(inputs)
+        self.clock = clock  # a FixedClock: waiting in a queue moves it on instead of taking real time
         self.channel = channel
         self.caller = caller
         self.out: list[OutMessage] = []
@@ -101,6 +102,13 @@ class ScriptedIO:
         return Recorded(text=got[1], confidence=1.0)
 
     async def hold(self, seconds: float) -> bool:
+        """Waiting takes no real time: the scripted clock moves on; without one the caller hangs up instead."""
+        advance = getattr(self.clock, "advance", None)
+        if advance is None:
+            self._ended = True
+            return False
+        advance(seconds)
+        await asyncio.sleep(0)
         return True
 
     async def transfer(self, uri: str) -> bool:
@@ -156,8 +164,12 @@ class ChatConversation:
         return False
 
     async def hangup(self) -> None:
-        self._ended = True
-        await self._outbox.put(None)
+        self.finished()
+
+    def finished(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._outbox.put_nowait(None)
 
     async def _collect(self) -> list[OutMessage]:
         out: list[OutMessage] = []
