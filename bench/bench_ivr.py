@@ -22,6 +22,7 @@ import asyncio
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -75,7 +76,8 @@ class Caller(ScriptedIO):
             text = self.reply(ask.text)
         return Heard(kind="speech", text=text, confidence=1.0, engine="text")
 
-    async def record(self, text: str, *, max_s: float, end_silence_s: float) -> Recorded:
+    async def record(self, text: str, *, max_s: float, end_silence_s: float,
+                     sink: Callable[[bytes], None] | None = None) -> Recorded:
         return Recorded(text="La atención en la oficina fue muy lenta y nadie me informó.", confidence=1.0)
 
 
