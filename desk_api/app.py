@@ -6,12 +6,12 @@ import importlib
 import logging
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from atiende import __version__
-from atiende.errors import AtiendeError
+from atiende.errors import AtiendeError, Forbidden
 from atiende.runtime import Runtime
 from atiende.store import REDIS_ERRORS
 from desk_api import metrics
@@ -60,11 +60,42 @@ class _CountRequests:
             metrics.HTTP_REQUESTS.labels(getattr(route, "path", "unmatched"), str(status["code"])).inc()
 
 
+# Paths served to staff only, by prefix: the roles allowed (admin always passes). The desk's own routes declare
+# their roles themselves; these cover the other areas' admin and back-office resources in one place.
+GUARDED: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("/api/v1/admin/", ("admin",)),
+    ("/api/v1/simulate", ("supervisor",)),
+    ("/api/v1/calls", ("supervisor", "agent_n1", "agent_n2")),
+    ("/api/v1/callbacks", ("supervisor", "agent_n1", "agent_n2")),
+    ("/api/v1/voicemails/", ("supervisor", "agent_n1", "agent_n2")),
+)
+
+
+async def _guard(request: Request) -> None:
+    path = request.url.path
+    for prefix, roles in GUARDED:
+        if path.startswith(prefix):
+            from desk_api.services.auth import _api_key, _bearer, _cookie, current_principal
+
+            principal = await current_principal(request, await _bearer(request), await _api_key(request),
+                                                await _cookie(request))
+            if not principal.has(*roles):
+                raise Forbidden("your role does not allow this", {"needs": list(roles), "roles": principal.roles})
+            return
+
+
+async def _principal_name(request: Request) -> str:
+    """Who makes an admin change, as recorded in config versions: the authenticated principal."""
+    principal = getattr(request.state, "principal", None)
+    return str(principal.name) if principal is not None else "admin"
+
+
 def create_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(
         title="Atiende",
         version=__version__,
         description="Contact center API: calendar, routing, tickets, calls, callbacks.",
+        dependencies=[Depends(_guard)],
     )
     app.state.runtime = runtime
 
@@ -94,4 +125,7 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     for name in ROUTE_MODULES:
         app.include_router(importlib.import_module(name).router)
+    from desk_api.routes.calendar import admin_actor
+
+    app.dependency_overrides[admin_actor] = _principal_name
     return app

@@ -60,11 +60,24 @@ def runtime(loaded: Loaded, store: Store, clock: FixedClock, tmp_path: Path) -> 
     return Runtime(Loaded(settings=data, version=loaded.version, document=loaded.document), store=store, clock=clock)
 
 
+ADMIN_KEY = "test-admin-key"
+_AUTH_HEADERS = ("authorization", "x-api-key", "cookie")
+
+
 @pytest.fixture
 async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
-    from desk_api.app import create_app
+    """The app over ASGI. Requests to staff-only paths (desk_api.app.GUARDED) that carry no credentials of
+    their own are sent as an admin, so area tests need not log in; auth tests send their own credentials."""
+    from desk_api.app import GUARDED, create_app
 
     app = create_app(runtime)
+    await runtime.desk.auth.create_api_key("test-admin", ["admin"], key=ADMIN_KEY)  # type: ignore[attr-defined]
+
+    async def as_admin(request: httpx.Request) -> None:
+        if request.url.path.startswith(tuple(p for p, _ in GUARDED)) and not any(h in request.headers
+                                                                                  for h in _AUTH_HEADERS):
+            request.headers["X-API-Key"] = ADMIN_KEY
+
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+    async with httpx.AsyncClient(transport=transport, base_url="http://test", event_hooks={"request": [as_admin]}) as c:
         yield c

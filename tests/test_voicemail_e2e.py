@@ -1,0 +1,220 @@
+"""Issue 9 end to end, with real SIP calls over loopback in a network namespace:
+
+- Friday 19:00 before a Monday holiday: the caller hears the hours, leaves a message, hears a reference; the
+  ticket has the recording (playable, intact through a restart) and its transcript; the callback is due
+  Tuesday 08:30;
+- a queued call reaches an agent's phone (baresip): the longest-idle agent rings first, one who does not
+  answer is skipped, and both sides hear each other through Atiende's bridge;
+- the callback worker places a due callback as an outbound call to a baresip that answers, and records it.
+
+The caller is a second in-process SipEndpoint (a real SIP UA on its own port), so the test can key and speak
+at the moment the IVR asks; the agents and the callback target are baresip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import wave
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from atiende.clock import ShiftedClock
+from atiende.runtime import Runtime
+from desk_api.services.models import Agent
+from ivr.callio import IvrComponent
+from ivr.contact import Session
+from tests.conftest import MADRID
+from tests.sip_harness import RATE, HarnessError, correlate, espeak_wav, pad_wav, read_wav, tone_wav, wav_frames
+from voicemail.callbacks import CallbackService
+from voicemail.service import CallbackWorker
+
+pytest_plugins = ["tests.sip_harness"]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.anyio]
+
+LINE = "sip:900@127.0.0.1:5060"
+FRIDAY_EVE = datetime(2026, 10, 9, 19, 0, tzinfo=MADRID)  # Monday 12 October: Fiesta Nacional
+TUESDAY_OPEN = datetime(2026, 10, 13, 8, 30, tzinfo=MADRID)
+
+
+@pytest.fixture
+async def line(runtime: Runtime, netns_redis: str, sip_endpoint: Any) -> AsyncIterator[Runtime]:
+    runtime.clock = ShiftedClock(datetime(2026, 11, 23, 10, 0, tzinfo=MADRID))
+    comp = IvrComponent(runtime)
+    runtime.sip_endpoint = await sip_endpoint(comp.on_call)
+    await runtime.speech.warm_up()
+    yield runtime
+    runtime.speech.close()
+
+
+@pytest.fixture
+async def phone(sip_endpoint: Any) -> Any:
+    """The citizen's phone: a SIP UA that only places calls."""
+
+    async def refuse(call: Any) -> None:
+        await call.reject(603)
+
+    return await sip_endpoint(refuse, port=5062, rtp_port_min=21000, rtp_port_max=21099)
+
+
+class Heard:
+    """Everything a call receives, kept as it arrives."""
+
+    def __init__(self, call: Any) -> None:
+        self.pcm = bytearray()
+        self.task = asyncio.create_task(self._run(call))
+
+    async def _run(self, call: Any) -> None:
+        async for frame in call.audio():
+            self.pcm.extend(frame)
+
+    def samples(self) -> np.ndarray:
+        return np.frombuffer(bytes(self.pcm), dtype="<i2")
+
+    async def beep(self, within: float, freq: float = 1000.0) -> None:
+        """Until the recording beep (a pure tone) has been heard: the moment to start talking."""
+        deadline = time.monotonic() + within
+        window = int(0.2 * RATE)
+        while time.monotonic() < deadline:
+            tail = self.samples()[-window:].astype(np.float64)
+            if len(tail) == window and np.abs(tail).mean() > 200:
+                spectrum = np.abs(np.fft.rfft(tail)) ** 2
+                band = spectrum[int((freq - 50) * window / RATE): int((freq + 50) * window / RATE)].sum()
+                if band > 0.8 * spectrum.sum():
+                    await asyncio.sleep(0.4)  # let the beep end
+                    return
+            await asyncio.sleep(0.05)
+        tail = self.samples()[-window:].astype(np.float64)
+        peak = float(np.argmax(np.abs(np.fft.rfft(tail)))) * RATE / window if len(tail) else 0.0
+        raise HarnessError(f"no {freq:.0f} Hz beep heard within {within} s (heard {len(self.pcm) / 16000:.1f} s, "
+                           f"last level {np.abs(tail).mean() if len(tail) else 0:.0f}, peak {peak:.0f} Hz)")
+
+
+async def record_of(rt: Runtime, caller: str, ok: Callable[[Session], bool], within: float) -> Session:
+    deadline = time.monotonic() + within
+    last: Session | None = None
+    while time.monotonic() < deadline:
+        for rec in await rt.calls.list(limit=20):  # type: ignore[attr-defined]
+            if caller in rec.caller:
+                last = rec
+                if ok(rec):
+                    return rec
+        await asyncio.sleep(0.2)
+    raise HarnessError(f"call from {caller} did not get there in {within} s; last: "
+                       f"{last.model_dump_json(include={'path', 'said', 'transcripts'}) if last else None}")
+
+
+async def test_friday_evening_voicemail_becomes_a_ticket_called_back_tuesday(
+        line: Runtime, phone: Any, tmp_path: Path) -> None:
+    rt = line
+    rt.clock = ShiftedClock(FRIDAY_EVE)
+    caller = "600111222"
+    call = await phone.dial(LINE, from_user=caller)
+    heard = Heard(call)
+    # records are saved as each step ends: once the hours have been said, the voicemail offer is playing
+    await record_of(rt, caller, lambda r: any(p.flow == "closed" and p.verb == "say" for p in r.path), 90)
+    await asyncio.sleep(1.0)
+    await call.send_dtmf("1")  # "¿Quiere dejar un mensaje?" -> yes (a key overtakes the prompt)
+    await heard.beep(within=60)
+    message = espeak_wav("Hola, llamo por la ayuda del alquiler de vivienda. Por favor, llámenme mañana.",
+                         tmp_path / "message.wav", speed=140)
+    await call.play(wav_frames(message), interrupt_on_dtmf=False)
+    await asyncio.wait_for(call.ended.wait(), 90)  # silence ends the message; the IVR says the reference, hangs up
+    await asyncio.wait_for(heard.task, 5)
+
+    rec = await record_of(rt, caller, lambda r: r.ended_at is not None, 10)
+    assert rec.calendar_state == "closed" and rec.outcome == "voicemail" and rec.ticket_ref
+    assert any("Nuestro horario es" in t for t in rec.said), rec.said  # the hours were said
+    assert any("referencia" in t for t in rec.said)
+    assert len(heard.pcm) > 20 * 2 * RATE  # the caller heard the prompts and the reference
+
+    desk: Any = rt.desk  # type: ignore[attr-defined]
+    ticket = await desk.tickets.get(rec.ticket_ref)
+    assert ticket.kind == "voicemail" and ticket.due == TUESDAY_OPEN and ticket.trace_id == rec.trace_id
+    vm = (await desk.tickets.interactions(rec.ticket_ref))[0]
+    assert vm.kind == "voicemail" and vm.data["complete"] is True and vm.text, vm
+    path = rt.data_dir / "voicemail" / f"{rec.call_id}.wav"
+    with wave.open(str(path)) as w:
+        assert w.getframerate() == 8000 and w.getnframes() / 8000 > 3.0
+    spoken = read_wav(message)
+    match = correlate(spoken[: 2 * RATE], read_wav(path))
+    assert match.score > 0.6, str(match)  # what was said is what was stored
+
+    callbacks = [c for c in await CallbackService(rt).query() if c.ticket_ref == rec.ticket_ref]
+    assert len(callbacks) == 1 and callbacks[0].due_at == TUESDAY_OPEN and callbacks[0].phone == caller
+
+    # a restart (a new runtime on the same Redis and data) serves the same recording
+    import httpx
+
+    from desk_api.app import create_app
+
+    again = Runtime(rt.loaded, store=rt.store, clock=rt.clock)
+    key = await again.desk.auth.create_api_key("agente", ["agent_n1"])  # type: ignore[attr-defined]
+    transport = httpx.ASGITransport(app=create_app(again))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        audio = await client.get(vm.data["recording"], headers={"X-API-Key": key})
+    assert audio.status_code == 200 and audio.content == path.read_bytes()
+    status = await desk.tickets.status_text(rec.ticket_ref, spoken=True)
+    assert status
+
+
+async def test_queued_call_reaches_the_longest_idle_agent_who_answers(
+        line: Runtime, phone: Any, baresips: Any, tmp_path: Path) -> None:
+    rt = line
+    rt.settings.agents.ring_timeout_s = 4.0
+    desk: Any = rt.desk  # type: ignore[attr-defined]
+    voice = espeak_wav("Buenos días, le atiende Ana, del servicio de atención a la ciudadanía. ¿En qué puedo ayudarle?",
+                       tmp_path / "agent.wav", speed=140)
+    voice = pad_wav(voice, tmp_path / "agent-padded.wav", before=1.0, after=60.0)  # baresip hangs up when it ends
+    silent = await baresips(user="lento", answer="manual", wav=tone_wav(tmp_path / "t.wav", 60))
+    ana = await baresips(user="ana", answer="auto", wav=voice)
+    for agent_id, uri in (("lento", silent.aor), ("ana", ana.aor)):
+        await desk.agents.upsert(Agent(id=agent_id, name=agent_id, level=1, skills=["general"], sip_uri=uri))
+        await desk.agents.set_presence(agent_id, "available", actor="test")
+        await asyncio.sleep(0.05)  # "lento" has been idle longer: it rings first
+
+    caller = "600333444"
+    call = await phone.dial(LINE, from_user=caller)
+    heard = Heard(call)
+    await record_of(rt, caller, lambda r: any(p.verb == "say" for p in r.path), 60)  # the welcome was said
+    await asyncio.sleep(1.5)
+    await call.send_dtmf("0")  # a person
+    await silent.wait_event("CALL_INCOMING", within=60)  # the longest-idle agent rings first
+    await ana.wait_event("CALL_ESTABLISHED", within=40)
+    await asyncio.sleep(0.5)
+    assert (await desk.agents.get("lento")).presence == "away"  # rang out: skipped, set away
+    greeting = tone_wav(tmp_path / "caller.wav", 3.0, freq=700.0)
+    await call.play(wav_frames(greeting), interrupt_on_dtmf=False)
+    await asyncio.sleep(4.0)
+    await call.hangup()
+    await asyncio.wait_for(heard.task, 10)
+    rec = await record_of(rt, caller, lambda r: r.ended_at is not None, 20)
+    assert rec.outcome == "transferred" and rec.queue == "N1" and rec.vars.get("agent") == "ana"
+    # the caller heard the agent, and the agent heard the caller
+    assert correlate(read_wav(voice)[: 2 * RATE], heard.samples()).score > 0.6
+    await ana.wait_event("CALL_CLOSED", within=20)
+    agent_heard = read_wav(ana.recordings()[0])
+    assert correlate(read_wav(greeting)[: RATE], agent_heard).score > 0.6
+    assert (await desk.agents.get("ana")).presence == "available"  # back after the call
+
+
+async def test_callback_worker_places_a_due_callback(line: Runtime, baresips: Any, tmp_path: Path) -> None:
+    rt = line
+    citizen = await baresips(user="vecina", answer="auto", wav=tone_wav(tmp_path / "t.wav", 60))
+    desk: Any = rt.desk  # type: ignore[attr-defined]
+    ticket = await desk.tickets.create(channel="phone", queue="N1", subject="Mensaje de voz", kind="voicemail",
+                                       body="llámenme", actor="ivr")
+    svc = CallbackService(rt)
+    cb = await svc.create(phone=citizen.aor, ticket_ref=ticket.ref, due_at=rt.clock.now())
+    done = await CallbackWorker(rt).run_once()
+    assert done is not None and done.id == cb.id and done.status == "done" and done.outcome == "reached"
+    await citizen.wait_event("CALL_CLOSED", within=30)
+    heard = read_wav(citizen.recordings()[0])
+    assert len(heard) > 2 * RATE and np.abs(heard).mean() > 100  # the citizen heard the message
+    kinds = [i.kind for i in await desk.tickets.interactions(ticket.ref)]
+    assert "callback_attempt" in kinds
