@@ -16,3 +16,5 @@ class AgentsConfig(Strict):
     away_after_no_answer: bool = Field(True, description="an agent who lets a call ring out is set away (RONA)")
     wrap_up_s: float = Field(0.0, ge=0, description="after a call, the agent stays busy this long before the next one")
     poll_s: float = Field(1.0, gt=0, description="how often a waiting caller looks for a free agent")
+    overflow_before_close_s: float = Field(
+        300.0, ge=0, description="a caller still waiting this close to closing time is offered a callback instead")

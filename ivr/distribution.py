@@ -34,7 +34,9 @@ class AgentQueue:
         item = f"call:{session.call_id}"
         await r.zadd(k.calls_waiting(queue), {item: self.rt.clock.now().timestamp()}, nx=True)
         rank: Any = await r.zrank(k.calls_waiting(queue), item)
-        return QueuePlace(queue=queue, item_id=item, position=int(rank or 0) + 1)
+        position = int(rank or 0) + 1
+        session.vars["queue_position"] = position  # an overflow callback keeps it as its priority
+        return QueuePlace(queue=queue, item_id=item, position=position)
 
     async def wait(self, session: Session, io: ContactIO, place: QueuePlace, timeout_s: float) -> WaitResult:
         r, k = self.rt.store.redis, self.rt.store.keys
@@ -48,7 +50,7 @@ class AgentQueue:
                 if io.ended:
                     return "hangup"
                 left = deadline - self.rt.clock.monotonic()
-                if left <= 0:
+                if left <= 0 or await self._closing_soon():
                     return "overflow"
                 head = await r.zrange(waiting, 0, 0)
                 if head and head[0] == place.item_id and self.rt.sip_endpoint is not None:
@@ -59,6 +61,13 @@ class AgentQueue:
                     return "hangup"
         finally:
             await r.zrem(waiting, place.item_id)
+
+    async def _closing_soon(self) -> bool:
+        """The line closes before this caller is likely to be served: better a callback than a cut call."""
+        cal = await self.rt.calendars.get()  # type: ignore[attr-defined,unused-ignore]
+        closes = cal.status(self.rt.clock.now()).closes_at
+        margin = self.rt.settings.agents.overflow_before_close_s
+        return closes is not None and (closes - self.rt.clock.now()).total_seconds() < margin
 
     async def _offer(self, session: Session, io: ContactIO, place: QueuePlace) -> WaitResult | None:
         """Ring one agent; None when nobody took the call (the caller keeps waiting at the head)."""

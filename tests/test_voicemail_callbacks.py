@@ -91,3 +91,16 @@ async def test_recover_files_an_interrupted_message_as_incomplete(runtime: Runti
     assert ticket.meta["incomplete"] is True and "incompleto" in ticket.subject
     assert (runtime.data_dir / "voicemail" / "call-cut.wav").is_file()
     assert await vm.recover() == []
+
+
+async def test_overflow_callback_keeps_the_queue_position(runtime: Runtime, clock: FixedClock) -> None:
+    clock.set(datetime(2026, 11, 23, 14, 27, tzinfo=MADRID))  # three minutes before the line closes
+    from ivr.distribution import AgentQueue
+
+    assert await AgentQueue(runtime)._closing_soon()  # a waiting caller is offered a callback now
+    clock.set(datetime(2026, 11, 23, 10, 0, tzinfo=MADRID))
+    assert not await AgentQueue(runtime)._closing_soon()
+    vm = VoicemailService(runtime)
+    rec = _message(runtime.data_dir, "call-over").finish()
+    _, cb = await vm.complete(rec, caller="+34600555666", trace_id=None, queue="N1", transcript="x", priority=3)
+    assert cb.reason == "overflow" and cb.priority == 3 and cb.due_at == clock.now()  # open now: due at once

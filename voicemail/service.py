@@ -60,7 +60,7 @@ class VoicemailService:
         return writer
 
     async def complete(self, rec: Recording, *, caller: str, trace_id: str | None, queue: str, transcript: str = "",
-                       confidence: float = 0.0) -> tuple[str, Callback]:
+                       confidence: float = 0.0, priority: int | None = None) -> tuple[str, Callback]:
         """Transcribe (if not done), create the ticket and its callback, note the result in Redis."""
         if not transcript and rec.duration_s >= MIN_MESSAGE_S:
             with contextlib.suppress(Exception):
@@ -89,8 +89,9 @@ class VoicemailService:
                                            citizen_id=citizen_id, trace_id=trace_id, body=transcript, due=cb_due,
                                            actor="ivr", first=first,
                                            meta={"voicemail": rec.call_id, "incomplete": not rec.complete})
+        reason: Any = "overflow" if priority is not None else "voicemail"
         cb = await self.callbacks.create(phone=caller or "", ticket_ref=ticket.ref, trace_id=trace_id, voicemail=info,
-                                         due_at=cb_due) if caller else None
+                                         due_at=cb_due, reason=reason, priority=priority or 0) if caller else None
         r, k = self.rt.store.redis, self.rt.store.keys
         await r.set(k.voicemail(rec.call_id), json.dumps({
             "call_id": rec.call_id, "status": "done" if rec.complete else "incomplete", "ticket": ticket.ref,
@@ -159,8 +160,11 @@ class DurableVoicemail:
             await asyncio.to_thread(Path(rec.path).unlink, missing_ok=True)
             await self.service._mark(session.call_id, None)
             return None
+        # A caller who waited in a queue and overflowed keeps their place as the callback's priority.
+        position = session.vars.get("queue_position")
         ref, _ = await self.service.complete(rec, caller=session.caller, trace_id=session.trace_id, queue=queue,
-                                             transcript=text, confidence=confidence)
+                                             transcript=text, confidence=confidence,
+                                             priority=int(position) if isinstance(position, int) else None)
         return ref
 
 
