@@ -218,3 +218,75 @@ async def test_callback_worker_places_a_due_callback(line: Runtime, baresips: An
     assert len(heard) > 2 * RATE and np.abs(heard).mean() > 100  # the citizen heard the message
     kinds = [i.kind for i in await desk.tickets.interactions(ticket.ref)]
     assert "callback_attempt" in kinds
+
+
+async def test_kill_while_recording_keeps_the_message_as_an_incomplete_ticket(
+        netns: Any, netns_redis: str, phone: Any, tmp_path: Path) -> None:
+    """The whole service (`atiende run`) is SIGKILLed mid-message; the next start files what was recorded."""
+    import json
+    import os
+    import signal
+
+    from atiende.store import Store
+    from config.loader import load
+    from tests.sip_harness import AtiendeService
+
+    workdir = tmp_path / "svc"
+
+    async def start(clock: str) -> AtiendeService:
+        service = AtiendeService(netns, workdir, clock=clock, redis_url=netns_redis)
+        service.ns = _Inside(netns)  # this test's thread is inside the namespace: reach HTTP there
+        return await service.start(60)
+
+    svc = await start("2026-10-09T19:00:00+02:00")
+    store = Store(netns_redis)  # the service's own key prefix
+    watcher = Runtime(load(None, env={}), store=store)
+    caller = "600777888"
+    try:
+        call = await phone.dial(LINE, from_user=caller)
+        heard = Heard(call)
+        await record_of(watcher, caller, lambda r: any(p.flow == "closed" and p.verb == "say" for p in r.path), 120)
+        await asyncio.sleep(1.0)
+        await call.send_dtmf("1")
+        await heard.beep(within=60)
+        message = espeak_wav("Llamo por una beca de transporte. Mi número de expediente es el dos cero dos seis.",
+                             tmp_path / "message.wav", speed=140)
+        await call.play(wav_frames(message)[:150], interrupt_on_dtmf=False)  # three seconds of it, then the crash
+        assert svc.proc is not None
+        os.killpg(svc.proc.pid, signal.SIGKILL)
+        await asyncio.to_thread(svc.proc.popen.wait, 10)
+        await call.hangup()
+        part = workdir / "var" / "voicemail"
+        assert [p.name for p in part.glob("*.wav.part")], "the message in progress is on disk"
+
+        svc = await start("2026-10-09T19:05:00+02:00")
+        deadline = time.monotonic() + 60
+        state: dict[str, Any] = {}
+        while time.monotonic() < deadline and state.get("status") != "incomplete":
+            ids = [p.name.removesuffix(".wav") for p in part.glob("*.wav")]
+            raw = await store.redis.get(store.keys.voicemail(ids[0])) if ids else None
+            state = json.loads(raw) if raw else {}
+            await asyncio.sleep(0.5)
+        assert state.get("status") == "incomplete", state
+        desk: Any = watcher.desk  # type: ignore[attr-defined]
+        ticket = await desk.tickets.get(state["ticket"])
+        assert ticket.kind == "voicemail" and ticket.meta["incomplete"] is True
+        assert ticket.due == TUESDAY_OPEN
+        with wave.open(state["path"]) as w:
+            assert w.getnframes() / 8000 >= 2.0  # what was said before the kill
+    finally:
+        await svc.stop()
+        await store.close()
+
+
+class _Inside:
+    """The namespace, seen from a thread already inside it: ports need no forwarding."""
+
+    def __init__(self, ns: Any) -> None:
+        self._ns = ns
+
+    def forward_out(self, port: int, host: str = "127.0.0.1") -> int:
+        return port
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ns, name)
