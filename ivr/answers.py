@@ -206,6 +206,16 @@ class Answers:
         e = self.e
         raw = self.utterance()
         ref = _ticket_ref(raw) if raw else None
+        latest = getattr(e.deps.hooks.tickets, "latest_open", None)
+        if ref is None and latest is not None and e.session.caller:
+            # Caller ID: a citizen calling from the number of an open query hears it without spelling the reference.
+            mine = await latest(e.session.caller)
+            if mine is not None:
+                said = speak.chars_spoken(mine) if self.voice else display_ref(mine)
+                status = await e.deps.hooks.tickets.status_text(mine, spoken=self.voice)
+                if status is not None:
+                    await e.say(f"Tiene una consulta abierta con la referencia {said}. {status}")
+                    return True
         if ref is None:
             got = await e.ask("Dígame la referencia de su consulta, letra a letra.", "reference", retries=2,
                               name="ticket_reference")

@@ -81,6 +81,23 @@ class DeskTickets:
                                            trace_id=session.trace_id, body=body, due=due, actor="ivr")
         return str(ticket.ref)
 
+    async def latest_open(self, caller: str) -> str | None:
+        """The newest ticket, not yet closed, of the citizen calling from this number (caller-ID shortcut)."""
+        from atiende.errors import InvalidInput
+
+        desk: Any = self.rt.desk  # type: ignore[attr-defined,unused-ignore]
+        try:
+            citizen = await desk.citizens.find("phone", caller)
+        except InvalidInput:
+            return None
+        if citizen is None:
+            return None
+        for ref in await desk.citizens.tickets(citizen.id, limit=10):
+            ticket = await desk.tickets.find(ref)
+            if ticket is not None and ticket.status not in ("closed", "resolved"):
+                return str(ticket.ref)
+        return None
+
     async def status_text(self, ref: str, spoken: bool = False) -> str | None:
         from atiende.errors import NotFound
 

@@ -159,8 +159,18 @@ async def test_friday_evening_voicemail_becomes_a_ticket_called_back_tuesday(
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         audio = await client.get(vm.data["recording"], headers={"X-API-Key": key})
     assert audio.status_code == 200 and audio.content == path.read_bytes()
-    status = await desk.tickets.status_text(rec.ticket_ref, spoken=True)
-    assert status
+    # Tuesday morning the citizen calls again and keys 5 ("¿cómo va mi consulta?"): the number finds the query
+    rt.clock = ShiftedClock(datetime(2026, 10, 13, 10, 0, tzinfo=MADRID))
+    first_call = rec.call_id
+    again_call = await phone.dial(LINE, from_user=caller)
+    await record_of(rt, caller, lambda r: r.call_id != first_call and any(p.verb == "say" for p in r.path), 60)
+    await asyncio.sleep(1.5)
+    await again_call.send_dtmf("5")
+    later = await record_of(rt, caller, lambda r: r.call_id != first_call and any(
+        "Tiene una consulta abierta" in t for t in r.said), 60)
+    await again_call.hangup()
+    spoken_status = await desk.tickets.status_text(rec.ticket_ref, spoken=True)
+    assert any(spoken_status in t for t in later.said), later.said
 
 
 async def test_queued_call_reaches_the_longest_idle_agent_who_answers(
