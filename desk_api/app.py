@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.requests import HTTPConnection
 
 from atiende import __version__
 from atiende.errors import AtiendeError, Forbidden
@@ -71,10 +72,12 @@ GUARDED: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-async def _guard(request: Request) -> None:
-    path = request.url.path
+async def _guard(conn: HTTPConnection) -> None:
+    """A dependency of every route, WebSockets included (hence HTTPConnection, not Request)."""
+    path = conn.url.path
     for prefix, roles in GUARDED:
-        if path.startswith(prefix):
+        if path.startswith(prefix) and isinstance(conn, Request):
+            request = conn
             from desk_api.services.auth import _api_key, _bearer, _cookie, current_principal
 
             principal = await current_principal(request, await _bearer(request), await _api_key(request),
