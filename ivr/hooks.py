@@ -1,8 +1,8 @@
 """Where the IVR hands work to other areas: tickets (desk), queues (desk assignment), voicemail.
 
-The engine only sees these small protocols. `desk_hooks(runtime)` wires the real desk; the
-voicemail/agents area (issue 9) replaces `queue` and `voicemail` with its own implementations
-(`Hooks(tickets=..., queue=MyQueue(), voicemail=MyVoicemail())`). `DryRunHooks` serves
+The engine only sees these small protocols. `desk_hooks(runtime)` wires the real ones: tickets in the
+desk, queued calls offered to agents (`ivr.distribution.AgentQueue`), durable voicemail with callbacks
+(`voicemail.service.DurableVoicemail`). `DryRunHooks` serves
 `atiende simulate` without a store: nothing is written, references are marked as simulated.
 """
 
@@ -61,7 +61,7 @@ class Hooks:
     voicemail: VoicemailHook
 
 
-# ---- simple implementations over the desk (until the agents/voicemail area brings its own) ----------------
+# ---- the desk's tickets; queues are ivr.distribution.AgentQueue, voicemail is voicemail.service ----------------
 
 
 class DeskTickets:
@@ -106,49 +106,6 @@ class DeskTickets:
             return str(await desk.tickets.status_text(ref, spoken=spoken))
         except NotFound:
             return None
-
-
-class StoreQueue:
-    """Puts the contact in the queue's sorted set and waits; agents (issue 9) take items from there."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
-
-    async def enqueue(self, session: Session, queue: str) -> QueuePlace:
-        r, k = self.rt.store.redis, self.rt.store.keys
-        item = f"call:{session.call_id}"
-        await r.zadd(k.calls_waiting(queue), {item: self.rt.clock.now().timestamp()}, nx=True)
-        rank: Any = await r.zrank(k.calls_waiting(queue), item)
-        return QueuePlace(queue=queue, item_id=item, position=int(rank or 0) + 1)
-
-    async def wait(self, session: Session, io: ContactIO, place: QueuePlace, timeout_s: float) -> WaitResult:
-        if io.channel != "voice":
-            return "handed_over"
-        stayed = await io.hold(timeout_s)
-        if not stayed:
-            await self.rt.store.redis.zrem(self.rt.store.keys.calls_waiting(place.queue), place.item_id)
-            return "hangup"
-        await self.rt.store.redis.zrem(self.rt.store.keys.calls_waiting(place.queue), place.item_id)
-        return "overflow"
-
-
-class RecordingVoicemail:
-    """Record, transcribe, ticket with the callback due at the line's next opening."""
-
-    def __init__(self, runtime: Runtime, tickets: TicketHook) -> None:
-        self.rt = runtime
-        self.tickets = tickets
-
-    async def leave(self, session: Session, io: ContactIO, queue: str) -> str | None:
-        vm = self.rt.settings.voicemail
-        got = await io.record("Deje su mensaje después de la señal. Cuando termine, cuelgue o espere.",
-                              max_s=vm.max_length_s, end_silence_s=vm.end_silence_s)
-        if not got.text and not got.audio:
-            return None
-        cal = await self.rt.calendars.get()  # type: ignore[attr-defined,unused-ignore]
-        due = cal.next_open(self.rt.clock.now())
-        return await self.tickets.create(session, queue=queue, kind="voicemail", subject="Mensaje en el buzón de voz",
-                                         body=got.text, due=due, data={"confidence": got.confidence})
 
 
 def desk_hooks(runtime: Runtime) -> Hooks:
