@@ -6,10 +6,9 @@ import importlib
 import logging
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from starlette.requests import HTTPConnection
 
 from atiende import __version__
 from atiende.errors import AtiendeError, Forbidden
@@ -72,19 +71,37 @@ GUARDED: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-async def _guard(conn: HTTPConnection) -> None:
-    """A dependency of every route, WebSockets included (hence HTTPConnection, not Request)."""
-    path = conn.url.path
-    for prefix, roles in GUARDED:
-        if path.startswith(prefix) and isinstance(conn, Request):
-            request = conn
-            from desk_api.services.auth import _api_key, _bearer, _cookie, current_principal
+class _Guard:
+    """Checks GUARDED prefixes before routing. Plain ASGI, so the other routes pay one prefix test, not a
+    dependency resolution per request. The principal is left in `request.state.principal`."""
 
-            principal = await current_principal(request, await _bearer(request), await _api_key(request),
-                                                await _cookie(request))
-            if not principal.has(*roles):
-                raise Forbidden("your role does not allow this", {"needs": list(roles), "roles": principal.roles})
-            return
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.prefixes = tuple(p for p, _ in GUARDED)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(self.prefixes):
+            request = Request(scope, receive)
+            try:
+                await self._check(request)
+            except AtiendeError as exc:
+                await JSONResponse(exc.to_dict(), status_code=exc.status_code)(scope, receive, send)
+                return
+            except REDIS_ERRORS:
+                body = {"error_id": "store-unavailable", "message": "the store is not reachable, try again", "details": {}}
+                await JSONResponse(body, status_code=503, headers={"Retry-After": "1"})(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _check(request: Request) -> None:
+        from desk_api.services.auth import _api_key, _bearer, _cookie, current_principal
+
+        roles = next(r for p, r in GUARDED if request.url.path.startswith(p))
+        principal = await current_principal(request, await _bearer(request), await _api_key(request),
+                                            await _cookie(request))
+        if not principal.has(*roles):
+            raise Forbidden("your role does not allow this", {"needs": list(roles), "roles": principal.roles})
 
 
 async def _principal_name(request: Request) -> str:
@@ -98,7 +115,6 @@ def create_app(runtime: Runtime) -> FastAPI:
         title="Atiende",
         version=__version__,
         description="Contact center API: calendar, routing, tickets, calls, callbacks.",
-        dependencies=[Depends(_guard)],
     )
     app.state.runtime = runtime
 
@@ -119,6 +135,7 @@ def create_app(runtime: Runtime) -> FastAPI:
             body = {"error_id": "store-unavailable", "message": "the store is not reachable, try again", "details": {}}
             return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
 
+    app.add_middleware(_Guard)
     app.add_middleware(_CountRequests)
 
     @app.get("/metrics", include_in_schema=False)
