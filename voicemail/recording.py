@@ -81,18 +81,30 @@ class VoicemailWriter:
     def duration_s(self) -> float:
         return self._data / (RATE * SAMPLE_BYTES)
 
-    def write(self, frame: bytes) -> None:
+    def write(self, frame: bytes, *, fsync: bool = True) -> bool:
+        """Append a frame; about once a second flush it to the kernel and return True (a durability point).
+
+        With `fsync=False` the caller runs `fsync()` itself, e.g. in a thread: on the event loop that paces a
+        call's RTP, an fsync that stalls (hundreds of ms were seen on this disk) would stall the audio."""
         if len(frame) % SAMPLE_BYTES:
             frame = frame[: len(frame) - len(frame) % SAMPLE_BYTES]
         self._fh.write(frame)
         self._data += len(frame)
         self._since_sync += 1
-        if self._since_sync >= SYNC_EVERY_FRAMES:
-            self.sync()
+        if self._since_sync < SYNC_EVERY_FRAMES:
+            return False
+        self._since_sync = 0
+        self._fh.flush()
+        if fsync:
+            self.fsync()
+        return True
+
+    def fsync(self) -> None:
+        os.fsync(self._fh.fileno())
 
     def sync(self) -> None:
         self._fh.flush()
-        os.fsync(self._fh.fileno())
+        self.fsync()
         self._since_sync = 0
 
     def finish(self) -> Recording:

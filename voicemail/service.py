@@ -145,8 +145,18 @@ class DurableVoicemail:
         writer = await self.service.begin(session.call_id, caller=session.caller, trace_id=session.trace_id, queue=queue)
         session.said.append(PROMPT)
         text, confidence, silent = "", 0.0, False
+        loop = asyncio.get_running_loop()
+        syncing: list[asyncio.Future[None]] = []
+
+        def sink(frame: bytes) -> None:
+            # Frames are written on the loop (a 320-byte write to the page cache); each second's fsync
+            # goes to a thread so a slow disk never stalls the call's audio.
+            if writer.write(frame, fsync=False):
+                syncing[:] = [f for f in syncing if not f.done()]
+                syncing.append(loop.run_in_executor(None, writer.fsync))
+
         try:
-            got = await io.record(PROMPT, max_s=vm.max_length_s, end_silence_s=vm.end_silence_s, sink=writer.write)
+            got = await io.record(PROMPT, max_s=vm.max_length_s, end_silence_s=vm.end_silence_s, sink=sink)
             text, confidence = got.text, got.confidence
             silent = got.audio is None and not got.text  # the endpointer heard no speech at all
         except CallerGone:
@@ -154,6 +164,7 @@ class DurableVoicemail:
         except BaseException:
             writer.abort()  # the .part stays; recover() files it at the next start
             raise
+        await asyncio.gather(*syncing, return_exceptions=True)
         rec = await asyncio.to_thread(writer.finish)
         if silent or rec.duration_s < MIN_MESSAGE_S:
             # Nothing said: no ticket, no callback.
