@@ -11,7 +11,7 @@ APT_CMDS := redis-server:redis-server espeak-ng:espeak-ng sox:sox baresip:baresi
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS ?=
 
-.PHONY: run test
+.PHONY: run test bench-deps
 run: $(APT_STAMP) $(STAMP)
 	$(BIN)/atiende run $(ARGS)
 
@@ -19,6 +19,10 @@ test: $(APT_STAMP) $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Tools only the benchmarks use (bench/README.md); `make test` does not need them.
+bench-deps:
+	@command -v wrk >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk; }
 
 $(APT_STAMP):
 	@missing=""; for pair in $(APT_CMDS); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \

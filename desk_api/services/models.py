@@ -61,8 +61,9 @@ def normalize_channel(value: str) -> str:
 def new_ref() -> str:
     """Random, with at least one digit and one letter: an all-letter reference reads like a word to the router,
     an all-digit one like a file number."""
-    while True:
-        ref = "".join(secrets.choice(REF_ALPHABET) for _ in range(REF_LENGTH))
+    while True:  # 32 symbols = 5 random bits each, all drawn at once (one getrandom call, not one per symbol)
+        bits = secrets.randbits(5 * REF_LENGTH)
+        ref = "".join(REF_ALPHABET[(bits >> (5 * i)) & 31] for i in range(REF_LENGTH))
         if any(c.isdigit() for c in ref) and any(c.isalpha() for c in ref):
             return ref
 
