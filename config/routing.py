@@ -54,6 +54,12 @@ class Intent(Strict):
 class RoutingConfig(Strict):
     threshold: float = Field(0.5, ge=0, le=1)
     confirm_margin: float = Field(0.1, ge=0, le=1)
+    voice_confirm_floor: float = Field(
+        0.3, ge=0, le=1,
+        description="on the voice channel, a best guess scoring from this floor up to the threshold, ahead of the "
+        "second by confirm_margin, is offered for confirmation instead of rejected: recognition errors lower scores, "
+        "and a caller answers 'sí' or 'no' faster than repeating the request (1 = off)",
+    )
     intents: list[Intent] = Field(default_factory=list)
     dtmf_menus: dict[str, dict[str, str]] = Field(default_factory=dict)
     entity_weights: dict[Literal["town", "unit", "procedure", "reference"], dict[str, float]] = Field(

@@ -17,7 +17,10 @@ class SpeechConfig(Strict):
     vosk_model: str | None = Field(None, description="directory of a Spanish vosk model (default: the fetched one)")
     whisper_model: str | None = Field(None, description="faster-whisper model directory (default: the prepared whisper-base)")
     whisper_beam_size: int = Field(5, ge=1, le=10)
-    whisper_prompt: str = Field("", description="initial prompt for Whisper (domain words); routing hints go as hotwords")
+    whisper_prompt: str = Field("", description="initial prompt for Whisper (domain words)")
+    whisper_hotwords: bool = Field(False, description="also give the routing vocabulary as Whisper hotwords (measured "
+                                                      "worse with the domain prompt; see speech.stt.WhisperEngine)")
+    whisper_alternatives: int = Field(3, ge=1, le=10, description="n-best transcripts kept as alternatives")
     piper_voice: str | None = Field(None, description="piper .onnx voice (its .onnx.json next to it); default: the fetched one")
     piper_espeak_voice: str | None = Field(None, description="override the voice's phonemiser language, e.g. 'es'")
     piper_length_scale: float | None = Field(None, gt=0.3, lt=3.0, description="speaking rate: > 1 slower")

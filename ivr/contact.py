@@ -45,6 +45,8 @@ class Ask:
     cached: bool = False  # a fixed prompt: calls may play a cached render
     hints: list[str] = field(default_factory=list)
     grammar: list[str] | None = None
+    # Does a transcript answer the question? (speech asks its engine for a second opinion when not)
+    accept: Callable[[str], bool] | None = None
 
 
 @dataclass

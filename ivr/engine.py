@@ -405,10 +405,12 @@ class Engine:
         if ask.hints:
             return
         if expect == "intent" and self.deps.router is not None:
+            router = self.deps.router
             try:
-                ask.hints = ["cero", *self.deps.router.hints()]  # first: hints past the budget are cut
+                ask.hints = ["cero", *router.hints()]  # first: hints past the budget are cut
             except Exception:  # hints are an optimisation, never a reason to fail a call
                 ask.hints = ["cero"]
+            ask.accept = lambda text: router.route(text, channel="voice").intent is not None
         elif expect == "yes_no":
             ask.hints, ask.grammar = ["sí", "no"], ask.grammar or ["sí", "no"]
         elif expect == "town":

@@ -24,7 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,
     p.add_argument("text", nargs="*", help="the utterance (several words are joined with spaces)")
     p.add_argument("--file", metavar="F", help="route every non-blank line of F ('-' for stdin); text after a tab is ignored")
     p.add_argument("--json", action="store_true", help="one JSON object per utterance")
-    p.add_argument("--channel", default="voice", help="voice, chat, whatsapp... (default voice)")
+    p.add_argument("--channel", default=None,
+                   help="voice, chat, whatsapp... (default voice; chat with --eval: typed text, no voice confirmation "
+                        "floor)")
     p.add_argument("--explain", action="store_true", help="also show the normalised text and what matched")
     p.add_argument("--eval", metavar="TSV", help="utterance<TAB>intent file ('none' = out of scope): print accuracy")
     p.set_defaults(func=_cmd_route)
@@ -45,7 +47,7 @@ def _cmd_route(args: argparse.Namespace) -> int:
     rt = offline_runtime(args)
     router = rt.router.get_offline()
     if args.eval:
-        return _eval(router, args.eval, args.json)
+        return _eval(router, args.eval, args.json, args.channel or "chat")
     try:
         texts = list(_lines(args.file)) if args.file else [" ".join(args.text)]
     except OSError as exc:
@@ -55,7 +57,7 @@ def _cmd_route(args: argparse.Namespace) -> int:
     from routing.router import explain
 
     for text in texts:
-        result = router.route(text, args.channel)
+        result = router.route(text, args.channel or "voice")
         if args.json:
             obj: dict[str, Any] = result.public()
             if args.explain:
@@ -73,7 +75,7 @@ def _cmd_route(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval(router: Any, path: str, as_json: bool) -> int:
+def _eval(router: Any, path: str, as_json: bool, channel: str) -> int:
     rows = []
     try:
         data = Path(path).read_text(encoding="utf-8", errors="replace")
@@ -89,7 +91,7 @@ def _eval(router: Any, path: str, as_json: bool) -> int:
     misses = []
     right_in = right_out = 0
     for text, expected in rows:
-        got = router.route(text).intent or "none"
+        got = router.route(text, channel).intent or "none"
         if got == expected:
             right_in += expected != "none"
             right_out += expected == "none"

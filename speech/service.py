@@ -25,7 +25,7 @@ from speech.audio import RATE, Framer, to_float
 from speech.cache import PromptCache
 from speech.endpoint import BargeIn as BargeInDetector
 from speech.endpoint import Endpointer
-from speech.stt import Alternative, SttEngine, SttResult, SttStream
+from speech.stt import Alternative, SttEngine, SttResult, SttStream, transcribe_checked
 from speech.tts import TtsEngine, frames_8k
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class ListenResult(BaseModel):
     speech_ms: int = 0
     latency_ms: float = Field(0.0, description="end of speech detected -> final transcript")
     error: str | None = None
+    second_opinion: bool = False
 
 
 def _stt_choice(cfg: SpeechConfig) -> tuple[str, Path]:
@@ -83,7 +84,7 @@ def load_stt(cfg: SpeechConfig) -> SttEngine:
     from speech.stt import WhisperEngine
 
     return WhisperEngine(path, cpu_threads=cfg.stt_threads, workers=cfg.stt_workers, beam_size=cfg.whisper_beam_size,
-                         prompt=cfg.whisper_prompt)
+                         prompt=cfg.whisper_prompt, hotwords=cfg.whisper_hotwords, alternatives=cfg.whisper_alternatives)
 
 
 def load_tts(cfg: SpeechConfig) -> TtsEngine:
@@ -182,8 +183,13 @@ class Speech:
     async def listen(self, frames: AsyncIterator[bytes], *, hints: list[str] | None = None,
                      grammar: list[str] | None = None, no_input_ms: int | None = None,
                      end_silence_ms: int | None = None, max_ms: int | None = None,
-                     on_partial: Callable[[str], None] | None = None) -> ListenResult:
+                     on_partial: Callable[[str], None] | None = None,
+                     accept: Callable[[str], bool] | None = None) -> ListenResult:
         """Listen to one answer: endpointing on the frames, then the final transcript.
+
+        `accept` judges a transcript ("does it answer the question?"); when it says no, an engine with a
+        second opinion decodes the utterance again (`speech.stt.transcribe_checked`). It runs in the
+        speech pool, so it may be CPU work (the router).
 
         Frames are 20 ms of 8 kHz 16-bit mono (other sizes are re-cut). Bounded in wall-clock time too:
         if frames stop arriving, the no-input or maximum-length deadline still ends the call.
@@ -247,7 +253,13 @@ class Speech:
                     await push(pending)
                 result: SttResult = await loop.run_in_executor(self._stt_pool, stream.final)
             else:
-                result = await loop.run_in_executor(self._stt_pool, self._decode_utterance, stream, ep.utterance())
+                pcm = ep.utterance()
+                hint_list = hints if hints is not None else self.default_hints
+                if accept is None:
+                    result = await loop.run_in_executor(self._stt_pool, self._decode_utterance, stream, pcm)
+                else:
+                    result = await loop.run_in_executor(
+                        self._stt_pool, lambda: transcribe_checked(engine, to_float(pcm), RATE, hint_list, grammar, accept))
         except Exception as exc:
             log.exception("speech-to-text failed")
             return ListenResult(status="error", engine=engine.name, speech_ms=ep.speech_ms, error=str(exc))
@@ -255,7 +267,7 @@ class Speech:
         status: ListenStatus = "max_length" if event == "max_length" else ("ok" if result.text else "no_match")
         return ListenResult(status=status, text=result.text, confidence=result.confidence,
                             alternatives=result.alternatives, engine=engine.name, speech_ms=ep.speech_ms,
-                            latency_ms=round(latency, 1))
+                            latency_ms=round(latency, 1), second_opinion=result.second_opinion)
 
     @staticmethod
     def _decode_utterance(stream: SttStream, pcm: bytes) -> SttResult:

@@ -45,7 +45,7 @@ def _score(router: Router, path: Path) -> tuple[float, int, list[str]]:
     rows = _rows(path)
     misses, right, routed_none = [], 0, 0
     for text, expected in rows:
-        got = router.route(text).intent or "none"
+        got = router.route(text, channel="chat").intent or "none"  # typed text: no voice confirmation floor
         if got == expected:
             right += expected != "none"
         else:
@@ -72,6 +72,29 @@ def test_held_out_sets(router: Router) -> None:
     accuracy, wrongly_routed, misses = _score(router, DATA / "routing_blind.tsv")
     assert accuracy >= 0.8, misses
     assert wrongly_routed <= 1, misses
+
+
+def test_voice_offers_a_clear_guess_for_confirmation(router: Router) -> None:
+    # Recogniser output where the right intent scores under the threshold: rejected as typed text,
+    # offered for confirmation ("¿Quiere ...?") on the voice channel.
+    texts = ["Tengo un colinone consulta, y quiero saber la respuesta.", "A men por la tarde.",
+             "Quiero primar sobre el nuevo plan de la Junta.", "El pano le da a la intención de vehículos."]
+    guessed = 0
+    for text in texts:
+        typed = router.route(text, channel="chat")
+        assert typed.intent is None
+        top = typed.alternatives[0] if typed.alternatives else None
+        second = typed.alternatives[1].confidence if len(typed.alternatives) > 1 else 0.0
+        spoken = router.route(text, channel="voice")
+        if top is not None and top.confidence >= router.voice_floor and top.confidence - second >= router.margin:
+            assert spoken.intent == top.intent and spoken.needs_confirmation
+            guessed += 1
+        else:
+            assert spoken.intent is None
+    assert guessed >= 2
+    # Small talk stays out of scope on voice too.
+    for text in ("hola buenos días", "vale", "gracias adiós", "necesito un fontanero"):
+        assert router.route(text, channel="voice").intent is None, text
 
 
 def test_regression_set(router: Router) -> None:

@@ -20,7 +20,7 @@ from speech.audio import FRAME_BYTES, AudioError, Framer, read_wav, split_frames
 from speech.cache import PromptCache
 from speech.endpoint import BargeIn, Endpointer
 from speech.service import _stt_choice, _tts_choice
-from speech.stt import normalize, snap_to_grammar
+from speech.stt import Alternative, SttResult, _collapse_repeats, normalize, snap_to_grammar, transcribe_checked
 from speech.tts import EspeakTts, frames_8k, split_sentences
 
 SILENCE = b"\x00" * FRAME_BYTES
@@ -270,3 +270,63 @@ def test_runtime_exposes_speech(loaded: object) -> None:
 def test_wav_bytes_roundtrip() -> None:
     audio, rate = read_wav(wav_bytes(b"\x00\x10" * 100, 8000))
     assert rate == 8000 and len(audio) == 100
+
+
+# ---- whisper output clean-up and the second opinion ----------------------------------------------
+
+
+@pytest.mark.parametrize(("heard", "kept"), [
+    ("Analid. Analid. Analid.", "Analid."),
+    ("El teo del teo del teo del teo del te", "El teo del"),
+    ("1-1-1-1-1-", "1"),
+    ("Quiero pagar la tasa de la ITV", "Quiero pagar la tasa de la ITV"),
+    ("sí sí", "sí sí"),
+    ("", ""),
+])
+def test_collapse_repeats(heard: str, kept: str) -> None:
+    assert _collapse_repeats(heard) == kept
+
+
+class _TwoOpinions:
+    name, streaming = "fake", False
+
+    def __init__(self, first: str, second: str | None) -> None:
+        self.first, self.second = first, second
+        self.calls: list[str] = []
+        if second is None:
+            self.second_opinion = None  # type: ignore[assignment]
+
+    def _result(self, text: str) -> SttResult:
+        return SttResult(text=text, confidence=0.5, alternatives=[Alternative(text=text, confidence=0.5)] if text else [])
+
+    def stream(self, hints: list[str] | None = None, grammar: list[str] | None = None) -> None:
+        raise NotImplementedError
+
+    def transcribe(self, audio: np.ndarray, rate: int, hints: list[str] | None = None,
+                   grammar: list[str] | None = None) -> SttResult:
+        self.calls.append("first")
+        return self._result(self.first)
+
+    def second_opinion(self, audio: np.ndarray, rate: int, hints: list[str] | None = None,
+                       grammar: list[str] | None = None) -> SttResult:
+        self.calls.append("second")
+        return self._result(self.second or "")
+
+
+def test_second_opinion_only_when_the_first_answer_does_not_fit() -> None:
+    audio = np.zeros(8000, dtype=np.float32)
+
+    def accept(text: str) -> bool:
+        return "itv" in text.lower()
+
+    ok = _TwoOpinions("pagar la ITV", "pagar la ITV")
+    assert transcribe_checked(ok, audio, 8000, accept=accept).text == "pagar la ITV" and ok.calls == ["first"]
+    both = _TwoOpinions("pano la ite", "pago la ITV")
+    res = transcribe_checked(both, audio, 8000, accept=accept)
+    assert (res.text, res.second_opinion, both.calls) == ("pago la ITV", True, ["first", "second"])
+    assert [a.text for a in res.alternatives] == ["pago la ITV", "pano la ite"]  # the first one kept
+    neither = _TwoOpinions("pano la ite", "gracias")
+    assert transcribe_checked(neither, audio, 8000, accept=accept).text == "pano la ite"
+    no_second = _TwoOpinions("", None)  # vosk: no second opinion to ask
+    assert transcribe_checked(no_second, audio, 8000, accept=accept).text == ""
+    assert transcribe_checked(_TwoOpinions("x", "pago la ITV"), audio, 8000).text == "x"  # nobody to judge
