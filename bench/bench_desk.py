@@ -262,6 +262,13 @@ def busy_neighbours() -> list[str]:
             if pid in a and pid != me and (cpu - a[pid][0]) / 0.5 > 0.3]
 
 
+def rc_history(url: str, event: str) -> list[Any]:
+    import redis
+
+    with redis.Redis.from_url(url) as rc:
+        return list(rc.execute_command("LATENCY", "HISTORY", event))
+
+
 def goal_met(res: dict[str, Any]) -> bool:
     need = 1000 if res["test"] == "ticket creation" else 3000
     return bool(res["rps"] >= need and res["p99_ms"] is not None and res["p99_ms"] < 50 and res["ok"] == res["requests"])
@@ -313,6 +320,9 @@ def main() -> None:
     print(f"redis {url} ({'private, appendonly yes, appendfsync always' if server else 'external'}); "
           f"{os.cpu_count()} CPUs; load {args.load}; connections {conns}; {args.duration:.0f} s per test; "
           f"nice {os.nice(0)}")
+    if server:  # Redis records its own stalls (fsync, AOF rewrite, fork) longer than 10 ms; printed at the end
+        with redis.Redis.from_url(url) as rc:
+            rc.config_set("latency-monitor-threshold", 10)
     busy = busy_neighbours()
     if busy:
         print("WARNING: other busy processes; latency figures are not this service's alone:\n  " + "\n  ".join(busy))
@@ -351,6 +361,13 @@ def main() -> None:
                 uv.terminate()
                 uv.wait(20)
             print(f"  workers={workers}: stored tickets {stored}")
+        if server:
+            with redis.Redis.from_url(url, decode_responses=True) as rc:
+                info = rc.info("persistence")
+                latest = rc.execute_command("LATENCY", "LATEST")
+            print(f"redis: {info.get('aof_rewrites', '?')} AOF rewrites during the run (one each time the file doubles); "
+                  "stalls over 10 ms (event, times seen, worst ms): "
+                  + (", ".join(f"{e[0]} {len(rc_history(url, e[0]))}x {e[3]} ms" for e in latest) or "none"))
     finally:
         if server:
             server.stop()
