@@ -128,8 +128,12 @@ def main() -> int:
     if "whisper" in only:
         before = rss_mb()
         t = time.perf_counter()
+        from config.loader import load
+
+        cfg = load(None, env={}).settings.speech  # the shipped prompt, beam and n-best: what a call gets
         whisper = WhisperEngine(models.prepared_whisper_base() or models.prepare_whisper_base() or "",
-                                cpu_threads=2, workers=args.workers)
+                                cpu_threads=2, workers=args.workers, beam_size=cfg.whisper_beam_size,
+                                prompt=cfg.whisper_prompt, alternatives=cfg.whisper_alternatives)
         print(f"\nwhisper-base int8: load {time.perf_counter() - t:.1f} s, +{rss_mb() - before:.0f} MB RSS")
         es = [phone(u, "es-419") for u in ES_UTTERANCES]
         print(f"  real-time factor (1 stream, decode time / audio time): {stt_rtf(whisper, es):.2f}")
