@@ -303,6 +303,10 @@ class WhisperEngine:
                 ids += self._tok.encode(" " + hotwords)[:half]
             ids += self._prompt_ids
         ids += [*self._tok.sot_sequence, self._tok.no_timestamps]
+        if not window:
+            # 0.3 s of silence after the utterance: the endpointer cuts 0.2 s after speech, and on exactly
+            # those frames Whisper can lose the sentence ("Per" for "necesito hablar con un funcionario").
+            x = np.concatenate([x.astype(np.float32, copy=False), np.zeros(4800, np.float32)])
         features = self.model.feature_extractor(x)
         if window:
             from faster_whisper.audio import pad_or_trim
