@@ -143,7 +143,14 @@ def test_agent_desk_end_to_end(live: LiveServer, redis_server: PrivateRedis, tmp
             expect(citizen.locator(".msg.agent")).to_contain_text("número de la tarjeta")
             citizen.screenshot(path=str(SHOTS / "atiende-chat.png"))
 
-            agent.get_by_test_id("escalate-note").fill("Caso de dependencia: necesita especialista de la consejería.")
+            # A live re-render (the reply's own update) can land between Playwright resolving the textarea and
+            # typing into it, so the text goes to the detached copy; a person types into the live one.
+            note_text = "Caso de dependencia: necesita especialista de la consejería."
+            for _ in range(5):
+                agent.get_by_test_id("escalate-note").fill(note_text)
+                agent.wait_for_timeout(300)
+                if agent.get_by_test_id("escalate-note").input_value() == note_text:
+                    break
             agent.get_by_test_id("escalate").click()
             expect(agent.get_by_test_id("action-result")).to_have_text("Escalado a N2.")
             expect(agent.get_by_test_id("ticket-status")).to_have_text("escalado")
