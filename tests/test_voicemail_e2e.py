@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 import wave
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,9 +28,9 @@ from atiende.clock import ShiftedClock
 from atiende.runtime import Runtime
 from desk_api.services.models import Agent
 from ivr.callio import IvrComponent
-from ivr.contact import Session
 from tests.conftest import MADRID
 from tests.sip_harness import RATE, HarnessError, correlate, espeak_wav, pad_wav, read_wav, tone_wav, wav_frames
+from tests.test_ivr_e2e import live
 from voicemail.callbacks import CallbackService
 from voicemail.service import CallbackWorker
 
@@ -95,20 +95,6 @@ class Heard:
                            f"last level {np.abs(tail).mean() if len(tail) else 0:.0f}, peak {peak:.0f} Hz)")
 
 
-async def record_of(rt: Runtime, caller: str, ok: Callable[[Session], bool], within: float) -> Session:
-    deadline = time.monotonic() + within
-    last: Session | None = None
-    while time.monotonic() < deadline:
-        for rec in await rt.calls.list(limit=20):  # type: ignore[attr-defined]
-            if caller in rec.caller:
-                last = rec
-                if ok(rec):
-                    return rec
-        await asyncio.sleep(0.2)
-    raise HarnessError(f"call from {caller} did not get there in {within} s; last: "
-                       f"{last.model_dump_json(include={'path', 'said', 'transcripts'}) if last else None}")
-
-
 async def test_friday_evening_voicemail_becomes_a_ticket_called_back_tuesday(
         line: Runtime, phone: Any, tmp_path: Path) -> None:
     rt = line
@@ -117,7 +103,7 @@ async def test_friday_evening_voicemail_becomes_a_ticket_called_back_tuesday(
     call = await phone.dial(LINE, from_user=caller)
     heard = Heard(call)
     # records are saved as each step ends: once the hours have been said, the voicemail offer is playing
-    await record_of(rt, caller, lambda r: any(p.flow == "closed" and p.verb == "say" for p in r.path), 90)
+    await live(rt, caller, lambda r: any(p.flow == "closed" and p.verb == "say" for p in r.path), 90)
     await asyncio.sleep(1.0)
     await call.send_dtmf("1")  # "¿Quiere dejar un mensaje?" -> yes (a key overtakes the prompt)
     await heard.beep(within=60)
@@ -127,7 +113,7 @@ async def test_friday_evening_voicemail_becomes_a_ticket_called_back_tuesday(
     await asyncio.wait_for(call.ended.wait(), 90)  # silence ends the message; the IVR says the reference, hangs up
     await asyncio.wait_for(heard.task, 5)
 
-    rec = await record_of(rt, caller, lambda r: r.ended_at is not None, 10)
+    rec = await live(rt, caller, lambda r: r.ended_at is not None, 10)
     assert rec.calendar_state == "closed" and rec.outcome == "voicemail" and rec.ticket_ref
     assert any("Nuestro horario es" in t for t in rec.said), rec.said  # the hours were said
     assert any("referencia" in t for t in rec.said)
@@ -163,10 +149,10 @@ async def test_friday_evening_voicemail_becomes_a_ticket_called_back_tuesday(
     rt.clock = ShiftedClock(datetime(2026, 10, 13, 10, 0, tzinfo=MADRID))
     first_call = rec.call_id
     again_call = await phone.dial(LINE, from_user=caller)
-    await record_of(rt, caller, lambda r: r.call_id != first_call and any(p.verb == "say" for p in r.path), 60)
+    await live(rt, caller, lambda r: r.call_id != first_call and any(p.verb == "say" for p in r.path), 60)
     await asyncio.sleep(1.5)
     await again_call.send_dtmf("5")
-    later = await record_of(rt, caller, lambda r: r.call_id != first_call and any(
+    later = await live(rt, caller, lambda r: r.call_id != first_call and any(
         "Tiene una consulta abierta" in t for t in r.said), 60)
     await again_call.hangup()
     spoken_status = await desk.tickets.status_text(rec.ticket_ref, spoken=True)
@@ -191,7 +177,7 @@ async def test_queued_call_reaches_the_longest_idle_agent_who_answers(
     caller = "600333444"
     call = await phone.dial(LINE, from_user=caller)
     heard = Heard(call)
-    await record_of(rt, caller, lambda r: any(p.verb == "say" for p in r.path), 60)  # the welcome was said
+    await live(rt, caller, lambda r: any(p.verb == "say" for p in r.path), 60)  # the welcome was said
     await asyncio.sleep(1.5)
     await call.send_dtmf("0")  # a person
     await silent.wait_event("CALL_INCOMING", within=60)  # the longest-idle agent rings first
@@ -203,7 +189,7 @@ async def test_queued_call_reaches_the_longest_idle_agent_who_answers(
     await asyncio.sleep(4.0)
     await call.hangup()
     await asyncio.wait_for(heard.task, 10)
-    rec = await record_of(rt, caller, lambda r: r.ended_at is not None, 20)
+    rec = await live(rt, caller, lambda r: r.ended_at is not None, 20)
     assert rec.outcome == "transferred" and rec.queue == "N1" and rec.vars.get("agent") == "ana"
     # the caller heard the agent, and the agent heard the caller
     assert correlate(read_wav(voice)[: 2 * RATE], heard.samples()).score > 0.6
@@ -255,7 +241,7 @@ async def test_kill_while_recording_keeps_the_message_as_an_incomplete_ticket(
     try:
         call = await phone.dial(LINE, from_user=caller)
         heard = Heard(call)
-        await record_of(watcher, caller, lambda r: any(p.flow == "closed" and p.verb == "say" for p in r.path), 120)
+        await live(watcher, caller, lambda r: any(p.flow == "closed" and p.verb == "say" for p in r.path), 120)
         await asyncio.sleep(1.0)
         await call.send_dtmf("1")
         await heard.beep(within=60)
