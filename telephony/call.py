@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_HOLD_S = 0.030  # a bridged frame waits at most this long for the next one (1.5 packet times)
+
 State = Literal["ringing", "answering", "up", "ended"]
 
 
@@ -268,17 +270,37 @@ class Call:
 
 async def relay_audio(src: Call, dst: Call) -> None:
     """Send what `src` hears out of `dst` (a bridge leg; `relay_audio(call, call)` is an echo) until src ends."""
-    if await dst._media() is None:
+    src_rtp, dst_rtp = await src._media(), await dst._media()
+    if src_rtp is None or dst_rtp is None:
         return
-    dst_rtp = dst.rtp
-    assert dst_rtp is not None
-    held: list[bytes] = []
-    async for frame in src.audio():
-        if not held and dst_rtp.frames_out.empty():
-            held.append(frame)  # start each burst one frame deep: absorbs the phase between the two clocks
+    out = dst_rtp.frames_out
+
+    def put(f: bytes) -> None:
+        if out.full():
+            out.get_nowait()  # keep latency bounded: drop the oldest
+        out.put_nowait(f)
+
+    held: bytes | None = None
+    while True:
+        if held is None:
+            frame = await src_rtp.frames_in.get()
+        else:
+            try:  # Queue.get is safe to cancel; an async generator's __anext__ is not (it would close)
+                frame = await asyncio.wait_for(src_rtp.frames_in.get(), _HOLD_S)
+            except TimeoutError:
+                # the burst ended (a DTX phone's talk spurt, a sender that stopped): the held frame goes now,
+                # not in front of the next burst
+                put(held)
+                held = None
+                continue
+        if frame is None:
+            if held is not None:
+                put(held)
+            return
+        if held is None and out.empty():
+            held = frame  # start each burst one frame deep: absorbs the phase between the two clocks
             continue
-        for f in (*held, frame):
-            if dst_rtp.frames_out.full():
-                dst_rtp.frames_out.get_nowait()  # keep latency bounded: drop the oldest
-            dst_rtp.frames_out.put_nowait(f)
-        held.clear()
+        if held is not None:
+            put(held)
+            held = None
+        put(frame)
