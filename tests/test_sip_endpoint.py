@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -190,11 +191,13 @@ async def test_reinvite_keeps_exactly_one_sender(rig_factory: Any) -> None:
     await rig.sip.response(200, method="UPDATE")
     assert call.rtp is rtp_before
     rig.rtp.packets.clear()
+    t0 = time.monotonic()
     await asyncio.sleep(1.0)
     pk = [r.pkt for r in rig.rtp.packets]
+    per_s = len(pk) / (time.monotonic() - t0)  # the sleep itself runs long on a loaded machine
     assert len({p.ssrc for p in pk}) == 1  # one sender
     assert all((b.seq - a.seq) & 0xFFFF == 1 for a, b in itertools.pairwise(pk))  # one sequence, no doubles
-    assert 35 <= len(pk) <= 55  # 50 packets per second, not 100 or 150
+    assert 35 <= per_s <= 56, per_s  # 50 packets per second, not 100 or 150
     rig.in_dialog("BYE", inv, ok, cseq=6)
     await rig.sip.response(200, method="BYE")
 
