@@ -198,13 +198,14 @@ class Speech:
         ep = Endpointer(aggressiveness=cfg.vad_aggressiveness, end_silence_ms=end_silence_ms or cfg.end_silence_ms,
                         no_input_ms=no_input_ms or cfg.no_input_timeout_ms, max_ms=max_ms or cfg.max_utterance_ms)
         loop = asyncio.get_running_loop()
+        hint_list = hints if hints is not None else self.default_hints
         try:
             engine = await loop.run_in_executor(self._stt_pool, lambda: self.stt)
-            stream: SttStream = engine.stream(hints if hints is not None else self.default_hints, grammar)
+            # A streaming engine is fed while the caller speaks; the others decode the endpointed utterance.
+            stream: SttStream | None = engine.stream(hint_list, grammar) if engine.streaming else None
         except Exception as exc:
             log.exception("speech-to-text unavailable")
             return ListenResult(status="error", error=str(exc))
-        feed_stream = engine.streaming
         pending: list[bytes] = []
         framer = Framer()
         event: str | None = None
@@ -215,6 +216,7 @@ class Speech:
         waited = 0.0
 
         async def push(batch: list[bytes]) -> None:
+            assert stream is not None
             partial = await loop.run_in_executor(self._stt_pool, stream.accept, b"".join(batch))
             if partial and on_partial is not None:
                 on_partial(partial)
@@ -230,7 +232,7 @@ class Speech:
                 waited += loop.time() - t
                 for frame in framer.push(chunk):
                     event = ep.feed(frame)
-                    if feed_stream and ep.in_speech:
+                    if stream is not None and ep.in_speech:
                         # On the start event, the pre-roll and first voiced frames go in one piece.
                         pending.append(ep.utterance() if event == "speech" else frame)
                         if len(pending) >= 5:  # 100 ms per trip to the pool
@@ -248,18 +250,14 @@ class Speech:
             return ListenResult(status="no_input", engine=engine.name)
         t_end = time.perf_counter()
         try:
-            if feed_stream:
+            if stream is not None:
                 if pending:
                     await push(pending)
                 result: SttResult = await loop.run_in_executor(self._stt_pool, stream.final)
             else:
                 pcm = ep.utterance()
-                hint_list = hints if hints is not None else self.default_hints
-                if accept is None:
-                    result = await loop.run_in_executor(self._stt_pool, self._decode_utterance, stream, pcm)
-                else:
-                    result = await loop.run_in_executor(
-                        self._stt_pool, lambda: transcribe_checked(engine, to_float(pcm), RATE, hint_list, grammar, accept))
+                result = await loop.run_in_executor(
+                    self._stt_pool, lambda: transcribe_checked(engine, to_float(pcm), RATE, hint_list, grammar, accept))
         except Exception as exc:
             log.exception("speech-to-text failed")
             return ListenResult(status="error", engine=engine.name, speech_ms=ep.speech_ms, error=str(exc))
@@ -268,11 +266,6 @@ class Speech:
         return ListenResult(status=status, text=result.text, confidence=result.confidence,
                             alternatives=result.alternatives, engine=engine.name, speech_ms=ep.speech_ms,
                             latency_ms=round(latency, 1), second_opinion=result.second_opinion)
-
-    @staticmethod
-    def _decode_utterance(stream: SttStream, pcm: bytes) -> SttResult:
-        stream.accept(pcm)
-        return stream.final()
 
     async def transcribe(self, pcm8k: bytes, hints: list[str] | None = None) -> SttResult:
         """A whole recording (voicemail): 8 kHz 16-bit mono, cut at speech.max_transcribe_ms."""
