@@ -136,14 +136,7 @@ def _proc_cpu(pid: int) -> float:
 
 def tree_cpu(root: int) -> float:
     """CPU seconds used so far by a process and its children (uvicorn's master and workers)."""
-    pids = [root]
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == root:
-                pids.append(int(stat.parent.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return sum(_proc_cpu(p) for p in pids)
+    return sum(_proc_cpu(p) for p in (root, *children(root)))
 
 
 def wait_http(port: int, timeout: float = 30.0) -> None:
@@ -222,6 +215,7 @@ def measured(port: int, uv_pid: int, redis_pid: int | None, kind: str, args: arg
 
 
 def children(root: int) -> list[int]:
+    """Pids whose parent is `root`."""
     out = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:

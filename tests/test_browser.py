@@ -151,6 +151,8 @@ def test_agent_desk_end_to_end(live: LiveServer, redis_server: PrivateRedis, tmp
                 agent.wait_for_timeout(300)
                 if agent.get_by_test_id("escalate-note").input_value() == note_text:
                     break
+            else:
+                raise AssertionError("the escalation note never stayed in the live textarea")
             agent.get_by_test_id("escalate").click()
             expect(agent.get_by_test_id("action-result")).to_have_text("Escalado a N2.")
             expect(agent.get_by_test_id("ticket-status")).to_have_text("escalado")
