@@ -16,13 +16,13 @@ from atiende import __version__
 
 # Modules that add subcommands: each has `register(subparsers)`.
 PLUGIN_MODULES: list[str] = [
-    "routing.calendar_cli",
-    "routing.cli",
-    "speech.cli",
-    "telephony.cli",
-    "ivr.cli",
-    "desk_api.cli",
-    "voicemail.cli",
+    "atiende.commands.hours",
+    "atiende.commands.route",
+    "atiende.commands.speech",
+    "atiende.commands.sip",
+    "atiende.commands.simulate",
+    "atiende.commands.desk",
+    "atiende.commands.voicemail",
 ]
 
 

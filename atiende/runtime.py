@@ -12,15 +12,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from atiende.clock import Clock, SystemClock
-from atiende.store import Store
 from config.loader import ConfigError, Loaded, load
 from config.models import Settings
+from core.clock import Clock, SystemClock
+from core.store import Store
 
 if TYPE_CHECKING:
-    from atiende.versioned import VersionedSection
     from config.ivr import IvrConfig
-    from desk_api.services import Desk
+    from core.versioned import VersionedSection
+    from desk import Desk
     from ivr.records import CallRecords
     from ivr.service import IvrService
     from routing.calendar_service import CalendarService
@@ -124,7 +124,7 @@ class Runtime:
     # -- desk
     @cached_property
     def desk(self) -> Desk:
-        from desk_api.services import Desk
+        from desk import Desk
 
         return Desk(self)
 

@@ -18,12 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from atiende import logs
-from atiende.clock import Clock, ShiftedClock, SystemClock
-from atiende.redis_server import PrivateRedis, RedisUnavailable, check_url
 from atiende.runtime import Runtime
-from atiende.store import Store
 from config.loader import ConfigError, load
+from core import logs
+from core.clock import Clock, ShiftedClock, SystemClock
+from core.redis_server import PrivateRedis, RedisUnavailable, check_url
+from core.store import Store
 
 log = logging.getLogger("atiende")
 

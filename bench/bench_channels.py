@@ -33,9 +33,9 @@ SECRET = "bench-secret"
 def app_factory() -> Any:
     """uvicorn --factory entry: the real app, with the Telegram channel pointed at the local Bot API stand-in."""
     from atiende.runtime import Runtime
-    from atiende.store import Store
     from config.channels import ChannelsConfig, TelegramConfig
     from config.loader import load
+    from core.store import Store
     from desk_api.app import create_app
 
     loaded = load(None)
@@ -120,7 +120,7 @@ def main() -> None:
     ap.add_argument("--in-process", type=int, default=300, help="messages per kind through the assistant alone")
     args = ap.parse_args()
 
-    from atiende.redis_server import PrivateRedis
+    from core.redis_server import PrivateRedis
     from tests._channels_support import Recorder
 
     with tempfile.TemporaryDirectory() as tmp:

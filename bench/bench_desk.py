@@ -40,8 +40,8 @@ def app_factory() -> Any:
     """uvicorn --factory entry: the real app on the URL in ATIENDE_REDIS_URL."""
     sys.path.insert(0, str(REPO))
     from atiende.runtime import Runtime
-    from atiende.store import Store
     from config.loader import load
+    from core.store import Store
     from desk_api.app import create_app
 
     loaded = load(None)
@@ -307,7 +307,7 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
     import redis
 
-    from atiende.redis_server import PrivateRedis, free_port
+    from core.redis_server import PrivateRedis, free_port
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-desk-"))
     server = None

@@ -30,9 +30,9 @@ from zoneinfo import ZoneInfo
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from atiende.clock import FixedClock  # noqa: E402
 from atiende.runtime import Runtime  # noqa: E402
 from config.loader import load  # noqa: E402
+from core.clock import FixedClock  # noqa: E402
 from ivr.contact import Ask, Heard, Recorded  # noqa: E402
 from ivr.textio import OutMessage, ScriptedIO  # noqa: E402
 

@@ -32,8 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import itertools
 
-from telephony import g711
 from telephony.cli import tone_frames
+
+from telephony import g711
 from telephony.rtp import MediaParams, RtpPacket, RtpSession
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)

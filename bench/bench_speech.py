@@ -25,8 +25,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from config.speech import SpeechConfig
+from core.audio import FRAME_BYTES, RATE
 from speech import models
-from speech.audio import FRAME_BYTES, RATE, split_frames, to_float, ulaw_roundtrip
+from speech.audio import split_frames, to_float, ulaw_roundtrip
 from speech.service import Speech
 from speech.stt import SttEngine, VoskEngine, WhisperEngine
 from speech.tts import EspeakTts, PiperTts, TtsEngine, frames_8k

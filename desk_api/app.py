@@ -14,9 +14,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from atiende import __version__
-from atiende.errors import AtiendeError, Forbidden
 from atiende.runtime import Runtime
-from atiende.store import REDIS_ERRORS
+from core.errors import AtiendeError, Forbidden
+from core.store import REDIS_ERRORS
 from desk_api import metrics
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class _Guard:
 
     @staticmethod
     async def _check(request: Request) -> None:
-        from desk_api.services.auth import _api_key, _bearer, _cookie, current_principal
+        from desk.auth import _api_key, _bearer, _cookie, current_principal
 
         roles = next(r for p, r in GUARDED if request.url.path.startswith(p))
         principal = await current_principal(request, await _bearer(request), await _api_key(request),

@@ -201,7 +201,7 @@ class Answers:
         return True
 
     async def _query_status(self) -> bool:
-        from desk_api.services.models import display_ref, normalize_ref
+        from desk.models import display_ref, normalize_ref
 
         e = self.e
         raw = self.utterance()
@@ -291,7 +291,7 @@ def _office_hours(hours: str) -> str:
 
 
 def _ticket_ref(text: str) -> str | None:
-    from desk_api.services.models import normalize_ref
+    from desk.models import normalize_ref
     from routing import entities
 
     got = entities.extract_reference(text)

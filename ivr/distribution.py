@@ -15,7 +15,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from atiende import logs
+from core import logs
 from ivr.contact import ContactIO, Session
 from ivr.hooks import QueuePlace, WaitResult
 

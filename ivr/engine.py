@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from atiende.clock import Clock
 from config.models import Settings
+from core.clock import Clock
 from ivr import speak
 from ivr.contact import Ask, CallerGone, ContactIO, Heard, PathEntry, Session, Transcript
 from ivr.flows import (

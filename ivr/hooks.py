@@ -83,7 +83,7 @@ class DeskTickets:
 
     async def latest_open(self, caller: str) -> str | None:
         """The newest ticket, not yet closed, of the citizen calling from this number (caller-ID shortcut)."""
-        from atiende.errors import InvalidInput
+        from core.errors import InvalidInput
 
         desk: Any = self.rt.desk  # type: ignore[attr-defined,unused-ignore]
         try:
@@ -99,7 +99,7 @@ class DeskTickets:
         return None
 
     async def status_text(self, ref: str, spoken: bool = False) -> str | None:
-        from atiende.errors import NotFound
+        from core.errors import NotFound
 
         desk: Any = self.rt.desk  # type: ignore[attr-defined,unused-ignore]
         try:

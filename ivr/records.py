@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from atiende.errors import NotFound
-from atiende.store import Store
+from core.errors import NotFound
+from core.store import Store
 from ivr.contact import Session
 
 CallRecord = Session

@@ -12,10 +12,10 @@ import logging
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from atiende import logs
-from atiende.clock import Clock, FixedClock
-from atiende.versioned import VersionedSection
 from config.ivr import IvrConfig
+from core import logs
+from core.clock import Clock, FixedClock
+from core.versioned import VersionedSection
 from ivr.answers import CsvFileAdapter
 from ivr.contact import ContactIO, Session
 from ivr.engine import Deps, Engine

@@ -42,8 +42,8 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
 
-from atiende.errors import AtiendeError
 from config.calendar import WEEKDAYS, CalendarModel, Interval, Season, WeeklyHours
+from core.errors import AtiendeError
 
 UTC = dt.UTC
 ONE_DAY = dt.timedelta(days=1)

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import LockError
 
-from atiende.errors import AtiendeError, InvalidInput, NotFound, Unavailable
-from atiende.store import REDIS_ERRORS
-from atiende.versioned import VersionedSection, VersionInfo
 from config.calendar import CalendarModel, CalendarsConfig, Closure, DatedHoliday, Season, SpecialDay, WeeklyHours
+from core.errors import AtiendeError, InvalidInput, NotFound, Unavailable
+from core.store import REDIS_ERRORS
+from core.versioned import VersionedSection, VersionInfo
 from routing.calendar import Calendar
 
 if TYPE_CHECKING:

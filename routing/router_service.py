@@ -1,7 +1,7 @@
 """`runtime.router`: the compiled Router for the current routing config, and its admin edits.
 
 The `routing` config section (intents, keywords, thresholds, DTMF menus) is one versioned
-document (`atiende.versioned`): version 0 is the files, each admin change a new version, and a
+document (`core.versioned`): version 0 is the files, each admin change a new version, and a
 rollback stores a copy of an old one. The router is recompiled (off the event loop) when the
 current version changes, so an edit is live on every node within a second, without restart.
 """
@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from atiende.errors import InvalidInput
-from atiende.versioned import VersionedSection, VersionInfo
 from config.knowledge import KnowledgeConfig
 from config.routing import RoutingConfig
+from core.errors import InvalidInput
+from core.versioned import VersionedSection, VersionInfo
 from routing.normalize import analyze
 from routing.router import Router, RouteResult
 

@@ -12,17 +12,14 @@ from typing import Any
 import numpy as np
 import soxr
 
-from atiende.errors import InvalidInput
+from core.errors import InvalidInput
 
 with warnings.catch_warnings():
     # audioop is deprecated in 3.11/3.12 (removed in 3.13, where audioop-lts provides it).
     warnings.simplefilter("ignore", DeprecationWarning)
     import audioop
 
-RATE = 8000  # the telephone rate every frame in Atiende uses
-FRAME_MS = 20
-FRAME_SAMPLES = RATE * FRAME_MS // 1000  # 160
-FRAME_BYTES = FRAME_SAMPLES * 2  # 320, 16-bit little-endian mono
+from core.audio import FRAME_BYTES, RATE
 
 
 class AudioError(InvalidInput):

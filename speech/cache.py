@@ -14,7 +14,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from speech.audio import RATE, AudioError, read_wav, split_frames, to_pcm16, write_wav
+from core.audio import RATE
+from speech.audio import AudioError, read_wav, split_frames, to_pcm16, write_wav
 
 
 def prompt_key(engine_id: str, text: str) -> str:

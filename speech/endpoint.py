@@ -14,7 +14,8 @@ from typing import Literal
 import numpy as np
 import webrtcvad
 
-from speech.audio import FRAME_BYTES, FRAME_MS, RATE, rms
+from core.audio import FRAME_BYTES, FRAME_MS, RATE
+from speech.audio import rms
 
 Event = Literal["speech", "end", "no_input", "max_length"]
 

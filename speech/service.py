@@ -18,10 +18,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from atiende.errors import Unavailable
 from config.speech import SpeechConfig
+from core.audio import RATE
+from core.errors import Unavailable
 from speech import models
-from speech.audio import RATE, Framer, to_float
+from speech.audio import Framer, to_float
 from speech.cache import PromptCache
 from speech.endpoint import BargeIn as BargeInDetector
 from speech.endpoint import Endpointer

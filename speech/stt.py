@@ -24,8 +24,9 @@ import numpy as np
 from pydantic import BaseModel, Field
 from rapidfuzz import fuzz, process
 
-from atiende.errors import Unavailable
-from speech.audio import RATE, resample, to_float
+from core.audio import RATE
+from core.errors import Unavailable
+from speech.audio import resample, to_float
 
 
 class Alternative(BaseModel):

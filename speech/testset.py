@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from speech.audio import RATE, read_wav, to_float, to_pcm16, ulaw_roundtrip, write_wav
+from core.audio import RATE
+from speech.audio import read_wav, to_float, to_pcm16, ulaw_roundtrip, write_wav
 from speech.stt import SttEngine, transcribe_checked
 from speech.tts import EspeakTts, render
 

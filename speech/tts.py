@@ -18,8 +18,9 @@ from typing import Protocol
 import numpy as np
 import soxr
 
-from atiende.errors import InvalidInput, Unavailable
-from speech.audio import RATE, Framer, read_wav, resample, to_pcm16
+from core.audio import RATE
+from core.errors import InvalidInput, Unavailable
+from speech.audio import Framer, read_wav, resample, to_pcm16
 
 MAX_TEXT_CHARS = 5000  # a prompt, not a book: bounds the time a single synth call can take
 

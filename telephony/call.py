@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
-from telephony.g711 import PCM_FRAME
+from core.audio import FRAME_BYTES as PCM_FRAME
 
 if TYPE_CHECKING:
     from telephony.endpoint import SipEndpoint

@@ -39,9 +39,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from atiende import logs
-from atiende.clock import Clock, SystemClock
 from config.telephony import Registration, SipConfig
+from core import logs
+from core.clock import Clock, SystemClock
 from telephony import sdp
 from telephony.call import Call, CallRecord
 from telephony.errors import CallEnded, DialFailed

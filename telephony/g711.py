@@ -12,12 +12,9 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import audioop
 
-FRAME_MS = 20
-RATE = 8000
-SAMPLES = RATE * FRAME_MS // 1000  # 160 samples per frame
-PCM_FRAME = SAMPLES * 2  # 320 bytes of 16-bit PCM
+from core.audio import FRAME_BYTES, SILENCE
+
 PAYLOAD_TYPES = {"PCMU": 0, "PCMA": 8}
-SILENCE_PCM = b"\x00" * PCM_FRAME
 
 
 def encode(codec: str, pcm: bytes) -> bytes:
@@ -38,6 +35,6 @@ def decode(codec: str, data: bytes) -> bytes:
 
 def fit_frame(pcm: bytes) -> bytes:
     """Pad or cut to exactly one 20 ms frame (the last frame of a prompt is often short)."""
-    if len(pcm) == PCM_FRAME:
+    if len(pcm) == FRAME_BYTES:
         return pcm
-    return (pcm + SILENCE_PCM)[:PCM_FRAME] if len(pcm) < PCM_FRAME else pcm[:PCM_FRAME]
+    return (pcm + SILENCE)[:FRAME_BYTES] if len(pcm) < FRAME_BYTES else pcm[:FRAME_BYTES]

@@ -32,12 +32,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from core import audio
 from telephony import g711
 
 log = logging.getLogger(__name__)
 
 PTIME = 0.020
-TS_STEP = g711.SAMPLES
+TS_STEP = audio.FRAME_SAMPLES
 DTMF_EVENTS = "0123456789*#ABCD"
 DTMF_TONE_TICKS = 5  # 100 ms of tone, then three end packets
 DTMF_END_PACKETS = 3
@@ -329,7 +330,7 @@ class RtpSession(asyncio.DatagramProtocol):
         for item in self.jitter.push(pkt):
             if item is not None and item.pt != p.pt:
                 continue
-            frame = g711.SILENCE_PCM if item is None else g711.fit_frame(g711.decode(p.codec, item.payload))
+            frame = audio.SILENCE if item is None else g711.fit_frame(g711.decode(p.codec, item.payload))
             if self.frames_in.full():
                 self.frames_in.get_nowait()  # nobody is listening: keep the newest second
             self.frames_in.put_nowait(frame)
@@ -441,7 +442,7 @@ class RtpSession(asyncio.DatagramProtocol):
             try:
                 frame = self.frames_out.get_nowait()
             except asyncio.QueueEmpty:
-                frame = g711.SILENCE_PCM
+                frame = audio.SILENCE
             if self.frames_out.empty():
                 self.drained.set()
             pkt = RtpPacket(p.pt, 0, ts, self.ssrc, g711.encode(p.codec, frame), marker=self._marker)

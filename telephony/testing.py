@@ -17,6 +17,7 @@ import struct
 import time
 from dataclasses import dataclass
 
+from core import audio
 from telephony import g711
 from telephony.rtp import RtpPacket
 from telephony.sip.message import Request, Response, new_branch, new_token, parse
@@ -208,7 +209,7 @@ def tone(seconds: float, freq: float = 440.0, amplitude: int = 8000) -> list[byt
     n = int(seconds * 8000)
     samples = [int(amplitude * math.sin(2 * math.pi * freq * i / 8000)) for i in range(n)]
     pcm = struct.pack(f"<{n}h", *samples)
-    return [pcm[i:i + g711.PCM_FRAME] for i in range(0, len(pcm), g711.PCM_FRAME)]
+    return [pcm[i:i + audio.FRAME_BYTES] for i in range(0, len(pcm), audio.FRAME_BYTES)]
 
 
 def snr_db(reference: bytes, received: bytes) -> float:
@@ -218,7 +219,7 @@ def snr_db(reference: bytes, received: bytes) -> float:
     ref = np.frombuffer(reference, dtype="<i2").astype(np.float64)
     got = np.frombuffer(received, dtype="<i2").astype(np.float64)
     best = -100.0
-    for lag in range(0, len(got), g711.SAMPLES):  # frames are sent whole: the lag is a frame multiple
+    for lag in range(0, len(got), audio.FRAME_SAMPLES):  # frames are sent whole: the lag is a frame multiple
         n = min(len(ref), len(got) - lag)
         if n < 800:
             break

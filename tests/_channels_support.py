@@ -168,10 +168,10 @@ def make_runtime(redis_url: str, prefix: str, data_dir: Any, channels: Any = Non
     from datetime import datetime
     from zoneinfo import ZoneInfo
 
-    from atiende.clock import FixedClock
     from atiende.runtime import Runtime
-    from atiende.store import Store
     from config.loader import Loaded, load
+    from core.clock import FixedClock
+    from core.store import Store
 
     loaded = load(None, env={})
     settings = loaded.settings.model_copy(deep=True)

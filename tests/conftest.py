@@ -11,11 +11,11 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from atiende.clock import FixedClock
-from atiende.redis_server import PrivateRedis
 from atiende.runtime import Runtime
-from atiende.store import Store
 from config.loader import Loaded, load
+from core.clock import FixedClock
+from core.redis_server import PrivateRedis
+from core.store import Store
 
 MADRID = ZoneInfo("Europe/Madrid")
 REPO = Path(__file__).resolve().parent.parent

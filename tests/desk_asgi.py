@@ -7,8 +7,8 @@ from typing import Any
 
 def app() -> Any:
     from atiende.runtime import Runtime
-    from atiende.store import Store
     from config.loader import load
+    from core.store import Store
     from desk_api.app import create_app
 
     loaded = load(None)

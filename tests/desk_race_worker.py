@@ -12,10 +12,10 @@ import json
 import sys
 import time
 
-from atiende.errors import AtiendeError
 from atiende.runtime import Runtime
-from atiende.store import Store
 from config.loader import load
+from core.errors import AtiendeError
+from core.store import Store
 
 
 async def main(url: str, prefix: str, refs: str, n: int, name: str, start_at: float) -> None:

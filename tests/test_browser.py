@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from atiende.redis_server import PrivateRedis
+from core.redis_server import PrivateRedis
 from tests._channels_support import LiveServer, make_runtime
 
 pytestmark = pytest.mark.e2e
@@ -54,7 +54,7 @@ async def _voicemail(redis_url: str, prefix: str, data_dir: Path) -> str:
     import struct
     import wave
 
-    from desk_api.services.models import Interaction
+    from desk.models import Interaction
 
     call_id = f"vm-{uuid.uuid4().hex[:8]}"
     folder = data_dir / "voicemail"

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from atiende.runtime import Runtime
-from atiende.store import Store
+from core.store import Store
 from tests.conftest import MADRID
 
 pytestmark = pytest.mark.anyio

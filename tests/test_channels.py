@@ -14,9 +14,9 @@ import pytest
 
 from atiende.runtime import Runtime
 from config.channels import ChannelsConfig, EmailConfig, TelegramConfig, WhatsappConfig
+from desk.models import Interaction, display_ref
+from desk.outbound import SENDERS
 from desk_api.channels.assistant import ref_candidates
-from desk_api.services.models import Interaction, display_ref
-from desk_api.services.outbound import SENDERS
 from tests._channels_support import Recorder, SmtpSink
 
 pytestmark = pytest.mark.anyio
@@ -407,7 +407,7 @@ async def test_email_html_only_and_status(client: httpx.AsyncClient, runtime: Ru
 
 
 async def test_sender_refuses_ticket_without_conversation(runtime: Runtime, channels: ChannelsConfig) -> None:
-    from atiende.errors import Conflict
+    from core.errors import Conflict
 
     ticket = await runtime.desk.tickets.create(channel="telegram", queue="N1", subject="sin chat", actor="api")
     interaction = Interaction(kind="chat", channel="telegram", actor="agent:ana", direction="out", text="hola")

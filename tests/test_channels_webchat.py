@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 import desk_api.channels.outbound  # noqa: F401  (registers the channel senders in this process too)
-from atiende.redis_server import PrivateRedis
+from core.redis_server import PrivateRedis
 from tests._channels_support import LiveServer, make_runtime
 
 pytestmark = pytest.mark.anyio

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from atiende.cli import main
-from atiende.redis_server import PrivateRedis
+from core.redis_server import PrivateRedis
 
 
 def test_create_user_key_users_and_status(redis_server: PrivateRedis, monkeypatch: pytest.MonkeyPatch,

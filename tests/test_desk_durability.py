@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from atiende.redis_server import PrivateRedis
 from atiende.runtime import Runtime
-from atiende.store import Store
 from config.loader import Loaded
+from core.redis_server import PrivateRedis
+from core.store import Store
 
 pytestmark = pytest.mark.anyio
 

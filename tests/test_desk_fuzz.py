@@ -16,7 +16,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from atiende.redis_server import PrivateRedis, free_port
+from core.redis_server import PrivateRedis, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 FUZZ_KEY = "fuzz-admin-key-0123456789"

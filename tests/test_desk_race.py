@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from atiende.redis_server import PrivateRedis
 from atiende.runtime import Runtime
+from core.redis_server import PrivateRedis
 
 WORKER = Path(__file__).with_name("desk_race_worker.py")
 

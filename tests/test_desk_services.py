@@ -8,9 +8,9 @@ from datetime import date
 
 import pytest
 
-from atiende.errors import Conflict, InvalidInput, NotFound
 from atiende.runtime import Runtime
-from desk_api.services.models import REF_ALPHABET, Interaction, normalize_ref
+from core.errors import Conflict, InvalidInput, NotFound
+from desk.models import REF_ALPHABET, Interaction, normalize_ref
 
 pytestmark = pytest.mark.anyio
 
@@ -103,7 +103,7 @@ async def test_lifecycle_claim_escalate_close(runtime: Runtime) -> None:
 
 async def test_longest_idle_agent_gets_the_call_atomically(runtime: Runtime) -> None:
     desk = runtime.desk
-    from desk_api.services.models import Agent
+    from desk.models import Agent
 
     for name in ("ana", "bea", "carla"):
         await desk.agents.upsert(Agent(id=name, name=name.title(), skills=["general"]))
@@ -124,7 +124,7 @@ async def test_longest_idle_agent_gets_the_call_atomically(runtime: Runtime) -> 
 
 async def test_claim_next_and_offer(runtime: Runtime) -> None:
     desk = runtime.desk
-    from desk_api.services.models import Agent
+    from desk.models import Agent
 
     await desk.agents.upsert(Agent(id="luis", name="Luis", level=2, skills=["quejas", "general"]))
     t1 = await desk.tickets.create(channel="email", queue="N1", subject="uno")
@@ -154,8 +154,8 @@ async def test_reports_summary(runtime: Runtime) -> None:
 
 
 async def test_rate_limit_is_shared_between_processes(runtime: Runtime) -> None:
-    from atiende.errors import RateLimited
-    from desk_api.services.auth import RateLimiter
+    from core.errors import RateLimited
+    from desk.auth import RateLimiter
 
     cfg = runtime.settings.desk  # status: 30 per 60 s
     a, b = RateLimiter(runtime.store, runtime.clock, cfg), RateLimiter(runtime.store, runtime.clock, cfg)

@@ -15,11 +15,11 @@ import httpx
 import pytest
 
 from atiende.cli import main
-from atiende.clock import FixedClock
-from atiende.redis_server import PrivateRedis, free_port
 from atiende.runtime import Runtime
-from atiende.store import Keys, Store
 from config.loader import ConfigError, load
+from core.clock import FixedClock
+from core.redis_server import PrivateRedis, free_port
+from core.store import Keys, Store
 from tests.conftest import REPO
 
 

@@ -142,7 +142,7 @@ async def test_closed_line_hands_the_caller_to_the_voicemail_hook(runtime: Runti
     """The `voicemail` verb calls the voicemail area's hook (its recording and ticket are tested there)."""
     from datetime import datetime
 
-    from atiende.clock import FixedClock
+    from core.clock import FixedClock
     from tests.conftest import MADRID
 
     runtime.clock = FixedClock(datetime(2026, 12, 4, 19, 0, tzinfo=MADRID))  # Friday evening before a long weekend

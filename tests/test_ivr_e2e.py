@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from atiende.clock import ShiftedClock
 from atiende.runtime import Runtime
+from core.clock import ShiftedClock
 from ivr.callio import IvrComponent
 from ivr.contact import Session
 from ivr.records import containment

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from atiende.clock import FixedClock
 from config.loader import Loaded
+from core.clock import FixedClock
 from ivr.contact import Session
 from ivr.engine import Deps, Engine
 from ivr.hooks import DryRunHooks

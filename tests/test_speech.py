@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from atiende.errors import Unavailable
 from config.speech import SpeechConfig
+from core.audio import FRAME_BYTES
+from core.errors import Unavailable
 from speech import models
-from speech.audio import FRAME_BYTES, AudioError, Framer, read_wav, split_frames, to_pcm16, ulaw_roundtrip, wav_bytes
+from speech.audio import AudioError, Framer, read_wav, split_frames, to_pcm16, ulaw_roundtrip, wav_bytes
 from speech.cache import PromptCache
 from speech.endpoint import BargeIn, Endpointer
 from speech.service import _stt_choice, _tts_choice

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from config.speech import SpeechConfig
+from core.audio import FRAME_BYTES, RATE
 from speech import models
-from speech.audio import FRAME_BYTES, RATE, read_wav, split_frames, to_float, to_pcm16, ulaw_roundtrip, write_wav
+from speech.audio import read_wav, split_frames, to_float, to_pcm16, ulaw_roundtrip, write_wav
 from speech.service import Speech
 from speech.stt import VoskEngine, WhisperEngine, normalize
 from speech.tts import EspeakTts, PiperTts, frames_8k

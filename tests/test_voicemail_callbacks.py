@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from atiende.clock import FixedClock
-from atiende.errors import Conflict
 from atiende.runtime import Runtime
+from core.clock import FixedClock
+from core.errors import Conflict
 from tests.conftest import MADRID
 from voicemail.callbacks import CallbackService
 from voicemail.recording import VoicemailWriter

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from atiende.clock import ShiftedClock
 from atiende.runtime import Runtime
-from desk_api.services.models import Agent
+from core.clock import ShiftedClock
+from desk.models import Agent
 from ivr.callio import IvrComponent
 from tests.conftest import MADRID
 from tests.sip_harness import RATE, HarnessError, correlate, espeak_wav, pad_wav, read_wav, tone_wav, wav_frames
@@ -223,8 +223,8 @@ async def test_kill_while_recording_keeps_the_message_as_an_incomplete_ticket(
     import os
     import signal
 
-    from atiende.store import Store
     from config.loader import load
+    from core.store import Store
     from tests.sip_harness import AtiendeService
 
     workdir = tmp_path / "svc"

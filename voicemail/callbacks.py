@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
-from atiende.errors import Conflict, InvalidInput, NotFound
-from atiende.store import Keys, dumps
+from core.errors import Conflict, InvalidInput, NotFound
+from core.store import Keys, dumps
 
 if TYPE_CHECKING:
     from atiende.runtime import Runtime

@@ -14,9 +14,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-RATE = 8000
-SAMPLE_BYTES = 2
-FRAME_BYTES = 320  # 20 ms at 8 kHz, 16-bit mono
+from core.audio import RATE, SAMPLE_BYTES
+
 HEADER_BYTES = 44
 SYNC_EVERY_FRAMES = 50
 

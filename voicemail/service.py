@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from atiende import logs
+from core import logs
 from ivr.contact import CallerGone, ContactIO, Session
 from voicemail.callbacks import Callback, CallbackService, Outcome, VoicemailInfo
 from voicemail.recording import Recording, VoicemailWriter, read_pcm, recover
@@ -68,8 +68,8 @@ class VoicemailService:
                 res = await self.rt.speech.transcribe(pcm)  # type: ignore[attr-defined,unused-ignore]
                 transcript, confidence = res.text, float(res.confidence)
         desk: Any = self.rt.desk  # type: ignore[attr-defined,unused-ignore]
-        from atiende.errors import InvalidInput
-        from desk_api.services.models import Interaction
+        from core.errors import InvalidInput
+        from desk.models import Interaction
 
         citizen_id = None
         if caller:
@@ -253,7 +253,7 @@ class CallbackWorker:
     async def _record(self, cb: Callback, outcome: Outcome, note: str) -> Callback:
         done = await self.callbacks.record_attempt(cb.id, outcome, "worker", note)
         if cb.ticket_ref:
-            from desk_api.services.models import Interaction
+            from desk.models import Interaction
 
             with contextlib.suppress(Exception):
                 await self.rt.desk.tickets.add_interaction(  # type: ignore[attr-defined,unused-ignore]

@@ -21,11 +21,11 @@ from typing import Any
 
 from redis.exceptions import LockError
 
-from atiende.errors import RateLimited
 from atiende.runtime import Runtime
+from core.errors import RateLimited
+from desk.models import REF_ALPHABET, display_ref, normalize_ref
 from desk_api.channels import deskport
 from desk_api.channels.base import Inbound, Reply, channels_config
-from desk_api.services.models import REF_ALPHABET, display_ref, normalize_ref
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ import httpx
 from fastapi import Request
 from pydantic import BaseModel, Field
 
-from atiende.errors import AtiendeError, Forbidden, InvalidInput, NotFound, Unauthorized
 from atiende.runtime import Runtime
 from config.channels import ChannelsConfig
+from core.errors import AtiendeError, Forbidden, InvalidInput, NotFound, Unauthorized
 
 ChannelName = Literal["webchat", "telegram", "whatsapp", "email"]
 

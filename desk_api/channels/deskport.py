@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from atiende.errors import RateLimited
 from atiende.runtime import Runtime
-from desk_api.services import Desk
-from desk_api.services.models import ACTIVE_STATUSES, Interaction, Ticket
+from core.errors import RateLimited
+from desk import Desk
+from desk.models import ACTIVE_STATUSES, Interaction, Ticket
 
 
 def _desk(rt: Runtime) -> Desk:

@@ -23,8 +23,9 @@ from typing import Any
 
 from fastapi import APIRouter, Header, Request
 
-from atiende.errors import InvalidInput
 from atiende.runtime import Runtime
+from core.errors import InvalidInput
+from desk.models import display_ref, normalize_ref
 from desk_api.channels import assistant
 from desk_api.channels.base import (
     ChannelDeliveryFailed,
@@ -37,7 +38,6 @@ from desk_api.channels.base import (
     require_enabled,
 )
 from desk_api.deps import runtime_of
-from desk_api.services.models import display_ref, normalize_ref
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["channels"])

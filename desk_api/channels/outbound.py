@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from atiende.errors import Conflict
 from atiende.runtime import Runtime
+from core.errors import Conflict
+from desk.models import Interaction, Ticket
+from desk.outbound import register_sender
 from desk_api.channels.base import Contact
-from desk_api.services.models import Interaction, Ticket
-from desk_api.services.outbound import register_sender
 
 WRITTEN_CHANNELS = ("webchat", "telegram", "whatsapp", "email")
 

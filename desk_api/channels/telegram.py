@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 from fastapi import APIRouter, Header, Request
 
-from atiende.errors import AtiendeError
 from atiende.runtime import Runtime
+from core.errors import AtiendeError
 from desk_api.channels import assistant
 from desk_api.channels.base import (
     ChannelDeliveryFailed,

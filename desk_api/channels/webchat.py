@@ -22,8 +22,8 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse
 
-from atiende.errors import AtiendeError, RateLimited
 from atiende.runtime import Runtime
+from core.errors import AtiendeError, RateLimited
 from desk_api.channels import assistant, deskport
 from desk_api.channels.base import Contact, Inbound, channels_config, clean_text
 

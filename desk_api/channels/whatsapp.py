@@ -18,8 +18,8 @@ import httpx
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import PlainTextResponse
 
-from atiende.errors import AtiendeError, Forbidden, Unauthorized
 from atiende.runtime import Runtime
+from core.errors import AtiendeError, Forbidden, Unauthorized
 from desk_api.channels import assistant
 from desk_api.channels.base import (
     ChannelDeliveryFailed,

@@ -16,9 +16,9 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Header, Query, Request
 from pydantic import BaseModel
 
-from atiende.errors import InvalidInput
-from atiende.versioned import VersionInfo
 from config.calendar import CalendarModel, CalendarsConfig, Closure, DatedHoliday, Season, SpecialDay, WeeklyHours
+from core.errors import InvalidInput
+from core.versioned import VersionInfo
 from desk_api.deps import runtime_of
 from routing.calendar import Calendar
 

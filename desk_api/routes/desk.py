@@ -13,11 +13,11 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, Field, field_validator
 
-from atiende.errors import Forbidden, InvalidInput, NotFound
-from desk_api.services import Desk
-from desk_api.services.auth import SESSION_COOKIE, User, client_of, desk_of, rate_limited, require
-from desk_api.services.models import Agent, Channel, Citizen, IdentityKind, Interaction, Principal, Ticket, TicketKind
-from desk_api.services.tickets import Reply
+from core.errors import Forbidden, InvalidInput, NotFound
+from desk import Desk
+from desk.auth import SESSION_COOKIE, User, client_of, desk_of, rate_limited, require
+from desk.models import Agent, Channel, Citizen, IdentityKind, Interaction, Principal, Ticket, TicketKind
+from desk.tickets import Reply
 
 router = APIRouter(prefix="/api/v1")
 

@@ -8,9 +8,9 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field, model_validator
 
+from desk.auth import require
+from desk.models import Principal
 from desk_api.deps import runtime_of
-from desk_api.services.auth import require
-from desk_api.services.models import Principal
 
 router = APIRouter(tags=["ivr"])
 

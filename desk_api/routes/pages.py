@@ -19,10 +19,10 @@ import yaml
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 
-from atiende.errors import InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound
+from desk.auth import require
+from desk.models import Principal
 from desk_api.deps import runtime_of
-from desk_api.services.auth import require
-from desk_api.services.models import Principal
 
 router = APIRouter(include_in_schema=False)
 

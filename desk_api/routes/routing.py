@@ -12,9 +12,9 @@ from typing import Any
 from fastapi import APIRouter, Body, Header, Request
 from pydantic import BaseModel, Field
 
-from atiende.errors import NotFound
-from atiende.versioned import VersionInfo
 from config.routing import Intent, RoutingConfig
+from core.errors import NotFound
+from core.versioned import VersionInfo
 from desk_api.deps import runtime_of
 from routing.router_service import MAX_TEXT
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
-from atiende.errors import NotFound
+from core.errors import NotFound
 from desk_api.deps import runtime_of
 from voicemail.callbacks import Callback, CallbackService, Outcome
 

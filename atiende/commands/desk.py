@@ -20,15 +20,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from atiende.cli import add_config_option, fail, offline_runtime
-from atiende.errors import AtiendeError
+from core.errors import AtiendeError
 
 ROLES = ("agent_n1", "agent_n2", "supervisor", "admin")
 
 
 def _with_desk(args: argparse.Namespace, work: Callable[[Any], Awaitable[int]]) -> int:
-    from atiende.redis_server import RedisUnavailable, check_url
     from atiende.runtime import Runtime
-    from atiende.store import Store
+    from core.redis_server import RedisUnavailable, check_url
+    from core.store import Store
 
     base = offline_runtime(args)
     url = args.redis_url or base.settings.redis.url or os.environ.get("ATIENDE_REDIS_URL")

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from core import audio
 from telephony import g711
 
 
@@ -36,18 +37,18 @@ def wav_frames(path: Path) -> list[bytes]:
         data = g711.audioop.tomono(data, 2, 0.5, 0.5)
     elif channels != 1:
         raise ValueError(f"{path}: {channels} channels")
-    if rate != g711.RATE:
-        data, _ = g711.audioop.ratecv(data, 2, 1, rate, g711.RATE, None)
-    return [g711.fit_frame(data[i:i + g711.PCM_FRAME]) for i in range(0, len(data), g711.PCM_FRAME)]
+    if rate != audio.RATE:
+        data, _ = g711.audioop.ratecv(data, 2, 1, rate, audio.RATE, None)
+    return [g711.fit_frame(data[i:i + audio.FRAME_BYTES]) for i in range(0, len(data), audio.FRAME_BYTES)]
 
 
 def tone_frames(seconds: float = 1.0, freq: float = 440.0, amplitude: int = 6000) -> list[bytes]:
     import math
     import struct
 
-    n = int(seconds * g711.RATE)
-    pcm = struct.pack(f"<{n}h", *(int(amplitude * math.sin(2 * math.pi * freq * i / g711.RATE)) for i in range(n)))
-    return [pcm[i:i + g711.PCM_FRAME] for i in range(0, len(pcm), g711.PCM_FRAME)]
+    n = int(seconds * audio.RATE)
+    pcm = struct.pack(f"<{n}h", *(int(amplitude * math.sin(2 * math.pi * freq * i / audio.RATE)) for i in range(n)))
+    return [pcm[i:i + audio.FRAME_BYTES] for i in range(0, len(pcm), audio.FRAME_BYTES)]
 
 
 def _loop(frames: list[bytes]) -> Iterator[bytes]:

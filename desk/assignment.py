@@ -15,13 +15,13 @@ waiting ticket.
 
 from __future__ import annotations
 
-from atiende.errors import AtiendeError, InvalidInput
-from atiende.store import Store
 from config.desk import DeskConfig
-from desk_api.services.agents import AgentService
-from desk_api.services.events import EventBus
-from desk_api.services.models import Agent, Ticket
-from desk_api.services.tickets import TicketService
+from core.errors import AtiendeError, InvalidInput
+from core.store import Store
+from desk.agents import AgentService
+from desk.events import EventBus
+from desk.models import Agent, Ticket
+from desk.tickets import TicketService
 
 _RESERVE = """
 local ids = redis.call('ZRANGE', KEYS[1], 0, 0)

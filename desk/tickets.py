@@ -31,13 +31,13 @@ from pydantic import BaseModel
 from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
-from atiende.clock import Clock
-from atiende.errors import Conflict, InvalidInput, NotFound, Unavailable
-from atiende.store import Store
 from config.desk import DeskConfig
-from desk_api.services.audit import AuditLog
-from desk_api.services.events import EventBus, encode
-from desk_api.services.models import (
+from core.clock import Clock
+from core.errors import Conflict, InvalidInput, NotFound, Unavailable
+from core.store import Store
+from desk.audit import AuditLog
+from desk.events import EventBus, encode
+from desk.models import (
     ACTIVE_STATUSES,
     TRANSITIONS,
     Interaction,

@@ -18,9 +18,9 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from atiende.clock import Clock
-from atiende.errors import InvalidInput, NotFound, Unavailable
-from atiende.store import REDIS_ERRORS, Store
+from core.clock import Clock
+from core.errors import InvalidInput, NotFound, Unavailable
+from core.store import REDIS_ERRORS, Store
 
 M = TypeVar("M", bound=BaseModel)
 log = logging.getLogger(__name__)

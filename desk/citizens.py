@@ -17,12 +17,12 @@ from typing import Any
 
 from redis.exceptions import WatchError
 
-from atiende.clock import Clock
-from atiende.errors import Conflict, InvalidInput, NotFound, Unavailable
-from atiende.store import Store
-from desk_api.services.audit import AuditLog
-from desk_api.services.events import EventBus, encode
-from desk_api.services.models import IDENTITY_KINDS, Citizen, Identity
+from core.clock import Clock
+from core.errors import Conflict, InvalidInput, NotFound, Unavailable
+from core.store import Store
+from desk.audit import AuditLog
+from desk.events import EventBus, encode
+from desk.models import IDENTITY_KINDS, Citizen, Identity
 
 _NON_DIGIT = re.compile(r"\D")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TextIO
 
 from atiende.cli import add_config_option, fail, offline_runtime
-from atiende.errors import AtiendeError
+from core.errors import AtiendeError
 from routing.calendar import Calendar
 
 

@@ -25,15 +25,15 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from desk_api.services.agents import AgentService
-from desk_api.services.assignment import Assignment
-from desk_api.services.audit import AuditLog
-from desk_api.services.auth import AuthService, RateLimiter
-from desk_api.services.citizens import CitizenService
-from desk_api.services.events import EventBus
-from desk_api.services.models import Interaction, Ticket
-from desk_api.services.reports import Reports
-from desk_api.services.tickets import TicketService, business_days_fallback
+from desk.agents import AgentService
+from desk.assignment import Assignment
+from desk.audit import AuditLog
+from desk.auth import AuthService, RateLimiter
+from desk.citizens import CitizenService
+from desk.events import EventBus
+from desk.models import Interaction, Ticket
+from desk.reports import Reports
+from desk.tickets import TicketService, business_days_fallback
 
 if TYPE_CHECKING:
     from atiende.runtime import Runtime
@@ -63,7 +63,7 @@ class Desk:
 
     async def deliver(self, ticket: Ticket, message: Interaction) -> dict[str, Any] | None:
         """Send a reply through the channel's registered sender; None when the channel has none (phone, office)."""
-        from desk_api.services.outbound import SENDERS
+        from desk.outbound import SENDERS
 
         sender = SENDERS.get(ticket.channel)
         if sender is None:

@@ -32,16 +32,16 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
-from atiende.clock import Clock
-from atiende.errors import Conflict, Forbidden, InvalidInput, NotFound, RateLimited, Unauthorized
-from atiende.store import Store
 from config.desk import DeskConfig
-from desk_api.services.agents import AgentService
-from desk_api.services.audit import AuditLog
-from desk_api.services.models import Agent, Principal
+from core.clock import Clock
+from core.errors import Conflict, Forbidden, InvalidInput, NotFound, RateLimited, Unauthorized
+from core.store import Store
+from desk.agents import AgentService
+from desk.audit import AuditLog
+from desk.models import Agent, Principal
 
 if TYPE_CHECKING:
-    from desk_api.services import Desk
+    from desk import Desk
 
 ROLES = ("agent_n1", "agent_n2", "supervisor", "admin")
 AGENT_ROLES = ("agent_n1", "agent_n2")

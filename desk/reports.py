@@ -16,11 +16,11 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from atiende.clock import Clock
-from atiende.errors import InvalidInput
-from atiende.store import Store
-from desk_api.services.models import CHANNELS
-from desk_api.services.tickets import COUNTER_TTL_S, TicketService
+from core.clock import Clock
+from core.errors import InvalidInput
+from core.store import Store
+from desk.models import CHANNELS
+from desk.tickets import COUNTER_TTL_S, TicketService
 
 WAIT_BUCKETS = (10, 30, 60, 120, 300, 600, 1800)  # seconds: upper bounds of the waiting-time histogram
 MAX_DAYS = 366

@@ -1,6 +1,6 @@
 """Where agents' replies go: each digital channel registers a sender for its channel name.
 
-    from desk_api.services.outbound import register_sender
+    from desk.outbound import register_sender
     async def send_telegram(rt: Runtime, ticket: Ticket, message: Interaction) -> dict | None: ...
     register_sender("telegram", send_telegram)      # at import time of the channel's module
 
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from atiende.runtime import Runtime
-    from desk_api.services.models import Interaction, Ticket
+    from desk.models import Interaction, Ticket
 
 Sender = Callable[["Runtime", "Ticket", "Interaction"], Awaitable[dict[str, Any] | None]]
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from atiende.clock import Clock
-from atiende.store import Store
+from core.clock import Clock
+from core.store import Store
 
 
 def encode(event: dict[str, Any]) -> dict[str, str]:

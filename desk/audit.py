@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from atiende.clock import Clock
-from atiende.errors import InvalidInput
-from atiende.store import Store
+from core.clock import Clock
+from core.errors import InvalidInput
+from core.store import Store
 
 
 class AuditLog:

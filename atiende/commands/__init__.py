@@ -1,0 +1,1 @@
+"""Subcommands of the `atiende` CLI, one module per area; each has `register(subparsers)`."""

@@ -1,0 +1,1 @@
+"""The core layer: clock, store, errors, logs, versioned config sections, audio format. Imports only config."""
