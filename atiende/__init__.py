@@ -1,3 +1,5 @@
-"""Atiende core: the pieces every package shares (clock, store, errors, logs, runtime) and the CLI."""
+"""The application: the composition root (runtime, wiring), the service runner and the `atiende` CLI."""
 
-__version__ = "0.1.0"
+from core import __version__
+
+__all__ = ["__version__"]

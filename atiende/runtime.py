@@ -1,7 +1,8 @@
 """The composition root for one process: configuration, store, clock, and the services built on them.
 
-Services are created on first use, so a CLI command that needs only the router never loads
-a speech model or connects to Redis. Each package adds its service here, in its own block.
+Services are created on first use, so a CLI command that needs only the router never loads a speech model
+or connects to Redis. This is the one place that builds services: each gets its dependencies in its
+constructor (a settings getter where it must follow a reload), never the runtime itself.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import logging
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from config.loader import ConfigError, Loaded, load
 from config.models import Settings
@@ -18,15 +19,19 @@ from core.clock import Clock, SystemClock
 from core.store import Store
 
 if TYPE_CHECKING:
+    from config.channels import ChannelsConfig
     from config.ivr import IvrConfig
     from core.versioned import VersionedSection
     from desk import Desk
+    from ivr.distribution import AgentQueue
+    from ivr.ports import Dialer
     from ivr.records import CallRecords
     from ivr.service import IvrService
     from routing.calendar_service import CalendarService
     from routing.router_service import RouterService
     from speech.service import Speech
-    pass
+    from voicemail.callbacks import CallbackService
+    from voicemail.service import CallbackWorker, VoicemailService
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +52,15 @@ class Runtime:
         self.overrides = overrides or {}
         self.last_reload_error: str | None = None
         self._reload_listeners: list[Callable[[Settings], None]] = []
-        # Set by the IVR component when the SIP endpoint runs: outbound calls (agents, callbacks) go through it.
-        self.sip_endpoint: Any = None
+        # A test or embedder may serve another channels section than the files' one.
+        self.channels_override: ChannelsConfig | None = None
 
     @property
     def settings(self) -> Settings:
+        return self.loaded.settings
+
+    def current_settings(self) -> Settings:
+        """The getter services keep: it reads the settings in force at each call, so they follow a reload."""
         return self.loaded.settings
 
     @property
@@ -90,50 +99,49 @@ class Runtime:
                 listener(new.settings)
         return True
 
-    # ---- services, one block per owning package -------------------------------------------------
+    # ---- services -----------------------------------------------------------------------------
 
-    # Each block is owned by one package; add a typed cached_property with a lazy import, e.g.
-    #
-    #   @cached_property
-    #   def calendars(self) -> CalendarService:   (CalendarService imported under TYPE_CHECKING)
-    #       from routing.calendar_service import CalendarService
-    #       return CalendarService(self)
-
-    # -- routing: calendars
     @cached_property
     def calendars(self) -> CalendarService:
         from routing.calendar_service import CalendarService
 
-        return CalendarService(self)
+        svc = CalendarService(self.current_settings, self._store, self.clock)
+        self.on_reload(lambda _s: svc.invalidate())
+        return svc
 
-    # -- routing: router
     @cached_property
     def router(self) -> RouterService:
         from routing.router_service import RouterService
 
-        return RouterService(self)
-
-    # -- speech
+        svc = RouterService(self.current_settings, self._store, self.clock)
+        self.on_reload(lambda _s: svc.invalidate())
+        return svc
 
     @cached_property
     def speech(self) -> Speech:
         from speech.service import Speech
 
-        return Speech.from_runtime(self)
+        speech = Speech.from_settings(self.settings)
+        self.on_reload(speech.reconfigure)
+        return speech
 
-    # -- desk
     @cached_property
     def desk(self) -> Desk:
         from desk import Desk
+        from desk_api.channels.outbound import channel_senders
 
-        return Desk(self)
+        desk = Desk(self.current_settings, self.store, self.clock, self.calendars)
+        for channel, sender in channel_senders(self).items():
+            desk.register_sender(channel, sender)
+        return desk
 
-    # -- ivr
     @cached_property
     def flows(self) -> VersionedSection[IvrConfig]:
         from ivr.service import flows_section
 
-        return flows_section(self)
+        section = flows_section(self.store, self.clock, self.current_settings)
+        self.on_reload(lambda _s: section.invalidate())
+        return section
 
     @cached_property
     def calls(self) -> CallRecords:
@@ -142,9 +150,50 @@ class Runtime:
         return CallRecords(self.store)
 
     @cached_property
+    def callbacks(self) -> CallbackService:
+        from voicemail.callbacks import CallbackService
+
+        return CallbackService(lambda: self.settings.voicemail, self.store, self.clock, self.calendars)
+
+    @cached_property
+    def voicemail(self) -> VoicemailService:
+        from atiende.wiring import DeskVoicemail
+        from voicemail.service import VoicemailService
+
+        return VoicemailService(self.current_settings, self.store, self.clock, self.speech, DeskVoicemail(self.desk),
+                                self.callbacks)
+
+    @cached_property
+    def agent_queue(self) -> AgentQueue:
+        from atiende.wiring import DeskAgents
+        from ivr.distribution import AgentQueue
+
+        return AgentQueue(lambda: self.settings.agents, self.store, self.clock, self.calendars, DeskAgents(self.desk))
+
+    @cached_property
+    def callback_worker(self) -> CallbackWorker:
+        from atiende.wiring import DeskVoicemail
+        from voicemail.service import CallbackWorker
+
+        return CallbackWorker(self.current_settings, self.callbacks, self.speech, DeskVoicemail(self.desk))
+
+    @cached_property
     def ivr(self) -> IvrService:
         from ivr.service import IvrService
 
-        return IvrService(self, offline=self._store is None)
+        if self._store is None:  # offline (CLI without Redis): the files' flows, nothing written
+            return IvrService(self.current_settings, self.clock, self.calendars, self.router)
+        from atiende.wiring import DeskTickets
+        from ivr.hooks import Hooks
+        from voicemail.service import DurableVoicemail
 
-    # -- voicemail
+        tickets = DeskTickets(self.desk)
+        voicemail = DurableVoicemail(self.voicemail, tickets, self.calendars, self.current_settings, self.clock)
+        hooks = Hooks(tickets=tickets, queue=self.agent_queue, voicemail=voicemail)
+        return IvrService(self.current_settings, self.clock, self.calendars, self.router, flows=self.flows,
+                          calls=self.calls, hooks=hooks)
+
+    def attach_line(self, dialer: Dialer | None) -> None:
+        """The line's SIP endpoint is up (or gone): queued calls ring agents and callbacks dial through it."""
+        self.agent_queue.dialer = dialer
+        self.callback_worker.dialer = dialer

@@ -9,15 +9,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
 
+from atiende.cliutil import config_dir_of
+from atiende.components import Component, start_components
 from atiende.runtime import Runtime
 from config.loader import ConfigError, load
 from core import logs
@@ -26,14 +26,6 @@ from core.redis_server import PrivateRedis, RedisUnavailable, check_url
 from core.store import Store
 
 log = logging.getLogger("atiende")
-
-# Modules with `async def start(runtime) -> Component | None`, started in order, stopped in reverse.
-COMPONENT_MODULES: list[str] = ["ivr.service", "voicemail.service"]
-
-
-class Component(Protocol):
-    async def stop(self) -> None: ...
-
 
 def _split_hostport(value: str, what: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
@@ -119,12 +111,9 @@ async def serve(rt: Runtime) -> int:
     with contextlib.suppress(AttributeError, NotImplementedError):
         loop.add_signal_handler(signal.SIGHUP, rt.reload)
 
-    components: list[Any] = []
+    components: list[Component] = []
     try:
-        for name in COMPONENT_MODULES:
-            comp = await importlib.import_module(name).start(rt)
-            if comp is not None:
-                components.append(comp)
+        components = await start_components(rt)
         http_task = asyncio.create_task(server.serve(), name="http")
         await asyncio.sleep(0)
         log.info("serving", extra=logs.fields(http=f"http://{s.http.host}:{s.http.port}", config_version=rt.config_version))
@@ -145,8 +134,6 @@ async def serve(rt: Runtime) -> int:
 
 
 def run_service(args: argparse.Namespace) -> int:
-    from atiende.cli import config_dir_of
-
     try:
         overrides = cli_overrides(args)
         clock = make_clock(getattr(args, "clock", None))

@@ -63,9 +63,9 @@ def main() -> int:
         # After start-up: the CLI's own code path (read the file, answer, write JSON) once config is loaded.
         import io
 
-        from routing.calendar_cli import run
-
-        from atiende.cli import build_parser, offline_runtime
+        from atiende.cli import build_parser
+        from atiende.cliutil import offline_runtime
+        from atiende.commands.hours import run
 
         t0 = time.perf_counter()
         cli_args = build_parser().parse_args(["hours", "--json", "--file", str(f)])

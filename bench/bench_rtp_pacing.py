@@ -32,8 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import itertools
 
-from telephony.cli import tone_frames
-
+from atiende.commands.sip import tone_frames
 from telephony import g711
 from telephony.rtp import MediaParams, RtpPacket, RtpSession
 

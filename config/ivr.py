@@ -1,11 +1,11 @@
 """IVR flows (jambonz-style verbs), recognition policy, DTMF menus and the prompts they say.
 
-The model lives in `ivr.flows` (it is also what the admin API validates); this section is it.
+The model lives in `config.flows` (it is also what the admin API validates); this section is it.
 """
 
 from __future__ import annotations
 
-from ivr.flows import Flows
+from config.flows import Flows
 
 
 class IvrConfig(Flows):

@@ -36,17 +36,29 @@ from desk.reports import Reports
 from desk.tickets import TicketService, business_days_fallback
 
 if TYPE_CHECKING:
-    from atiende.runtime import Runtime
+    from collections.abc import Callable
+
+    from config.models import Settings
+    from core.clock import Clock
+    from core.store import Store
+    from desk.outbound import Sender
+    from routing.calendar import Calendar
+    from routing.calendar_service import CalendarService
 
 log = logging.getLogger(__name__)
 
 
 class Desk:
-    def __init__(self, rt: Runtime) -> None:
-        self.rt = rt
-        cfg = rt.settings.desk
-        store, clock = rt.store, rt.clock
-        cal_cfg = rt.settings.calendar
+    def __init__(self, settings: Callable[[], Settings], store: Store, clock: Clock,
+                 calendars: CalendarService | None = None) -> None:
+        """`settings` reads the configuration as it is now; `calendars` gives due dates in business time (without
+        it, due dates count weekdays)."""
+        self._settings = settings
+        self.calendars = calendars
+        self.senders: dict[str, Sender] = {}
+        s = settings()
+        cfg = s.desk
+        cal_cfg = s.calendar
         self.tz = ZoneInfo(cal_cfg.calendars[cal_cfg.default].timezone) if cal_cfg.default in cal_cfg.calendars \
             else ZoneInfo("Europe/Madrid")
         self.cfg = cfg
@@ -61,14 +73,15 @@ class Desk:
         self.reports = Reports(store, clock, self.tz, self.tickets)
         self._due_cache: dict[tuple[str, str], tuple[datetime, datetime | None]] = {}
 
+    def register_sender(self, channel: str, sender: Sender) -> None:
+        self.senders[channel] = sender
+
     async def deliver(self, ticket: Ticket, message: Interaction) -> dict[str, Any] | None:
         """Send a reply through the channel's registered sender; None when the channel has none (phone, office)."""
-        from desk.outbound import SENDERS
-
-        sender = SENDERS.get(ticket.channel)
+        sender = self.senders.get(ticket.channel)
         if sender is None:
             return None
-        return (await sender(self.rt, ticket, message)) or {}
+        return (await sender(ticket, message)) or {}
 
     async def due(self, kind: str, queue: str, now: datetime) -> datetime | None:
         """Due date from the queue's calendar: complaints/suggestions within N business days, the rest within
@@ -86,10 +99,10 @@ class Desk:
         return value
 
     async def _due(self, kind: str, queue: str, now: datetime) -> datetime | None:
-        cfg = self.rt.settings.desk
+        cfg = self._settings().desk
         q = cfg.queue(queue)
-        cal: Any = None
-        calendars = getattr(self.rt, "calendars", None)  # routing's CalendarService, when that package provides it
+        cal: Calendar | None = None
+        calendars = self.calendars
         if calendars is not None:
             name = q.calendar if q else None
             try:

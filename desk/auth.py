@@ -24,24 +24,21 @@ import hmac
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from fastapi import Depends, Request
-from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
 from config.desk import DeskConfig
 from core.clock import Clock
-from core.errors import Conflict, Forbidden, InvalidInput, NotFound, RateLimited, Unauthorized
+from core.errors import Conflict, InvalidInput, NotFound, RateLimited, Unauthorized
 from core.store import Store
 from desk.agents import AgentService
 from desk.audit import AuditLog
 from desk.models import Agent, Principal
 
 if TYPE_CHECKING:
-    from desk import Desk
+    pass
 
 ROLES = ("agent_n1", "agent_n2", "supervisor", "admin")
 AGENT_ROLES = ("agent_n1", "agent_n2")
@@ -290,60 +287,3 @@ class RateLimiter:
                 del self._inflight[key]
         if len(self._seen) > 50_000:  # old windows: forget them
             self._seen = {k: v for k, v in self._seen.items() if k in batch}
-
-
-# ---- FastAPI dependencies ------------------------------------------------------------------------
-
-_bearer = HTTPBearer(auto_error=False, description="session token from /api/v1/auth/login, or an API key")
-_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key for machines")
-_cookie = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, description="session cookie of the web pages")
-
-
-def desk_of(request: Request) -> Desk:
-    from desk_api.deps import runtime_of
-
-    return runtime_of(request).desk
-
-
-async def current_principal(
-    request: Request,
-    bearer: HTTPAuthorizationCredentials | None = Depends(_bearer),
-    api_key: str | None = Depends(_api_key),
-    cookie: str | None = Depends(_cookie),
-) -> Principal:
-    token = api_key or (bearer.credentials if bearer else None) or cookie
-    if not token:
-        raise Unauthorized("log in or send an API key", {"schemes": ["Bearer", "X-API-Key", SESSION_COOKIE]})
-    desk = desk_of(request)
-    await desk.auth.bootstrap()
-    principal = await desk.auth.authenticate(token)
-    if principal is None:
-        raise Unauthorized("the session has expired or the key is not valid")
-    request.state.principal = principal
-    return principal
-
-
-def require(*roles: str) -> Callable[..., Awaitable[Principal]]:
-    """A dependency that lets through principals with any of `roles` (admin always)."""
-    wanted = tuple(roles)
-
-    async def dep(principal: Principal = Depends(current_principal)) -> Principal:
-        if not principal.has(*wanted):
-            raise Forbidden("your role does not allow this", {"needs": list(wanted) or ["admin"], "roles": principal.roles})
-        return principal
-
-    return dep
-
-
-def client_of(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
-def rate_limited(name: str) -> Callable[..., Awaitable[None]]:
-    """A dependency for citizen-facing endpoints: `name` is a key of desk.rate_limits."""
-
-    async def dep(request: Request) -> None:
-        await desk_of(request).limiter.check(name, client_of(request))
-
-    return dep
-

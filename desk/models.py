@@ -14,12 +14,13 @@ All instants are timezone-aware; the JSON form is what the REST API returns.
 
 from __future__ import annotations
 
-import re
 import secrets
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
+
+from core.refs import display_ref
 
 # Channels: "phone" covers every voice contact (the IVR may say "voice"/"call"; they are normalised).
 Channel = Literal["phone", "webchat", "email", "whatsapp", "telegram", "office", "api"]
@@ -47,44 +48,11 @@ Presence = Literal["available", "busy", "away", "offline"]
 IdentityKind = Literal["phone", "email", "telegram", "whatsapp", "webchat"]
 IDENTITY_KINDS: tuple[str, ...] = ("phone", "email", "telegram", "whatsapp", "webchat")
 
-# References: no 0/O or 1/I so they cannot be misread or misheard.
-REF_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
-REF_LENGTH = 6
-_REF_CLEAN = re.compile(r"[^0-9A-Za-z]")
 
 
 def normalize_channel(value: str) -> str:
     v = value.strip().lower()
     return _CHANNEL_ALIASES.get(v, v)
-
-
-def new_ref() -> str:
-    """Random, with at least one digit and one letter: an all-letter reference reads like a word to the router,
-    an all-digit one like a file number."""
-    while True:  # 32 symbols = 5 random bits each, all drawn at once (one getrandom call, not one per symbol)
-        bits = secrets.randbits(5 * REF_LENGTH)
-        ref = "".join(REF_ALPHABET[(bits >> (5 * i)) & 31] for i in range(REF_LENGTH))
-        if any(c.isdigit() for c in ref) and any(c.isalpha() for c in ref):
-            return ref
-
-
-def normalize_ref(text: str) -> str | None:
-    """'k7m-4px', 'K7M 4PX' -> 'K7M4PX'; None when it cannot be a reference (wrong length or letters)."""
-    ref = _REF_CLEAN.sub("", text or "").upper()
-    if len(ref) != REF_LENGTH or any(c not in REF_ALPHABET for c in ref):
-        return None
-    return ref
-
-
-def display_ref(ref: str) -> str:
-    half = REF_LENGTH // 2
-    return f"{ref[:half]}-{ref[half:]}"
-
-
-def spoken_ref(ref: str) -> str:
-    """'K7M4PX' -> 'K, 7, M, 4, P, X' for text-to-speech (one character at a time, grouped by the hyphen)."""
-    half = REF_LENGTH // 2
-    return ", ".join(ref[:half]) + "; " + ", ".join(ref[half:])
 
 
 class Identity(BaseModel):

@@ -1,8 +1,6 @@
-"""Where agents' replies go: each digital channel registers a sender for its channel name.
+"""Where agents' replies go: the HTTP layer's channels register a sender per channel name with the desk.
 
-    from desk.outbound import register_sender
-    async def send_telegram(rt: Runtime, ticket: Ticket, message: Interaction) -> dict | None: ...
-    register_sender("telegram", send_telegram)      # at import time of the channel's module
+    desk.register_sender("telegram", send_telegram)   # async (ticket, message) -> provider data | None
 
 `TicketService.reply()` stores the outbound interaction first (so nothing an agent writes is lost), then calls
 the sender; the sender's return value (e.g. the provider's message id) and any error end up in the reply result.
@@ -12,16 +10,8 @@ Channels without a sender (phone, office) just keep the reply on the ticket.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from atiende.runtime import Runtime
-    from desk.models import Interaction, Ticket
+from desk.models import Interaction, Ticket
 
-Sender = Callable[["Runtime", "Ticket", "Interaction"], Awaitable[dict[str, Any] | None]]
-
-SENDERS: dict[str, Sender] = {}
-
-
-def register_sender(channel: str, sender: Sender) -> None:
-    SENDERS[channel] = sender
+Sender = Callable[[Ticket, Interaction], Awaitable[dict[str, Any] | None]]

@@ -34,20 +34,11 @@ from redis.exceptions import WatchError
 from config.desk import DeskConfig
 from core.clock import Clock
 from core.errors import Conflict, InvalidInput, NotFound, Unavailable
+from core.refs import display_ref, new_ref, normalize_ref, spoken_ref
 from core.store import Store
 from desk.audit import AuditLog
 from desk.events import EventBus, encode
-from desk.models import (
-    ACTIVE_STATUSES,
-    TRANSITIONS,
-    Interaction,
-    Ticket,
-    display_ref,
-    new_ref,
-    normalize_channel,
-    normalize_ref,
-    spoken_ref,
-)
+from desk.models import ACTIVE_STATUSES, TRANSITIONS, Interaction, Ticket, normalize_channel
 
 DueFn = Callable[[str, str, datetime], Awaitable[datetime | None]]  # (kind, queue, now) -> due
 DeliverFn = Callable[[Ticket, Interaction], Awaitable[dict[str, Any] | None]]  # raises when not delivered, or None: no sender

@@ -1,4 +1,4 @@
-"""The FastAPI application: thin HTTP resources over the services in `Runtime`."""
+"""The FastAPI application: thin HTTP resources over the services the composition root passes in."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from atiende import __version__
-from atiende.runtime import Runtime
+from core import __version__
 from core.errors import AtiendeError, Forbidden
 from core.store import REDIS_ERRORS
 from desk_api import metrics
+from desk_api.context import Services
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class _Guard:
 
     @staticmethod
     async def _check(request: Request) -> None:
-        from desk.auth import _api_key, _bearer, _cookie, current_principal
+        from desk_api.auth import _api_key, _bearer, _cookie, current_principal
 
         roles = next(r for p, r in GUARDED if request.url.path.startswith(p))
         principal = await current_principal(request, await _bearer(request), await _api_key(request),
@@ -127,7 +127,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
 
 
-def create_app(runtime: Runtime) -> FastAPI:
+def create_app(services: Services) -> FastAPI:
     app = FastAPI(
         lifespan=_lifespan,
         title="Atiende",
@@ -137,7 +137,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         # up the global providers on every request (3 % of a status lookup's CPU) although none is configured.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
-    app.state.runtime = runtime
+    app.state.services = services
 
     @app.exception_handler(AtiendeError)
     async def _domain_error(request: Request, exc: AtiendeError) -> JSONResponse:

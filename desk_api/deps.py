@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from fastapi import Request
+from starlette.requests import HTTPConnection
 
-from atiende.runtime import Runtime
+from desk_api.context import Services
 
 
-def runtime_of(request: Request) -> Runtime:
-    rt: Runtime = request.app.state.runtime
-    return rt
+def services_of(request: Request | HTTPConnection) -> Services:
+    services: Services = request.app.state.services
+    return services

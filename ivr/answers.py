@@ -7,22 +7,14 @@ the flows' `prompts` (admin-editable) under `answer_*` keys; the defaults are he
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 from rapidfuzz import fuzz
 
 from config.knowledge import FileStatus, KnowledgeConfig, Office, Procedure, Unit
 from ivr import speak
-
-if TYPE_CHECKING:
-    from ivr.engine import Engine
-
-VEHICLE_WORDS = {
-    "turismo": ["turismo", "coche", "carro", "auto", "automovil", "vehiculo particular"],
-    "motocicleta": ["motocicleta", "moto"],
-    "ciclomotor": ["ciclomotor", "scooter", "vespino"],
-    "furgoneta": ["furgoneta", "furgon", "camioneta"],
-}
+from ivr.engine import Engine
+from ivr.vehicles import match_vehicle
 
 DEFAULT_TEXTS = {
     "answer_itv_pay": "La tasa se paga antes de la inspección con el modelo 050, en una entidad colaboradora o por internet.",
@@ -33,12 +25,6 @@ DEFAULT_TEXTS = {
         "Cuéntenos su queja o sugerencia después de la señal. Diga su nombre y cómo contactarle. Cuando termine, "
         "espere unos segundos."),
 }
-
-
-class FileAdapter(Protocol):
-    """The processing platform that knows the status of administrative files (expedientes)."""
-
-    async def status(self, reference: str) -> FileStatus | None: ...
 
 
 class CsvFileAdapter:
@@ -53,14 +39,6 @@ class CsvFileAdapter:
 
 def _ref_key(ref: str) -> str:
     return "".join(c for c in ref.upper() if c.isalnum())
-
-
-def match_vehicle(text: str, knowledge: KnowledgeConfig) -> str | None:
-    words = f" {speak.fold(text)} "
-    for vehicle, names in VEHICLE_WORDS.items():
-        if any(f" {n}" in words for n in names):
-            return vehicle
-    return None
 
 
 def itv_procedure(knowledge: KnowledgeConfig) -> Procedure | None:
@@ -201,15 +179,14 @@ class Answers:
         return True
 
     async def _query_status(self) -> bool:
-        from desk.models import display_ref, normalize_ref
+        from core.refs import display_ref, normalize_ref
 
         e = self.e
         raw = self.utterance()
         ref = _ticket_ref(raw) if raw else None
-        latest = getattr(e.deps.hooks.tickets, "latest_open", None)
-        if ref is None and latest is not None and e.session.caller:
+        if ref is None and e.session.caller:
             # Caller ID: a citizen calling from the number of an open query hears it without spelling the reference.
-            mine = await latest(e.session.caller)
+            mine = await e.deps.hooks.tickets.latest_open(e.session.caller)
             if mine is not None:
                 said = speak.chars_spoken(mine) if self.voice else display_ref(mine)
                 status = await e.deps.hooks.tickets.status_text(mine, spoken=self.voice)
@@ -234,7 +211,7 @@ class Answers:
         e = self.e
         e.session.said.append(self.text("answer_complaint"))
         got = await e.io.record(self.text("answer_complaint"), max_s=120, end_silence_s=4)
-        e._transcript("complaint", "recording", got.text, got.confidence)
+        e.note_transcript("complaint", "recording", got.text, got.confidence)
         if not got.text.strip() and not got.audio:
             await e.say("No he recibido su mensaje.")
             return False
@@ -291,7 +268,7 @@ def _office_hours(hours: str) -> str:
 
 
 def _ticket_ref(text: str) -> str | None:
-    from desk.models import normalize_ref
+    from core.refs import normalize_ref
     from routing import entities
 
     got = entities.extract_reference(text)

@@ -15,32 +15,30 @@ import math
 import struct
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from core.audio import BYTES_PER_SECOND, FRAME_BYTES, RATE, Frame, put_dropping_oldest
 from ivr.contact import Ask, CallerGone, Heard, Recorded
-
-if TYPE_CHECKING:
-    from atiende.runtime import Runtime
+from ivr.ports import CallLeg, Speech
 
 log = logging.getLogger(__name__)
 
-FRAME_MS = 20
 PREROLL_FRAMES = 75  # 1.5 s kept from before a question: speech that barged in continues into the answer
 QUEUE_FRAMES = 1500  # 30 s: what the caller says while we think is kept, older audio is dropped
 INTER_DIGIT_S = 3.0
 
 
 def _beep(ms: int = 300, freq: float = 1000.0) -> list[bytes]:
-    n = 8 * ms
-    samples = [int(8000 * math.sin(2 * math.pi * freq * i / 8000)) for i in range(n)]
+    n = RATE * ms // 1000
+    samples = [int(8000 * math.sin(2 * math.pi * freq * i / RATE)) for i in range(n)]
     pcm = struct.pack(f"<{n}h", *samples)
-    return [pcm[i:i + 320] for i in range(0, len(pcm), 320)]
+    return [pcm[i:i + FRAME_BYTES] for i in range(0, len(pcm), FRAME_BYTES)]
 
 
 class CallIO:
     channel = "voice"
 
-    def __init__(self, call: Any, speech: Any) -> None:
+    def __init__(self, call: CallLeg, speech: Speech) -> None:
         self.call = call
         self.speech = speech
         self.caller = str(call.caller)
@@ -62,13 +60,9 @@ class CallIO:
     async def _pump_audio(self) -> None:
         try:
             async for frame in self.call.audio():
-                if self._frames.full():
-                    self._frames.get_nowait()  # keep the newest 30 s
-                self._frames.put_nowait(frame)
+                put_dropping_oldest(self._frames, frame)  # keep the newest 30 s
         finally:
-            if self._frames.full():
-                self._frames.get_nowait()
-            self._frames.put_nowait(None)
+            put_dropping_oldest(self._frames, None)
 
     async def _pump_dtmf(self) -> None:
         try:
@@ -86,10 +80,10 @@ class CallIO:
 
     async def say(self, text: str, *, cached: bool = False, barge_in: bool = True) -> None:
         self._gone()
-        frames: Any = await self.speech.prompt(text) if cached else self.speech.synth(text)
+        frames: list[Frame] | AsyncIterator[Frame] = await self.speech.prompt(text) if cached else self.speech.synth(text)
         await self._play(frames, barge_in=barge_in)
 
-    async def _play(self, frames: Any, *, barge_in: bool) -> bool:
+    async def _play(self, frames: list[Frame] | AsyncIterator[Frame], *, barge_in: bool) -> bool:
         """Play while watching the caller; True when the caller barged in (speech or a key)."""
         if self._barged:  # the caller is already talking: play without taking their words off the queue
             await self.call.play(frames, interrupt_on_dtmf=barge_in)
@@ -222,14 +216,14 @@ class CallIO:
         if res.status == "no_input":
             return Recorded(text="", confidence=0.0, audio=None)
         text_out = res.text
-        if len(audio) > 16000 * 12:  # longer than the endpointer's utterance: transcribe the whole recording
+        if len(audio) > BYTES_PER_SECOND * 12:  # longer than the endpointer's utterance: transcribe the whole recording
             with contextlib.suppress(Exception):
                 whole = await self.speech.transcribe(bytes(audio))
                 text_out = whole.text or text_out
         return Recorded(text=text_out, confidence=float(res.confidence), audio=bytes(audio),
-                        duration_s=len(audio) / 16000)
+                        duration_s=len(audio) / BYTES_PER_SECOND)
 
-    async def bridge(self, other: Any) -> None:
+    async def bridge(self, other: CallLeg) -> None:
         """Connect the caller to another call (an agent's phone) until either side hangs up.
 
         The IVR's own listeners stop while bridged: the call's received audio has one reader at a time.
@@ -259,55 +253,3 @@ class CallIO:
     async def hangup(self) -> None:
         if not self.ended:
             await self.call.hangup()
-
-
-class IvrComponent:
-    """`atiende run`: the line's SIP endpoint; each inbound call is answered and run through the flows."""
-
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
-        self.endpoint: Any = None
-        self._warm: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        from telephony.endpoint import SipEndpoint
-
-        if not self.rt.settings.sip.enabled:
-            log.info("SIP disabled: the IVR serves chats and simulations only")
-            return
-        self.endpoint = SipEndpoint(self.rt.settings.sip, self.on_call, clock=self.rt.clock)
-        await self.endpoint.start()
-        self.rt.sip_endpoint = self.endpoint
-        self._warm = asyncio.create_task(self._warm_up())
-        log.info("IVR answering on sip:%s:%s", self.rt.settings.sip.host, self.rt.settings.sip.port)
-
-    async def _warm_up(self) -> None:
-        """Load the speech engines and render the fixed prompts before the first caller needs them."""
-        try:
-            speech: Any = self.rt.speech  # type: ignore[attr-defined,unused-ignore]
-            await speech.warm_up()
-            _, doc = await self.rt.ivr.current_flows()  # type: ignore[attr-defined,unused-ignore]
-            fixed = [t for t in doc.prompts.values() if "{" not in t]
-            await speech.sync_prompts(fixed)
-        except Exception:
-            log.exception("speech warm-up failed; calls will load engines on first use")
-
-    async def on_call(self, call: Any) -> None:
-        io: CallIO | None = None
-        try:
-            await call.answer()
-            io = CallIO(call, self.rt.speech)  # type: ignore[attr-defined,unused-ignore]
-            await self.rt.ivr.run(io, call_id=call.call_id, trace_id=call.trace_id)  # type: ignore[attr-defined,unused-ignore]
-        except CallerGone:
-            pass
-        except Exception:
-            log.exception("IVR failed on call %s", call.call_id)
-        finally:
-            if io is not None:
-                await io.close()
-
-    async def stop(self) -> None:
-        if self._warm is not None:
-            self._warm.cancel()
-        if self.endpoint is not None:
-            await self.endpoint.stop()

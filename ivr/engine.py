@@ -10,15 +10,11 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from config.models import Settings
-from core.clock import Clock
-from ivr import speak
-from ivr.contact import Ask, CallerGone, ContactIO, Heard, PathEntry, Session, Transcript
-from ivr.flows import (
+from config.flows import (
     Answer,
     Branch,
     Enqueue,
@@ -34,7 +30,14 @@ from ivr.flows import (
     Transfer,
     Voicemail,
 )
+from config.knowledge import FileStatus
+from config.models import Settings
+from core.clock import Clock
+from ivr import speak
+from ivr.contact import Ask, CallerGone, ContactIO, Heard, PathEntry, Session, Transcript
 from ivr.hooks import Hooks
+from routing.calendar import Calendar
+from routing.router import Router
 
 log = logging.getLogger(__name__)
 
@@ -53,17 +56,29 @@ class _End(Exception):
     pass
 
 
+class SelfService(Protocol):
+    async def answer(self, topic: str) -> bool:
+        """True when the caller got an answer, False when a person should take over."""
+        ...
+
+
+class FileAdapter(Protocol):
+    """The processing platform that knows the status of administrative files (expedientes)."""
+
+    async def status(self, reference: str) -> FileStatus | None: ...
+
+
 @dataclass
 class Deps:
     """What a contact needs from the rest of Atiende; built per contact from the current versions."""
 
     settings: Settings
-    router: Any  # routing.router.Router
-    calendar: Any  # routing.calendar.Calendar
+    router: Router
+    calendar: Calendar
     hooks: Hooks
     clock: Clock
-    files: Any = None  # ivr.answers.FileAdapter
-    on_update: Callable[[Session], Any] | None = None  # e.g. save the record while the call runs
+    files: FileAdapter | None = None
+    on_update: Callable[[Session], Awaitable[None]] | None = None  # e.g. save the record while the call runs
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -77,13 +92,14 @@ def _new_id() -> str:
 
 
 class Engine:
-    def __init__(self, doc: Flows, deps: Deps, version: int = 0) -> None:
+    def __init__(self, doc: Flows, deps: Deps, version: int = 0, *,
+                 answers: Callable[[Engine], SelfService]) -> None:
+        """`answers` builds the self-service answers over this engine (ivr.answers.Answers), so they speak
+        through it and phone and chat say the same thing."""
         self.doc = doc
         self.deps = deps
         self.version = version
-        from ivr.answers import Answers
-
-        self.answers = Answers(self)
+        self.answers = answers(self)
 
     # ---- contact lifecycle ----------------------------------------------------------------------
 
@@ -139,9 +155,7 @@ class Engine:
 
     async def _notify(self) -> None:
         if self.deps.on_update is not None:
-            res = self.deps.on_update(self.session)
-            if hasattr(res, "__await__"):
-                await res
+            await self.deps.on_update(self.session)
 
     # ---- text --------------------------------------------------------------------------------
 
@@ -217,7 +231,7 @@ class Engine:
             raw = step.text if step.text is not None else self.doc.prompts[step.prompt or ""]
             s.said.append(self.render(raw))
             got = await self.io.record(self.render(raw), max_s=step.max_s, end_silence_s=step.end_silence_s)
-            self._transcript(step.id or "record", "recording", got.text, got.confidence)
+            self.note_transcript(step.id or "record", "recording", got.text, got.confidence)
             s.vars[step.into] = got.text
             entry.detail["chars"] = len(got.text)
         elif isinstance(step, Voicemail):
@@ -286,7 +300,7 @@ class Engine:
 
     # ---- recognition policy ----------------------------------------------------------------------
 
-    def _transcript(self, step: str, kind: Any, text: str = "", confidence: float = 0.0, digits: str = "",
+    def note_transcript(self, step: str, kind: Any, text: str = "", confidence: float = 0.0, digits: str = "",
                     engine: str = "") -> None:
         self.session.transcripts.append(Transcript(at=self.deps.clock.now(), step=step, kind=kind, text=text,
                                                    digits=digits, confidence=round(confidence, 3), engine=engine))
@@ -341,7 +355,7 @@ class Engine:
         ask = Ask(text=question, options=[("1", "Sí"), ("2", "No")], hints=["sí", "no"])
         for _ in range(2):
             heard = await self.listen(ask)
-            self._transcript("confirm", heard.kind, heard.text, heard.confidence, heard.digits, heard.engine)
+            self.note_transcript("confirm", heard.kind, heard.text, heard.confidence, heard.digits, heard.engine)
             if heard.kind == "dtmf":
                 yn = {"1": True, "2": False}.get(heard.digits[:1])
                 if yn is not None:
@@ -366,7 +380,7 @@ class Engine:
                 heard, pending = pending, None
             else:
                 heard = await self.listen(ask)
-                self._transcript(name, heard.kind, heard.text, heard.confidence, heard.digits, heard.engine)
+                self.note_transcript(name, heard.kind, heard.text, heard.confidence, heard.digits, heard.engine)
             if heard.kind == "no_input":
                 no_input += 1
                 if no_input > pol.no_input_retries:
@@ -428,7 +442,7 @@ class Engine:
             ask = Ask(text=text, input=["dtmf"], options=options, num_digits=1, cached=False)
             for _ in range(pol.dtmf_retries + 1):
                 heard = await self.listen(ask)
-                self._transcript("dtmf_menu", heard.kind, heard.text, heard.confidence, heard.digits, heard.engine)
+                self.note_transcript("dtmf_menu", heard.kind, heard.text, heard.confidence, heard.digits, heard.engine)
                 key = heard.digits[:1] if heard.kind == "dtmf" else _spoken_key(heard.text)
                 intent = next((o.intent for o in self.doc.menus[menu] if o.key == key), None)
                 if intent is not None:
@@ -486,7 +500,7 @@ class Engine:
         if expect == "unit":
             return entities.extract_unit(text, self.deps.settings.knowledge.directory), True
         if expect == "vehicle":
-            from ivr.answers import match_vehicle
+            from ivr.vehicles import match_vehicle
 
             return match_vehicle(text, self.deps.settings.knowledge), True
         return text, True

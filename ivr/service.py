@@ -1,7 +1,5 @@
-"""`runtime.ivr`: builds an engine per contact from the current flow version, runs calls, chats and simulations.
-
-`start(runtime)` is the component `atiende run` starts: the SIP endpoint of the line, each
-inbound call answered and run through the flows over `CallIO`.
+"""The IVR service: builds an engine per contact from the current flow version, runs calls, chats and
+simulations. The composition root gives it the flows, the calendar, the router, call records and hooks.
 """
 
 from __future__ import annotations
@@ -9,79 +7,82 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
 
+from config.flows import Answer
 from config.ivr import IvrConfig
+from config.models import Settings
 from core import logs
 from core.clock import Clock, FixedClock
+from core.store import Store
 from core.versioned import VersionedSection
-from ivr.answers import CsvFileAdapter
+from ivr.answers import Answers, CsvFileAdapter
 from ivr.contact import ContactIO, Session
 from ivr.engine import Deps, Engine
-from ivr.hooks import DryRunHooks, Hooks, desk_hooks
+from ivr.hooks import DryRunHooks, Hooks
+from ivr.records import CallRecords
 from ivr.textio import ChatConversation, InputKind, OutMessage, ScriptedIO
-
-if TYPE_CHECKING:
-    from atiende.runtime import Runtime
+from routing.calendar import Calendar
+from routing.calendar_service import CalendarService
+from routing.router import Router
+from routing.router_service import RouterService
 
 log = logging.getLogger(__name__)
 SECTION = "ivr"
 
 
-def flows_section(runtime: Runtime) -> VersionedSection[IvrConfig]:
-    section = VersionedSection(runtime.store, runtime.clock, SECTION, IvrConfig, lambda: runtime.settings.ivr)
-    runtime.on_reload(lambda _s: section.invalidate())
-    return section
+def flows_section(store: Store, clock: Clock, settings: Callable[[], Settings]) -> VersionedSection[IvrConfig]:
+    """The flows as admins edit them (versions in Redis), over the files' version 0."""
+    return VersionedSection(store, clock, SECTION, IvrConfig, lambda: settings().ivr)
 
 
 class IvrService:
-    def __init__(self, runtime: Runtime, *, offline: bool = False) -> None:
-        self.rt = runtime
-        self.offline = offline
-        self.hooks: Hooks = DryRunHooks.make() if offline else desk_hooks(runtime)
+    def __init__(self, settings: Callable[[], Settings], clock: Clock, calendars: CalendarService,
+                 router: RouterService, *, flows: VersionedSection[IvrConfig] | None = None,
+                 calls: CallRecords | None = None, hooks: Hooks | None = None) -> None:
+        """Without `flows` (no store) the IVR runs offline: the files' flows, no records, dry-run hooks."""
+        self._settings = settings
+        self._clock = clock
+        self._calendars = calendars
+        self._router_service = router
+        self._flows = flows
+        self._calls = calls
+        self.offline = flows is None
+        self.hooks: Hooks = hooks or DryRunHooks.make()
         self._chats: set[asyncio.Task[Session]] = set()
         self._router_lock = asyncio.Lock()
 
     # ---- what a contact needs, at the versions current when it starts ------------------------------------
 
     async def current_flows(self) -> tuple[int, IvrConfig]:
+        if self._flows is None:
+            return 0, self._settings().ivr
+        return await self._flows.current()
+
+    async def _calendar(self) -> Calendar:
+        return self._calendars.get_offline() if self.offline else await self._calendars.get()
+
+    async def _router(self) -> Router:
         if self.offline:
-            return 0, self.rt.settings.ivr
-        return await self.rt.flows.current()  # type: ignore[attr-defined,unused-ignore]
-
-    async def _calendar(self) -> Any:
-        cals: Any = self.rt.calendars  # type: ignore[attr-defined,unused-ignore]
-        return cals.get_offline() if self.offline else await cals.get()
-
-    async def _router(self) -> Any:
-        service: Any = getattr(self.rt, "router", None)
-        if service is None:  # a runtime without the router service block: compile from the files
-            from routing.router import Router
-
-            return Router(self.rt.settings.routing, self.rt.settings.knowledge)
-        if self.offline:
-            return service.get_offline()
+            return self._router_service.get_offline()
         async with self._router_lock:  # calls arriving together must not compile the router in parallel threads
-            return await service.get()
+            return await self._router_service.get()
 
     async def self_service_intents(self) -> set[str]:
         """Intents whose flow answers by itself (starts with an `answer` step): the containment report's base."""
-        from ivr.flows import Answer
-
         _, doc = await self.current_flows()
         return {intent for intent, flow in doc.routes.items()
                 if any(isinstance(step, Answer) for step in doc.flows.get(flow, [])[:1])}
 
     async def engine(self, *, clock: Clock | None = None, save: bool = True, hooks: Hooks | None = None) -> Engine:
         version, doc = await self.current_flows()
-        deps = Deps(settings=self.rt.settings, router=await self._router(), calendar=await self._calendar(),
-                    hooks=hooks or self.hooks, clock=clock or self.rt.clock,
-                    files=CsvFileAdapter(self.rt.settings.knowledge))
-        if save and not self.offline:
-            calls: Any = self.rt.calls  # type: ignore[attr-defined,unused-ignore]
-            deps.on_update = calls.save
-        return Engine(doc, deps, version)
+        settings = self._settings()
+        deps = Deps(settings=settings, router=await self._router(), calendar=await self._calendar(),
+                    hooks=hooks or self.hooks, clock=clock or self._clock, files=CsvFileAdapter(settings.knowledge))
+        if save and self._calls is not None:
+            deps.on_update = self._calls.save
+        return Engine(doc, deps, version, answers=Answers)
 
     async def run(self, io: ContactIO, *, call_id: str | None = None, trace_id: str | None = None,
                   clock: Clock | None = None, save: bool = True, hooks: Hooks | None = None) -> Session:
@@ -89,10 +90,10 @@ class IvrService:
         session = eng.new_session(io, call_id=call_id, trace_id=trace_id)
         with logs.bound(call_id=session.call_id, trace_id=session.trace_id):
             if eng.deps.on_update is not None:
-                await self.rt.calls.save(session)  # type: ignore[attr-defined,unused-ignore]
+                await eng.deps.on_update(session)
             done = await eng.run(io, session)
             if eng.deps.on_update is not None:
-                await self.rt.calls.save(done)  # type: ignore[attr-defined,unused-ignore]
+                await eng.deps.on_update(done)
         log.info("contact ended", extra=logs.fields(call_id=done.call_id, outcome=done.outcome, intent=done.intent,
                                                     steps=len(done.path)))
         return done
@@ -105,7 +106,7 @@ class IvrService:
         `dry_run` writes nothing (no tickets, no queue entries) but still reads tickets' status.
         """
         clock = FixedClock(at) if at is not None else None
-        io = ScriptedIO(inputs, channel=channel, caller=caller, clock=clock or self.rt.clock)
+        io = ScriptedIO(inputs, channel=channel, caller=caller, clock=clock or self._clock)
         hooks = None
         if dry_run and not self.offline:
             hooks = DryRunHooks.make(reader=self.hooks.tickets)
@@ -133,11 +134,3 @@ class IvrService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
-
-async def start(runtime: Runtime) -> Any:
-    """The component of `atiende run`: the line's SIP endpoint feeding calls to the IVR."""
-    from ivr.callio import IvrComponent
-
-    comp = IvrComponent(runtime)
-    await comp.start()
-    return comp

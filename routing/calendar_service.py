@@ -20,7 +20,9 @@ from core.versioned import VersionedSection, VersionInfo
 from routing.calendar import Calendar
 
 if TYPE_CHECKING:
-    from atiende.runtime import Runtime
+    from config.models import Settings
+    from core.clock import Clock
+    from core.store import Store
 
 SECTION = "calendar"
 _EDIT_LOCK = "cfg:calendar:edit"
@@ -28,19 +30,33 @@ Doc = dict[str, Any]  # a calendar document as JSON data
 
 
 class CalendarService:
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
+    def __init__(self, settings: Callable[[], Settings], store: Store | None, clock: Clock) -> None:
+        """`settings` reads the files' configuration as it is now (it changes on SIGHUP); without a store
+        only the `*_offline` queries work."""
+        self._settings = settings
+        self._store = store
+        self._clock = clock
         self._section: VersionedSection[CalendarsConfig] | None = None
         # name -> (the model it was compiled from, the calendar); a new model object means recompile.
         self._compiled: dict[str, tuple[CalendarModel, Calendar]] = {}
-        runtime.on_reload(lambda _settings: self._section.invalidate() if self._section is not None else None)
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise RuntimeError("this command runs without a store")
+        return self._store
 
     @property
     def section(self) -> VersionedSection[CalendarsConfig]:
         if self._section is None:
-            self._section = VersionedSection(self.rt.store, self.rt.clock, SECTION, CalendarsConfig,
-                                             lambda: self.rt.settings.calendar)
+            self._section = VersionedSection(self.store, self._clock, SECTION, CalendarsConfig,
+                                             lambda: self._settings().calendar)
         return self._section
+
+    def invalidate(self) -> None:
+        """The files changed: the next query re-reads the current version."""
+        if self._section is not None:
+            self._section.invalidate()
 
     # ---- queries -------------------------------------------------------------------------------
 
@@ -63,7 +79,7 @@ class CalendarService:
 
     def get_offline(self, name: str | None = None) -> Calendar:
         """From the config files only (CLI commands that run without Redis)."""
-        return self._compile(self.rt.settings.calendar, name, 0)
+        return self._compile(self._settings().calendar, name, 0)
 
     async def config(self) -> tuple[int, CalendarsConfig]:
         return await self.section.current()
@@ -77,7 +93,7 @@ class CalendarService:
         and nothing is stored, so the previous version keeps serving.
         """
         try:
-            lock = self.rt.store.redis.lock(self.rt.store.keys.lock(_EDIT_LOCK), timeout=10, blocking_timeout=5)
+            lock = self.store.redis.lock(self.store.keys.lock(_EDIT_LOCK), timeout=10, blocking_timeout=5)
             async with lock:
                 self.section.invalidate()  # read the latest version, not a second-old cached one
                 _, current = await self.section.current()

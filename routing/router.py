@@ -310,7 +310,7 @@ class Router:
         The same normalisation covers recognition and typing errors. On `channel` "voice" a clear best
         guess under the threshold (from `voice_confirm_floor`) comes back with `needs_confirmation`:
         the IVR asks "¿Quiere ...?" rather than "no le he entendido" (speech-to-text errors lower
-        scores; measured on the generated audio test set, `speech.testset`).
+        scores; measured on the generated audio test set, `atiende.testset`).
         """
         if not isinstance(text, str):
             raise TypeError("text must be a string")

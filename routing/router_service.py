@@ -20,7 +20,11 @@ from routing.normalize import analyze
 from routing.router import Router, RouteResult
 
 if TYPE_CHECKING:
-    from atiende.runtime import Runtime
+    from collections.abc import Callable
+
+    from config.models import Settings
+    from core.clock import Clock
+    from core.store import Store
 
 SECTION = "routing"
 MAX_TEXT = 10_000  # longer input is refused by the API; the router itself cuts at normalize.MAX_CHARS
@@ -41,24 +45,33 @@ def check_routing(cfg: RoutingConfig) -> None:
 
 
 class RouterService:
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
+    def __init__(self, settings: Callable[[], Settings], store: Store | None, clock: Clock) -> None:
+        """`settings` reads the files' configuration as it is now; without a store only `get_offline` works."""
+        self._settings = settings
+        self._store = store
+        self._clock = clock
         self._section: VersionedSection[RoutingConfig] | None = None
         # (config object, knowledge object) it was compiled from -> router; new objects mean recompile.
         self._compiled: tuple[RoutingConfig, KnowledgeConfig, Router] | None = None
         self._offline: tuple[RoutingConfig, KnowledgeConfig, Router] | None = None
-        runtime.on_reload(lambda _settings: self._section.invalidate() if self._section is not None else None)
+
+    def invalidate(self) -> None:
+        """The files changed: the next query re-reads the current version."""
+        if self._section is not None:
+            self._section.invalidate()
 
     @property
     def section(self) -> VersionedSection[RoutingConfig]:
         if self._section is None:
-            self._section = VersionedSection(self.rt.store, self.rt.clock, SECTION, RoutingConfig,
-                                             lambda: self.rt.settings.routing, check=check_routing)
+            if self._store is None:
+                raise RuntimeError("this command runs without a store")
+            self._section = VersionedSection(self._store, self._clock, SECTION, RoutingConfig,
+                                             lambda: self._settings().routing, check=check_routing)
         return self._section
 
     @property
     def knowledge(self) -> KnowledgeConfig:
-        return self.rt.settings.knowledge
+        return self._settings().knowledge
 
     async def get(self) -> Router:
         """The router for the current version (admin edits in Redis, else the config files)."""
@@ -73,7 +86,7 @@ class RouterService:
 
     def get_offline(self) -> Router:
         """From the config files only (CLI commands that run without Redis)."""
-        cfg, knowledge = self.rt.settings.routing, self.knowledge
+        cfg, knowledge = self._settings().routing, self.knowledge
         hit = self._offline
         if hit is not None and hit[0] is cfg and hit[1] is knowledge:
             return hit[2]

@@ -14,10 +14,11 @@ import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from config.models import Settings
 from config.speech import SpeechConfig
 from core.audio import RATE
 from core.errors import Unavailable
@@ -121,16 +122,14 @@ class Speech:
         self._tts_pool = ThreadPoolExecutor(max(cfg.tts_threads, 1), thread_name_prefix="tts")
 
     @classmethod
-    def from_runtime(cls, runtime: Any) -> Speech:
-        s = runtime.settings
+    def from_settings(cls, s: Settings) -> Speech:
+        """Engines as configured, with the routing keywords as default hints (for engines that take them)."""
         hints: list[str] = []
-        for intent in getattr(s.routing, "intents", []):
+        for intent in s.routing.intents:
             hints.extend(intent.keywords)
-        speech = cls(s.speech, runtime.data_dir, default_hints=list(dict.fromkeys(hints)))
-        runtime.on_reload(speech.reconfigure)
-        return speech
+        return cls(s.speech, s.service.data_dir, default_hints=list(dict.fromkeys(hints)))
 
-    def reconfigure(self, settings: Any) -> None:
+    def reconfigure(self, settings: Settings) -> None:
         """A new config: engines reload on next use if their settings changed; cached prompts rekey themselves."""
         new: SpeechConfig = settings.speech
         if new != self.cfg:

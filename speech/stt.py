@@ -239,7 +239,7 @@ class WhisperEngine:
 
     Utterances up to 30 s are decoded here directly on CTranslate2 rather than through
     `WhisperModel.transcribe`, for two measured reasons (generated Spanish phone test set, dev 93 +
-    blind 45 lines, `speech.testset`): the encoder sees only the utterance's own frames instead of a
+    blind 45 lines, `atiende.testset`): the encoder sees only the utterance's own frames instead of a
     30 s window padded with silence (right intent 66 -> 75 of 93 and 31 -> 34 of 45, and 0.9 -> 0.5 s
     per utterance), and one beam search yields the n-best list as alternatives. Longer audio
     (voicemail) goes through `transcribe`'s 30 s windows. Hotwords (the routing vocabulary as a

@@ -15,7 +15,6 @@ import pytest
 from atiende.runtime import Runtime
 from config.channels import ChannelsConfig, EmailConfig, TelegramConfig, WhatsappConfig
 from desk.models import Interaction, display_ref
-from desk.outbound import SENDERS
 from desk_api.channels.assistant import ref_candidates
 from tests._channels_support import Recorder, SmtpSink
 
@@ -312,7 +311,7 @@ async def test_whatsapp_message_ticket_reply_and_agent_answer(client: httpx.Asyn
     assert len(recorder.requests) == 1
 
     interaction = Interaction(kind="chat", channel="whatsapp", actor="agent:luis", direction="out", text="Lo revisamos.")
-    assert await SENDERS["whatsapp"](runtime, ticket, interaction) == {"wamid": "wamid.OUT2"}
+    assert await runtime.desk.senders["whatsapp"](ticket, interaction) == {"wamid": "wamid.OUT2"}
     assert recorder.requests[-1].body["text"]["body"] == "Lo revisamos."
 
     # The status by WhatsApp, another day, with the reference.
@@ -373,7 +372,7 @@ async def test_email_threads_by_message_id(client: httpx.AsyncClient, runtime: R
     # The agent answers by e-mail, threaded on Carmen's last message.
     ticket = await runtime.desk.tickets.get(ref)
     interaction = Interaction(kind="email", channel="email", actor="agent:ana", direction="out", text="Sí, sirve.")
-    data = await SENDERS["email"](runtime, ticket, interaction)
+    data = await runtime.desk.senders["email"](ticket, interaction)
     assert data is not None
     reply = smtp.messages[-1]
     assert reply["In-Reply-To"] == "<CAF=second.2@correo.example>" and reply["Auto-Submitted"] is None
@@ -412,7 +411,7 @@ async def test_sender_refuses_ticket_without_conversation(runtime: Runtime, chan
     ticket = await runtime.desk.tickets.create(channel="telegram", queue="N1", subject="sin chat", actor="api")
     interaction = Interaction(kind="chat", channel="telegram", actor="agent:ana", direction="out", text="hola")
     with pytest.raises(Conflict):
-        await SENDERS["telegram"](runtime, ticket, interaction)
+        await runtime.desk.senders["telegram"](ticket, interaction)
 
 
 async def test_simultaneous_messages_of_one_chat_open_one_ticket(client: httpx.AsyncClient, runtime: Runtime,

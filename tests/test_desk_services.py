@@ -10,7 +10,8 @@ import pytest
 
 from atiende.runtime import Runtime
 from core.errors import Conflict, InvalidInput, NotFound
-from desk.models import REF_ALPHABET, Interaction, normalize_ref
+from core.refs import REF_ALPHABET, normalize_ref
+from desk.models import Interaction
 
 pytestmark = pytest.mark.anyio
 

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from atiende.components import LineComponent
 from atiende.runtime import Runtime
 from core.clock import ShiftedClock
-from ivr.callio import IvrComponent
 from ivr.contact import Session
 from ivr.records import containment
 from tests.conftest import MADRID
@@ -50,7 +50,7 @@ def caller_wav(directory: Path, name: str, script: Script, tail_s: float = 90.0)
 async def line(runtime: Runtime, netns_redis: str, sip_endpoint: Any) -> AsyncIterator[Runtime]:
     """The line answering inside the namespace, with the service's real clock running from Monday 10:00."""
     runtime.clock = ShiftedClock(datetime(2026, 11, 23, 10, 0, tzinfo=MADRID))
-    comp = IvrComponent(runtime)
+    comp = LineComponent(runtime)
     await sip_endpoint(comp.on_call)
     await runtime.speech.warm_up()
     yield runtime

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from config.loader import Loaded
 from core.clock import FixedClock
+from ivr.answers import Answers
 from ivr.contact import Session
 from ivr.engine import Deps, Engine
 from ivr.hooks import DryRunHooks
@@ -58,7 +59,7 @@ async def _run(loaded: Loaded, inputs: list[tuple[InputKind, str]], at: datetime
     deps = Deps(settings=s, router=ROUTER, calendar=Calendar("line", s.calendar.calendars["line"]),
                 hooks=DryRunHooks.make(), clock=FixedClock(at))
     io = ScriptedIO(inputs)
-    session = await Engine(s.ivr, deps).run(io)
+    session = await Engine(s.ivr, deps, answers=Answers).run(io)
     return session, [m.text for m in io.out]
 
 
@@ -143,7 +144,7 @@ async def test_caller_hanging_up_is_recorded(loaded: Loaded) -> None:
 
 @pytest.mark.anyio
 async def test_record_transfer_and_answer_fallback_verbs(loaded: Loaded) -> None:
-    from ivr.flows import Flows
+    from config.flows import Flows
 
     s = loaded.settings
     doc = Flows.model_validate({
@@ -158,7 +159,7 @@ async def test_record_transfer_and_answer_fallback_verbs(loaded: Loaded) -> None
     deps = Deps(settings=s, router=ROUTER, calendar=Calendar("line", s.calendar.calendars["line"]),
                 hooks=DryRunHooks.make(), clock=FixedClock(OPEN))
     io = ScriptedIO([("say", "Ana")])
-    session = await Engine(doc, deps).run(io)
+    session = await Engine(doc, deps, answers=Answers).run(io)
     assert [m.text for m in io.out][:2] == ["Diga su nombre.", "Gracias, Ana."]
     assert session.vars["name"] == "Ana" and session.transcripts[0].kind == "recording"
     assert io.transferred_to == "sip:agente@127.0.0.1" and session.outcome == "transferred"

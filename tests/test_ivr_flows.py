@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from config.flows import Flows, check_flows
 from config.loader import Loaded
-from ivr.flows import Flows, check_flows
 
 
 def _doc(flows: dict[str, Any], **extra: Any) -> dict[str, Any]:

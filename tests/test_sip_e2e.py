@@ -246,7 +246,7 @@ async def test_whole_service_in_namespace_answers_sip_and_http(atiende_service: 
     async with httpx.AsyncClient(base_url=svc.http_url, timeout=5) as http:
         assert (await http.get("/healthz")).status_code == 200
     if await options_ping(svc.ns, svc.sip_port, within=2.0) is None:
-        pytest.skip(f"`atiende run` does not start the SIP endpoint yet (atiende.service.COMPONENT_MODULES)\n{svc.tail()}")
+        pytest.skip(f"`atiende run` does not start the SIP endpoint yet (atiende.components)\n{svc.tail()}")
     caller = await baresips(wav=test_audio.caller_padded, user="vecino")
     await caller.dial(ATIENDE)
     await caller.wait_event("CALL_ESTABLISHED", within=10)

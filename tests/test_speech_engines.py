@@ -305,7 +305,7 @@ async def test_prompt_cache_through_speech(espeak: EspeakTts, tmp_path: Path) ->
 
 def test_audio_test_set_routes_right(whisper: WhisperEngine, tmp_path_factory: pytest.TempPathFactory) -> None:
     pytest.importorskip("routing.router_service", reason="the router (routing issue) has not landed yet")
-    from speech import testset
+    from atiende import testset
 
     route, hints = testset.router_and_hints()
     items = testset.build(tmp_path_factory.mktemp("testset"), testset.subset(testset.read_dev_set(), 24))
@@ -314,6 +314,6 @@ def test_audio_test_set_routes_right(whisper: WhisperEngine, tmp_path_factory: p
     result = testset.score(items, testset.transcriber(whisper, hints, route), route)
     print("\n" + result.report(verbose=True))
     # The goal is 85 %: the whole set scores 81/93 (87.1 %) and the held-out one 38/45 (84.4 %)
-    # (`python -m speech.testset [--set blind]`, 2026-11-23). The floor catches regressions in either
+    # (`python -m atiende.testset [--set blind]`, 2026-11-23). The floor catches regressions in either
     # speech or routing without failing on one utterance of this 24-line subset.
     assert result.accuracy >= 0.75

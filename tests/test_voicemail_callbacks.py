@@ -14,9 +14,7 @@ from atiende.runtime import Runtime
 from core.clock import FixedClock
 from core.errors import Conflict
 from tests.conftest import MADRID
-from voicemail.callbacks import CallbackService
 from voicemail.recording import VoicemailWriter
-from voicemail.service import VoicemailService
 
 pytestmark = pytest.mark.anyio
 FRIDAY_EVE = datetime(2026, 10, 9, 19, 0, tzinfo=MADRID)  # Monday 12 October is a national holiday
@@ -34,7 +32,7 @@ def _message(data_dir: Path, call_id: str, seconds: float = 2.0) -> VoicemailWri
 async def test_friday_evening_message_is_called_back_tuesday(runtime: Runtime, clock: FixedClock,
                                                               client: httpx.AsyncClient) -> None:
     clock.set(FRIDAY_EVE)
-    vm = VoicemailService(runtime)
+    vm = runtime.voicemail
     rec = _message(runtime.data_dir, "call-fri").finish()
     ref, cb = await vm.complete(rec, caller="+34600111222", trace_id="trace-fri", queue="N1",
                                 transcript="llamo por la ayuda del alquiler", confidence=0.8)
@@ -53,7 +51,7 @@ async def test_friday_evening_message_is_called_back_tuesday(runtime: Runtime, c
 
 async def test_callbacks_in_due_order_with_retries_and_overdue_flag(runtime: Runtime, clock: FixedClock) -> None:
     clock.set(FRIDAY_EVE)
-    svc = CallbackService(runtime)
+    svc = runtime.callbacks
     late = await svc.create(phone="600000002", ticket_ref=None, priority=5)
     early = await svc.create(phone="600000001", ticket_ref=None, priority=1)
     assert late.due_at == early.due_at == TUESDAY_OPEN
@@ -80,7 +78,7 @@ async def test_callbacks_in_due_order_with_retries_and_overdue_flag(runtime: Run
 
 async def test_recover_files_an_interrupted_message_as_incomplete(runtime: Runtime, clock: FixedClock) -> None:
     clock.set(FRIDAY_EVE)
-    vm = VoicemailService(runtime)
+    vm = runtime.voicemail
     writer = await vm.begin("call-cut", caller="+34600333444", trace_id="trace-cut", queue="N1")
     for _ in range(60):
         writer.write(b"\x10\x00" * 160)
@@ -95,12 +93,11 @@ async def test_recover_files_an_interrupted_message_as_incomplete(runtime: Runti
 
 async def test_overflow_callback_keeps_the_queue_position(runtime: Runtime, clock: FixedClock) -> None:
     clock.set(datetime(2026, 11, 23, 14, 27, tzinfo=MADRID))  # three minutes before the line closes
-    from ivr.distribution import AgentQueue
 
-    assert await AgentQueue(runtime)._closing_soon()  # a waiting caller is offered a callback now
+    assert await runtime.agent_queue._closing_soon()  # a waiting caller is offered a callback now
     clock.set(datetime(2026, 11, 23, 10, 0, tzinfo=MADRID))
-    assert not await AgentQueue(runtime)._closing_soon()
-    vm = VoicemailService(runtime)
+    assert not await runtime.agent_queue._closing_soon()
+    vm = runtime.voicemail
     rec = _message(runtime.data_dir, "call-over").finish()
     _, cb = await vm.complete(rec, caller="+34600555666", trace_id=None, queue="N1", transcript="x", priority=3)
     assert cb.reason == "overflow" and cb.priority == 3 and cb.due_at == clock.now()  # open now: due at once

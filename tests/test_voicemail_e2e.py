@@ -24,15 +24,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from atiende.components import LineComponent
 from atiende.runtime import Runtime
 from core.clock import ShiftedClock
 from desk.models import Agent
-from ivr.callio import IvrComponent
 from tests.conftest import MADRID
 from tests.sip_harness import RATE, HarnessError, correlate, espeak_wav, pad_wav, read_wav, tone_wav, wav_frames
 from tests.test_ivr_e2e import live
-from voicemail.callbacks import CallbackService
-from voicemail.service import CallbackWorker
 
 pytest_plugins = ["tests.sip_harness"]
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.anyio]
@@ -45,8 +43,8 @@ TUESDAY_OPEN = datetime(2026, 10, 13, 8, 30, tzinfo=MADRID)
 @pytest.fixture
 async def line(runtime: Runtime, netns_redis: str, sip_endpoint: Any) -> AsyncIterator[Runtime]:
     runtime.clock = ShiftedClock(datetime(2026, 11, 23, 10, 0, tzinfo=MADRID))
-    comp = IvrComponent(runtime)
-    runtime.sip_endpoint = await sip_endpoint(comp.on_call)
+    comp = LineComponent(runtime)
+    runtime.attach_line(await sip_endpoint(comp.on_call))
     await runtime.speech.warm_up()
     yield runtime
     runtime.speech.close()
@@ -131,7 +129,7 @@ async def test_friday_evening_voicemail_becomes_a_ticket_called_back_tuesday(
     match = correlate(spoken[: 2 * RATE], read_wav(path))
     assert match.score > 0.6, str(match)  # what was said is what was stored
 
-    callbacks = [c for c in await CallbackService(rt).query() if c.ticket_ref == rec.ticket_ref]
+    callbacks = [c for c in await rt.callbacks.query() if c.ticket_ref == rec.ticket_ref]
     assert len(callbacks) == 1 and callbacks[0].due_at == TUESDAY_OPEN and callbacks[0].phone == caller
 
     # a restart (a new runtime on the same Redis and data) serves the same recording
@@ -205,9 +203,9 @@ async def test_callback_worker_places_a_due_callback(line: Runtime, baresips: An
     desk: Any = rt.desk  # type: ignore[attr-defined]
     ticket = await desk.tickets.create(channel="phone", queue="N1", subject="Mensaje de voz", kind="voicemail",
                                        body="llámenme", actor="ivr")
-    svc = CallbackService(rt)
+    svc = rt.callbacks
     cb = await svc.create(phone=citizen.aor, ticket_ref=ticket.ref, due_at=rt.clock.now())
-    done = await CallbackWorker(rt).run_once()
+    done = await rt.callback_worker.run_once()
     assert done is not None and done.id == cb.id and done.status == "done" and done.outcome == "reached"
     await citizen.wait_event("CALL_CLOSED", within=30)
     heard = read_wav(citizen.recordings()[0])

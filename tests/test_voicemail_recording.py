@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from voicemail.recording import FRAME_BYTES, VoicemailWriter, read_pcm, recover
+from core.audio import FRAME_BYTES
+from voicemail.recording import VoicemailWriter, read_pcm, recover
 
 
 def _tone(n_frames: int) -> list[bytes]:

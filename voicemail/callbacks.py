@@ -18,7 +18,12 @@ from core.errors import Conflict, InvalidInput, NotFound
 from core.store import Keys, dumps
 
 if TYPE_CHECKING:
-    from atiende.runtime import Runtime
+    from collections.abc import Callable
+
+    from config.voicemail import VoicemailConfig
+    from core.clock import Clock
+    from core.store import Store
+    from routing.calendar_service import CalendarService
 
 Outcome = Literal["reached", "no_answer", "busy", "wrong_number", "resolved"]
 Status = Literal["pending", "in_progress", "done", "failed"]
@@ -74,23 +79,28 @@ return ids[1]
 
 
 class CallbackService:
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
+    def __init__(self, policy: Callable[[], VoicemailConfig], store: Store, clock: Clock,
+                 calendars: CalendarService) -> None:
+        """`policy` reads the voicemail section as it is now (retries, overdue limit)."""
+        self._policy = policy
+        self._store = store
+        self._clock = clock
+        self._calendars = calendars
 
     @property
     def _k(self) -> Keys:
-        return self.rt.store.keys
+        return self._store.keys
 
     async def _save(self, cb: Callback) -> None:
-        await self.rt.store.redis.set(self._k.callback(cb.id), dumps(cb))
+        await self._store.redis.set(self._k.callback(cb.id), dumps(cb))
 
     def _flag(self, cb: Callback, now: datetime) -> Callback:
-        limit = timedelta(minutes=self.rt.settings.voicemail.callback_overdue_minutes)
+        limit = timedelta(minutes=self._policy().callback_overdue_minutes)
         cb.overdue = cb.status in ("pending", "in_progress") and now > cb.due_at + limit
         return cb
 
     async def next_due_time(self, after: datetime) -> datetime:
-        cal = await self.rt.calendars.get()
+        cal = await self._calendars.get()
         return after if cal.status(after).open else cal.next_open(after)
 
     async def create(
@@ -106,13 +116,13 @@ class CallbackService:
     ) -> Callback:
         if not phone.strip():
             raise InvalidInput("a callback needs a phone number", {"phone": phone})
-        now = self.rt.clock.now()
+        now = self._clock.now()
         due = due_at or await self.next_due_time(now)
         cb = Callback(
             id=uuid.uuid4().hex[:12], ticket_ref=ticket_ref, phone=phone.strip(), trace_id=trace_id, reason=reason,
             created_at=now, due_at=due, priority=priority, voicemail=voicemail,
         )
-        async with self.rt.store.redis.pipeline(transaction=True) as pipe:
+        async with self._store.redis.pipeline(transaction=True) as pipe:
             pipe.set(self._k.callback(cb.id), dumps(cb))
             pipe.zadd(self._k.callbacks_due, {cb.id: _score(due, priority)})
             pipe.zadd(self._k.callbacks_all, {cb.id: now.timestamp()})
@@ -120,17 +130,17 @@ class CallbackService:
         return cb
 
     async def get(self, callback_id: str) -> Callback:
-        raw = await self.rt.store.redis.get(self._k.callback(callback_id))
+        raw = await self._store.redis.get(self._k.callback(callback_id))
         if raw is None:
             raise NotFound(f"no callback {callback_id}", {"id": callback_id})
-        return self._flag(Callback.model_validate_json(raw), self.rt.clock.now())
+        return self._flag(Callback.model_validate_json(raw), self._clock.now())
 
     async def query(self, *, status: str | None = None, limit: int = 200) -> list[Callback]:
         """Open callbacks first in due order, then the rest newest first."""
-        ids = await self.rt.store.redis.zrevrange(self._k.callbacks_all, 0, max(0, limit - 1))
-        now = self.rt.clock.now()
+        ids = await self._store.redis.zrevrange(self._k.callbacks_all, 0, max(0, limit - 1))
+        now = self._clock.now()
         out: list[Callback] = []
-        for raw in await self.rt.store.redis.mget([self._k.callback(str(i)) for i in ids]) if ids else []:
+        for raw in await self._store.redis.mget([self._k.callback(str(i)) for i in ids]) if ids else []:
             if raw:
                 cb = self._flag(Callback.model_validate_json(raw), now)
                 if status is None or cb.status == status:
@@ -140,8 +150,8 @@ class CallbackService:
 
     async def claim_next(self, actor: str) -> Callback | None:
         """Take the first due callback, atomically: two agents never get the same one."""
-        now = self.rt.clock.now()
-        cb_id = await self.rt.store.redis.eval(_CLAIM_LUA, 1, self._k.callbacks_due, str(now.timestamp()))
+        now = self._clock.now()
+        cb_id = await self._store.redis.eval(_CLAIM_LUA, 1, self._k.callbacks_due, str(now.timestamp()))
         if cb_id is None:
             return None
         cb = await self.get(cb_id)
@@ -150,7 +160,7 @@ class CallbackService:
         return cb
 
     async def claim(self, callback_id: str, actor: str) -> Callback:
-        removed = await self.rt.store.redis.zrem(self._k.callbacks_due, callback_id)
+        removed = await self._store.redis.zrem(self._k.callbacks_due, callback_id)
         if not removed:
             cb = await self.get(callback_id)
             raise Conflict(f"callback {callback_id} is {cb.status}, claimed by {cb.claimed_by}", {"status": cb.status})
@@ -163,15 +173,15 @@ class CallbackService:
         cb = await self.get(callback_id)
         if cb.status in ("done", "failed"):
             raise Conflict(f"callback {callback_id} is already {cb.status}", {"status": cb.status})
-        now = self.rt.clock.now()
+        now = self._clock.now()
         cb.attempts.append(Attempt(at=now, actor=actor, outcome=outcome, note=note))
         cb.outcome = outcome
         cb.claimed_by = None
-        policy = self.rt.settings.voicemail
+        policy = self._policy()
         if outcome in RETRY_OUTCOMES and len(cb.attempts) < policy.callback_max_attempts:
             cb.status = "pending"
             cb.due_at = await self.next_due_time(now + timedelta(minutes=policy.callback_retry_minutes))
-            await self.rt.store.redis.zadd(self._k.callbacks_due, {cb.id: _score(cb.due_at, cb.priority)})
+            await self._store.redis.zadd(self._k.callbacks_due, {cb.id: _score(cb.due_at, cb.priority)})
         else:
             cb.status = "failed" if outcome in RETRY_OUTCOMES else "done"
         await self._save(cb)
@@ -183,5 +193,5 @@ class CallbackService:
         if cb.status == "in_progress":
             cb.status, cb.claimed_by = "pending", None
             await self._save(cb)
-            await self.rt.store.redis.zadd(self._k.callbacks_due, {cb.id: _score(cb.due_at, cb.priority)})
+            await self._store.redis.zadd(self._k.callbacks_due, {cb.id: _score(cb.due_at, cb.priority)})
         return cb

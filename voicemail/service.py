@@ -6,7 +6,8 @@ when the message ends it is transcribed and turned into a ticket in the callback
 callback due at the line's next opening. After a crash, `recover()` (run at start-up) turns
 what was recorded up to the crash into the same ticket, marked incomplete.
 
-`start(runtime)` is the component `atiende run` starts: recovery, then the callback worker.
+`atiende run` recovers cut messages at start-up (`VoicemailService.recover`), then runs the callback worker.
+The desk is reached through the small `VoicemailDesk` protocol, which the composition root implements.
 """
 
 from __future__ import annotations
@@ -15,16 +16,23 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal, Protocol
 
+from config.models import Settings
 from core import logs
+from core.clock import Clock
+from core.store import Store
+from ivr import speak
 from ivr.contact import CallerGone, ContactIO, Session
+from ivr.hooks import TicketHook
+from ivr.ports import Dialer, Speech
+from routing.calendar_service import CalendarService
+from telephony.errors import DialFailed
 from voicemail.callbacks import Callback, CallbackService, Outcome, VoicemailInfo
 from voicemail.recording import Recording, VoicemailWriter, read_pcm, recover
-
-if TYPE_CHECKING:
-    from atiende.runtime import Runtime
 
 log = logging.getLogger(__name__)
 PROMPT = ("Deje su mensaje después de la señal, indicando su nombre y el motivo de su consulta. "
@@ -36,14 +44,37 @@ def audio_url(call_id: str) -> str:
     return f"/api/v1/voicemails/{call_id}/audio"
 
 
+class VoicemailDesk(Protocol):
+    """What voicemail needs of the desk."""
+
+    async def file_voicemail(self, *, caller: str, queue: str, subject: str, transcript: str, due: datetime,
+                             trace_id: str | None, data: dict[str, Any], meta: dict[str, Any]) -> tuple[str, bool]:
+        """Open the voicemail's ticket (the message as its first interaction, `data` its details); returns the
+        reference and whether the caller's number identifies a citizen we can call back."""
+        ...
+
+    async def status_text(self, ref: str, spoken: bool = False) -> str | None: ...
+
+    async def note_callback_attempt(self, ref: str, callback_id: str, outcome: str, note: str) -> None: ...
+
+
 class VoicemailService:
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
-        self.callbacks = CallbackService(runtime)
+    def __init__(self, settings: Callable[[], Settings], store: Store, clock: Clock, speech: Speech,
+                 desk: VoicemailDesk, callbacks: CallbackService) -> None:
+        self._settings = settings
+        self._store = store
+        self._clock = clock
+        self._speech = speech
+        self._desk = desk
+        self.callbacks = callbacks
+
+    @property
+    def _data_dir(self) -> Path:
+        return self._settings().service.data_dir
 
     async def _mark(self, call_id: str, doc: dict[str, Any] | None) -> None:
-        r, k = self.rt.store.redis, self.rt.store.keys
-        node = self.rt.settings.service.node_id
+        r, k = self._store.redis, self._store.keys
+        node = self._settings().service.node_id
         if doc is None:
             await r.srem(k.voicemails_recording(node), call_id)
             return
@@ -53,10 +84,10 @@ class VoicemailService:
             await pipe.execute()
 
     async def begin(self, call_id: str, *, caller: str, trace_id: str, queue: str) -> VoicemailWriter:
-        writer = await asyncio.to_thread(VoicemailWriter, self.rt.data_dir, call_id)
+        writer = await asyncio.to_thread(VoicemailWriter, self._data_dir, call_id)
         await self._mark(call_id, {"call_id": call_id, "caller": caller, "trace_id": trace_id, "queue": queue,
-                                   "status": "recording", "started_at": self.rt.clock.now().isoformat(),
-                                   "node": self.rt.settings.service.node_id})
+                                   "status": "recording", "started_at": self._clock.now().isoformat(),
+                                   "node": self._settings().service.node_id})
         return writer
 
     async def complete(self, rec: Recording, *, caller: str, trace_id: str | None, queue: str, transcript: str = "",
@@ -65,57 +96,44 @@ class VoicemailService:
         if not transcript and rec.duration_s >= MIN_MESSAGE_S:
             with contextlib.suppress(Exception):
                 pcm = await asyncio.to_thread(read_pcm, rec.path)
-                res = await self.rt.speech.transcribe(pcm)  # type: ignore[attr-defined,unused-ignore]
+                res = await self._speech.transcribe(pcm)
                 transcript, confidence = res.text, float(res.confidence)
-        desk: Any = self.rt.desk  # type: ignore[attr-defined,unused-ignore]
-        from core.errors import InvalidInput
-        from desk.models import Interaction
-
-        citizen_id = None
-        if caller:
-            try:
-                citizen_id = (await desk.citizens.identify("phone", caller)).id
-            except InvalidInput:  # withheld or anonymous number: a ticket without a citizen, and no callback
-                caller = ""
-        cb_due = await self.callbacks.next_due_time(self.rt.clock.now())
+        cb_due = await self.callbacks.next_due_time(self._clock.now())
         info = VoicemailInfo(call_id=rec.call_id, path=str(rec.path), sha256=rec.sha256, duration_s=round(rec.duration_s, 2),
                              complete=rec.complete, transcript=transcript, confidence=round(confidence, 3))
-        subject = "Mensaje de voz" + ("" if rec.complete else " (incompleto)") + (f" de {caller}" if caller else "")
-        first = Interaction(kind="voicemail", channel="phone", actor="citizen", direction="in", text=transcript,
-                            data={"recording": audio_url(rec.call_id), "sha256": rec.sha256,
-                                  "duration_s": info.duration_s, "complete": rec.complete, "confidence": info.confidence,
-                                  "call_id": rec.call_id})
-        ticket = await desk.tickets.create(channel="phone", queue=queue, subject=subject, kind="voicemail",
-                                           citizen_id=citizen_id, trace_id=trace_id, body=transcript, due=cb_due,
-                                           actor="ivr", first=first,
-                                           meta={"voicemail": rec.call_id, "incomplete": not rec.complete})
-        reason: Any = "overflow" if priority is not None else "voicemail"
-        cb = await self.callbacks.create(phone=caller or "", ticket_ref=ticket.ref, trace_id=trace_id, voicemail=info,
-                                         due_at=cb_due, reason=reason, priority=priority or 0) if caller else None
-        r, k = self.rt.store.redis, self.rt.store.keys
+        subject = "Mensaje de voz" + ("" if rec.complete else " (incompleto)")
+        ref, callable_back = await self._desk.file_voicemail(
+            caller=caller, queue=queue, subject=subject, transcript=transcript, due=cb_due, trace_id=trace_id,
+            data={"recording": audio_url(rec.call_id), "sha256": rec.sha256, "duration_s": info.duration_s,
+                  "complete": rec.complete, "confidence": info.confidence, "call_id": rec.call_id},
+            meta={"voicemail": rec.call_id, "incomplete": not rec.complete})
+        reason: Literal["voicemail", "overflow"] = "overflow" if priority is not None else "voicemail"
+        cb = await self.callbacks.create(phone=caller, ticket_ref=ref, trace_id=trace_id, voicemail=info,
+                                         due_at=cb_due, reason=reason, priority=priority or 0) if callable_back else None
+        r, k = self._store.redis, self._store.keys
         await r.set(k.voicemail(rec.call_id), json.dumps({
-            "call_id": rec.call_id, "status": "done" if rec.complete else "incomplete", "ticket": ticket.ref,
+            "call_id": rec.call_id, "status": "done" if rec.complete else "incomplete", "ticket": ref,
             "callback": cb.id if cb else None, "path": str(rec.path), "sha256": rec.sha256,
         }))
         await self._mark(rec.call_id, None)
-        log.info("voicemail filed", extra=logs.fields(call_id=rec.call_id, ticket=ticket.ref, complete=rec.complete,
+        log.info("voicemail filed", extra=logs.fields(call_id=rec.call_id, ticket=ref, complete=rec.complete,
                                                        due=cb_due.isoformat()))
         if cb is None:
             raise ValueError("no caller number: ticket created without a callback")
-        return ticket.ref, cb
+        return ref, cb
 
     async def recover(self) -> list[str]:
         """Messages cut by a crash of this node: keep what was recorded, file them marked incomplete."""
-        r, k = self.rt.store.redis, self.rt.store.keys
-        node = self.rt.settings.service.node_id
-        recordings = await asyncio.to_thread(recover, self.rt.data_dir)
+        r, k = self._store.redis, self._store.keys
+        node = self._settings().service.node_id
+        recordings = await asyncio.to_thread(recover, self._data_dir)
         refs: list[str] = []
         for rec in recordings:
             raw = await r.get(k.voicemail(rec.call_id))
             meta: dict[str, Any] = json.loads(raw) if raw else {}
             try:
                 ref, _ = await self.complete(rec, caller=str(meta.get("caller", "")), trace_id=meta.get("trace_id"),
-                                             queue=str(meta.get("queue") or self.rt.settings.voicemail.queue))
+                                             queue=str(meta.get("queue") or self._settings().voicemail.queue))
                 refs.append(ref)
             except ValueError:
                 pass
@@ -127,21 +145,24 @@ class VoicemailService:
 class DurableVoicemail:
     """The IVR's voicemail hook for calls and chats."""
 
-    def __init__(self, runtime: Runtime, tickets: Any) -> None:
-        self.rt = runtime
-        self.service = VoicemailService(runtime)
+    def __init__(self, service: VoicemailService, tickets: TicketHook, calendars: CalendarService,
+                 settings: Callable[[], Settings], clock: Clock) -> None:
+        self.service = service
         self.tickets = tickets  # chats leave a text message through the IVR's ticket hook
+        self._calendars = calendars
+        self._settings = settings
+        self._clock = clock
 
     async def leave(self, session: Session, io: ContactIO, queue: str) -> str | None:
-        vm = self.rt.settings.voicemail
+        vm = self._settings().voicemail
         queue = queue or vm.queue
         if io.channel != "voice":
             got = await io.record(PROMPT, max_s=vm.max_length_s, end_silence_s=vm.end_silence_s)
             if not got.text.strip():
                 return None
-            cal = await self.rt.calendars.get()  # type: ignore[attr-defined,unused-ignore]
+            cal = await self._calendars.get()
             return str(await self.tickets.create(session, queue=queue, kind="voicemail", subject="Mensaje fuera de horario",
-                                                 body=got.text, due=cal.next_open(self.rt.clock.now())))
+                                                 body=got.text, due=cal.next_open(self._clock.now())))
         writer = await self.service.begin(session.call_id, caller=session.caller, trace_id=session.trace_id, queue=queue)
         session.said.append(PROMPT)
         text, confidence, silent = "", 0.0, False
@@ -188,9 +209,14 @@ CALLBACK_PROMPT = ("Buenos días. Le llamamos del servicio de {line} en respuest
 class CallbackWorker:
     """Places due callbacks as outbound calls when `voicemail.auto_dial` is on; agents take them otherwise."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
-        self.callbacks = CallbackService(runtime)
+    def __init__(self, settings: Callable[[], Settings], callbacks: CallbackService, speech: Speech,
+                 desk: VoicemailDesk) -> None:
+        """Calls go out once `dialer` is set (the line's SIP endpoint, when it runs)."""
+        self._settings = settings
+        self.callbacks = callbacks
+        self._speech = speech
+        self._desk = desk
+        self.dialer: Dialer | None = None
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
 
@@ -204,10 +230,10 @@ class CallbackWorker:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def _loop(self) -> None:
-        interval = self.rt.settings.voicemail.worker_interval_s
+        interval = self._settings().voicemail.worker_interval_s
         while not self._stop.is_set():
             try:
-                if self.rt.settings.voicemail.auto_dial and self.rt.sip_endpoint is not None:
+                if self._settings().voicemail.auto_dial and self.dialer is not None:
                     await self.run_once()
             except Exception:
                 log.exception("callback worker round failed")
@@ -223,12 +249,11 @@ class CallbackWorker:
             return await self._record(cb, outcome, note)
 
     async def place(self, cb: Callback) -> tuple[Outcome, str]:
-        from telephony.errors import DialFailed
-
-        endpoint = self.rt.sip_endpoint
+        if self.dialer is None:
+            return "no_answer", "no SIP line on this node"
         try:
-            call = await endpoint.dial(cb.phone, ring_timeout=self.rt.settings.voicemail.dial_ring_timeout_s,
-                                       trace_id=cb.trace_id)
+            call = await self.dialer.dial(cb.phone, ring_timeout=self._settings().voicemail.dial_ring_timeout_s,
+                                          trace_id=cb.trace_id)
         except DialFailed as exc:
             if exc.reason == "busy":
                 return "busy", str(exc)
@@ -239,12 +264,10 @@ class CallbackWorker:
             status = ""
             if cb.ticket_ref:
                 with contextlib.suppress(Exception):
-                    status = await self.rt.desk.tickets.status_text(cb.ticket_ref, spoken=True)  # type: ignore[attr-defined,unused-ignore]
-            from ivr import speak
-
-            text = CALLBACK_PROMPT.format(line=self.rt.settings.service.line_name,
+                    status = await self._desk.status_text(cb.ticket_ref, spoken=True) or ""
+            text = CALLBACK_PROMPT.format(line=self._settings().service.line_name,
                                           ref=speak.chars_spoken(cb.ticket_ref or ""), status=status)
-            await call.play(self.rt.speech.synth(text), interrupt_on_dtmf=False)  # type: ignore[attr-defined,unused-ignore]
+            await call.play(self._speech.synth(text), interrupt_on_dtmf=False)
             return "reached", "mensaje automático reproducido"
         finally:
             with contextlib.suppress(Exception):
@@ -253,35 +276,7 @@ class CallbackWorker:
     async def _record(self, cb: Callback, outcome: Outcome, note: str) -> Callback:
         done = await self.callbacks.record_attempt(cb.id, outcome, "worker", note)
         if cb.ticket_ref:
-            from desk.models import Interaction
-
             with contextlib.suppress(Exception):
-                await self.rt.desk.tickets.add_interaction(  # type: ignore[attr-defined,unused-ignore]
-                    cb.ticket_ref, Interaction(kind="callback_attempt", channel="phone", actor="system", direction="out",
-                                               text=f"Llamada de vuelta: {outcome}", data={"callback": cb.id,
-                                                                                            "outcome": outcome,
-                                                                                            "note": note}))
+                await self._desk.note_callback_attempt(cb.ticket_ref, cb.id, outcome, note)
         return done
-
-
-class VoicemailComponent:
-    def __init__(self, runtime: Runtime) -> None:
-        self.rt = runtime
-        self.worker = CallbackWorker(runtime)
-
-    async def stop(self) -> None:
-        await self.worker.stop()
-
-
-async def start(runtime: Runtime) -> VoicemailComponent:
-    try:
-        refs = await VoicemailService(runtime).recover()
-        if refs:
-            log.warning("filed %d voicemail(s) cut by the last stop: %s", len(refs), ", ".join(refs))
-    except Exception:
-        log.exception("voicemail recovery failed; the .part files stay for the next start")
-    comp = VoicemailComponent(runtime)
-    comp.worker.start()
-    return comp
-
 

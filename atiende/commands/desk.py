@@ -19,7 +19,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from atiende.cli import add_config_option, fail, offline_runtime
+from atiende.cliutil import add_config_option, fail, offline_runtime
 from core.errors import AtiendeError
 
 ROLES = ("agent_n1", "agent_n2", "supervisor", "admin")

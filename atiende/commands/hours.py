@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TextIO
 
-from atiende.cli import add_config_option, fail, offline_runtime
+from atiende.cliutil import add_config_option, fail, offline_runtime
 from core.errors import AtiendeError
 from routing.calendar import Calendar
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from atiende.cli import add_config_option, fail, offline_runtime
+from atiende.cliutil import add_config_option, fail, offline_runtime
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]

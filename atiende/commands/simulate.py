@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from atiende.cli import add_config_option, fail, offline_runtime
+from atiende.cliutil import add_config_option, fail, offline_runtime
 
 
 class _Append(argparse.Action):

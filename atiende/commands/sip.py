@@ -60,7 +60,7 @@ def _settings(args: argparse.Namespace) -> Any:
     """The sip section, with --sip/--rtp-ports layered exactly as for `atiende run`."""
     import os
 
-    from atiende.cli import config_dir_of
+    from atiende.cliutil import config_dir_of
     from atiende.service import cli_overrides
     from config.loader import ConfigError, load
 
@@ -156,7 +156,7 @@ def _loop_n(frames: list[bytes], n: int) -> Iterator[bytes]:
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
     """Add this package's subcommands to `atiende`."""
-    from atiende.cli import add_config_option
+    from atiende.cliutil import add_config_option
 
     def common(p: argparse.ArgumentParser) -> None:
         add_config_option(p)

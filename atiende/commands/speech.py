@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from atiende.cli import add_config_option, fail, offline_runtime
+from atiende.cliutil import add_config_option, fail, offline_runtime
 from speech import models
 
 

@@ -21,11 +21,11 @@ from typing import Any
 
 from redis.exceptions import LockError
 
-from atiende.runtime import Runtime
 from core.errors import RateLimited
-from desk.models import REF_ALPHABET, display_ref, normalize_ref
+from core.refs import REF_ALPHABET, display_ref, normalize_ref
 from desk_api.channels import deskport
 from desk_api.channels.base import Inbound, Reply, channels_config
+from desk_api.context import Services
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def ref_candidates(text: str) -> list[str]:
 
 
 class Assistant:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Services) -> None:
         self.rt = runtime
         self.cfg = channels_config(runtime)
 
@@ -314,6 +314,6 @@ def _yes_no(text: str) -> bool | None:
     return parse_yes_no(text)
 
 
-async def handle(runtime: Runtime, msg: Inbound, ref_hint: str | None = None) -> Reply:
+async def handle(runtime: Services, msg: Inbound, ref_hint: str | None = None) -> Reply:
     return await Assistant(runtime).handle(msg, ref_hint)
 

@@ -13,9 +13,9 @@ import httpx
 from fastapi import Request
 from pydantic import BaseModel, Field
 
-from atiende.runtime import Runtime
 from config.channels import ChannelsConfig
 from core.errors import AtiendeError, Forbidden, InvalidInput, NotFound, Unauthorized
+from desk_api.context import Services
 
 ChannelName = Literal["webchat", "telegram", "whatsapp", "email"]
 
@@ -70,9 +70,9 @@ def http_client() -> httpx.AsyncClient:
     return client
 
 
-def channels_config(runtime: Runtime) -> ChannelsConfig:
+def channels_config(runtime: Services) -> ChannelsConfig:
     """The `channels` config section; `runtime.channels_override` (set by tests and embedders) wins."""
-    override = runtime.__dict__.get("channels_override")
+    override = runtime.channels_override
     if isinstance(override, ChannelsConfig):
         return override
     cfg = getattr(runtime.settings, "channels", None)
@@ -95,7 +95,7 @@ def require_enabled(enabled: bool, channel: str) -> None:
         raise NotFound(f"the {channel} channel is disabled", {"channel": channel})
 
 
-async def first_time(runtime: Runtime, channel: str, message_id: str, ttl_s: int = 86400) -> bool:
+async def first_time(runtime: Services, channel: str, message_id: str, ttl_s: int = 86400) -> bool:
     """True the first time a provider's message id is seen: providers retry webhooks, we act once."""
     return bool(await runtime.store.redis.set(runtime.store.keys.channel_seen(channel, message_id), "1", nx=True, ex=ttl_s))
 

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from atiende.runtime import Runtime
 from core.errors import RateLimited
 from desk import Desk
 from desk.models import ACTIVE_STATUSES, Interaction, Ticket
+from desk_api.context import Services
 
 
-def _desk(rt: Runtime) -> Desk:
+def _desk(rt: Services) -> Desk:
     return rt.desk
 
 
-async def identify(rt: Runtime, kind: str, value: str, name: str | None) -> str:
+async def identify(rt: Services, kind: str, value: str, name: str | None) -> str:
     citizen = await _desk(rt).citizens.identify(kind, value, name=name)
     return str(citizen.id)
 
 
 async def create_ticket(
-    rt: Runtime, *, channel: str, queue: str, subject: str, kind: str, citizen_id: str, intent: str | None,
+    rt: Services, *, channel: str, queue: str, subject: str, kind: str, citizen_id: str, intent: str | None,
     trace_id: str, body: str, data: dict[str, Any], meta: dict[str, Any],
 ) -> Ticket:
     """A ticket whose first interaction is the citizen's message (the assistant is the ticket's creator)."""
@@ -32,16 +32,16 @@ async def create_ticket(
     return ticket
 
 
-async def bind_thread(rt: Runtime, channel: str, thread_id: str, ref: str) -> None:
+async def bind_thread(rt: Services, channel: str, thread_id: str, ref: str) -> None:
     await _desk(rt).tickets.bind_thread(channel, thread_id, ref)
 
 
-async def by_thread(rt: Runtime, channel: str, thread_id: str) -> Ticket | None:
+async def by_thread(rt: Services, channel: str, thread_id: str) -> Ticket | None:
     ticket: Ticket | None = await _desk(rt).tickets.by_thread(channel, thread_id)
     return ticket
 
 
-async def find_ticket(rt: Runtime, ref: str) -> Ticket | None:
+async def find_ticket(rt: Services, ref: str) -> Ticket | None:
     ticket: Ticket | None = await _desk(rt).tickets.find(ref)
     return ticket
 
@@ -50,12 +50,12 @@ def is_active(ticket: Ticket) -> bool:
     return ticket.status in ACTIVE_STATUSES
 
 
-async def status_text(rt: Runtime, ref: str) -> str:
+async def status_text(rt: Services, ref: str) -> str:
     return str(await _desk(rt).tickets.status_text(ref))
 
 
 async def add_message(
-    rt: Runtime, ref: str, *, channel: str, direction: str, actor: str, text: str, data: dict[str, Any] | None = None
+    rt: Services, ref: str, *, channel: str, direction: str, actor: str, text: str, data: dict[str, Any] | None = None
 ) -> None:
     await _desk(rt).tickets.add_interaction(ref, _message(channel=channel, direction=direction, actor=actor, text=text,
                                                           data=data or {}))
@@ -67,12 +67,12 @@ def _message(*, channel: str, direction: str, actor: str, text: str, data: dict[
                                        "text": text, "data": data})
 
 
-async def record_contact(rt: Runtime, channel: str, *, contained: bool) -> None:
+async def record_contact(rt: Services, channel: str, *, contained: bool) -> None:
     """One written contact finished; contained = the assistant resolved it without a person (containment report)."""
     await _desk(rt).reports.record_contact(channel, contained=contained)
 
 
-async def rate_hit(rt: Runtime, bucket: str, limit: int, window_s: int) -> None:
+async def rate_hit(rt: Services, bucket: str, limit: int, window_s: int) -> None:
     """Fixed-window limit for citizen-facing input (one INCR per message)."""
     key = rt.store.keys.rate(f"chan:{bucket}")
     async with rt.store.redis.pipeline(transaction=True) as pipe:

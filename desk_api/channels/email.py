@@ -23,9 +23,8 @@ from typing import Any
 
 from fastapi import APIRouter, Header, Request
 
-from atiende.runtime import Runtime
 from core.errors import InvalidInput
-from desk.models import display_ref, normalize_ref
+from core.refs import display_ref, normalize_ref
 from desk_api.channels import assistant
 from desk_api.channels.base import (
     ChannelDeliveryFailed,
@@ -37,7 +36,8 @@ from desk_api.channels.base import (
     read_body,
     require_enabled,
 )
-from desk_api.deps import runtime_of
+from desk_api.context import Services
+from desk_api.deps import services_of
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["channels"])
@@ -110,7 +110,7 @@ def parse_inbound(raw: bytes) -> tuple[EmailMessage, Inbound, str | None]:
     return msg, Inbound(contact=contact, text=text[:20000], message_id=message_id, threads=list(dict.fromkeys(threads))), hint
 
 
-def build_reply(rt: Runtime, contact: Contact, text: str, ref: str | None, automatic: bool = False) -> EmailMessage:
+def build_reply(rt: Services, contact: Contact, text: str, ref: str | None, automatic: bool = False) -> EmailMessage:
     cfg = channels_config(rt).email
     out = EmailMessage()
     subject = _RE_PREFIX.sub("", str(contact.data.get("subject") or "")).strip() or "Su consulta"
@@ -132,7 +132,7 @@ def build_reply(rt: Runtime, contact: Contact, text: str, ref: str | None, autom
     return out
 
 
-def _smtp_send(rt: Runtime, message: EmailMessage) -> None:
+def _smtp_send(rt: Services, message: EmailMessage) -> None:
     cfg = channels_config(rt).email
     with smtplib.SMTP(cfg.smtp_host, cfg.smtp_port, timeout=cfg.timeout_s) as smtp:
         if cfg.smtp_starttls:
@@ -142,7 +142,7 @@ def _smtp_send(rt: Runtime, message: EmailMessage) -> None:
         smtp.send_message(message)
 
 
-async def send_reply(rt: Runtime, contact: Contact, text: str, ref: str | None, automatic: bool = False) -> dict[str, Any]:
+async def send_reply(rt: Services, contact: Contact, text: str, ref: str | None, automatic: bool = False) -> dict[str, Any]:
     message = build_reply(rt, contact, text, ref, automatic)
     try:
         await asyncio.to_thread(_smtp_send, rt, message)  # smtplib blocks
@@ -157,7 +157,7 @@ async def send_reply(rt: Runtime, contact: Contact, text: str, ref: str | None, 
 @router.post("/api/v1/channels/email/inbound")
 async def email_inbound(request: Request, x_atiende_inbound_token: str | None = Header(None)) -> dict[str, Any]:
     """Take one raw RFC 5322 message (body of the request), thread it, answer it by SMTP."""
-    rt = runtime_of(request)
+    rt = services_of(request)
     cfg = channels_config(rt).email
     require_enabled(cfg.enabled, "email")
     check_secret(x_atiende_inbound_token, cfg.inbound_token, "email", "X-Atiende-Inbound-Token")

@@ -1,7 +1,7 @@
 """Agents' replies on a ticket's channel: one sender per written channel, registered with the desk.
 
-`TicketService.reply()` stores the agent's message, then calls the sender registered for the
-ticket's channel (desk_api/services/outbound.py); the sender finds where the conversation lives
+`TicketService.reply()` stores the agent's message, then calls the sender registered (by the composition root) for the
+ticket's channel (desk/outbound.py); the sender finds where the conversation lives
 (`Keys.ticket_contact`, written by the assistant, or the ticket's `meta["contact"]`) and delivers.
 """
 
@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from atiende.runtime import Runtime
 from core.errors import Conflict
 from desk.models import Interaction, Ticket
-from desk.outbound import register_sender
+from desk.outbound import Sender
 from desk_api.channels.base import Contact
+from desk_api.context import Services
 
 WRITTEN_CHANNELS = ("webchat", "telegram", "whatsapp", "email")
 
 
-async def contact_for(rt: Runtime, ticket: Ticket) -> Contact | None:
+async def contact_for(rt: Services, ticket: Ticket) -> Contact | None:
     raw = await rt.store.redis.get(rt.store.keys.ticket_contact(ticket.ref))
     if raw:
         return Contact.model_validate_json(raw)
@@ -26,7 +26,7 @@ async def contact_for(rt: Runtime, ticket: Ticket) -> Contact | None:
     return Contact.model_validate(stored) if isinstance(stored, dict) else None
 
 
-async def send(rt: Runtime, contact: Contact, text: str, ref: str | None = None) -> dict[str, Any]:
+async def send(rt: Services, contact: Contact, text: str, ref: str | None = None) -> dict[str, Any]:
     """Deliver one message; returns provider data (message ids) to keep with the reply."""
     if contact.channel == "webchat":
         from desk_api.channels import webchat
@@ -45,7 +45,7 @@ async def send(rt: Runtime, contact: Contact, text: str, ref: str | None = None)
     return await email.send_reply(rt, contact, text, ref)
 
 
-async def sender(rt: Runtime, ticket: Ticket, message: Interaction) -> dict[str, Any] | None:
+async def sender(rt: Services, ticket: Ticket, message: Interaction) -> dict[str, Any] | None:
     contact = await contact_for(rt, ticket)
     if contact is None:
         raise Conflict(f"ticket {ticket.display_ref} has no {ticket.channel} conversation to reply on",
@@ -53,5 +53,10 @@ async def sender(rt: Runtime, ticket: Ticket, message: Interaction) -> dict[str,
     return await send(rt, contact, message.text, ticket.ref)
 
 
-for _channel in WRITTEN_CHANNELS:
-    register_sender(_channel, sender)
+def channel_senders(rt: Services) -> dict[str, Sender]:
+    """The desk's reply senders for the written channels (the composition root registers them)."""
+
+    async def send_reply(ticket: Ticket, message: Interaction) -> dict[str, Any] | None:
+        return await sender(rt, ticket, message)
+
+    return dict.fromkeys(WRITTEN_CHANNELS, send_reply)

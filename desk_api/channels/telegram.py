@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 from fastapi import APIRouter, Header, Request
 
-from atiende.runtime import Runtime
 from core.errors import AtiendeError
 from desk_api.channels import assistant
 from desk_api.channels.base import (
@@ -29,7 +28,8 @@ from desk_api.channels.base import (
     read_body,
     require_enabled,
 )
-from desk_api.deps import runtime_of
+from desk_api.context import Services
+from desk_api.deps import services_of
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["channels"])
@@ -58,7 +58,7 @@ def parse_update(update: Any) -> tuple[Contact, str | None, str] | None:
     return contact, text if isinstance(text, str) else None, str(message.get("message_id", ""))
 
 
-async def send_message(rt: Runtime, contact: Contact, text: str) -> dict[str, Any]:
+async def send_message(rt: Services, contact: Contact, text: str) -> dict[str, Any]:
     cfg = channels_config(rt).telegram
     if not cfg.bot_token:
         raise ChannelDeliveryFailed("telegram has no bot token configured", {"channel": "telegram"})
@@ -81,7 +81,7 @@ async def telegram_webhook(
     x_telegram_bot_api_secret_token: str | None = Header(None),
 ) -> dict[str, Any]:
     """Receive one Bot API `Update`; answer the citizen with `sendMessage`."""
-    rt = runtime_of(request)
+    rt = services_of(request)
     cfg = channels_config(rt)
     require_enabled(cfg.telegram.enabled, "telegram")
     check_secret(x_telegram_bot_api_secret_token, cfg.telegram.webhook_secret, "telegram", "X-Telegram-Bot-Api-Secret-Token")

@@ -22,10 +22,10 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse
 
-from atiende.runtime import Runtime
 from core.errors import AtiendeError, RateLimited
 from desk_api.channels import assistant, deskport
 from desk_api.channels.base import Contact, Inbound, channels_config, clean_text
+from desk_api.context import Services
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["channels"])
@@ -39,7 +39,7 @@ FAILED = "No hemos podido procesar su mensaje. Inténtelo de nuevo."
 LOG_TTL_S = 7 * 86400
 
 
-async def push(rt: Runtime, session: str, message: dict[str, Any]) -> dict[str, Any]:
+async def push(rt: Services, session: str, message: dict[str, Any]) -> dict[str, Any]:
     """Append a message to the session's log and publish it to whichever node holds the socket."""
     msg = {**message, "type": "message", "id": message.get("id") or secrets.token_hex(6), "at": rt.clock.now().isoformat()}
     raw = json.dumps(msg, ensure_ascii=False)
@@ -53,7 +53,7 @@ async def push(rt: Runtime, session: str, message: dict[str, Any]) -> dict[str, 
     return {"webchat_message_id": msg["id"]}
 
 
-async def _forward(ws: WebSocket, rt: Runtime, session: str, sent: set[str]) -> None:
+async def _forward(ws: WebSocket, rt: Services, session: str, sent: set[str]) -> None:
     pubsub = rt.store.redis.pubsub()
     await pubsub.subscribe(rt.store.keys.webchat_out(session))
     try:
@@ -79,7 +79,7 @@ async def _send_once(ws: WebSocket, raw: str, sent: set[str]) -> None:
     await ws.send_text(raw)
 
 
-async def _on_message(ws: WebSocket, rt: Runtime, session: str, frame: Any) -> None:
+async def _on_message(ws: WebSocket, rt: Services, session: str, frame: Any) -> None:
     cfg = channels_config(rt).webchat
     if isinstance(frame, str):
         frame = {"type": "message", "text": frame}
@@ -105,7 +105,7 @@ async def _on_message(ws: WebSocket, rt: Runtime, session: str, frame: Any) -> N
 
 @router.websocket("/api/v1/channels/webchat/ws")
 async def webchat_socket(websocket: WebSocket, session: str | None = None) -> None:
-    rt: Runtime = websocket.app.state.runtime
+    rt: Services = websocket.app.state.services
     if not channels_config(rt).webchat.enabled:
         await websocket.close(code=1008, reason="web chat disabled")
         return

@@ -18,7 +18,6 @@ import httpx
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import PlainTextResponse
 
-from atiende.runtime import Runtime
 from core.errors import AtiendeError, Forbidden, Unauthorized
 from desk_api.channels import assistant
 from desk_api.channels.base import (
@@ -34,7 +33,8 @@ from desk_api.channels.base import (
     read_body,
     require_enabled,
 )
-from desk_api.deps import runtime_of
+from desk_api.context import Services
+from desk_api.deps import services_of
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["channels"])
@@ -104,7 +104,7 @@ def parse_notification(payload: Any) -> list[tuple[Contact, str | None, str]]:
     return out
 
 
-async def send_text(rt: Runtime, contact: Contact, text: str) -> dict[str, Any]:
+async def send_text(rt: Services, contact: Contact, text: str) -> dict[str, Any]:
     cfg = channels_config(rt).whatsapp
     phone_number_id = contact.data.get("phone_number_id") or cfg.phone_number_id
     if not cfg.access_token or not phone_number_id:
@@ -131,7 +131,7 @@ async def whatsapp_handshake(
     challenge: str | None = Query(None, alias="hub.challenge"),
 ) -> PlainTextResponse:
     """Meta's subscription check: echo `hub.challenge` when `hub.verify_token` is ours."""
-    cfg = channels_config(runtime_of(request)).whatsapp
+    cfg = channels_config(services_of(request)).whatsapp
     require_enabled(cfg.enabled, "whatsapp")
     if mode != "subscribe" or challenge is None:
         raise Forbidden("expected hub.mode=subscribe with hub.challenge", {"hub.mode": mode})
@@ -142,7 +142,7 @@ async def whatsapp_handshake(
 @router.post("/api/v1/channels/whatsapp/webhook")
 async def whatsapp_webhook(request: Request, x_hub_signature_256: str | None = Header(None)) -> dict[str, Any]:
     """Receive a Cloud API notification; each text message goes to the assistant, replies go back by the Graph API."""
-    rt = runtime_of(request)
+    rt = services_of(request)
     cfg = channels_config(rt).whatsapp
     require_enabled(cfg.enabled, "whatsapp")
     body = await read_body(request)

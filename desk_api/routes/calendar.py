@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from config.calendar import CalendarModel, CalendarsConfig, Closure, DatedHoliday, Season, SpecialDay, WeeklyHours
 from core.errors import InvalidInput
 from core.versioned import VersionInfo
-from desk_api.deps import runtime_of
+from desk_api.deps import services_of
 from routing.calendar import Calendar
 
 
@@ -80,7 +80,7 @@ def _view(cal: Calendar, default: str) -> CalendarView:
 
 
 async def _result(request: Request, name: str | None, version: int) -> EditResult:
-    cals = runtime_of(request).calendars
+    cals = services_of(request).calendars
     if name is None:
         return EditResult(version=version)
     _, cfg = await cals.config()
@@ -96,7 +96,7 @@ async def hours(
     at: str | None = Query(None, description="ISO-8601 instant; without offset it is the calendar's local time; default now"),
     calendar: str | None = Query(None, description="calendar name; default the line's"),
 ) -> HoursView:
-    rt = runtime_of(request)
+    rt = services_of(request)
     cal = await rt.calendars.get(calendar)
     try:
         when = dt.datetime.fromisoformat(at.strip()) if at else rt.clock.now()
@@ -108,7 +108,7 @@ async def hours(
 @router.get("/api/v1/hours/{day}", tags=["calendar"])
 async def day_hours(request: Request, day: dt.date, calendar: str | None = None) -> dict[str, Any]:
     """One date's opening intervals and their Spanish description."""
-    cal = await runtime_of(request).calendars.get(calendar)
+    cal = await services_of(request).calendars.get(calendar)
     try:
         intervals = cal.intervals_on(day)
         text = cal.describe_day(day)
@@ -123,29 +123,29 @@ async def day_hours(request: Request, day: dt.date, calendar: str | None = None)
 
 @admin.get("", response_model=CalendarsView)
 async def list_calendars(request: Request) -> CalendarsView:
-    version, cfg = await runtime_of(request).calendars.config()
+    version, cfg = await services_of(request).calendars.config()
     return CalendarsView(version=version, default=cfg.default, calendars=cfg.calendars)
 
 
 @admin.put("", response_model=EditResult)
 async def replace_all(request: Request, body: CalendarsConfig, actor: str = Depends(admin_actor)) -> EditResult:
-    version, _ = await runtime_of(request).calendars.replace_all(body, actor)
+    version, _ = await services_of(request).calendars.replace_all(body, actor)
     return await _result(request, None, version)
 
 
 @admin.get("/versions", response_model=list[VersionInfo])
 async def versions(request: Request) -> list[VersionInfo]:
-    return await runtime_of(request).calendars.versions()
+    return await services_of(request).calendars.versions()
 
 
 @admin.get("/versions/{version}", response_model=CalendarsConfig)
 async def get_version(request: Request, version: int) -> CalendarsConfig:
-    return await runtime_of(request).calendars.version(version)
+    return await services_of(request).calendars.version(version)
 
 
 @admin.post("/rollback", response_model=EditResult)
 async def rollback(request: Request, body: RollbackRequest, actor: str = Depends(admin_actor)) -> EditResult:
-    version, _ = await runtime_of(request).calendars.rollback(body.version, actor)
+    version, _ = await services_of(request).calendars.rollback(body.version, actor)
     return await _result(request, None, version)
 
 
@@ -154,14 +154,14 @@ async def rollback(request: Request, body: RollbackRequest, actor: str = Depends
 
 @admin.get("/{name}", response_model=CalendarView)
 async def get_calendar(request: Request, name: str) -> CalendarView:
-    cals = runtime_of(request).calendars
+    cals = services_of(request).calendars
     _, cfg = await cals.config()
     return _view(await cals.get(name), cfg.default)
 
 
 @admin.put("/{name}", response_model=EditResult)
 async def put_calendar(request: Request, name: str, body: CalendarModel, actor: str = Depends(admin_actor)) -> EditResult:
-    version, _ = await runtime_of(request).calendars.put_calendar(name, body, actor)
+    version, _ = await services_of(request).calendars.put_calendar(name, body, actor)
     return await _result(request, name, version)
 
 
@@ -169,62 +169,62 @@ async def put_calendar(request: Request, name: str, body: CalendarModel, actor: 
 async def patch_calendar(request: Request, name: str, body: dict[str, Any] = Body(..., examples=[{"timezone": "UTC"}]),
                          actor: str = Depends(admin_actor)) -> EditResult:
     """Replace some top-level fields of one calendar (timezone, public_holidays, weekly, seasons...)."""
-    version, _ = await runtime_of(request).calendars.patch_calendar(name, body, actor)
+    version, _ = await services_of(request).calendars.patch_calendar(name, body, actor)
     return await _result(request, name, version)
 
 
 @admin.delete("/{name}", response_model=EditResult)
 async def delete_calendar(request: Request, name: str, actor: str = Depends(admin_actor)) -> EditResult:
-    version, _ = await runtime_of(request).calendars.delete_calendar(name, actor)
+    version, _ = await services_of(request).calendars.delete_calendar(name, actor)
     return await _result(request, None, version)
 
 
 @admin.put("/{name}/weekly", response_model=EditResult)
 async def put_weekly(request: Request, name: str, body: WeeklyHours, actor: str = Depends(admin_actor)) -> EditResult:
-    version, _ = await runtime_of(request).calendars.set_weekly(name, body, actor)
+    version, _ = await services_of(request).calendars.set_weekly(name, body, actor)
     return await _result(request, name, version)
 
 
 @admin.put("/{name}/seasons", response_model=EditResult)
 async def put_seasons(request: Request, name: str, body: list[Season], actor: str = Depends(admin_actor)) -> EditResult:
-    version, _ = await runtime_of(request).calendars.set_seasons(name, body, actor)
+    version, _ = await services_of(request).calendars.set_seasons(name, body, actor)
     return await _result(request, name, version)
 
 
 @admin.post("/{name}/holidays", response_model=EditResult, status_code=201)
 async def add_holiday(request: Request, name: str, body: DatedHoliday, actor: str = Depends(admin_actor)) -> EditResult:
-    version, _ = await runtime_of(request).calendars.add_holiday(name, body, actor)
+    version, _ = await services_of(request).calendars.add_holiday(name, body, actor)
     return await _result(request, name, version)
 
 
 @admin.delete("/{name}/holidays/{day}", response_model=EditResult)
 async def remove_holiday(request: Request, name: str, day: dt.date, actor: str = Depends(admin_actor)) -> EditResult:
-    version, _ = await runtime_of(request).calendars.remove_holiday(name, day, actor)
+    version, _ = await services_of(request).calendars.remove_holiday(name, day, actor)
     return await _result(request, name, version)
 
 
 @admin.post("/{name}/closures", response_model=EditResult, status_code=201)
 async def add_closure(request: Request, name: str, body: Closure, actor: str = Depends(admin_actor)) -> EditResult:
-    version, _ = await runtime_of(request).calendars.add_closure(name, body, actor)
+    version, _ = await services_of(request).calendars.add_closure(name, body, actor)
     return await _result(request, name, version)
 
 
 @admin.delete("/{name}/closures/{key}", response_model=EditResult)
 async def remove_closure(request: Request, name: str, key: str, actor: str = Depends(admin_actor)) -> EditResult:
     """`key`: the closure's date (2026-12-24), or its start as it was added (2026-12-24T12:00:00)."""
-    version, _ = await runtime_of(request).calendars.remove_closure(name, key, actor)
+    version, _ = await services_of(request).calendars.remove_closure(name, key, actor)
     return await _result(request, name, version)
 
 
 @admin.post("/{name}/special-days", response_model=EditResult, status_code=201)
 async def add_special_day(request: Request, name: str, body: SpecialDay, actor: str = Depends(admin_actor)) -> EditResult:
-    version, _ = await runtime_of(request).calendars.add_special_day(name, body, actor)
+    version, _ = await services_of(request).calendars.add_special_day(name, body, actor)
     return await _result(request, name, version)
 
 
 @admin.delete("/{name}/special-days/{day}", response_model=EditResult)
 async def remove_special_day(request: Request, name: str, day: dt.date, actor: str = Depends(admin_actor)) -> EditResult:
-    version, _ = await runtime_of(request).calendars.remove_special_day(name, day, actor)
+    version, _ = await services_of(request).calendars.remove_special_day(name, day, actor)
     return await _result(request, name, version)
 
 

@@ -15,9 +15,11 @@ from pydantic import AwareDatetime, BaseModel, Field, field_validator
 
 from core.errors import Forbidden, InvalidInput, NotFound
 from desk import Desk
-from desk.auth import SESSION_COOKIE, User, client_of, desk_of, rate_limited, require
+from desk.auth import SESSION_COOKIE, User
 from desk.models import Agent, Channel, Citizen, IdentityKind, Interaction, Principal, Ticket, TicketKind
 from desk.tickets import Reply
+from desk_api.auth import client_of, desk_of, rate_limited, require
+from desk_api.deps import services_of
 
 router = APIRouter(prefix="/api/v1")
 
@@ -566,9 +568,10 @@ async def release_agent(agent_id: str, request: Request, who: Principal = Depend
 @router.get("/queues", response_model=QueuesOut, tags=["agents"])
 async def queues(request: Request, who: Principal = Depends(require(*AGENTS))) -> QueuesOut:
     desk = desk_of(request)
-    k = desk.rt.store.keys
+    store = services_of(request).store
+    k = store.keys
     out = []
-    async with desk.rt.store.redis.pipeline(transaction=False) as pipe:
+    async with store.redis.pipeline(transaction=False) as pipe:
         for q in desk.cfg.queues:
             pipe.zcard(k.queue_items(q.id))
             pipe.zcard(k.tickets_queue(q.id))

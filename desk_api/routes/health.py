@@ -5,16 +5,16 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from atiende import __version__
+from core import __version__
 from desk_api import metrics
-from desk_api.deps import runtime_of
+from desk_api.deps import services_of
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
 async def healthz(request: Request) -> JSONResponse:
-    rt = runtime_of(request)
+    rt = services_of(request)
     redis_ok = await rt.store.ping()
     metrics.REDIS_UP.set(1 if redis_ok else 0)
     body = {

@@ -8,9 +8,9 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field, model_validator
 
-from desk.auth import require
 from desk.models import Principal
-from desk_api.deps import runtime_of
+from desk_api.auth import require
+from desk_api.deps import services_of
 
 router = APIRouter(tags=["ivr"])
 
@@ -22,7 +22,7 @@ async def list_calls(request: Request, since: datetime | None = None, until: dat
                      outcome: Literal["self_service", "queued", "transferred", "voicemail", "abandoned"] | None = None,
                      limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0),
                      who: Principal = Depends(require(*_READERS))) -> dict[str, Any]:
-    rt = runtime_of(request)
+    rt = services_of(request)
     records = await rt.calls.list(since=since, until=until, outcome=outcome, limit=limit, offset=offset)
     return {"calls": [r.model_dump(mode="json", exclude={"said", "vars"}) for r in records], "count": len(records)}
 
@@ -32,14 +32,14 @@ async def containment_report(request: Request, since: datetime | None = None, un
                              who: Principal = Depends(require(*_READERS))) -> dict[str, Any]:
     from ivr.records import containment
 
-    rt = runtime_of(request)
+    rt = services_of(request)
     records = await rt.calls.list(since=since, until=until, limit=100_000)
     return containment(records, await rt.ivr.self_service_intents())
 
 
 @router.get("/api/v1/calls/{call_id}", summary="One call record: path with timings, transcripts, intent, outcome")
 async def get_call(call_id: str, request: Request, who: Principal = Depends(require(*_READERS))) -> dict[str, Any]:
-    rec = await runtime_of(request).calls.get(call_id)
+    rec = await services_of(request).calls.get(call_id)
     return rec.model_dump(mode="json")
 
 
@@ -52,32 +52,32 @@ class RollbackBody(BaseModel):
 
 @router.get("/api/v1/admin/ivr/flows", summary="The flows in force (version and document)")
 async def get_flows(request: Request, who: Principal = Depends(require("admin"))) -> dict[str, Any]:
-    version, doc = await runtime_of(request).flows.current()
+    version, doc = await services_of(request).flows.current()
     return {"version": version, "flows": doc.model_dump(mode="json", exclude_none=True)}
 
 
 @router.put("/api/v1/admin/ivr/flows", summary="Store a new version of the flows (422 with the reasons if invalid)")
 async def put_flows(body: dict[str, Any], request: Request, note: str = "",
                     who: Principal = Depends(require("admin"))) -> dict[str, Any]:
-    version = await runtime_of(request).flows.put(body, actor=who.id, note=note)
+    version = await services_of(request).flows.put(body, actor=who.id, note=note)
     return {"version": version}
 
 
 @router.get("/api/v1/admin/ivr/flows/versions", summary="Every stored version of the flows")
 async def flow_versions(request: Request, who: Principal = Depends(require("admin"))) -> dict[str, Any]:
-    versions = await runtime_of(request).flows.versions()
+    versions = await services_of(request).flows.versions()
     return {"versions": [v.model_dump(mode="json") for v in versions]}
 
 
 @router.get("/api/v1/admin/ivr/flows/versions/{version}", summary="One stored version of the flows")
 async def flow_version(version: int, request: Request, who: Principal = Depends(require("admin"))) -> dict[str, Any]:
-    doc = await runtime_of(request).flows.get(version)
+    doc = await services_of(request).flows.get(version)
     return {"version": version, "flows": doc.model_dump(mode="json", exclude_none=True)}
 
 
 @router.post("/api/v1/admin/ivr/flows/rollback", summary="Make an older version current again (stored as a new version)")
 async def rollback_flows(body: RollbackBody, request: Request, who: Principal = Depends(require("admin"))) -> dict[str, Any]:
-    version = await runtime_of(request).flows.rollback(body.version, actor=who.id)
+    version = await services_of(request).flows.rollback(body.version, actor=who.id)
     return {"version": version, "rolled_back_to": body.version}
 
 
@@ -104,7 +104,7 @@ class SimulateBody(BaseModel):
 @router.post("/api/v1/simulate", summary="Run the current flows on a scripted caller; nothing is stored")
 async def simulate(body: SimulateBody, request: Request,
                    who: Principal = Depends(require("admin", "supervisor"))) -> dict[str, Any]:
-    rt = runtime_of(request)
+    rt = services_of(request)
     inputs: list[tuple[Any, str]] = [("say", i.say) if i.say is not None else ("dtmf", i.dtmf or "") for i in body.inputs]
     at = body.at
     if at is not None and at.tzinfo is None:

@@ -20,9 +20,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 
 from core.errors import InvalidInput, NotFound
-from desk.auth import require
 from desk.models import Principal
-from desk_api.deps import runtime_of
+from desk_api.auth import require
+from desk_api.deps import services_of
 
 router = APIRouter(include_in_schema=False)
 
@@ -63,7 +63,7 @@ async def events(
     request: Request, who: Principal = Depends(require("agent_n1", "agent_n2", "supervisor"))
 ) -> StreamingResponse:
     """Desk events as SSE: `id` is the stream id, `data` the event JSON. Heartbeat comments keep proxies open."""
-    desk = runtime_of(request).desk
+    desk = services_of(request).desk
     last = request.headers.get("last-event-id") or "$"
     loop = asyncio.get_running_loop()
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from config.routing import Intent, RoutingConfig
 from core.errors import NotFound
 from core.versioned import VersionInfo
-from desk_api.deps import runtime_of
+from desk_api.deps import services_of
 from routing.router_service import MAX_TEXT
 
 router = APIRouter()
@@ -67,7 +67,7 @@ class RollbackRequest(BaseModel):
 @router.post("/api/v1/route", response_model=RouteView, tags=["routing"])
 async def route(request: Request, body: RouteRequest) -> RouteView:
     """Intent, confidence, queue, entities and alternatives of one utterance (null intent = out of scope)."""
-    svc = runtime_of(request).router
+    svc = services_of(request).router
     result = await svc.route(body.text, body.channel)
     view = RouteView.model_validate(result.model_dump())
     if result.intent is not None and result.needs_confirmation:
@@ -78,7 +78,7 @@ async def route(request: Request, body: RouteRequest) -> RouteView:
 @router.get("/api/v1/route/dtmf/{menu}/{key}", tags=["routing"])
 async def dtmf(request: Request, menu: str, key: str) -> dict[str, Any]:
     """The intent a key of a DTMF menu stands for."""
-    intent = (await runtime_of(request).router.get()).dtmf(menu, key)
+    intent = (await services_of(request).router.get()).dtmf(menu, key)
     if intent is None:
         raise NotFound(f"menu {menu!r} has no key {key!r}", {"menu": menu, "key": key})
     return {"menu": menu, "key": key, "intent": intent}
@@ -89,7 +89,7 @@ async def dtmf(request: Request, menu: str, key: str) -> dict[str, Any]:
 
 @admin.get("", response_model=RoutingView)
 async def get_routing(request: Request) -> RoutingView:
-    version, cfg = await runtime_of(request).router.config()
+    version, cfg = await services_of(request).router.config()
     return RoutingView(version=version, config=cfg)
 
 
@@ -97,12 +97,12 @@ async def get_routing(request: Request) -> RoutingView:
 async def put_routing(request: Request, body: dict[str, Any] = Body(..., examples=[{"threshold": 0.5, "intents": []}]),
                       x_actor: str | None = ActorHeader) -> EditResult:
     """Replace the whole routing config (same shape as `routing.yaml`); 422 with reasons when invalid."""
-    return EditResult(version=await runtime_of(request).router.put(body, _actor(x_actor)))
+    return EditResult(version=await services_of(request).router.put(body, _actor(x_actor)))
 
 
 @admin.get("/intents/{intent_id}", response_model=Intent)
 async def get_intent(request: Request, intent_id: str) -> Intent:
-    _, cfg = await runtime_of(request).router.config()
+    _, cfg = await services_of(request).router.config()
     for intent in cfg.intents:
         if intent.id == intent_id:
             return intent
@@ -113,7 +113,7 @@ async def get_intent(request: Request, intent_id: str) -> Intent:
 async def put_intent(request: Request, intent_id: str, body: dict[str, Any] = Body(...),
                      x_actor: str | None = ActorHeader) -> EditResult:
     """Add or replace one intent (its id is the path's); the rest of the config is kept."""
-    svc = runtime_of(request).router
+    svc = services_of(request).router
     _, cfg = await svc.config()
     doc = cfg.model_dump()
     new = {**body, "id": intent_id}
@@ -130,24 +130,24 @@ async def explain_route(request: Request, body: RouteRequest) -> dict[str, Any]:
     """Why an utterance routes where it does: normalised text, matched keywords and phrase scores per intent."""
     from routing.router import explain
 
-    router_ = await runtime_of(request).router.get()
+    router_ = await services_of(request).router.get()
     result = router_.route(body.text, body.channel)
     return {**result.public(), "needs_confirmation": result.needs_confirmation, "explain": explain(router_, body.text)}
 
 
 @admin.get("/versions", response_model=list[VersionInfo])
 async def versions(request: Request) -> list[VersionInfo]:
-    return await runtime_of(request).router.versions()
+    return await services_of(request).router.versions()
 
 
 @admin.get("/versions/{version}", response_model=RoutingConfig)
 async def get_version(request: Request, version: int) -> RoutingConfig:
-    return await runtime_of(request).router.version(version)
+    return await services_of(request).router.version(version)
 
 
 @admin.post("/rollback", response_model=EditResult)
 async def rollback(request: Request, body: RollbackRequest, x_actor: str | None = ActorHeader) -> EditResult:
-    return EditResult(version=await runtime_of(request).router.rollback(body.version, _actor(x_actor)))
+    return EditResult(version=await services_of(request).router.rollback(body.version, _actor(x_actor)))
 
 
 router.include_router(admin)

@@ -10,14 +10,14 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from core.errors import NotFound
-from desk_api.deps import runtime_of
+from desk_api.deps import services_of
 from voicemail.callbacks import Callback, CallbackService, Outcome
 
 router = APIRouter(prefix="/api/v1", tags=["callbacks"])
 
 
 def _service(request: Request) -> CallbackService:
-    return CallbackService(runtime_of(request))
+    return services_of(request).callbacks
 
 
 class AttemptIn(BaseModel):
@@ -64,7 +64,7 @@ async def record_attempt(request: Request, callback_id: str, body: AttemptIn, x_
 
 @router.get("/voicemails/{call_id}/audio", response_class=FileResponse)
 async def voicemail_audio(request: Request, call_id: str) -> FileResponse:
-    rt = runtime_of(request)
+    rt = services_of(request)
     from voicemail.recording import voicemail_dir
 
     safe = Path(call_id).name

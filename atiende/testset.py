@@ -9,7 +9,7 @@ then written as an 8 kHz 16-bit mono WAV file, named by a hash of its recipe so 
 `score` transcribes every item as the IVR does (Speech engine, routing hints, a second opinion
 when the router finds nothing in the first transcript) and routes the text with the router on the
 voice channel (a clear guess under the threshold is offered for confirmation and counts as routed;
-the report gives how many). `python -m speech.testset [--set dev|blind] [-v]` prints the score.
+the report gives how many). `python -m atiende.testset [--set dev|blind] [-v]` prints the score.
 """
 
 from __future__ import annotations
@@ -162,11 +162,11 @@ def score(items: list[Item], transcribe: Callable[[bytes], str],
 
 def router_and_hints() -> tuple[Callable[[str], tuple[str | None, bool]], list[str]]:
     """The router from the routing package, built offline from the default config, on the voice channel."""
-    from atiende.runtime import Runtime
     from config.loader import load
-    from routing.router_service import RouterService
+    from routing.router import Router
 
-    router = RouterService(Runtime(load(None, env={}))).get_offline()
+    settings = load(None, env={}).settings
+    router = Router(settings.routing, settings.knowledge)
 
     def route(text: str) -> tuple[str | None, bool]:
         res = router.route(text, channel="voice")

@@ -1,0 +1,105 @@
+"""What `atiende run` starts besides HTTP: the line's SIP endpoint feeding calls to the IVR, and voicemail's
+start-up recovery and callback worker. Started in order, stopped in reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from atiende.runtime import Runtime
+from core import logs
+from ivr.callio import CallIO
+from ivr.contact import CallerGone
+from telephony.call import Call
+from telephony.endpoint import SipEndpoint
+from telephony.errors import CallEnded
+
+log = logging.getLogger(__name__)
+
+
+class Component(Protocol):
+    async def stop(self) -> None: ...
+
+
+class LineComponent:
+    """The line's SIP endpoint; each inbound call is answered and run through the flows."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.endpoint: SipEndpoint | None = None
+        self._warm: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        sip = self.rt.settings.sip
+        if not sip.enabled:
+            log.info("SIP disabled: the IVR serves chats and simulations only")
+            return
+        self.endpoint = SipEndpoint(sip, self.on_call, clock=self.rt.clock)
+        await self.endpoint.start()
+        self.rt.attach_line(self.endpoint)
+        self._warm = asyncio.create_task(self._warm_up())
+        log.info("IVR answering on sip:%s:%s", sip.host, sip.port)
+
+    async def _warm_up(self) -> None:
+        """Load the speech engines and render the fixed prompts before the first caller needs them."""
+        try:
+            speech = self.rt.speech
+            await speech.warm_up()
+            _, doc = await self.rt.ivr.current_flows()
+            fixed = [t for t in doc.prompts.values() if "{" not in t]
+            await speech.sync_prompts(fixed)
+        except Exception:
+            log.exception("speech warm-up failed; calls will load engines on first use")
+
+    async def on_call(self, call: Call) -> None:
+        io: CallIO | None = None
+        try:
+            await call.answer()
+            io = CallIO(call, self.rt.speech)
+            await self.rt.ivr.run(io, call_id=call.call_id, trace_id=call.trace_id)
+        except CallEnded:
+            # The caller hung up (or CANCELled) before the answer completed: ordinary, not a fault.
+            log.info("caller left before the answer", extra=logs.fields(call_id=call.call_id, reason=call.end_reason))
+        except CallerGone:
+            pass
+        except Exception:
+            log.exception("IVR failed on call %s", call.call_id)
+        finally:
+            if io is not None:
+                await io.close()
+
+    async def stop(self) -> None:
+        if self._warm is not None:
+            self._warm.cancel()
+        if self.endpoint is not None:
+            self.rt.attach_line(None)
+            await self.endpoint.stop()
+
+
+class VoicemailComponent:
+    """Files the messages a crash cut (start-up), then runs the callback worker."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    async def start(self) -> None:
+        try:
+            refs = await self.rt.voicemail.recover()
+            if refs:
+                log.warning("filed %d voicemail(s) cut by the last stop: %s", len(refs), ", ".join(refs))
+        except Exception:
+            log.exception("voicemail recovery failed; the .part files stay for the next start")
+        self.rt.callback_worker.start()
+
+    async def stop(self) -> None:
+        await self.rt.callback_worker.stop()
+
+
+async def start_components(rt: Runtime) -> list[Component]:
+    started: list[Component] = []
+    for comp in (LineComponent(rt), VoicemailComponent(rt)):
+        await comp.start()
+        started.append(comp)
+    return started
