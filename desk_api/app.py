@@ -14,9 +14,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from core import __version__
-from core.errors import AtiendeError, Forbidden
+from core.errors import AtiendeError
 from core.store import REDIS_ERRORS
 from desk_api import metrics
+from desk_api.auth import authorize
 from desk_api.context import Services
 
 log = logging.getLogger(__name__)
@@ -98,13 +99,7 @@ class _Guard:
 
     @staticmethod
     async def _check(request: Request) -> None:
-        from desk_api.auth import _api_key, _bearer, _cookie, current_principal
-
-        roles = next(r for p, r in GUARDED if request.url.path.startswith(p))
-        principal = await current_principal(request, await _bearer(request), await _api_key(request),
-                                            await _cookie(request))
-        if not principal.has(*roles):
-            raise Forbidden("your role does not allow this", {"needs": list(roles), "roles": principal.roles})
+        await authorize(request, next(r for p, r in GUARDED if request.url.path.startswith(p)))
 
 
 _frozen = False
@@ -168,5 +163,5 @@ def create_app(services: Services) -> FastAPI:
         app.include_router(importlib.import_module(name).router)
     # No app.dependency_overrides here: with any override FastAPI rebuilds each dependency's signature on every
     # request (measured: a fifth of a ticket creation's CPU). The admin routes take the principal from
-    # request.state themselves (routes/calendar.py admin_actor).
+    # request.state themselves (desk_api.auth.actor_of).
     return app

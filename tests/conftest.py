@@ -20,6 +20,16 @@ from core.store import Store
 MADRID = ZoneInfo("Europe/Madrid")
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
+SHARED_ABSENT = ("../shared is not beside this clone (the team's dev sets live there, not in the repository); "
+                 "clone next to it to run this check (README, 'Tests and measurements')")
+
+
+def shared_file(relative: str) -> Path:
+    """A file of ../shared (dev sets, scenario), or skip the test with the reason when a plain clone has none."""
+    path = SHARED / relative
+    if not path.is_file():
+        pytest.skip(f"{SHARED_ABSENT}: {relative} is missing")
+    return path
 
 
 @pytest.fixture

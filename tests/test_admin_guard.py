@@ -30,4 +30,4 @@ async def test_admin_changes_are_attributed_to_the_principal(runtime: Runtime, c
                           headers={"X-API-Key": key, "X-Actor": "someone-else"})
     assert r.status_code in (200, 201), r.text
     versions = (await client.get("/api/v1/admin/calendars/versions")).json()
-    assert versions[-1]["actor"] == "marta"
+    assert versions[-1]["actor"] == "key:marta"

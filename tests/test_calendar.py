@@ -16,13 +16,15 @@ from atiende.cli import main
 from config.calendar import CalendarModel, CalendarsConfig
 from config.loader import Loaded
 from routing.calendar import Calendar, CalendarNeverOpens, local_edge
-from tests.conftest import MADRID, REPO, SHARED
+from tests.conftest import MADRID, REPO, SHARED, SHARED_ABSENT, shared_file
 
 EVAL = SHARED / "eval" / "calendar_dev.tsv"
 
 
 def _eval_lines() -> list[tuple[str, str, str]]:
-    rows = []
+    rows: list[tuple[str, str, str]] = []
+    if not EVAL.is_file():
+        return rows
     for line in EVAL.read_text(encoding="utf-8").splitlines():
         if line.strip() and not line.startswith("#"):
             at, state, nxt = line.split("\t")[:3]
@@ -39,7 +41,8 @@ def at(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-@pytest.mark.parametrize(("instant", "state", "next_open"), _eval_lines())
+@pytest.mark.parametrize(("instant", "state", "next_open"), _eval_lines() or [
+    pytest.param("", "", "", marks=pytest.mark.skip(reason=f"{SHARED_ABSENT}: eval/calendar_dev.tsv"))])
 def test_eval_line(line: Calendar, instant: str, state: str, next_open: str) -> None:
     st = line.status(at(instant))
     assert ("open" if st.open else "closed") == state
@@ -48,6 +51,7 @@ def test_eval_line(line: Calendar, instant: str, state: str, next_open: str) -> 
 
 
 def test_eval_file_has_lines() -> None:
+    shared_file("eval/calendar_dev.tsv")
     assert len(_eval_lines()) >= 20
 
 

@@ -108,8 +108,8 @@ async def test_versions_and_rollback(client: httpx.AsyncClient) -> None:
     versions = (await client.get(f"{ADMIN}/versions")).json()
     # the actor is the authenticated principal (the test client's admin key), never a header the caller chose
     assert [(v["version"], v["actor"], v["active"]) for v in versions] == [(0, "config-files", False),
-                                                                           (1, "test-admin", False),
-                                                                           (2, "test-admin", True)]
+                                                                           (1, "key:test-admin", False),
+                                                                           (2, "key:test-admin", True)]
     assert "add holiday" in versions[1]["note"]
     r = await client.post(f"{ADMIN}/rollback", json={"version": 0}, headers={"X-Actor": "eva"})
     assert r.status_code == 200 and r.json()["version"] == 3

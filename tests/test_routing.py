@@ -16,7 +16,7 @@ from routing.entities import extract_reference, extract_town, extract_unit, pars
 from routing.normalize import analyze, fold, normalize, phonetic, spelled_runs
 from routing.numbers import words_to_digits
 from routing.router import Router, RouteResult
-from tests.conftest import REPO, SHARED
+from tests.conftest import REPO, shared_file
 
 DATA = REPO / "tests" / "data"
 
@@ -59,7 +59,7 @@ def _score(router: Router, path: Path) -> tuple[float, int, list[str]]:
 
 
 def test_dev_set(router: Router) -> None:
-    accuracy, wrongly_routed, misses = _score(router, SHARED / "eval" / "routing_dev.tsv")
+    accuracy, wrongly_routed, misses = _score(router, shared_file("eval/routing_dev.tsv"))
     assert accuracy >= 0.97, misses
     assert wrongly_routed == 0, misses
 

@@ -67,7 +67,8 @@ async def test_admin_edit_versions_rollback(client: httpx.AsyncClient, runtime: 
 
     versions = (await client.get("/api/v1/admin/routing/versions")).json()
     assert [v["version"] for v in versions] == [0, 1]
-    assert versions[1]["actor"] == "ana" and versions[1]["active"]
+    # the actor is the authenticated principal (the test client's admin key); an X-Actor header is ignored
+    assert versions[1]["actor"] == "key:test-admin" and versions[1]["active"]
 
     r = await client.post("/api/v1/admin/routing/rollback", json={"version": 0}, headers={"X-Actor": "sara"})
     assert r.json()["version"] == 2
@@ -115,8 +116,8 @@ def test_cli_route_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_cli_eval(capsys: pytest.CaptureFixture[str]) -> None:
-    from tests.conftest import SHARED
+    from tests.conftest import shared_file
 
-    assert main(["route", "--eval", str(SHARED / "eval" / "routing_dev.tsv"), "--json"]) == 0
+    assert main(["route", "--eval", str(shared_file("eval/routing_dev.tsv")), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["in_scope_accuracy"] >= 0.97 and report["none_rejected"] == report["none"]

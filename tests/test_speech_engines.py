@@ -306,9 +306,11 @@ async def test_prompt_cache_through_speech(espeak: EspeakTts, tmp_path: Path) ->
 def test_audio_test_set_routes_right(whisper: WhisperEngine, tmp_path_factory: pytest.TempPathFactory) -> None:
     pytest.importorskip("routing.router_service", reason="the router (routing issue) has not landed yet")
     from atiende import testset
+    from tests.conftest import shared_file
 
     route, hints = testset.router_and_hints()
-    items = testset.build(tmp_path_factory.mktemp("testset"), testset.subset(testset.read_dev_set(), 24))
+    dev = testset.read_dev_set(shared_file("eval/routing_dev.tsv"))
+    items = testset.build(tmp_path_factory.mktemp("testset"), testset.subset(dev, 24))
     assert len({i.variant for i in items}) >= 3
 
     result = testset.score(items, testset.transcriber(whisper, hints, route), route)

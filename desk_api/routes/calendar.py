@@ -2,10 +2,8 @@
 
 Handlers stay thin: `runtime.calendars` validates, versions and applies. Every admin edit is a new
 version of the whole calendar section (422 with reasons when invalid; the old version keeps serving).
-Every admin route depends on `admin_actor`, which names the acting user: the principal the desk's guard
-authenticated (`request.state.principal`, desk_api/app.py), else the header `X-Actor` (default "admin") when
-these routes are served without the desk. (Not an `app.dependency_overrides` entry: any override makes FastAPI
-rebuild every dependency's signature on every request of every route, a fifth of a ticket creation's CPU.)
+The guard (desk_api/app.py) lets only admins through; the acting user recorded in each version is the
+authenticated principal (`desk_api.auth.actor_of`).
 """
 
 from __future__ import annotations
@@ -13,29 +11,19 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Header, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 from pydantic import BaseModel
 
 from config.calendar import CalendarModel, CalendarsConfig, Closure, DatedHoliday, Season, SpecialDay, WeeklyHours
 from core.errors import InvalidInput
 from core.versioned import VersionInfo
+from desk_api.auth import actor_of
 from desk_api.deps import services_of
+from desk_api.schemas import EditResult, RollbackRequest
 from routing.calendar import Calendar
 
-
-async def admin_actor(
-    request: Request,
-    x_actor: str | None = Header(None, alias="X-Actor", description="who makes the change (recorded in the version list)"),
-) -> str:
-    """Who is acting on the admin API: the authenticated principal's name, else the X-Actor header."""
-    principal = getattr(request.state, "principal", None)
-    if principal is not None:
-        return str(principal.name)
-    return (x_actor or "admin").strip()[:100] or "admin"
-
-
 router = APIRouter()
-admin = APIRouter(prefix="/api/v1/admin/calendars", tags=["admin: calendars"], dependencies=[Depends(admin_actor)])
+admin = APIRouter(prefix="/api/v1/admin/calendars", tags=["admin: calendars"])
 
 
 class HoursView(BaseModel):
@@ -65,13 +53,8 @@ class CalendarsView(BaseModel):
     calendars: dict[str, CalendarModel]
 
 
-class EditResult(BaseModel):
-    version: int
+class CalendarEditResult(EditResult):
     calendar: CalendarView | None = None
-
-
-class RollbackRequest(BaseModel):
-    version: int
 
 
 def _view(cal: Calendar, default: str) -> CalendarView:
@@ -79,12 +62,12 @@ def _view(cal: Calendar, default: str) -> CalendarView:
                         hours_text=cal.describe_hours())
 
 
-async def _result(request: Request, name: str | None, version: int) -> EditResult:
+async def _result(request: Request, name: str | None, version: int) -> CalendarEditResult:
     cals = services_of(request).calendars
     if name is None:
-        return EditResult(version=version)
+        return CalendarEditResult(version=version)
     _, cfg = await cals.config()
-    return EditResult(version=version, calendar=_view(await cals.get(name), cfg.default))
+    return CalendarEditResult(version=version, calendar=_view(await cals.get(name), cfg.default))
 
 
 # ---- queries ------------------------------------------------------------------------------------
@@ -127,8 +110,8 @@ async def list_calendars(request: Request) -> CalendarsView:
     return CalendarsView(version=version, default=cfg.default, calendars=cfg.calendars)
 
 
-@admin.put("", response_model=EditResult)
-async def replace_all(request: Request, body: CalendarsConfig, actor: str = Depends(admin_actor)) -> EditResult:
+@admin.put("", response_model=CalendarEditResult)
+async def replace_all(request: Request, body: CalendarsConfig, actor: str = Depends(actor_of)) -> CalendarEditResult:
     version, _ = await services_of(request).calendars.replace_all(body, actor)
     return await _result(request, None, version)
 
@@ -143,8 +126,8 @@ async def get_version(request: Request, version: int) -> CalendarsConfig:
     return await services_of(request).calendars.version(version)
 
 
-@admin.post("/rollback", response_model=EditResult)
-async def rollback(request: Request, body: RollbackRequest, actor: str = Depends(admin_actor)) -> EditResult:
+@admin.post("/rollback", response_model=CalendarEditResult)
+async def rollback(request: Request, body: RollbackRequest, actor: str = Depends(actor_of)) -> CalendarEditResult:
     version, _ = await services_of(request).calendars.rollback(body.version, actor)
     return await _result(request, None, version)
 
@@ -159,71 +142,71 @@ async def get_calendar(request: Request, name: str) -> CalendarView:
     return _view(await cals.get(name), cfg.default)
 
 
-@admin.put("/{name}", response_model=EditResult)
-async def put_calendar(request: Request, name: str, body: CalendarModel, actor: str = Depends(admin_actor)) -> EditResult:
+@admin.put("/{name}", response_model=CalendarEditResult)
+async def put_calendar(request: Request, name: str, body: CalendarModel, actor: str = Depends(actor_of)) -> CalendarEditResult:
     version, _ = await services_of(request).calendars.put_calendar(name, body, actor)
     return await _result(request, name, version)
 
 
-@admin.patch("/{name}", response_model=EditResult)
+@admin.patch("/{name}", response_model=CalendarEditResult)
 async def patch_calendar(request: Request, name: str, body: dict[str, Any] = Body(..., examples=[{"timezone": "UTC"}]),
-                         actor: str = Depends(admin_actor)) -> EditResult:
+                         actor: str = Depends(actor_of)) -> CalendarEditResult:
     """Replace some top-level fields of one calendar (timezone, public_holidays, weekly, seasons...)."""
     version, _ = await services_of(request).calendars.patch_calendar(name, body, actor)
     return await _result(request, name, version)
 
 
-@admin.delete("/{name}", response_model=EditResult)
-async def delete_calendar(request: Request, name: str, actor: str = Depends(admin_actor)) -> EditResult:
+@admin.delete("/{name}", response_model=CalendarEditResult)
+async def delete_calendar(request: Request, name: str, actor: str = Depends(actor_of)) -> CalendarEditResult:
     version, _ = await services_of(request).calendars.delete_calendar(name, actor)
     return await _result(request, None, version)
 
 
-@admin.put("/{name}/weekly", response_model=EditResult)
-async def put_weekly(request: Request, name: str, body: WeeklyHours, actor: str = Depends(admin_actor)) -> EditResult:
+@admin.put("/{name}/weekly", response_model=CalendarEditResult)
+async def put_weekly(request: Request, name: str, body: WeeklyHours, actor: str = Depends(actor_of)) -> CalendarEditResult:
     version, _ = await services_of(request).calendars.set_weekly(name, body, actor)
     return await _result(request, name, version)
 
 
-@admin.put("/{name}/seasons", response_model=EditResult)
-async def put_seasons(request: Request, name: str, body: list[Season], actor: str = Depends(admin_actor)) -> EditResult:
+@admin.put("/{name}/seasons", response_model=CalendarEditResult)
+async def put_seasons(request: Request, name: str, body: list[Season], actor: str = Depends(actor_of)) -> CalendarEditResult:
     version, _ = await services_of(request).calendars.set_seasons(name, body, actor)
     return await _result(request, name, version)
 
 
-@admin.post("/{name}/holidays", response_model=EditResult, status_code=201)
-async def add_holiday(request: Request, name: str, body: DatedHoliday, actor: str = Depends(admin_actor)) -> EditResult:
+@admin.post("/{name}/holidays", response_model=CalendarEditResult, status_code=201)
+async def add_holiday(request: Request, name: str, body: DatedHoliday, actor: str = Depends(actor_of)) -> CalendarEditResult:
     version, _ = await services_of(request).calendars.add_holiday(name, body, actor)
     return await _result(request, name, version)
 
 
-@admin.delete("/{name}/holidays/{day}", response_model=EditResult)
-async def remove_holiday(request: Request, name: str, day: dt.date, actor: str = Depends(admin_actor)) -> EditResult:
+@admin.delete("/{name}/holidays/{day}", response_model=CalendarEditResult)
+async def remove_holiday(request: Request, name: str, day: dt.date, actor: str = Depends(actor_of)) -> CalendarEditResult:
     version, _ = await services_of(request).calendars.remove_holiday(name, day, actor)
     return await _result(request, name, version)
 
 
-@admin.post("/{name}/closures", response_model=EditResult, status_code=201)
-async def add_closure(request: Request, name: str, body: Closure, actor: str = Depends(admin_actor)) -> EditResult:
+@admin.post("/{name}/closures", response_model=CalendarEditResult, status_code=201)
+async def add_closure(request: Request, name: str, body: Closure, actor: str = Depends(actor_of)) -> CalendarEditResult:
     version, _ = await services_of(request).calendars.add_closure(name, body, actor)
     return await _result(request, name, version)
 
 
-@admin.delete("/{name}/closures/{key}", response_model=EditResult)
-async def remove_closure(request: Request, name: str, key: str, actor: str = Depends(admin_actor)) -> EditResult:
+@admin.delete("/{name}/closures/{key}", response_model=CalendarEditResult)
+async def remove_closure(request: Request, name: str, key: str, actor: str = Depends(actor_of)) -> CalendarEditResult:
     """`key`: the closure's date (2026-12-24), or its start as it was added (2026-12-24T12:00:00)."""
     version, _ = await services_of(request).calendars.remove_closure(name, key, actor)
     return await _result(request, name, version)
 
 
-@admin.post("/{name}/special-days", response_model=EditResult, status_code=201)
-async def add_special_day(request: Request, name: str, body: SpecialDay, actor: str = Depends(admin_actor)) -> EditResult:
+@admin.post("/{name}/special-days", response_model=CalendarEditResult, status_code=201)
+async def add_special_day(request: Request, name: str, body: SpecialDay, actor: str = Depends(actor_of)) -> CalendarEditResult:
     version, _ = await services_of(request).calendars.add_special_day(name, body, actor)
     return await _result(request, name, version)
 
 
-@admin.delete("/{name}/special-days/{day}", response_model=EditResult)
-async def remove_special_day(request: Request, name: str, day: dt.date, actor: str = Depends(admin_actor)) -> EditResult:
+@admin.delete("/{name}/special-days/{day}", response_model=CalendarEditResult)
+async def remove_special_day(request: Request, name: str, day: dt.date, actor: str = Depends(actor_of)) -> CalendarEditResult:
     version, _ = await services_of(request).calendars.remove_special_day(name, day, actor)
     return await _result(request, name, version)
 

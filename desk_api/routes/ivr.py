@@ -1,4 +1,8 @@
-"""IVR resources: call records, the admin-editable flows (versions, rollback) and flow simulation."""
+"""IVR resources: call records, the admin-editable flows (versions, rollback) and flow simulation.
+
+Roles are checked by the guard (`desk_api.app.GUARDED`): records for staff, flows for admins, simulation for
+supervisors.
+"""
 
 from __future__ import annotations
 
@@ -8,28 +12,25 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field, model_validator
 
-from desk.models import Principal
-from desk_api.auth import require
+from desk_api.auth import actor_of
 from desk_api.deps import services_of
+from desk_api.schemas import RollbackRequest
 
 router = APIRouter(tags=["ivr"])
 
-_READERS = ("supervisor", "agent_n1", "agent_n2")
 
 
 @router.get("/api/v1/calls", summary="Call records, newest first")
 async def list_calls(request: Request, since: datetime | None = None, until: datetime | None = None,
                      outcome: Literal["self_service", "queued", "transferred", "voicemail", "abandoned"] | None = None,
-                     limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0),
-                     who: Principal = Depends(require(*_READERS))) -> dict[str, Any]:
+                     limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> dict[str, Any]:
     rt = services_of(request)
     records = await rt.calls.list(since=since, until=until, outcome=outcome, limit=limit, offset=offset)
     return {"calls": [r.model_dump(mode="json", exclude={"said", "vars"}) for r in records], "count": len(records)}
 
 
 @router.get("/api/v1/calls/containment", summary="Share of self-service among calls whose intent has a self-service answer")
-async def containment_report(request: Request, since: datetime | None = None, until: datetime | None = None,
-                             who: Principal = Depends(require(*_READERS))) -> dict[str, Any]:
+async def containment_report(request: Request, since: datetime | None = None, until: datetime | None = None) -> dict[str, Any]:
     from ivr.records import containment
 
     rt = services_of(request)
@@ -38,7 +39,7 @@ async def containment_report(request: Request, since: datetime | None = None, un
 
 
 @router.get("/api/v1/calls/{call_id}", summary="One call record: path with timings, transcripts, intent, outcome")
-async def get_call(call_id: str, request: Request, who: Principal = Depends(require(*_READERS))) -> dict[str, Any]:
+async def get_call(call_id: str, request: Request) -> dict[str, Any]:
     rec = await services_of(request).calls.get(call_id)
     return rec.model_dump(mode="json")
 
@@ -46,38 +47,34 @@ async def get_call(call_id: str, request: Request, who: Principal = Depends(requ
 # ---- admin: flows -------------------------------------------------------------------------------------
 
 
-class RollbackBody(BaseModel):
-    version: int = Field(..., ge=0)
-
-
 @router.get("/api/v1/admin/ivr/flows", summary="The flows in force (version and document)")
-async def get_flows(request: Request, who: Principal = Depends(require("admin"))) -> dict[str, Any]:
+async def get_flows(request: Request) -> dict[str, Any]:
     version, doc = await services_of(request).flows.current()
     return {"version": version, "flows": doc.model_dump(mode="json", exclude_none=True)}
 
 
 @router.put("/api/v1/admin/ivr/flows", summary="Store a new version of the flows (422 with the reasons if invalid)")
 async def put_flows(body: dict[str, Any], request: Request, note: str = "",
-                    who: Principal = Depends(require("admin"))) -> dict[str, Any]:
-    version = await services_of(request).flows.put(body, actor=who.id, note=note)
+                    actor: str = Depends(actor_of)) -> dict[str, Any]:
+    version = await services_of(request).flows.put(body, actor=actor, note=note)
     return {"version": version}
 
 
 @router.get("/api/v1/admin/ivr/flows/versions", summary="Every stored version of the flows")
-async def flow_versions(request: Request, who: Principal = Depends(require("admin"))) -> dict[str, Any]:
+async def flow_versions(request: Request) -> dict[str, Any]:
     versions = await services_of(request).flows.versions()
     return {"versions": [v.model_dump(mode="json") for v in versions]}
 
 
 @router.get("/api/v1/admin/ivr/flows/versions/{version}", summary="One stored version of the flows")
-async def flow_version(version: int, request: Request, who: Principal = Depends(require("admin"))) -> dict[str, Any]:
+async def flow_version(version: int, request: Request) -> dict[str, Any]:
     doc = await services_of(request).flows.get(version)
     return {"version": version, "flows": doc.model_dump(mode="json", exclude_none=True)}
 
 
 @router.post("/api/v1/admin/ivr/flows/rollback", summary="Make an older version current again (stored as a new version)")
-async def rollback_flows(body: RollbackBody, request: Request, who: Principal = Depends(require("admin"))) -> dict[str, Any]:
-    version = await services_of(request).flows.rollback(body.version, actor=who.id)
+async def rollback_flows(body: RollbackRequest, request: Request, actor: str = Depends(actor_of)) -> dict[str, Any]:
+    version = await services_of(request).flows.rollback(body.version, actor=actor)
     return {"version": version, "rolled_back_to": body.version}
 
 
@@ -102,8 +99,7 @@ class SimulateBody(BaseModel):
 
 
 @router.post("/api/v1/simulate", summary="Run the current flows on a scripted caller; nothing is stored")
-async def simulate(body: SimulateBody, request: Request,
-                   who: Principal = Depends(require("admin", "supervisor"))) -> dict[str, Any]:
+async def simulate(body: SimulateBody, request: Request) -> dict[str, Any]:
     rt = services_of(request)
     inputs: list[tuple[Any, str]] = [("say", i.say) if i.say is not None else ("dtmf", i.dtmf or "") for i in body.inputs]
     at = body.at

@@ -2,31 +2,26 @@
 
 Handlers stay thin: `runtime.router` validates, versions, compiles and routes. Every admin edit
 is a new version of the whole routing section (422 with reasons when invalid; the old version
-keeps serving). The acting user comes from the `X-Actor` header until the desk adds authentication.
+keeps serving). The guard lets only admins through; the acting user is the authenticated principal.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Header, Request
+from fastapi import APIRouter, Body, Depends, Request
 from pydantic import BaseModel, Field
 
 from config.routing import Intent, RoutingConfig
 from core.errors import NotFound
 from core.versioned import VersionInfo
+from desk_api.auth import actor_of
 from desk_api.deps import services_of
+from desk_api.schemas import EditResult, RollbackRequest
 from routing.router_service import MAX_TEXT
 
 router = APIRouter()
 admin = APIRouter(prefix="/api/v1/admin/routing", tags=["admin: routing"])
-
-ActorHeader = Header(None, alias="X-Actor", description="who makes the change (recorded in the version list)")
-
-
-def _actor(x_actor: str | None) -> str:
-    return (x_actor or "admin").strip()[:100] or "admin"
-
 
 class RouteRequest(BaseModel):
     text: str = Field(..., max_length=MAX_TEXT, examples=["quiero pagar la tasa de la itv"])
@@ -54,14 +49,6 @@ class RouteView(BaseModel):
 class RoutingView(BaseModel):
     version: int
     config: RoutingConfig
-
-
-class EditResult(BaseModel):
-    version: int
-
-
-class RollbackRequest(BaseModel):
-    version: int = Field(..., ge=0)
 
 
 @router.post("/api/v1/route", response_model=RouteView, tags=["routing"])
@@ -95,9 +82,9 @@ async def get_routing(request: Request) -> RoutingView:
 
 @admin.put("", response_model=EditResult)
 async def put_routing(request: Request, body: dict[str, Any] = Body(..., examples=[{"threshold": 0.5, "intents": []}]),
-                      x_actor: str | None = ActorHeader) -> EditResult:
+                      actor: str = Depends(actor_of)) -> EditResult:
     """Replace the whole routing config (same shape as `routing.yaml`); 422 with reasons when invalid."""
-    return EditResult(version=await services_of(request).router.put(body, _actor(x_actor)))
+    return EditResult(version=await services_of(request).router.put(body, actor))
 
 
 @admin.get("/intents/{intent_id}", response_model=Intent)
@@ -111,7 +98,7 @@ async def get_intent(request: Request, intent_id: str) -> Intent:
 
 @admin.put("/intents/{intent_id}", response_model=EditResult)
 async def put_intent(request: Request, intent_id: str, body: dict[str, Any] = Body(...),
-                     x_actor: str | None = ActorHeader) -> EditResult:
+                     actor: str = Depends(actor_of)) -> EditResult:
     """Add or replace one intent (its id is the path's); the rest of the config is kept."""
     svc = services_of(request).router
     _, cfg = await svc.config()
@@ -122,7 +109,7 @@ async def put_intent(request: Request, intent_id: str, body: dict[str, Any] = Bo
         doc["intents"][ids.index(intent_id)] = new
     else:
         doc["intents"].append(new)
-    return EditResult(version=await svc.put(doc, _actor(x_actor), note=f"intent {intent_id}"))
+    return EditResult(version=await svc.put(doc, actor, note=f"intent {intent_id}"))
 
 
 @admin.post("/explain")
@@ -146,8 +133,8 @@ async def get_version(request: Request, version: int) -> RoutingConfig:
 
 
 @admin.post("/rollback", response_model=EditResult)
-async def rollback(request: Request, body: RollbackRequest, x_actor: str | None = ActorHeader) -> EditResult:
-    return EditResult(version=await services_of(request).router.rollback(body.version, _actor(x_actor)))
+async def rollback(request: Request, body: RollbackRequest, actor: str = Depends(actor_of)) -> EditResult:
+    return EditResult(version=await services_of(request).router.rollback(body.version, actor))
 
 
 router.include_router(admin)

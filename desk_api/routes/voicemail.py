@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from core.errors import NotFound
+from desk_api.auth import actor_of
 from desk_api.deps import services_of
 from voicemail.callbacks import Callback, CallbackService, Outcome
 
@@ -48,18 +49,18 @@ async def get_callback(request: Request, callback_id: str) -> Callback:
 
 
 @router.post("/callbacks/next")
-async def claim_next(request: Request, x_actor: str = Header("agent")) -> Callback | None:
-    return await _service(request).claim_next(x_actor)
+async def claim_next(request: Request, actor: str = Depends(actor_of)) -> Callback | None:
+    return await _service(request).claim_next(actor)
 
 
 @router.post("/callbacks/{callback_id}/claim")
-async def claim(request: Request, callback_id: str, x_actor: str = Header("agent")) -> Callback:
-    return await _service(request).claim(callback_id, x_actor)
+async def claim(request: Request, callback_id: str, actor: str = Depends(actor_of)) -> Callback:
+    return await _service(request).claim(callback_id, actor)
 
 
 @router.post("/callbacks/{callback_id}/attempts")
-async def record_attempt(request: Request, callback_id: str, body: AttemptIn, x_actor: str = Header("agent")) -> Callback:
-    return await _service(request).record_attempt(callback_id, body.outcome, x_actor, body.note)
+async def record_attempt(request: Request, callback_id: str, body: AttemptIn, actor: str = Depends(actor_of)) -> Callback:
+    return await _service(request).record_attempt(callback_id, body.outcome, actor, body.note)
 
 
 @router.get("/voicemails/{call_id}/audio", response_class=FileResponse)

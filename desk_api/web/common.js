@@ -29,7 +29,6 @@ const Atiende = (() => {
     const headers = { Accept: "application/json" };
     const t = token();
     if (t) headers.Authorization = `Bearer ${t}`;
-    if (me && me.username) headers["X-Actor"] = me.username;  // admin APIs that record the actor by header
     let payload;
     if (body !== undefined) {
       if (typeof body === "string") { headers["Content-Type"] = opts.type || "text/plain"; payload = body; }
