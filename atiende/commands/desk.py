@@ -108,7 +108,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return _with_desk(args, work)
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add this package's subcommands to `atiende`."""
     desk = sub.add_parser("desk", help="desk users, API keys and ticket status")
     dsub = desk.add_subparsers(dest="desk_command", metavar="ACTION", required=True)

@@ -24,7 +24,7 @@ from core.errors import AtiendeError
 from routing.calendar import Calendar
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `atiende hours`."""
     p = sub.add_parser("hours", help="is the line open at an instant, which rule decided, when it next opens",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

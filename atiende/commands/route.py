@@ -17,7 +17,7 @@ from typing import Any
 from atiende.cliutil import add_config_option, fail, offline_runtime
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add this package's subcommands to `atiende`."""
     p = sub.add_parser("route", help="route utterances to intents (Spanish natural language)")
     add_config_option(p)

@@ -21,7 +21,7 @@ class _Append(argparse.Action):
         ns.inputs = items
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("simulate", help="run the IVR flows on a scripted caller (no audio) and print steps and outcome")
     add_config_option(p)
     p.add_argument("--at", metavar="ISO", help="the instant of the call (local Madrid time if no offset; default: now)")

