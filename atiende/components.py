@@ -17,6 +17,7 @@ from telephony.endpoint import SipEndpoint
 from telephony.errors import CallEnded
 
 log = logging.getLogger(__name__)
+CATCH_UP_S = 5.0
 
 
 class Component(Protocol):
@@ -79,10 +80,12 @@ class LineComponent:
 
 
 class VoicemailComponent:
-    """Files the messages a crash cut (start-up), then runs the callback worker."""
+    """Files the messages a crash cut (start-up), then runs the callback worker; files what waited on disk or in
+    memory while the store was away (voicemails, call records) as soon as it is back."""
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
+        self._catch_up: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         try:
@@ -92,8 +95,23 @@ class VoicemailComponent:
         except Exception:
             log.exception("voicemail recovery failed; the .part files stay for the next start")
         self.rt.callback_worker.start()
+        self._catch_up = asyncio.create_task(self._catch_up_loop(), name="store-catch-up")
+
+    async def _catch_up_loop(self) -> None:
+        while True:
+            await asyncio.sleep(CATCH_UP_S)
+            try:
+                await self.rt.ivr.flush_records()
+                refs = await self.rt.voicemail.file_pending()
+                if refs:
+                    log.warning("filed %d voicemail(s) recorded while the store was away: %s", len(refs), ", ".join(refs))
+            except Exception:
+                log.exception("filing what waited for the store failed; trying again")
 
     async def stop(self) -> None:
+        if self._catch_up is not None:
+            self._catch_up.cancel()
+            await asyncio.gather(self._catch_up, return_exceptions=True)
         await self.rt.callback_worker.stop()
 
 

@@ -33,6 +33,8 @@ from config.flows import (
 from config.knowledge import FileStatus
 from config.models import Settings
 from core.clock import Clock
+from core.errors import Unavailable
+from core.store import REDIS_ERRORS
 from ivr import speak
 from ivr.contact import Ask, CallerGone, ContactIO, Heard, PathEntry, Session, Transcript
 from ivr.hooks import Hooks
@@ -80,6 +82,13 @@ class Deps:
     files: FileAdapter | None = None
     on_update: Callable[[Session], Awaitable[None]] | None = None  # e.g. save the record while the call runs
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+# What a caller hears when the shared store fails under a step: once with a voicemail offer, then a goodbye.
+DEGRADED_FLOW = "closed_offer"
+STORE_DOWN = "Disculpe, por una incidencia técnica ahora no podemos completar su consulta."
+STORE_DOWN_END = "Disculpe, por una incidencia técnica no podemos atenderle ahora. Por favor, llame más tarde."
+STORE_ERRORS = (*REDIS_ERRORS, Unavailable)
 
 
 class _Fmt(dict[str, Any]):
@@ -133,6 +142,9 @@ class Engine:
                 except Jump as j:
                     entry.detail["goto"] = j.flow
                     flow, index = j.flow, 0
+                except STORE_ERRORS as exc:
+                    entry.detail["store"] = "unavailable"
+                    flow, index = await self._store_down(exc)
                 finally:
                     entry.ms = int((self.deps.clock.monotonic() - t0) * 1000)
                 await self._notify()
@@ -156,6 +168,20 @@ class Engine:
     async def _notify(self) -> None:
         if self.deps.on_update is not None:
             await self.deps.on_update(self.session)
+
+    async def _store_down(self, exc: BaseException) -> tuple[str, int]:
+        """The shared store failed under a step (tickets, queue, status lookups need it). The caller must never
+        get silence: say so once, then offer a voicemail, which waits on disk until the store is back; if even
+        that fails, end politely. Self-service answers keep working meanwhile."""
+        s = self.session
+        log.warning("store unavailable during contact %s: %s", s.call_id, exc)
+        already = bool(s.vars.get("degraded"))
+        s.vars["degraded"] = True
+        if already or DEGRADED_FLOW not in self.doc.flows:
+            await self.say(self.prompt("store_down_end") if "store_down_end" in self.doc.prompts else STORE_DOWN_END)
+            raise _End
+        await self.say(self.prompt("store_down") if "store_down" in self.doc.prompts else STORE_DOWN)
+        return DEGRADED_FLOW, 0
 
     # ---- text --------------------------------------------------------------------------------
 
@@ -237,12 +263,16 @@ class Engine:
         elif isinstance(step, Voicemail):
             ref = await self.deps.hooks.voicemail.leave(s, self.io, step.queue)
             s.outcome = "voicemail"
+            when = self._vars["next_open"] or "el siguiente día hábil"
             if ref:
                 s.ticket_ref = ref
                 entry.detail["ticket"] = ref
                 said = speak.chars_spoken(ref) if s.channel == "voice" else ref
-                await self.say(f"Su mensaje ha quedado registrado con la referencia {said}. Le llamaremos "
-                               f"{self._vars['next_open'] or 'el siguiente día hábil'}. Gracias.")
+                await self.say(f"Su mensaje ha quedado registrado con la referencia {said}. Le llamaremos {when}. Gracias.")
+            elif s.vars.get("voicemail_pending"):
+                # Kept on disk; it becomes a ticket (and a callback) as soon as the store is back.
+                entry.detail["pending"] = True
+                await self.say(f"Su mensaje ha quedado grabado. Le llamaremos {when}. Gracias.")
             raise _End
         elif isinstance(step, Transfer):
             ok = await self.io.transfer(step.to)

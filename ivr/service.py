@@ -15,7 +15,7 @@ from config.ivr import IvrConfig
 from config.models import Settings
 from core import logs
 from core.clock import Clock, FixedClock
-from core.store import Store
+from core.store import REDIS_ERRORS, Store
 from core.versioned import VersionedSection
 from ivr.answers import Answers, CsvFileAdapter
 from ivr.contact import ContactIO, Session
@@ -30,6 +30,9 @@ from routing.router_service import RouterService
 
 log = logging.getLogger(__name__)
 SECTION = "ivr"
+RECORD_SAVE_S = 2.0  # a call record write that takes longer waits for later: the caller never waits on it
+MAX_UNSAVED = 2000
+RETRY_STORE_S = 2.0
 
 
 def flows_section(store: Store, clock: Clock, settings: Callable[[], Settings]) -> VersionedSection[IvrConfig]:
@@ -52,6 +55,8 @@ class IvrService:
         self.hooks: Hooks = hooks or DryRunHooks.make()
         self._chats: set[asyncio.Task[Session]] = set()
         self._router_lock = asyncio.Lock()
+        self._unsaved: dict[str, Session] = {}
+        self._store_down_until = 0.0
 
     # ---- what a contact needs, at the versions current when it starts ------------------------------------
 
@@ -81,8 +86,44 @@ class IvrService:
         deps = Deps(settings=settings, router=await self._router(), calendar=await self._calendar(),
                     hooks=hooks or self.hooks, clock=clock or self._clock, files=CsvFileAdapter(settings.knowledge))
         if save and self._calls is not None:
-            deps.on_update = self._calls.save
+            deps.on_update = self._save_record
         return Engine(doc, deps, version, answers=Answers)
+
+    async def _save_record(self, session: Session) -> None:
+        """Save a contact's record, never failing the contact: while the store is away the newest record of each
+        contact waits in memory (bounded) and `flush_records` writes it when the store is back."""
+        if self._calls is None:
+            return
+        if self._clock.monotonic() < self._store_down_until:  # don't add a failing round trip to every step
+            self._keep(session)
+            return
+        try:
+            await asyncio.wait_for(self._calls.save(session), RECORD_SAVE_S)
+        except (*REDIS_ERRORS, TimeoutError) as exc:
+            if not self._unsaved:
+                log.warning("call records wait in memory while the store is away: %s", exc)
+            self._store_down_until = self._clock.monotonic() + RETRY_STORE_S
+            self._keep(session)
+        else:
+            self._unsaved.pop(session.call_id, None)
+
+    def _keep(self, session: Session) -> None:
+        self._unsaved[session.call_id] = session.model_copy()
+        while len(self._unsaved) > MAX_UNSAVED:
+            self._unsaved.pop(next(iter(self._unsaved)))
+
+    async def flush_records(self) -> int:
+        """Write the records kept while the store was away; returns how many are still waiting."""
+        for call_id, session in list(self._unsaved.items()):
+            if self._calls is None:
+                break
+            try:
+                await asyncio.wait_for(self._calls.save(session), RECORD_SAVE_S)
+            except (*REDIS_ERRORS, TimeoutError):
+                break
+            if self._unsaved.get(call_id) is session:
+                del self._unsaved[call_id]
+        return len(self._unsaved)
 
     async def run(self, io: ContactIO, *, call_id: str | None = None, trace_id: str | None = None,
                   clock: Clock | None = None, save: bool = True, hooks: Hooks | None = None) -> Session:

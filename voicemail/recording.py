@@ -9,8 +9,10 @@ WAV header, fsyncs, renames to `<call_id>.wav` and fsyncs the directory. `recove
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,3 +158,38 @@ def read_pcm(path: Path) -> bytes:
         if w.getframerate() != RATE or w.getnchannels() != 1 or w.getsampwidth() != SAMPLE_BYTES:
             raise ValueError(f"{path} is not 8 kHz mono 16-bit")
         return w.readframes(w.getnframes())
+
+
+# A message recorded while the store was away waits as `<call_id>.wav` plus this sidecar (who called, the
+# queue, the transcript); `VoicemailService.file_pending` turns it into its ticket when the store is back.
+PENDING_SUFFIX = ".pending.json"
+
+
+def write_pending(data_dir: Path, rec: Recording, meta: Mapping[str, object]) -> Path:
+    directory = voicemail_dir(data_dir)
+    path = directory / f"{rec.call_id}{PENDING_SUFFIX}"
+    tmp = path.with_name(path.name + ".tmp")
+    doc = {**meta, "call_id": rec.call_id, "path": str(rec.path), "sha256": rec.sha256,
+           "duration_s": rec.duration_s, "complete": rec.complete}
+    with tmp.open("w", encoding="utf-8") as fh:
+        json.dump(doc, fh, ensure_ascii=False)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+    _fsync_dir(directory)
+    return path
+
+
+def pending(data_dir: Path) -> list[tuple[Path, dict[str, object]]]:
+    """Sidecars of messages waiting to be filed, oldest first; unreadable ones are skipped (and logged by the
+    caller when it tries them), never deleted."""
+    directory = voicemail_dir(data_dir)
+    if not directory.is_dir():
+        return []
+    out = []
+    for path in sorted(directory.glob(f"*{PENDING_SUFFIX}"), key=lambda p: p.stat().st_mtime):
+        try:
+            out.append((path, json.loads(path.read_text(encoding="utf-8"))))
+        except (OSError, ValueError):
+            continue
+    return out

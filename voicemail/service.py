@@ -24,7 +24,8 @@ from typing import Any, Literal, Protocol
 from config.models import Settings
 from core import logs
 from core.clock import Clock
-from core.store import Store
+from core.errors import Unavailable
+from core.store import REDIS_ERRORS, Store
 from ivr import speak
 from ivr.contact import CallerGone, ContactIO, Session
 from ivr.hooks import TicketHook
@@ -32,12 +33,16 @@ from ivr.ports import Dialer, Speech
 from routing.calendar_service import CalendarService
 from telephony.errors import DialFailed
 from voicemail.callbacks import Callback, CallbackService, Outcome, VoicemailInfo
-from voicemail.recording import Recording, VoicemailWriter, read_pcm, recover
+from voicemail.recording import Recording, VoicemailWriter, pending, read_pcm, recover, write_pending
 
 log = logging.getLogger(__name__)
 PROMPT = ("Deje su mensaje después de la señal, indicando su nombre y el motivo de su consulta. "
           "Cuando termine, puede colgar.")
 MIN_MESSAGE_S = 0.5
+
+
+class VoicemailPending(Exception):
+    """The message is safe on disk but not filed yet: the store is away."""
 
 
 def audio_url(call_id: str) -> str:
@@ -83,16 +88,74 @@ class VoicemailService:
             pipe.sadd(k.voicemails_recording(node), call_id)
             await pipe.execute()
 
+    async def forget(self, call_id: str) -> None:
+        """A message with nothing in it: no longer being recorded (best effort; a leftover mark is harmless)."""
+        with contextlib.suppress(*REDIS_ERRORS):
+            await self._mark(call_id, None)
+
     async def begin(self, call_id: str, *, caller: str, trace_id: str, queue: str) -> VoicemailWriter:
         writer = await asyncio.to_thread(VoicemailWriter, self._data_dir, call_id)
-        await self._mark(call_id, {"call_id": call_id, "caller": caller, "trace_id": trace_id, "queue": queue,
-                                   "status": "recording", "started_at": self._clock.now().isoformat(),
-                                   "node": self._settings().service.node_id})
+        try:
+            await self._mark(call_id, {"call_id": call_id, "caller": caller, "trace_id": trace_id, "queue": queue,
+                                       "status": "recording", "started_at": self._clock.now().isoformat(),
+                                       "node": self._settings().service.node_id})
+        except REDIS_ERRORS as exc:
+            # The message goes to disk all the same; it is filed when the store is back.
+            log.warning("voicemail recorded without the store", extra=logs.fields(call_id=call_id, error=str(exc)))
         return writer
 
     async def complete(self, rec: Recording, *, caller: str, trace_id: str | None, queue: str, transcript: str = "",
                        confidence: float = 0.0, priority: int | None = None) -> tuple[str, Callback]:
-        """Transcribe (if not done), create the ticket and its callback, note the result in Redis."""
+        """Transcribe (if not done), create the ticket and its callback, note the result in Redis.
+
+        With the store away, raises `VoicemailPending` after writing the message's sidecar to disk: nothing is
+        lost, and `file_pending` files it later."""
+        try:
+            return await self._complete(rec, caller=caller, trace_id=trace_id, queue=queue, transcript=transcript,
+                                        confidence=confidence, priority=priority)
+        except (*REDIS_ERRORS, Unavailable) as exc:
+            meta = {"caller": caller, "trace_id": trace_id, "queue": queue, "transcript": transcript,
+                    "confidence": confidence, "priority": priority}
+            await asyncio.to_thread(write_pending, self._data_dir, rec, meta)
+            log.warning("voicemail kept on disk until the store is back",
+                        extra=logs.fields(call_id=rec.call_id, error=str(exc)))
+            raise VoicemailPending(rec.call_id) from exc
+
+    async def file_pending(self) -> list[str]:
+        """File the messages recorded while the store was away (oldest first); stops at the first store failure."""
+        refs: list[str] = []
+        for sidecar, meta in await asyncio.to_thread(pending, self._data_dir):
+            path = Path(str(meta.get("path", "")))
+            if not await asyncio.to_thread(path.is_file):
+                log.error("pending voicemail without its recording", extra=logs.fields(sidecar=str(sidecar)))
+                continue
+            rec = Recording(call_id=str(meta["call_id"]), path=path, duration_s=float(str(meta.get("duration_s", 0))),
+                            sha256=str(meta.get("sha256", "")), complete=bool(meta.get("complete", True)))
+            priority = meta.get("priority")
+            try:
+                ref, _ = await self._complete(
+                    rec, caller=str(meta.get("caller") or ""), trace_id=str(meta["trace_id"]) if meta.get("trace_id") else None,
+                    queue=str(meta.get("queue") or self._settings().voicemail.queue),
+                    transcript=str(meta.get("transcript") or ""), confidence=float(str(meta.get("confidence") or 0)),
+                    priority=priority if isinstance(priority, int) else None)
+                refs.append(ref)
+            except ValueError:
+                pass  # filed without a callback (no caller number)
+            except (*REDIS_ERRORS, Unavailable):
+                break
+            await asyncio.to_thread(sidecar.unlink, missing_ok=True)
+            log.info("pending voicemail filed", extra=logs.fields(call_id=rec.call_id))
+        return refs
+
+    async def _complete(self, rec: Recording, *, caller: str, trace_id: str | None, queue: str, transcript: str,
+                        confidence: float, priority: int | None) -> tuple[str, Callback]:
+        r, k = self._store.redis, self._store.keys
+        raw = await r.get(k.voicemail(rec.call_id))
+        filed: dict[str, Any] = json.loads(raw) if raw else {}
+        if filed.get("ticket"):  # filed already (a retry after a failure that came after the ticket): once only
+            if not filed.get("callback"):
+                raise ValueError("no caller number: ticket created without a callback")
+            return str(filed["ticket"]), await self.callbacks.get(str(filed["callback"]))
         if not transcript and rec.duration_s >= MIN_MESSAGE_S:
             with contextlib.suppress(Exception):
                 pcm = await asyncio.to_thread(read_pcm, rec.path)
@@ -190,13 +253,17 @@ class DurableVoicemail:
         if silent or rec.duration_s < MIN_MESSAGE_S:
             # Nothing said: no ticket, no callback.
             await asyncio.to_thread(Path(rec.path).unlink, missing_ok=True)
-            await self.service._mark(session.call_id, None)
+            await self.service.forget(session.call_id)
             return None
         # A caller who waited in a queue and overflowed keeps their place as the callback's priority.
         position = session.vars.get("queue_position")
-        ref, _ = await self.service.complete(rec, caller=session.caller, trace_id=session.trace_id, queue=queue,
-                                             transcript=text, confidence=confidence,
-                                             priority=int(position) if isinstance(position, int) else None)
+        try:
+            ref, _ = await self.service.complete(rec, caller=session.caller, trace_id=session.trace_id, queue=queue,
+                                                 transcript=text, confidence=confidence,
+                                                 priority=int(position) if isinstance(position, int) else None)
+        except VoicemailPending:
+            session.vars["voicemail_pending"] = True
+            return None
         return ref
 
 
