@@ -71,6 +71,9 @@ class LineComponent:
             if io is not None:
                 await io.close()
 
+    def live_calls(self) -> int:
+        return 0 if self.endpoint is None else sum(1 for c in self.endpoint.calls.values() if c.state != "ended")
+
     async def stop(self) -> None:
         if self._warm is not None:
             self._warm.cancel()

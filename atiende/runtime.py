@@ -19,6 +19,7 @@ from core.clock import Clock, SystemClock
 from core.store import Store
 
 if TYPE_CHECKING:
+    from atiende.node import NodeState
     from config.channels import ChannelsConfig
     from config.ivr import IvrConfig
     from core.versioned import VersionedSection
@@ -100,6 +101,12 @@ class Runtime:
         return True
 
     # ---- services -----------------------------------------------------------------------------
+
+    @cached_property
+    def node(self) -> NodeState:
+        from atiende.node import NodeState
+
+        return NodeState(self._store)
 
     @cached_property
     def calendars(self) -> CalendarService:

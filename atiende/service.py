@@ -1,7 +1,10 @@
 """`atiende run`: the private Redis (if needed), the HTTP API, and the call-handling components.
 
-Shutdown order on SIGINT/SIGTERM: stop taking new work (HTTP, SIP), let components finish or
-save in-flight work, close the store, then stop the private Redis, which flushes its AOF.
+Signals: SIGUSR1 drains the node (no new calls: SIP OPTIONS and INVITE get 503, `/healthz` says "draining",
+so Kamailio's dispatcher sends new calls to other nodes; calls in progress go on), SIGUSR2 takes new calls
+again, SIGHUP re-reads the configuration. SIGTERM drains, waits for the calls in progress to end (at most
+`service.drain_timeout_s`), then stops; SIGINT (Ctrl-C) stops at once. Stopping: no new work (HTTP, SIP),
+components finish or save in-flight work, the store closes, then the private Redis, which flushes its AOF.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from atiende.cliutil import config_dir_of
-from atiende.components import Component, start_components
+from atiende.components import Component, LineComponent, start_components
 from atiende.runtime import Runtime
 from config.loader import ConfigError, load
 from core import logs
@@ -106,13 +109,34 @@ async def serve(rt: Runtime) -> int:
         stopping.set()
         server.should_exit = True
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, _stop, sig.name)
+    drain_task: list[asyncio.Task[None]] = []
+
+    async def _drain_then_stop() -> None:
+        rt.node.drain()
+        deadline = loop.time() + s.service.drain_timeout_s
+        while (live := line_calls()) and loop.time() < deadline:
+            log.info("draining: waiting for calls in progress", extra=logs.fields(calls=live))
+            await asyncio.sleep(1.0)
+        _stop("SIGTERM")
+
+    def _term() -> None:
+        if not drain_task:
+            log.info("SIGTERM: draining before stopping")
+            drain_task.append(asyncio.create_task(_drain_then_stop(), name="drain"))
+
+    def line_calls() -> int:
+        return sum(c.live_calls() for c in components if isinstance(c, LineComponent))
+
+    loop.add_signal_handler(signal.SIGINT, _stop, "SIGINT")
+    loop.add_signal_handler(signal.SIGTERM, _term)
     with contextlib.suppress(AttributeError, NotImplementedError):
         loop.add_signal_handler(signal.SIGHUP, rt.reload)
+        loop.add_signal_handler(signal.SIGUSR1, rt.node.drain, True)
+        loop.add_signal_handler(signal.SIGUSR2, rt.node.drain, False)
 
     components: list[Component] = []
     try:
+        rt.node.start()
         components = await start_components(rt)
         http_task = asyncio.create_task(server.serve(), name="http")
         await asyncio.sleep(0)
@@ -124,11 +148,14 @@ async def serve(rt: Runtime) -> int:
             log.error("the HTTP listener could not start on %s:%s", s.http.host, s.http.port)
             return 1
     finally:
+        for task in drain_task:
+            task.cancel()
         for comp in reversed(components):
             try:
                 await asyncio.wait_for(comp.stop(), 15)
             except Exception:
                 log.exception("component did not stop cleanly")
+        await rt.node.stop()
         await rt.store.close()
     return 0
 

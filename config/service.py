@@ -19,6 +19,9 @@ class ServiceConfig(Strict):
     data_dir: Path = Path("var")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     node_id: str = "node1"
+    drain_timeout_s: float = Field(
+        600.0, ge=0, le=86_400,
+        description="on SIGTERM, how long calls in progress may go on (no new ones are taken) before the node stops")
 
 
 class HttpConfig(Strict):

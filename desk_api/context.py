@@ -24,6 +24,18 @@ if TYPE_CHECKING:
     from voicemail.callbacks import CallbackService
 
 
+class NodeStatus(Protocol):
+    """Whether this node takes new calls (not while draining or while the store is away)."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def draining(self) -> bool: ...
+
+    def reasons(self) -> list[str]: ...
+
+
 class Services(Protocol):
     # A test or embedder may set another channels section than the files' one.
     channels_override: ChannelsConfig | None
@@ -66,3 +78,6 @@ class Services(Protocol):
 
     @property
     def callbacks(self) -> CallbackService: ...
+
+    @property
+    def node(self) -> NodeStatus: ...

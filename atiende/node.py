@@ -1,0 +1,65 @@
+"""Whether this node takes new calls: not while it drains (an operator's decision) nor while the store is away.
+
+Kamailio's dispatcher learns it from the answers to its OPTIONS probes (503 when not ready) and stops sending
+new calls within a probe interval; `/healthz` says the same to HTTP load balancers. Calls in progress go on
+either way. The store is probed in the background, so a SIP answer never waits on a Redis round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from core import logs
+from core.store import Store
+
+log = logging.getLogger(__name__)
+PROBE_S = 1.0
+
+
+class NodeState:
+    def __init__(self, store: Store | None) -> None:
+        self._store = store
+        self.draining = False
+        self.store_ok = store is not None
+        self._probe: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        return not self.draining and self.store_ok
+
+    def reasons(self) -> list[str]:
+        out = []
+        if self.draining:
+            out.append("draining")
+        if not self.store_ok:
+            out.append("store unreachable")
+        return out
+
+    def drain(self, on: bool = True) -> None:
+        if on != self.draining:
+            log.warning("node draining: no new calls" if on else "node takes new calls again")
+        self.draining = on
+
+    async def check_store(self) -> bool:
+        ok = self._store is not None and await self._store.ping(within=0.5)
+        if ok != self.store_ok:
+            log.warning("store reachable again" if ok else "store unreachable: this node reports not ready",
+                        extra=logs.fields(ready=ok and not self.draining))
+        self.store_ok = ok
+        return ok
+
+    def start(self) -> None:
+        self._probe = asyncio.create_task(self._loop(), name="node-probe")
+
+    async def _loop(self) -> None:
+        while True:
+            await self.check_store()
+            await asyncio.sleep(PROBE_S)
+
+    async def stop(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
