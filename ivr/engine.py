@@ -383,7 +383,7 @@ class Engine:
         from routing import entities
 
         ask = Ask(text=question, options=[("1", "Sí"), ("2", "No")], hints=["sí", "no"])
-        for _ in range(2):
+        for attempt in range(3):
             heard = await self.listen(ask)
             self.note_transcript("confirm", heard.kind, heard.text, heard.confidence, heard.digits, heard.engine)
             if heard.kind == "dtmf":
@@ -392,11 +392,27 @@ class Engine:
                     return yn, None
             elif heard.kind == "speech":
                 yn = entities.parse_yes_no(heard.text)
+                if yn is None:
+                    yn = sounds_like_yes_no(heard.text)
                 if yn is not None:
                     return yn, None
-                return None, heard
-            ask.text = self.prompt("no_input") + " " + question
+                if self._is_new_answer(heard.text):
+                    return None, heard
+            # Silence, a key that is neither, or a short word the recogniser garbled ("C,", "Jun,": a "sí" over a
+            # phone line): ask for the keypad rather than another open question.
+            if attempt == 0:
+                ask.text = self.prompt("confirm_keypad") if "confirm_keypad" in self.doc.prompts else CONFIRM_KEYPAD
+                ask.text = f"{ask.text} {question}" if heard.kind == "no_input" else ask.text
+            else:
+                ask.text = self.prompt("no_match") + " " + CONFIRM_KEYPAD
+            ask.cached = False
         return None, None
+
+    def _is_new_answer(self, text: str) -> bool:
+        """"¿Quiere X?" — "no, quiero Y": words that route to an intent are a new answer, not a garbled yes/no."""
+        if len(text.split()) < 2:
+            return False
+        return self.deps.router.route(text, channel="voice").intent not in (None, *OUT_OF_SCOPE)
 
     async def collect(self, ask: Ask, expect: str, pol: Policy, *, menu: str | None = None, name: str = "gather") -> Any:
         """Ask until understood, following the policy: retries, confirmation, keypad menu, hand-over."""
@@ -519,6 +535,8 @@ class Engine:
             return intent, not doubtful
         if expect == "yes_no":
             yn = entities.parse_yes_no(text)
+            if yn is None:
+                yn = sounds_like_yes_no(text)
             return (None if yn is None else ("yes" if yn else "no")), True
         if expect == "reference":
             return entities.extract_reference(text), True
@@ -534,6 +552,25 @@ class Engine:
 
             return match_vehicle(text, self.deps.settings.knowledge), True
         return text, True
+
+
+CONFIRM_KEYPAD = "Perdone. Si es así, pulse 1. Si no, pulse 2."
+
+# What a telephone recogniser makes of a lone "sí" or "no" (G.711, a short word with no context): heard
+# in the audio test set and over real SIP calls. Only whole short answers count; anything longer is routed.
+_YES_SOUNDS = {"si", "sii", "sip", "see", "c", "ce", "se", "xi", "chi", "shi", "sin", "1", "uno", "vale", "yes",
+               "claro", "correcto", "afirmativo", "exacto", "eso"}
+_NO_SOUNDS = {"no", "nou", "know", "now", "non", "nop", "nope", "2", "dos", "negativo"}
+
+
+def sounds_like_yes_no(text: str) -> bool | None:
+    """A short transcript that can only have been "sí" or "no"; None for anything else."""
+    words = speak.fold(text).replace(",", " ").replace(".", " ").split()
+    if not words or len(words) > 2:
+        return None
+    yes = all(w in _YES_SOUNDS for w in words)
+    no = all(w in _NO_SOUNDS for w in words)
+    return True if yes and not no else (False if no and not yes else None)
 
 
 _SPOKEN_KEYS = {w: str(i) for i, w in enumerate(speak.DIGITS)} | {"un": "1", "una": "1"}

@@ -164,3 +164,30 @@ async def test_record_transfer_and_answer_fallback_verbs(loaded: Loaded) -> None
     assert session.vars["name"] == "Ana" and session.transcripts[0].kind == "recording"
     assert io.transferred_to == "sip:agente@127.0.0.1" and session.outcome == "transferred"
     assert [p.verb for p in session.path] == ["record", "say", "answer", "transfer"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("garbled", ["C,", "Sí.", "si", "Jun,"])
+async def test_a_garbled_yes_is_taken_or_the_keypad_is_offered(loaded: Loaded, garbled: str) -> None:
+    # Whisper over a phone line heard "sí" as "C," or "Jun,": never a dead end, never another open question.
+    session, said = await _run(loaded, [("say", "algo de la itv"), ("say", garbled), ("dtmf", "1"), ("say", "no")])
+    assert session.intent == "tasa_itv" and "itv" in _flows(session), said
+    if garbled == "Jun,":  # not a yes: the keypad question follows, and the key answers it
+        assert any(t.startswith("Perdone. Si es así, pulse 1. Si no, pulse 2.") for t in said), said
+    else:
+        assert not any("pulse 1" in t and "Si es así" in t for t in said), said
+
+
+@pytest.mark.anyio
+async def test_a_new_request_instead_of_yes_or_no_is_taken_as_the_answer(loaded: Loaded) -> None:
+    session, said = await _run(loaded, [("say", "algo de la itv"), ("say", "el horario"), ("say", "no")])
+    # "el horario" routes to an intent: the caller changed their mind, it is not a garbled yes/no
+    assert session.intent == "horario" and "hours" in _flows(session)
+    assert not any("Si es así, pulse 1" in t for t in said)
+
+
+def test_sounds_like_yes_no() -> None:
+    from ivr.engine import sounds_like_yes_no
+
+    assert [sounds_like_yes_no(t) for t in ["C,", "Sí.", "sip", "No.", "nou", "1", "2", "Jun,", "4,", "quiero la itv"]] == [
+        True, True, True, False, False, True, False, None, None, None]
