@@ -110,7 +110,7 @@ class Answers:
         if unit is None:
             return False
         phone = speak.digits_spoken(unit.phone) if self.voice else unit.phone
-        text = f"El teléfono de {unit.name} es el {phone}."
+        text = f"El teléfono {speak.with_article(unit.name, 'de')} es el {phone}."
         if not self.voice:
             text += f" Correo electrónico: {unit.email}."
         await self.e.say(text)

@@ -53,3 +53,36 @@ def chars_spoken(ref: str) -> str:
     """A reference one character at a time: 'K7M4PX' -> 'K, 7, M; 4, P, X'."""
     half = (len(ref) + 1) // 2
     return ", ".join(ref[:half]) + "; " + ", ".join(ref[half:])
+
+
+# The grammatical gender of the head noun of an administrative body's name, for its article.
+_FEMININE_HEADS = {"consejeria", "direccion", "secretaria", "delegacion", "oficina", "presidencia", "junta", "agencia",
+                   "vicepresidencia", "intervencion", "inspeccion", "subdireccion", "jefatura", "unidad", "sede",
+                   "tesoreria", "comision", "fundacion", "entidad", "empresa", "asesoria", "gerencia", "coordinacion"}
+_MASCULINE_HEADS = {"servicio", "instituto", "centro", "organismo", "ayuntamiento", "area", "gabinete", "consejo",
+                    "registro", "departamento", "observatorio", "punto", "archivo", "museo", "hospital", "consorcio",
+                    "defensor", "tribunal", "juzgado", "parque", "programa"}
+
+
+def with_article(name: str, preposition: str = "") -> str:
+    """A body's name as Spanish says it after a preposition: ("Servicio Extremeño de Salud", "de") -> "del
+    Servicio Extremeño de Salud", ("Consejería de Educación", "a") -> "a la Consejería de Educación".
+
+    Names that start with an article keep it; heads of unknown gender get no article rather than a wrong one."""
+    words = name.split()
+    if not words:
+        return name
+    head = fold(words[0])
+    article = ""
+    if head in ("el", "la", "los", "las"):
+        article, name = head, " ".join(words[1:])
+    elif head in _FEMININE_HEADS or (head.endswith(("cion", "sion", "dad", "ia")) and head not in _MASCULINE_HEADS):
+        article = "la"
+    elif head in _MASCULINE_HEADS:
+        article = "el"
+    if article == "el" and preposition == "de":
+        return f"del {name}"
+    if article == "el" and preposition == "a":
+        return f"al {name}"
+    parts = [p for p in (preposition, article, name) if p]
+    return " ".join(parts)

@@ -191,3 +191,18 @@ def test_sounds_like_yes_no() -> None:
 
     assert [sounds_like_yes_no(t) for t in ["C,", "Sí.", "sip", "No.", "nou", "1", "2", "Jun,", "4,", "quiero la itv"]] == [
         True, True, True, False, False, True, False, None, None, None]
+
+
+@pytest.mark.parametrize(("name", "preposition", "spoken"), [
+    ("Servicio Extremeño de Salud", "de", "del Servicio Extremeño de Salud"),
+    ("Consejería de Educación Ciencia y Formación Profesional", "de",
+     "de la Consejería de Educación Ciencia y Formación Profesional"),
+    ("Servicio de Inspección Educativa", "a", "al Servicio de Inspección Educativa"),
+    ("Dirección General de Tributos", "", "la Dirección General de Tributos"),
+    ("La Oficina Verde", "de", "de la Oficina Verde"),
+    ("SEPAD", "de", "de SEPAD"),  # unknown gender: no article rather than a wrong one
+])
+def test_body_names_take_their_article(name: str, preposition: str, spoken: str) -> None:
+    from ivr.speak import with_article
+
+    assert with_article(name, preposition) == spoken
