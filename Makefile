@@ -7,15 +7,17 @@ STAMP := $(VENV)/.installed
 APT_STAMP := var/.apt-installed
 # command -> Debian package that provides it
 APT_CMDS := redis-server:redis-server espeak-ng:espeak-ng sox:sox baresip:baresip kamailio:kamailio \
-	ip:iproute2 linphonec:linphone-cli chromium:chromium tshark:tshark
+	ip:iproute2 linphonec:linphone-cli chromium:chromium tshark:tshark node:nodejs npm:npm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS ?=
 
 .PHONY: run test bench-deps
+NODE_STAMP := node_modules/.installed
+
 run: $(APT_STAMP) $(STAMP)
 	$(BIN)/atiende run $(ARGS)
 
-test: $(APT_STAMP) $(STAMP)
+test: $(APT_STAMP) $(STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -32,6 +34,11 @@ $(APT_STAMP):
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing libsox-fmt-base; \
 	fi
 	@mkdir -p var && touch $@
+
+# axe-core for the pages' accessibility checks in the browser tests (package.json, locked in package-lock.json).
+$(NODE_STAMP): package.json package-lock.json $(APT_STAMP)
+	npm ci --no-audit --no-fund --silent
+	@touch $@
 
 $(STAMP): pyproject.toml
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from core.redis_server import PrivateRedis
+from tests.a11y import assert_accessible
 from tests._channels_support import LiveServer, make_runtime
 
 pytestmark = pytest.mark.e2e
@@ -23,12 +24,13 @@ pytestmark = pytest.mark.e2e
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
-SHOTS = Path("/tmp")
+SHOTS = Path(__file__).resolve().parent / "artifacts"  # screenshots kept for people to look at (gitignored)
 PASSWORD = "clave-segura-1"
 
 
 @pytest.fixture(scope="module")
 def live(redis_server: PrivateRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    SHOTS.mkdir(exist_ok=True)
     prefix = f"t{uuid.uuid4().hex[:10]}"
     server = LiveServer(lambda: make_runtime(redis_server.url, prefix, tmp_path_factory.mktemp("live"))).start()
     server.prefix = prefix  # type: ignore[attr-defined]
@@ -93,6 +95,7 @@ def _login(page: Any, url: str, user: str) -> None:
 
     page.goto(f"{url}/desk")
     expect(page).to_have_url(re.compile(r"/login"))
+    assert_accessible(page, "login page")
     page.fill("#username", user)
     page.fill("#password", PASSWORD)
     page.get_by_test_id("login-submit").click()
@@ -114,11 +117,13 @@ def test_agent_desk_end_to_end(live: LiveServer, redis_server: PrivateRedis, tmp
             expect(agent.get_by_test_id("whoami")).to_have_text("Ana Informadora")
             agent.locator("[data-presence=available]").click()
             expect(agent.locator("[data-presence=available]")).to_have_class(re.compile(r"\bon\b"))
+            assert_accessible(agent, "agent desk")
 
             citizen = browser.new_context(viewport={"width": 520, "height": 760}, locale="es-ES").new_page()
             citizen.goto(f"{live.url}/chat")
             expect(citizen.get_by_test_id("chat-state")).to_have_text("en línea")
             expect(citizen.locator(".msg.assistant").first).to_contain_text("ayudarle")
+            assert_accessible(citizen, "citizens' web chat")
             citizen.get_by_test_id("chat-input").fill("Quiero hablar con una persona sobre la tarjeta sanitaria de mi madre")
             citizen.get_by_test_id("chat-send").click()
             ack = citizen.locator(".msg.assistant").nth(1)
@@ -159,6 +164,7 @@ def test_agent_desk_end_to_end(live: LiveServer, redis_server: PrivateRedis, tmp
             expect(agent.get_by_test_id("trace")).to_contain_text("Escalado de N1 a N2")
             expect(agent.get_by_test_id(f"ticket-{ref}")).to_have_count(0)  # gone from the N1 queue, live
             agent.screenshot(path=str(SHOTS / "atiende-desk.png"), full_page=True)
+            assert_accessible(agent, "agent desk with a ticket open")
 
             n2 = browser.new_context(viewport={"width": 1280, "height": 860}, locale="es-ES").new_page()
             _login(n2, live.url, "luis")
@@ -221,6 +227,7 @@ def test_admin_and_reports_pages(live: LiveServer, redis_server: PrivateRedis, t
             page.get_by_test_id("hours-check").click()
             expect(page.get_by_test_id("hours-result")).to_contain_text("Cerrado")
             page.screenshot(path=str(SHOTS / "atiende-admin-calendar.png"), full_page=True)
+            assert_accessible(page, "admin page, calendar")
 
             # Calendar YAML: a broken edit is refused with the reason inline; the old version keeps serving.
             editor = page.get_by_test_id("yaml-calendar")
@@ -258,5 +265,6 @@ def test_admin_and_reports_pages(live: LiveServer, redis_server: PrivateRedis, t
             expect(page.get_by_test_id("kpi-tickets")).not_to_contain_text("—")
             expect(page.get_by_test_id("chart-by-day").locator("svg rect").first).to_be_visible()
             page.screenshot(path=str(SHOTS / "atiende-reports.png"), full_page=True)
+            assert_accessible(page, "reports page")
         finally:
             browser.close()

@@ -38,7 +38,7 @@ async function toYaml(value) { return (await api("POST", "/desk/api/yaml/dump", 
 async function fromYaml(text) { return api("POST", "/desk/api/yaml/parse", text, { type: "application/yaml" }); }
 
 function yamlEditor(spec) {
-  const area = el("textarea", { class: "code", spellcheck: "false", "data-testid": `yaml-${spec.id}` });
+  const area = el("textarea", { class: "code", spellcheck: "false", "data-testid": `yaml-${spec.id}`, "aria-label": spec.title || spec.id });
   const syntax = el("span", { class: "small", "data-testid": `yaml-syntax-${spec.id}` });
   const result = el("div", { "data-testid": `yaml-result-${spec.id}`, role: "status" });
   const note = el("input", { placeholder: "Nota del cambio (opcional)", style: "flex:1" });
@@ -112,11 +112,11 @@ async function calendarSection(box) {
   const all = await api("GET", CAL);
   const names = Object.keys(all.calendars || {});
   let name = all.default || names[0];
-  const select = el("select", { "data-testid": "calendar-name" }, names.map((n) => el("option", { value: n, selected: n === name }, n)));
+  const select = el("select", { "data-testid": "calendar-name", "aria-label": "Calendario" }, names.map((n) => el("option", { value: n, selected: n === name }, n)));
   const detail = el("div");
   select.addEventListener("change", () => { name = select.value; render(); });
 
-  const atInput = el("input", { type: "datetime-local", "data-testid": "hours-at", value: "2026-12-08T10:00" });
+  const atInput = el("input", { type: "datetime-local", "data-testid": "hours-at", value: "2026-12-08T10:00", "aria-label": "Día y hora a consultar" });
   const atOut = el("div", { "data-testid": "hours-result", class: "status-line" });
   async function whatHappens() {
     try {
@@ -140,13 +140,13 @@ async function calendarSection(box) {
     const weekly = el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "Periodo"), DAYS.map(([, d]) => el("th", {}, d)))),
       el("tbody", {}, el("tr", {}, el("td", {}, "Horario general"), DAYS.map(([k]) => el("td", {}, intervals(c.weekly[k])))),
         (c.seasons || []).map((s) => el("tr", {}, el("td", {}, `${s.name} (${s.start} a ${s.end})`), DAYS.map(([k]) => el("td", {}, intervals(s.weekly[k])))))));
-    const hol = el("input", { type: "date", "data-testid": "holiday-date" });
+    const hol = el("input", { type: "date", "data-testid": "holiday-date", "aria-label": "Fecha del festivo" });
     const holName = el("input", { placeholder: "Nombre de la fiesta", "data-testid": "holiday-name" });
-    const clo = el("input", { type: "date" });
+    const clo = el("input", { type: "date", "aria-label": "Fecha del cierre" });
     const cloReason = el("input", { placeholder: "Motivo del cierre" });
-    const spe = el("input", { type: "date" });
-    const speFrom = el("input", { type: "time", value: "09:00" });
-    const speTo = el("input", { type: "time", value: "13:00" });
+    const spe = el("input", { type: "date", "aria-label": "Fecha del día especial" });
+    const speFrom = el("input", { type: "time", value: "09:00", "aria-label": "Abre a las" });
+    const speTo = el("input", { type: "time", value: "13:00", "aria-label": "Cierra a las" });
     const speReason = el("input", { placeholder: "Motivo" });
     detail.replaceChildren(
       el("p", { "data-testid": "hours-text" }, el("b", {}, "Horario: "), view.hours_text),
@@ -239,7 +239,7 @@ async function peopleSection(box) {
   const done = (text, ok = true) => { result.className = `status-line ${ok ? "ok" : "error"}`; result.textContent = text; };
 
   const agentRows = agents.map((a) => {
-    const level = el("select", {}, [1, 2].map((n) => el("option", { value: n, selected: a.level === n }, `N${n}`)));
+    const level = el("select", { "aria-label": "Nivel" }, [1, 2].map((n) => el("option", { value: n, selected: a.level === n }, `N${n}`)));
     const skills = el("input", { value: (a.skills || []).join(", "), size: 18 });
     return el("tr", {}, el("td", {}, a.id), el("td", {}, a.name), el("td", {}, level), el("td", {}, skills),
       el("td", {}, el("span", { class: "badge" }, a.presence)), el("td", {}, a.current || ""),
@@ -262,7 +262,7 @@ async function peopleSection(box) {
   });
 
   const f = { username: el("input", { "data-testid": "user-username", placeholder: "usuario" }), name: el("input", { placeholder: "Nombre y apellidos" }),
-    role: el("select", {}, [["agent_n1", "Agente N1"], ["agent_n2", "Agente N2"], ["supervisor", "Supervisor"], ["admin", "Administrador"]]
+    role: el("select", { "aria-label": "Rol" }, [["agent_n1", "Agente N1"], ["agent_n2", "Agente N2"], ["supervisor", "Supervisor"], ["admin", "Administrador"]]
       .map(([v, l]) => el("option", { value: v }, l))),
     password: el("input", { type: "password", placeholder: "contraseña (8+)" }), skills: el("input", { placeholder: "habilidades: general, quejas" }) };
   const create = el("button", { "data-testid": "user-create", onclick: async () => {
@@ -295,7 +295,7 @@ async function peopleSection(box) {
 
 function apiKeys(done) {
   const name = el("input", { placeholder: "nombre (p. ej. ivr-nodo-2)" });
-  const role = el("select", {}, ["supervisor", "agent_n1", "agent_n2", "admin"].map((r) => el("option", { value: r }, r)));
+  const role = el("select", { "aria-label": "Rol de la clave" }, ["supervisor", "agent_n1", "agent_n2", "admin"].map((r) => el("option", { value: r }, r)));
   const shown = el("p", { class: "small", "data-testid": "api-key" });
   return el("section", { class: "panel", style: "margin-top:1rem" }, el("h3", { style: "margin-top:0" }, "Claves de API (máquinas)"),
     el("p", { class: "small muted" }, "Para otros nodos o sistemas. La clave se muestra una sola vez."),

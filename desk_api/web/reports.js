@@ -13,7 +13,8 @@ function svg(tag, attrs = {}, ...children) {
   return n;
 }
 
-function chart(w, h) { return svg("svg", { viewBox: `0 0 ${w} ${h}`, class: "chart", role: "img" }); }
+// role=img with a label: screen readers announce what the chart shows (the figures are also in the tables).
+function chart(w, h, label) { return svg("svg", { viewBox: `0 0 ${w} ${h}`, class: "chart", role: "img", "aria-label": label }); }
 
 function legend(channels) {
   return el("div", { class: "row small" }, channels.map((c) => el("span", {},
@@ -24,7 +25,7 @@ function stackedBars(days, channels) {
   const W = 560, H = 240, L = 34, B = 26, T = 8;
   const totals = days.map((d) => channels.reduce((s, c) => s + ((d.interactions || {})[c] || 0), 0));
   const max = Math.max(1, ...totals);
-  const g = chart(W, H);
+  const g = chart(W, H, `Contactos por canal y día, ${days.length} días; máximo ${max} en un día`);
   const bw = (W - L - 8) / Math.max(1, days.length);
   for (const frac of [0, 0.5, 1]) {
     const y = T + (H - T - B) * (1 - frac);
@@ -47,7 +48,7 @@ function stackedBars(days, channels) {
 
 function line(days) {
   const W = 560, H = 200, L = 38, B = 26, T = 10;
-  const g = chart(W, H);
+  const g = chart(W, H, `Contención por día, ${days.length} días`);
   for (const frac of [0, 0.5, 1]) {
     const y = T + (H - T - B) * (1 - frac);
     g.append(svg("line", { x1: L, x2: W, y1: y, y2: y, stroke: "#dde3ea" }), svg("text", { x: L - 4, y: y + 4, "text-anchor": "end", "font-size": 10, fill: "#5d6b7a" }, `${frac * 100} %`));
@@ -68,7 +69,7 @@ function histogram(waiting) {
   const W = 560, H = 200, L = 30, B = 30, T = 8;
   const labels = Object.keys(waiting[chans[0]].histogram);
   const max = Math.max(1, ...chans.flatMap((c) => Object.values(waiting[c].histogram)));
-  const g = chart(W, H);
+  const g = chart(W, H, `Tiempos de espera por canal: ${chans.join(", ")}`);
   const gw = (W - L) / labels.length, bw = (gw - 6) / chans.length;
   labels.forEach((lab, i) => {
     chans.forEach((c, j) => {
