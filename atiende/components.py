@@ -10,6 +10,7 @@ from typing import Protocol
 
 from atiende.runtime import Runtime
 from core import logs
+from core.looplag import LoopLagMonitor
 from ivr.callio import CallIO
 from ivr.contact import CallerGone
 from telephony.call import Call
@@ -118,9 +119,23 @@ class VoicemailComponent:
         await self.rt.callback_worker.stop()
 
 
+class LoopLagComponent:
+    """Watches the event loop that paces every call's audio: lag histogram on /metrics, a warning with the
+    stack that held the loop when it passes 50 ms (core/looplag.py)."""
+
+    def __init__(self) -> None:
+        self.monitor = LoopLagMonitor()
+
+    async def start(self) -> None:
+        self.monitor.start()
+
+    async def stop(self) -> None:
+        await self.monitor.stop()
+
+
 async def start_components(rt: Runtime) -> list[Component]:
     started: list[Component] = []
-    for comp in (LineComponent(rt), VoicemailComponent(rt)):
+    for comp in (LoopLagComponent(), LineComponent(rt), VoicemailComponent(rt)):
         await comp.start()
         started.append(comp)
     return started

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import prometheus_client
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
 REGISTRY = CollectorRegistry()
@@ -12,4 +13,5 @@ CALLS_TOTAL = Counter("atiende_calls", "calls by outcome", ["outcome"], registry
 
 
 def render() -> tuple[bytes, str]:
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    # The default registry too: process-wide collectors (core.looplag's event-loop lag, process, gc).
+    return generate_latest(REGISTRY) + generate_latest(prometheus_client.REGISTRY), CONTENT_TYPE_LATEST
