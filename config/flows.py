@@ -7,7 +7,7 @@ target, an unknown prompt or menu, or a set of flows that can loop forever witho
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
 from pydantic import Field, model_validator
 
@@ -197,64 +197,103 @@ def _edges(doc: Flows, steps: list[Step]) -> tuple[list[str], bool]:
     return targets, True
 
 
+class FlowProblem(NamedTuple):
+    """One reason a document cannot run, located for an editor: the flow and step it is on (None when it is about
+    the document's top-level keys), the field to highlight and the sentence `check_flows` reports."""
+
+    flow: str | None
+    step: int | None
+    field: str | None
+    message: str
+
+
 def check_flows(doc: Flows) -> list[str]:
     """Every reason this document cannot run, in words an admin can act on; [] when it is sound."""
-    problems: list[str] = []
-    names = set(doc.flows)
+    return list(dict.fromkeys(p.message for p in flow_problems(doc)))  # a loop is also reported on each stuck flow
 
-    def target(where: str, name: str | None, what: str = "flow") -> None:
+
+def flow_problems(doc: Flows) -> list[FlowProblem]:
+    """`check_flows` with each problem located on its flow, step and field, so an editor shows it on the step."""
+    problems: list[FlowProblem] = []
+    names = set(doc.flows)
+    here: tuple[str | None, int | None] = (None, None)
+
+    def add(message: str, field: str | None = None) -> None:
+        problems.append(FlowProblem(here[0], here[1], field, message))
+
+    def target(where: str, name: str | None, what: str = "flow", field: str | None = None) -> None:
         if name is not None and name not in names:
-            problems.append(f"{where}: {what} {name!r} does not exist")
+            add(f"{where}: {what} {name!r} does not exist", field)
 
     for key in ("entry_flow", "person_flow", "closed_flow"):
-        target(key, getattr(doc, key))
+        target(key, getattr(doc, key), field=key)
     for intent, flow in doc.routes.items():
-        target(f"routes.{intent}", flow)
+        target(f"routes.{intent}", flow, field=f"routes.{intent}")
     for menu, options in doc.menus.items():
         keys = [o.key for o in options]
         if len(keys) != len(set(keys)):
-            problems.append(f"menus.{menu}: a key is used twice")
+            add(f"menus.{menu}: a key is used twice", f"menus.{menu}")
     if doc.policy.handover:
-        target("policy.handover", doc.policy.handover)
+        target("policy.handover", doc.policy.handover, field="policy.handover")
     for name, steps in doc.flows.items():
         for i, step in enumerate(steps):
+            here = (name, i)
             where = f"flows.{name}[{i}] ({step.verb})"
             prompt = getattr(step, "prompt", None)
             if isinstance(prompt, str) and prompt not in doc.prompts:
-                problems.append(f"{where}: prompt {prompt!r} does not exist")
+                add(f"{where}: prompt {prompt!r} does not exist", "prompt")
             if isinstance(step, Gather):
                 if step.text is None and step.prompt is None:
-                    problems.append(f"{where}: gather needs a text or a prompt")
+                    add(f"{where}: gather needs a text or a prompt", "text")
                 if step.menu is not None and step.menu not in doc.menus:
-                    problems.append(f"{where}: menu {step.menu!r} does not exist")
+                    add(f"{where}: menu {step.menu!r} does not exist", "menu")
                 pol = doc.policy_of(step)
-                target(where, pol.handover)
+                target(where, pol.handover, field="policy.handover")
                 for p in (pol.no_input_prompt, pol.no_match_prompt):
                     if p not in doc.prompts:
-                        problems.append(f"{where}: prompt {p!r} does not exist")
+                        add(f"{where}: prompt {p!r} does not exist", "policy")
             elif isinstance(step, Record) and step.text is None and step.prompt is None:
-                problems.append(f"{where}: record needs a text or a prompt")
+                add(f"{where}: record needs a text or a prompt", "text")
             elif isinstance(step, Route):
                 for intent, flow in step.intents.items():
-                    target(f"{where} intent {intent}", flow)
-                target(where, step.default)
+                    target(f"{where} intent {intent}", flow, field=f"intents.{intent}")
+                target(where, step.default, field="default")
             elif isinstance(step, Branch):
                 for value, flow in step.cases.items():
-                    target(f"{where} case {value}", flow)
-                target(where, step.default)
+                    target(f"{where} case {value}", flow, field=f"cases.{value}")
+                target(where, step.default, field="default")
             elif isinstance(step, Answer):
-                target(where, step.on_fail)
+                target(where, step.on_fail, field="on_fail")
             elif isinstance(step, Enqueue):
-                target(where, step.overflow)
+                target(where, step.overflow, field="overflow")
             elif isinstance(step, Goto):
-                target(where, step.flow)
+                target(where, step.flow, field="flow")
     if problems:
         return problems
-    problems += _loops(doc)
+    stuck = _stuck(doc)
+    if stuck:
+        message = _loops_message(stuck)
+        # One sentence for the document (what the API says), and the same on the last step of each stuck flow:
+        # that is where an exit (hangup, enqueue...) or a jump to a flow that ends would fix it.
+        problems.append(FlowProblem(None, None, None, message))
+        for name in stuck:
+            last = len(doc.flows[name]) - 1
+            problems.append(FlowProblem(name, max(last, 0), None, message))
     return problems
 
 
 def _loops(doc: Flows) -> list[str]:
+    """Flows reachable from the entry from which no path ever ends the contact."""
+    stuck = _stuck(doc)
+    return [_loops_message(stuck)] if stuck else []
+
+
+def _loops_message(stuck: list[str]) -> str:
+    return (f"flows {', '.join(sorted(stuck))} loop without exit: no path from them reaches hangup, enqueue, voicemail, "
+            "transfer or the end of a flow")
+
+
+def _stuck(doc: Flows) -> list[str]:
     """Flows reachable from the entry from which no path ever ends the contact."""
     graph = {name: _edges(doc, steps) for name, steps in doc.flows.items()}
     can_end = {name for name, (_, ends) in graph.items() if ends}
@@ -273,8 +312,4 @@ def _loops(doc: Flows) -> list[str]:
             continue
         reachable.append(name)
         todo += graph[name][0]
-    stuck = [n for n in reachable if n not in can_end]
-    if not stuck:
-        return []
-    return [f"flows {', '.join(sorted(stuck))} loop without exit: no path from them reaches hangup, enqueue, voicemail, "
-            "transfer or the end of a flow"]
+    return [n for n in reachable if n not in can_end]

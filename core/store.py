@@ -38,6 +38,9 @@ class Keys:
     def config_seq(self, section: str) -> str:
         return f"{self.p}:cfg:{section}:seq"
 
+    def config_drafts(self, section: str) -> str:
+        return f"{self.p}:cfg:{section}:drafts"  # hash: draft id -> JSON {id, author, at, note, base, document}
+
     @property
     def config_channel(self) -> str:
         return f"{self.p}:cfg:changed"  # pub/sub: section name
@@ -229,6 +232,28 @@ class Store:
 
     async def set_model(self, key: str, value: BaseModel) -> None:
         await self.redis.set(key, dumps(value))
+
+    # -- drafts of versioned sections: proposed by a supervisor, published (or dropped) by an admin
+    MAX_DRAFTS = 50  # per section: proposals pile up only until an admin looks; more is a mistake or an abuse
+
+    async def put_draft(self, section: str, draft_id: str, raw: str) -> bool:
+        """Store a draft (JSON); False when the section already holds MAX_DRAFTS others."""
+        key = self.keys.config_drafts(section)
+        if not await self.redis.hexists(key, draft_id) and await self.redis.hlen(key) >= self.MAX_DRAFTS:
+            return False
+        await self.redis.hset(key, draft_id, raw)
+        return True
+
+    async def drafts(self, section: str) -> list[str]:
+        values = (await self.redis.hgetall(self.keys.config_drafts(section))).values()
+        return [v if isinstance(v, str) else v.decode() for v in values]
+
+    async def draft(self, section: str, draft_id: str) -> str | None:
+        raw = await self.redis.hget(self.keys.config_drafts(section), draft_id)
+        return raw.decode() if isinstance(raw, bytes) else raw
+
+    async def delete_draft(self, section: str, draft_id: str) -> bool:
+        return bool(await self.redis.hdel(self.keys.config_drafts(section), draft_id))
 
     async def close(self) -> None:
         await self.redis.aclose()
