@@ -13,11 +13,13 @@ ARGS ?=
 
 .PHONY: run test bench-deps
 NODE_STAMP := node_modules/.installed
+# JsSIP for the desk's softphone, bundled from the npm package into one static file (no CDN, no build at run time).
+JSSIP := desk_api/web/vendor-jssip.min.js
 
-run: $(APT_STAMP) $(STAMP)
+run: $(APT_STAMP) $(STAMP) $(JSSIP)
 	$(BIN)/atiende run $(ARGS)
 
-test: $(APT_STAMP) $(STAMP) $(NODE_STAMP)
+test: $(APT_STAMP) $(STAMP) $(NODE_STAMP) $(JSSIP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -35,10 +37,14 @@ $(APT_STAMP):
 	fi
 	@mkdir -p var && touch $@
 
-# axe-core for the pages' accessibility checks in the browser tests (package.json, locked in package-lock.json).
+# axe-core (the pages' accessibility checks), JsSIP and esbuild (the softphone's bundle): package.json, locked.
 $(NODE_STAMP): package.json package-lock.json $(APT_STAMP)
 	npm ci --no-audit --no-fund --silent
 	@touch $@
+
+$(JSSIP): $(NODE_STAMP)
+	node_modules/.bin/esbuild node_modules/jssip/lib/JsSIP.js --bundle --format=iife --global-name=JsSIP --minify \
+	  --target=es2019 --log-level=warning --outfile=$@
 
 $(STAMP): pyproject.toml
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)

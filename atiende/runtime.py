@@ -175,7 +175,8 @@ class Runtime:
         from atiende.wiring import DeskAgents
         from ivr.distribution import AgentQueue
 
-        return AgentQueue(lambda: self.settings.agents, self.store, self.clock, self.calendars, DeskAgents(self.desk))
+        return AgentQueue(lambda: self.settings.agents, self.store, self.clock, self.calendars,
+                          DeskAgents(self.desk, lambda: self.settings.agents.softphone))
 
     @cached_property
     def callback_worker(self) -> CallbackWorker:

@@ -7,16 +7,25 @@ voicemail never import the desk, and the desk never imports them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from config.agents import SoftphoneConfig
 from core.errors import InvalidInput, NotFound
 from desk import Desk
-from desk.models import Interaction
+from desk.models import Agent, Interaction
 from ivr.contact import Session
 from ivr.ports import OfferedAgent
 
 ACTOR = "ivr"
+
+
+def phone_uri(agent: Agent, softphone: SoftphoneConfig) -> str | None:
+    """Where an agent's calls ring: the desk's softphone (registered at Kamailio) or their own SIP phone."""
+    if agent.phone == "browser":
+        return f"sip:{agent.id}@{softphone.domain}" if softphone.enabled else None
+    return agent.sip_uri
 
 
 class DeskTickets:
@@ -61,12 +70,15 @@ class DeskTickets:
 class DeskAgents:
     """The call distribution's view of the desk: agent reservation, presence and live events."""
 
-    def __init__(self, desk: Desk) -> None:
+    def __init__(self, desk: Desk, softphone: Callable[[], SoftphoneConfig]) -> None:
         self.desk = desk
+        self._softphone = softphone
 
     async def reserve(self, queue: str, *, item: str) -> OfferedAgent | None:
         agent = await self.desk.assign.reserve(queue, item=item, kind="call", actor=ACTOR)
-        return OfferedAgent(id=agent.id, sip_uri=agent.sip_uri) if agent is not None else None
+        if agent is None:
+            return None
+        return OfferedAgent(id=agent.id, sip_uri=phone_uri(agent, self._softphone()))
 
     async def release(self, agent_id: str) -> None:
         await self.desk.assign.release(agent_id, actor=ACTOR)

@@ -9,6 +9,19 @@ from pydantic import Field
 from config.base import Strict
 
 
+class SoftphoneConfig(Strict):
+    """The agents' browser softphone: SIP over WebSocket to Kamailio, WebRTC media bridged by rtpengine
+    (deploy/kamailio/softphone.cfg). Agents whose phone is "browser" are rung at sip:<agent id>@`domain`."""
+
+    enabled: bool = Field(False, description="offer the softphone in the desk (needs Kamailio + rtpengine running)")
+    ws_url: str = Field("ws://127.0.0.1:8088", description="the WebSocket the page connects to (wss:// in production)")
+    domain: str = Field("127.0.0.1:5080", description="HOST:PORT of the Kamailio that registers agents' pages")
+    secret: str = Field("", description="shared with Kamailio's auth_ephemeral (SOFTPHONE_SECRET); set it in the "
+                                        "environment: ATIENDE_AGENTS__SOFTPHONE__SECRET")
+    ttl_s: int = Field(600, ge=60, le=86_400, description="lifetime of the page's SIP credentials (renewed while open)")
+    ice_servers: list[str] = Field(default_factory=list, description="STUN/TURN URIs for the page (none on a LAN)")
+
+
 class AgentsConfig(Strict):
     connect: Literal["bridge", "refer"] = Field(
         "bridge", description="bridge: Atiende calls the agent and relays audio (works with any phone); refer: blind transfer")
@@ -18,3 +31,4 @@ class AgentsConfig(Strict):
     poll_s: float = Field(1.0, gt=0, description="how often a waiting caller looks for a free agent")
     overflow_before_close_s: float = Field(
         300.0, ge=0, description="a caller still waiting this close to closing time is offered a callback instead")
+    softphone: SoftphoneConfig = Field(default_factory=SoftphoneConfig)

@@ -125,6 +125,7 @@ class Agent(BaseModel):
     skills: list[str] = Field(default_factory=list)
     presence: Presence = "offline"
     sip_uri: str | None = None
+    phone: Literal["sip", "browser"] = "sip"  # browser: the desk's softphone (agents.softphone), else sip_uri
     idle_since: datetime | None = None
     current: str | None = None  # ticket ref or call id the agent is handling
 

@@ -29,8 +29,10 @@ ROUTE_MODULES = [
     "desk_api.routes.calendar",
     "desk_api.routes.routing",
     "desk_api.routes.ivr",
+    "desk_api.routes.learning",
     "desk_api.routes.voicemail",
     "desk_api.routes.channels",
+    "desk_api.routes.softphone",
     "desk_api.routes.pages",
 ]
 
@@ -69,6 +71,7 @@ class _CountRequests:
 GUARDED: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("/api/v1/admin/", ("admin",)),
     ("/api/v1/simulate", ("supervisor",)),
+    ("/api/v1/editor/", ("supervisor",)),  # the admin page's editors: supervisors try changes and propose drafts
     ("/api/v1/calls", ("supervisor", "agent_n1", "agent_n2")),
     ("/api/v1/callbacks", ("supervisor", "agent_n1", "agent_n2")),
     ("/api/v1/voicemails/", ("supervisor", "agent_n1", "agent_n2")),

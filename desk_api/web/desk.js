@@ -111,6 +111,7 @@ function connectLive() {
   source.onmessage = (msg) => {
     let ev; try { ev = JSON.parse(msg.data); } catch (e) { return; }
     state.lastEvent = ev;
+    window.dispatchEvent(new CustomEvent("atiende:event", { detail: ev }));  // the softphone listens for call offers
     if (!ev.type || !ev.type.startsWith("ticket.")) return;
     if (ev.type === "ticket.created" && ev.ref) state.fresh.add(ev.ref);
     refreshSoon();

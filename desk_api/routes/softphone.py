@@ -1,0 +1,73 @@
+"""The desk's softphone: short-lived SIP credentials derived from the agent's desk session, and presence that
+follows the page (closing the tab makes the agent unavailable for calls).
+
+Kamailio checks the credentials with auth_ephemeral (deploy/kamailio/softphone.cfg): the username is
+"<expiry>:<agent id>", the password base64(HMAC-SHA256(secret, username)). Nothing to store, nothing a
+stolen page can use for long, and no second password for agents to remember.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel
+
+from core.errors import Conflict, Unavailable
+from desk.models import Principal
+from desk_api.auth import desk_of, require
+from desk_api.deps import services_of
+
+router = APIRouter(prefix="/api/v1/softphone", tags=["softphone"])
+AGENTS = ("agent_n1", "agent_n2", "supervisor")
+
+
+class Credentials(BaseModel):
+    ws_url: str
+    uri: str
+    username: str
+    password: str
+    realm: str
+    expires_at: int
+    ice_servers: list[str]
+
+
+def ephemeral_password(secret: str, username: str) -> str:
+    return base64.b64encode(hmac.new(secret.encode(), username.encode(), hashlib.sha256).digest()).decode()
+
+
+@router.get("/credentials", response_model=Credentials)
+async def credentials(request: Request, who: Principal = Depends(require(*AGENTS))) -> Credentials:
+    """SIP credentials for this agent's page, valid `agents.softphone.ttl_s` seconds (the page renews them)."""
+    cfg = services_of(request).settings.agents.softphone
+    if not cfg.enabled:
+        raise Unavailable("the softphone is not enabled on this service (agents.softphone)", error_id="softphone-off")
+    if not cfg.secret:
+        raise Unavailable("the softphone has no secret shared with Kamailio (agents.softphone.secret)",
+                          error_id="softphone-off")
+    agent_id = who.agent_id
+    if agent_id is None:
+        raise Conflict("only agents have a softphone", error_id="not-an-agent")
+    agent = await desk_of(request).agents.get(agent_id)
+    if agent.phone != "browser":
+        raise Conflict("this agent answers on a SIP phone, not in the browser", error_id="not-a-browser-agent")
+    expires = int(time.time()) + cfg.ttl_s
+    username = f"{expires}:{agent.id}"
+    host = cfg.domain.rsplit(":", 1)[0] if cfg.domain.count(":") == 1 else cfg.domain
+    return Credentials(ws_url=cfg.ws_url, uri=f"sip:{agent.id}@{host}", username=username,
+                       password=ephemeral_password(cfg.secret, username), realm=host, expires_at=expires,
+                       ice_servers=cfg.ice_servers)
+
+
+@router.post("/offline", status_code=204)
+async def offline(request: Request, who: Principal = Depends(require(*AGENTS))) -> Response:
+    """The page is closing (a beacon) or its registration ended: no more calls ring there."""
+    if who.agent_id is not None:
+        desk = desk_of(request)
+        agent = await desk.agents.get(who.agent_id)
+        if agent.phone == "browser" and agent.presence == "available":
+            await desk.agents.set_presence(agent.id, "away", actor=who.id)
+    return Response(status_code=204)
