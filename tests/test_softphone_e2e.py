@@ -182,6 +182,7 @@ async def test_agent_answers_in_the_desk_and_audio_flows_both_ways(stack: dict[s
 
             await expect(page.get_by_test_id("softphone-state")).to_have_attribute("data-state", "ringing",
                                                                                   timeout=30_000)
+            await expect(page.get_by_test_id("softphone-context")).to_contain_text("Recorrido")
             await page.screenshot(path=str(SHOTS / "atiende-softphone-ringing.png"))
             await page.get_by_test_id("softphone-answer").click()
             await expect(page.get_by_test_id("softphone-state")).to_have_attribute("data-state", "incall",
@@ -199,10 +200,14 @@ async def test_agent_answers_in_the_desk_and_audio_flows_both_ways(stack: dict[s
             await asyncio.sleep(1.0)
             await page.get_by_test_id("softphone-hangup").click()
             await caller.wait_event("CALL_CLOSED", within=10)
+            # Closing the desk makes the agent unavailable for calls (the page's beacon), so none rings there.
+            await page.close(run_before_unload=True)
+            assert await _presence(stack["svc"].http_url, stack["key"], "ana") == "away"
         finally:
             await browser.close()
     await caller.stop()
     down = correlate(agent_phrase, read_wav(caller.recordings()[0]))
+    print(f"softphone audio: caller -> agent's page {up}; agent -> caller {down}")
     assert up.score > 0.6, f"the agent's page did not hear the caller: {up}"
     assert down.score > 0.6, f"the caller did not hear the agent: {down}"
     dtmf = [e for e in caller.events if "DTMF" in str(e.get("type", ""))]
@@ -221,6 +226,20 @@ async def assert_accessible_async(page: Any, what: str) -> None:
                                  WCAG_21_AA)
     bad = [f"{v['id']}: {v['help']} {[n['target'] for n in v['nodes'][:3]]}" for v in result["violations"]]
     assert not bad, f"{what}: WCAG 2.1 AA violations:\n" + "\n".join(bad)
+
+
+async def _presence(http_url: str, key: str, agent: str, within: float = 10.0) -> str:
+    import httpx
+
+    deadline = time.monotonic() + within
+    presence = ""
+    async with httpx.AsyncClient(base_url=http_url, timeout=10, headers={"X-API-Key": key}) as http:
+        while time.monotonic() < deadline:
+            presence = (await http.get(f"/api/v1/agents/{agent}")).json()["presence"]
+            if presence == "away":
+                break
+            await asyncio.sleep(0.3)
+    return presence
 
 
 async def _call_record(http_url: str, key: str, caller: str, within: float = 20.0) -> dict[str, Any]:

@@ -10,7 +10,7 @@ const Softphone = (() => {
   const KEYS = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "*", "0", "#"];
   const s = { ua: null, session: null, creds: null, renew: null, muted: false, held: false, offered: null,
     remote: null, local: null, meters: [], mic: "", speaker: "" };
-  let box, stateLine, callInfo, buttons, keypad, audio, devices, micMeter, spkMeter;
+  let box, stateLine, callInfo, context, buttons, keypad, audio, devices, micMeter, spkMeter;
 
   function setState(name, extra) {
     stateLine.textContent = STATE[name] + (extra ? ` · ${extra}` : "");
@@ -87,6 +87,7 @@ const Softphone = (() => {
       buttons.mute.textContent = "Silenciar"; buttons.hold.textContent = "Poner en espera";
       stopMeters();
       callInfo.textContent = "";
+      context.replaceChildren();
       setTimeout(() => { if (!s.session) setState(s.ua && s.ua.isRegistered() ? "registered" : "off"); }, 1500);
     };
     session.on("ended", done);
@@ -150,7 +151,12 @@ const Softphone = (() => {
     window.addEventListener("pagehide", offline);
     window.addEventListener("atiende:event", (ev) => {
       const d = ev.detail || {};
-      if (d.type === "call.offered") s.offered = d.intent ? `motivo: ${d.intent}` : null;
+      if (d.type !== "call.offered" || (d.agent && d.agent !== s.creds.uri.slice(4).split("@")[0])) return;
+      // What the caller went through before reaching the agent: the IVR's path and what they said.
+      s.offered = d.intent ? `motivo: ${d.intent}` : null;
+      context.replaceChildren(
+        el("p", { class: "small muted" }, `Recorrido: ${(d.path || []).join(" → ") || "—"}`),
+        ...(d.transcript || []).map((t) => el("p", { class: "small" }, `«${t}»`)));
     });
     if (navigator.mediaDevices && navigator.mediaDevices.addEventListener) navigator.mediaDevices.addEventListener("devicechange", listDevices);
     listDevices();
@@ -159,6 +165,7 @@ const Softphone = (() => {
   function build() {
     stateLine = el("p", { class: "status-line", "data-testid": "softphone-state", role: "status", "aria-live": "polite" });
     callInfo = el("p", { class: "small", "data-testid": "softphone-caller" });
+    context = el("div", { "data-testid": "softphone-context" });
     const b = (label, testid, onclick, cls) => el("button", { "data-testid": testid, class: cls || "", onclick }, label);
     buttons = {
       answer: b("Contestar", "softphone-answer", () => {
@@ -199,7 +206,7 @@ const Softphone = (() => {
     };
     box.replaceChildren(
       el("h2", { class: "small" }, "Teléfono"),
-      stateLine, callInfo,
+      stateLine, callInfo, context,
       el("div", { class: "row" }, buttons.answer, buttons.reject, buttons.hangup, buttons.mute, buttons.hold),
       keypad,
       el("div", { class: "row small" }, el("span", {}, "Micrófono "), micMeter, el("span", {}, " Llamada "), spkMeter),
