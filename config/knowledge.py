@@ -77,6 +77,19 @@ class Procedure(Strict):
         return out
 
 
+class ExternalBody(Strict):
+    """A body callers ask for that is not in this administration's directory (a State agency, a town
+    hall, another region's service): named so the router reports it as not ours instead of matching a
+    directory unit with a similar name or acronym."""
+
+    name: str
+    aliases: list[str] = Field(default_factory=list)
+    level: str = ""  # "estatal", "local", "otra comunidad"...: for the answer, not for matching
+    advice: str = ""  # what to tell the caller about this body; empty: the general advice
+
+    _split_aliases = field_validator("aliases", mode="before")(_split)
+
+
 class FileStatus(Strict):
     """A row of the sample processing-platform adapter (status of an administrative file)."""
 
@@ -91,3 +104,15 @@ class KnowledgeConfig(Strict):
     directory: list[Unit] = Field(default_factory=list)
     procedures: list[Procedure] = Field(default_factory=list)
     files: list[FileStatus] = Field(default_factory=list)
+    not_ours: list[ExternalBody] = Field(
+        default_factory=list, description="bodies outside the directory, never answered with a directory unit")
+    not_ours_advice: str = Field(
+        "", description="what to tell a caller who asks for a body that is not in the directory")
+    not_ours_heads: list[str] = Field(
+        default_factory=list,
+        description="words that start the name of a body outside the directory ('ministerio', 'ayuntamiento'); "
+        "ignored when a directory unit's name holds them")
+    foreign_qualifiers: list[str] = Field(
+        default_factory=list,
+        description="words that make a similar name another administration's ('andaluz' in 'servicio andaluz de "
+        "salud', 'estatal'); ignored when a directory unit's name holds them")

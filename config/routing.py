@@ -62,8 +62,12 @@ class RoutingConfig(Strict):
     )
     intents: list[Intent] = Field(default_factory=list)
     dtmf_menus: dict[str, dict[str, str]] = Field(default_factory=dict)
-    entity_weights: dict[Literal["town", "unit", "procedure", "reference"], dict[str, float]] = Field(
-        default_factory=dict, description="an entity found in the utterance counts as a keyword of these intents"
+    entity_weights: dict[
+        Literal["town", "unit", "procedure", "reference", "unknown_unit", "unknown_town"], dict[str, float]
+    ] = Field(
+        default_factory=dict,
+        description="an entity found in the utterance counts as a keyword of these intents; unknown_unit and "
+        "unknown_town: a body or place named that is not in the directory (it still says what the caller wants)",
     )
     unrelated: dict[str, float] = Field(
         default_factory=dict,

@@ -4,6 +4,13 @@ ticket reference (letters and digits), and yes/no answers.
 Towns and units are matched on normalised, phonetic forms with a fuzzy fallback, so "caseres"
 (by ear), "consegería de educasion" or an STT slip still finds the row. Indexes are built once
 per knowledge base (the router holds them); the module-level helpers cache them by content.
+
+A unit mention has three outcomes (`UnitMatch.status`): "found" (safe to answer with the unit's
+phone), "confirm" (plausible but weak: an acronym heard with a slip, a name half covered; the
+caller must confirm before any number is given) and "unknown" (a body that is not in the
+directory: a State agency, a town hall, another region's service, or a directory-like name that
+matches nothing). A wrong number said with confidence is worse than "no lo tengo", so a body
+outside the directory is never answered with a directory unit of a similar name or acronym.
 """
 
 from __future__ import annotations
@@ -11,11 +18,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar, cast
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar, cast
 
 from rapidfuzz import fuzz, process
+from rapidfuzz.distance import OSA
 
-from config.knowledge import Office, Procedure, Unit
+from config.knowledge import ExternalBody, KnowledgeConfig, Office, Procedure, Unit
 from routing.normalize import (
     LETTER_NAMES,
     STOPWORDS,
@@ -137,29 +146,231 @@ class NameIndex(Generic[T]):
                 self.by_word.setdefault(w, []).append(i)
 
     def find(self, norm: Normalized) -> T | None:
+        hit = self.best(norm)
+        return hit.row if hit else None
+
+    def best(self, norm: Normalized) -> NameHit[T] | None:
+        """The best-covered row, with how well and where (token positions) the utterance named it."""
         if not norm.content:
             return None
-        words = self.words.lookup(norm)
-        best: tuple[float, T] | None = None
+        per_token = [frozenset() if t in STOPWORDS else self.words.resolve(t) for t in norm.tokens]
+        words: set[str] = set().union(*per_token) if per_token else set()
+        for token in norm.spelled:
+            words |= self.words.resolve(token)
+        best: tuple[float, int, float] | None = None
         hit = sorted({i for w in words for i in self.by_word.get(w, ())})
         for i in hit:
-            (row, cand), total = self.candidates[i], self.total[i]
+            cand, total = self.candidates[i][1], self.total[i]
             matched = sum(self.weight[w] for w in cand & words)
             coverage = matched / total
             if coverage < self.MIN_COVERAGE or matched < (self.MIN_MATCHED_WHOLE if coverage > 0.99 else self.MIN_MATCHED):
                 continue
             score = matched * coverage * coverage
             if best is None or score > best[0]:
-                best = (score, row)
-        return best[1] if best else None
+                best = (score, i, coverage)
+        if best is None:
+            return None
+        row, cand = self.candidates[best[1]]
+        positions = tuple(j for j, keys in enumerate(per_token) if keys & cand)
+        return NameHit(row, best[2], positions)
+
+
+@dataclass(frozen=True, slots=True)
+class NameHit(Generic[T]):
+    row: T
+    coverage: float  # IDF-weighted share of the name's words the utterance holds, 0..1
+    positions: tuple[int, ...]  # indexes in `Normalized.tokens` of the words that matched
+
+
+Status = Literal["found", "confirm", "unknown"]
+
+
+@dataclass(frozen=True, slots=True)
+class UnitMatch:
+    """What an utterance names of the directory: see the module doc for `status`."""
+
+    status: Status
+    heard: str  # the words that named it, normalised ("agencia tributaria", "sespe")
+    unit: Unit | None = None  # found: the unit; confirm: the one to ask about; unknown: a similar one, if any
+    body: ExternalBody | None = None  # unknown: the known outside body it names, if it is one
+    span: tuple[int, int] = (0, 0)  # token positions [start, end) of `heard` in `Normalized.tokens`
+    outside: bool = False  # unknown: named as another administration's body, not just a name we lack
+
+
+# A unit's alias that is an acronym (upper case in the directory, short): matched on the whole word only,
+# never by stem or typo, because short words collide ("sepa" ~ "sepad", "sepe" ~ "sexpe").
+MAX_ACRONYM = 6
+# Below this coverage of a unit's name (but above NameIndex.MIN_COVERAGE) the match is asked about.
+SURE_COVERAGE = 0.8
+# Words that may follow the head of a body's name inside the name ("registro civil de badajoz").
+_NAME_GLUE = frozenset("de del la las el los y e".split())
+# Words that end a body's name: what follows is the request ("la policía para renovar el dni").
+_NAME_END = frozenset("para que porque por con a al en o u pero si cuando donde como sobre".split())
+MAX_NAME_TAIL = 5
+# First words of directory-like names: "la consejería de pesca" is a unit mention even when it names nothing.
+_UNIT_HEADS = ("consejeria", "conserjeria", "direccion general", "secretaria general", "delegacion", "departamento",
+               "instituto", "subdireccion", "organismo")
 
 
 class UnitIndex(NameIndex[Unit]):
-    """Directory units by name and aliases."""
+    """Directory units by name, aliases and acronyms, and the bodies outside the directory."""
 
-    def __init__(self, units: Sequence[Unit]) -> None:
-        super().__init__([(u, [u.name, *u.aliases]) for u in units])
+    def __init__(self, units: Sequence[Unit], knowledge: KnowledgeConfig | None = None) -> None:
         self.units = list(units)
+        self.acronyms: dict[str, Unit] = {}
+        rows: list[tuple[Unit, list[str]]] = []
+        for u in self.units:
+            names = [u.name]
+            for alias in u.aliases:
+                if _is_acronym(alias):
+                    self.acronyms.setdefault(fold(alias), u)
+                else:
+                    names.append(alias)
+            rows.append((u, names))
+        super().__init__(rows)
+        in_directory = {w for u in self.units for n in (u.name, *u.aliases) for w in fold(n).split()}
+        kb = knowledge or KnowledgeConfig()
+        # Outside bodies by their names' content words (sound keys), longest first; acronyms by the whole word.
+        self.outside: list[tuple[tuple[str, ...], ExternalBody]] = []
+        self.outside_acronyms: dict[str, ExternalBody] = {}
+        for body in kb.not_ours:
+            for name in (body.name, *body.aliases):
+                if _is_acronym(name):
+                    self.outside_acronyms.setdefault(fold(name), body)
+                    continue
+                key = tuple(phonetic(t) for t in analyze(name).tokens if t not in STOPWORDS)
+                if key:
+                    self.outside.append((key, body))
+        self.outside.sort(key=lambda kb_: -len(kb_[0]))
+        self.outside_first: dict[str, list[tuple[tuple[str, ...], ExternalBody]]] = {}
+        for key, body in self.outside:  # longest first within each list, as sorted
+            self.outside_first.setdefault(key[0], []).append((key, body))
+        self.outside_words = {k for key, _ in self.outside for k in key} | set(self.outside_acronyms)
+        self.heads = {phonetic(fold(h)) for h in kb.not_ours_heads if fold(h) not in in_directory}
+        self.qualifiers = {phonetic(fold(q)) for q in kb.foreign_qualifiers if fold(q) not in in_directory}
+        self.advice = kb.not_ours_advice
+        self.unit_heads = [tuple(phonetic(w) for w in h.split()) for h in _UNIT_HEADS]
+
+    def knows(self, token: str) -> bool:
+        """Is the word part of a unit's or an outside body's name (so not an unknown word)?"""
+        sound = phonetic(token)
+        return bool(self.words.resolve(token)) or sound in self.outside_words or token in self.acronyms
+
+    def match(self, norm: Normalized) -> UnitMatch | None:
+        """The unit the utterance names, a doubtful one to confirm, a body that is not ours, or None."""
+        if not norm.tokens:
+            return None
+        sounds = [phonetic(t) for t in norm.tokens]
+        outside = self._outside(norm, sounds)
+        acronym = self._acronym(norm)
+        if outside is not None:
+            # The outside body wins over any directory unit that matched inside its name ("ministerio de
+            # educación"); a regional acronym said with a slip that is a State one ("sepe") is suggested.
+            near = acronym.unit if acronym is not None and acronym.status == "confirm" else None
+            return UnitMatch("unknown", outside[0], near or self._near_acronym(outside[0]), outside[1], outside[2],
+                             outside=True)
+        if acronym is not None and acronym.status == "found":
+            return acronym
+        hit = self.best(norm)
+        if hit is not None:
+            lo, hi = min(hit.positions, default=0), max(hit.positions, default=0) + 1
+            # "servicio andaluz de salud": a qualifier of another administration in or right after the name.
+            for j in range(max(lo - 1, 0), min(hi + 2, len(sounds))):
+                if sounds[j] in self.qualifiers:
+                    lo, hi = min(lo, j), max(hi, j + 1)
+                    return UnitMatch("unknown", " ".join(norm.tokens[lo:hi]), None, None, (lo, hi), outside=True)
+            heard = " ".join(norm.tokens[lo:hi])
+            status: Status = "found" if hit.coverage >= SURE_COVERAGE else "confirm"
+            return UnitMatch(status, heard, hit.row, None, (lo, hi))
+        if acronym is not None:
+            return acronym
+        return self._unknown_unit(norm, sounds)
+
+    def _outside(self, norm: Normalized, sounds: list[str]) -> tuple[str, ExternalBody | None, tuple[int, int]] | None:
+        """(heard, body or None, span) of a body outside the directory named in the utterance."""
+        content = [i for i, t in enumerate(norm.tokens) if t not in STOPWORDS]
+        csounds = [sounds[i] for i in content]
+        found: tuple[int, int, ExternalBody] | None = None  # (length, -start, body): the longest name wins
+        for k, sound in enumerate(csounds):
+            for key, body in self.outside_first.get(sound, ()):
+                n = len(key)
+                if tuple(csounds[k : k + n]) == key and (found is None or (n, -k) > found[:2]):
+                    found = (n, -k, body)
+                    break
+        if found is not None:
+            n, k = found[0], -found[1]
+            lo, hi = content[k], content[k + n - 1] + 1
+            hi = self._name_end(norm, hi)
+            return " ".join(norm.tokens[lo:hi]), found[2], (lo, hi)
+        for i, token in enumerate(norm.tokens):
+            named = self.outside_acronyms.get(token)
+            if named is not None:
+                return token, named, (i, i + 1)
+        for run in norm.spelled:
+            named = self.outside_acronyms.get(run)
+            if named is not None:
+                return run, named, (0, 0)
+        for i, sound in enumerate(sounds):
+            if sound in self.heads:
+                hi = self._name_end(norm, i + 1)
+                return " ".join(norm.tokens[i:hi]), None, (i, hi)
+        return None
+
+    @staticmethod
+    def _name_end(norm: Normalized, hi: int) -> int:
+        """Extend a name over what still belongs to it ("registro civil de badajoz"), up to the request."""
+        end = hi
+        j = hi
+        while j < len(norm.tokens) and j < hi + MAX_NAME_TAIL and norm.tokens[j] not in _NAME_END:
+            if norm.tokens[j] not in _NAME_GLUE:
+                end = j + 1
+            j += 1
+        return end
+
+    def _acronym(self, norm: Normalized) -> UnitMatch | None:
+        """A unit's acronym said whole ("el sexpe", "s e s") or, after an article, with one slip ("al sespe")."""
+        for i, token in enumerate(norm.tokens):
+            unit = self.acronyms.get(token)
+            if unit is not None:
+                return UnitMatch("found", token, unit, None, (i, i + 1))
+        for run in norm.spelled:
+            unit = self.acronyms.get(run)
+            if unit is not None:
+                return UnitMatch("found", run, unit, None, (0, 0))
+        for i, token in enumerate(norm.tokens):
+            if i == 0 or norm.tokens[i - 1] not in ("el", "la", "del", "al") or len(token) < 3 or token.isdigit():
+                continue
+            unit = self._near(token)
+            if unit is not None:
+                return UnitMatch("confirm", token, unit, None, (i, i + 1))
+        return None
+
+    def _near(self, token: str) -> Unit | None:
+        for acronym, unit in self.acronyms.items():
+            if len(acronym) >= 4 and OSA.distance(token, acronym) <= 1 and token[0] == acronym[0]:
+                return unit
+        return None
+
+    def _near_acronym(self, heard: str) -> Unit | None:
+        """A directory acronym one slip away from an outside one ("sepe" -> SEXPE), to offer instead."""
+        return self._near(heard) if heard in self.outside_acronyms else None
+
+    def _unknown_unit(self, norm: Normalized, sounds: list[str]) -> UnitMatch | None:
+        """"la consejería de pesca": a directory-like name followed by words that match no unit."""
+        for i, sound in enumerate(sounds):
+            for head in self.unit_heads:
+                if sound != head[0] or tuple(sounds[i : i + len(head)]) != head:
+                    continue
+                after = i + len(head)
+                hi = self._name_end(norm, after)
+                if hi > after:
+                    return UnitMatch("unknown", " ".join(norm.tokens[i:hi]), None, None, (i, hi))
+        return None
+
+
+def _is_acronym(name: str) -> bool:
+    word = name.strip()
+    return 2 <= len(word) <= MAX_ACRONYM and " " not in word and word.isupper()
 
 
 class ProcedureIndex(NameIndex[Procedure]):
@@ -232,9 +443,40 @@ def extract_town(text: str, offices: Sequence[Office]) -> Office | None:
     return _index_for("town", offices, TownIndex).find(analyze(text))
 
 
-def extract_unit(text: str, units: Sequence[Unit]) -> Unit | None:
-    """The directory unit the utterance names, by name or alias, or None."""
-    return _index_for("unit", units, UnitIndex).find(analyze(text))
+def extract_unit(text: str, units: Sequence[Unit], knowledge: KnowledgeConfig | None = None) -> Unit | None:
+    """The directory unit the utterance names surely, by name, alias or acronym, or None.
+
+    None too when the match is doubtful or the utterance names a body outside the directory (see
+    `match_unit`): a caller of this helper says the unit's phone without asking.
+    """
+    hit = match_unit(text, units, knowledge)
+    return hit.unit if hit is not None and hit.status == "found" else None
+
+
+def match_unit(text: str, units: Sequence[Unit], knowledge: KnowledgeConfig | None = None) -> UnitMatch | None:
+    """What the utterance names of the directory: found, to confirm, or unknown (not ours); None: no unit mention.
+
+    `knowledge` brings the bodies outside the directory; without it the defaults' are used, so that a
+    plain `extract_unit(text, kb.directory)` never answers "sepe" with the SEXPE.
+    """
+    kb = knowledge if knowledge is not None else _default_knowledge()
+    index = _index_for("unit", units, lambda rows: UnitIndex(rows, kb), extra=id(kb))
+    return index.match(analyze(text))
+
+
+_DEFAULT_KB: list[KnowledgeConfig] = []
+
+
+def _default_knowledge() -> KnowledgeConfig:
+    """The shipped list of bodies outside the directory (config/defaults), loaded once."""
+    if not _DEFAULT_KB:
+        from config.loader import load
+
+        try:
+            _DEFAULT_KB.append(load(None, env={}).settings.knowledge)
+        except Exception:  # a broken defaults file must not break entity extraction: no outside list then
+            _DEFAULT_KB.append(KnowledgeConfig())
+    return _DEFAULT_KB[0]
 
 
 # Indexes for the module-level helpers, by the identity of the list they were built from (the
@@ -243,8 +485,8 @@ _INDEX_CACHE: dict[tuple[str, int], tuple[list[Any], Any]] = {}
 IndexT = TypeVar("IndexT")
 
 
-def _index_for(kind: str, rows: Sequence[Any], build: Callable[[Sequence[Any]], IndexT]) -> IndexT:
-    key = (kind, id(rows))
+def _index_for(kind: str, rows: Sequence[Any], build: Callable[[Sequence[Any]], IndexT], extra: int = 0) -> IndexT:
+    key = (kind, id(rows) ^ extra)
     hit = _INDEX_CACHE.get(key)
     if hit is not None and len(hit[0]) == len(rows) and all(a is b for a, b in zip(hit[0], rows, strict=True)):
         return cast(IndexT, hit[1])

@@ -26,9 +26,9 @@ import numpy as np
 from pydantic import BaseModel, Field
 from rapidfuzz import fuzz, process
 
-from config.knowledge import KnowledgeConfig
+from config.knowledge import KnowledgeConfig, Unit
 from config.routing import RoutingConfig
-from routing.entities import ProcedureIndex, TownIndex, UnitIndex, extract_reference
+from routing.entities import ProcedureIndex, TownIndex, UnitIndex, UnitMatch, extract_reference
 from routing.normalize import (
     STOPWORDS,
     Normalized,
@@ -68,10 +68,14 @@ class RouteResult(BaseModel):
     entities: dict[str, Any] = Field(default_factory=dict)
     alternatives: list[Alternative] = Field(default_factory=list)
     needs_confirmation: bool = False
+    # Mentions of a unit, office town or body that match nothing in the directory well enough:
+    # [{"kind": "unit", "text": "agencia tributaria", "known_as": ..., "advice": ...}]. See `Router.entities`.
+    unknown_entities: list[dict[str, Any]] = Field(default_factory=list)
 
     def public(self) -> dict[str, Any]:
-        """The documented output object (CLI): text, intent, confidence, queue, entities, alternatives."""
-        return {
+        """The documented output object (CLI): text, intent, confidence, queue, entities, alternatives, and
+        unknown_entities when there are some (left out otherwise so that the documented shape holds)."""
+        out = {
             "text": self.text,
             "intent": self.intent,
             "confidence": self.confidence,
@@ -79,6 +83,9 @@ class RouteResult(BaseModel):
             "entities": self.entities,
             "alternatives": [a.model_dump() for a in self.alternatives],
         }
+        if self.unknown_entities:
+            out["unknown_entities"] = self.unknown_entities
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +197,7 @@ class Router:
         self.phrase_owners = np.array(owners, dtype=np.intp)
         knowledge = knowledge or KnowledgeConfig()
         self.towns = TownIndex(knowledge.offices)
-        self.units = UnitIndex(knowledge.directory)
+        self.units = UnitIndex(knowledge.directory, knowledge)
         self.procedures = ProcedureIndex(knowledge.procedures)
         index = {name: i for i, name in enumerate(self.intents)}
         self.entity_weights = {
@@ -274,7 +281,7 @@ class Router:
 
     def _names_know(self, token: str) -> bool:
         """Is the word part of a town, unit or procedure name (so not an unknown word)?"""
-        return bool(self.units.words.resolve(token) or self.procedures.words.resolve(token) or self.towns.knows(token))
+        return bool(self.units.knows(token) or self.procedures.words.resolve(token) or self.towns.knows(token))
 
     def _phrase_scores(self, norm: Normalized) -> np.ndarray:
         out = np.zeros(len(self.intents))
@@ -291,18 +298,28 @@ class Router:
 
     def scores(self, text: str) -> tuple[Normalized, np.ndarray, dict[str, Any]]:
         """Normalised utterance, per-intent confidence (order of `self.intents`) and entities."""
+        norm, combined, entities, _unknown = self._scores(text)
+        return norm, combined, entities
+
+    def _scores(self, text: str) -> tuple[Normalized, np.ndarray, dict[str, Any], list[dict[str, Any]]]:
         norm = self._analyze(text)
         if not norm.tokens:
-            return norm, np.zeros(len(self.intents)), {}
-        entities = self.entities(norm, text)
-        kw, damp, known = self._keyword_scores(norm, entities)
+            return norm, np.zeros(len(self.intents)), {}, []
+        entities, unknown = self._entities(norm, text)
+        evidence = dict(entities)
+        for item in unknown:
+            # An unknown body still says what the caller asked for ("el teléfono de la DGT" wants a phone).
+            evidence.setdefault(f"unknown_{item['kind']}", item["text"])
+        if "unit_candidate" in entities:
+            evidence.setdefault("unit", entities["unit_candidate"]["unit"])
+        kw, damp, known = self._keyword_scores(norm, evidence)
         ph = self._phrase_scores(norm)
         if len(norm.content) <= 2:
             ph *= 0.7  # two words or fewer: string similarity says little on its own
         combined = (1.0 - (1.0 - kw) * (1.0 - ph)) * damp
         # Mostly unknown words: whatever matched is likely incidental ("coche" in "comprar un coche").
         combined *= 0.7 + 0.3 * known
-        return norm, combined, entities
+        return norm, combined, entities, unknown
 
     def route(self, text: str, channel: str = "voice") -> RouteResult:
         """Intent, confidence, queue, entities and alternatives for one utterance. Never raises on a str.
@@ -314,7 +331,7 @@ class Router:
         """
         if not isinstance(text, str):
             raise TypeError("text must be a string")
-        norm, scores, entities = self.scores(text)
+        norm, scores, entities, unknown = self._scores(text)
         menu_intent = self._spoken_key(norm)
         order = np.argsort(-scores, kind="stable")
         ranked = [(self.intents[i], float(scores[i])) for i in order if scores[i] >= MIN_ALTERNATIVE]
@@ -342,6 +359,7 @@ class Router:
             entities=entities,
             alternatives=alternatives,
             needs_confirmation=needs_confirmation,
+            unknown_entities=unknown,
         )
 
     def _has_keyword(self, norm: Normalized, entities: dict[str, Any], intent: str) -> bool:
@@ -358,17 +376,46 @@ class Router:
         return None
 
     def entities(self, norm: Normalized, raw: str) -> dict[str, Any]:
+        """Entities found surely (town, office_id, unit, dir3_code, procedure, reference) and doubtful ones
+        to confirm (unit_candidate); see `_entities` for the unknown ones."""
+        return self._entities(norm, raw)[0]
+
+    def _entities(self, norm: Normalized, raw: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """(entities, unknown entities).
+
+        - "unit", "dir3_code": a unit named surely: its phone may be given.
+        - "unit_candidate": {"unit", "dir3_code", "heard", "needs_confirmation": True, "question"}: a plausible
+          but weak match (an acronym with a slip, half a name). Ask `question` before giving any number.
+        - unknown entities: {"kind": "unit"|"town", "text": what was heard, "known_as": the outside body's name
+          or None, "level", "advice": what to tell the caller, and for a State acronym that resembles a
+          directory one, "suggestion": {"unit", "dir3_code", "question"}}.
+        """
         out: dict[str, Any] = {}
+        unknown: list[dict[str, Any]] = []
         if not norm.tokens:
-            return out
+            return out, unknown
+        match = self.units.match(norm)
+        inside = range(match.span[0], match.span[1]) if match is not None and match.status == "unknown" else range(0)
         office = self.towns.find(norm)
-        if office is not None:
+        # A town inside the name of a body that is not ours ("el registro civil de badajoz") is not an office request.
+        if office is not None and not self._town_within(norm, office.town, inside):
             out["town"] = office.town
             out["office_id"] = office.office_id
-        unit = self.units.find(norm)
-        if unit is not None:
-            out["unit"] = unit.name
-            out["dir3_code"] = unit.dir3_code
+        if match is not None:
+            if match.status == "found" and match.unit is not None:
+                out["unit"] = match.unit.name
+                out["dir3_code"] = match.unit.dir3_code
+            elif match.status == "confirm" and match.unit is not None:
+                out["unit_candidate"] = {"unit": match.unit.name, "dir3_code": match.unit.dir3_code,
+                                         "heard": match.heard, "needs_confirmation": True,
+                                         "question": unit_question(match.unit)}
+            elif match.status == "unknown":
+                unknown.append(self._unknown_unit(match))
+        if office is None:
+            town = self._unknown_town(norm, inside)
+            if town:
+                unknown.append({"kind": "town", "text": town, "known_as": None, "level": "",
+                                "advice": _TOWN_ADVICE})
         procedure = self.procedures.find(norm)
         if procedure is not None:
             out["procedure"] = procedure.procedure_id
@@ -376,7 +423,48 @@ class Router:
         ref = extract_reference(raw) if any(c.isdigit() for t in norm.tokens for c in t) else None
         if ref is not None:
             out["reference"] = ref
-        return out
+        return out, unknown
+
+    def _unknown_unit(self, match: UnitMatch) -> dict[str, Any]:
+        body = match.body
+        item: dict[str, Any] = {"kind": "unit", "text": match.heard, "known_as": body.name if body else None,
+                                "level": body.level if body else "",
+                                "advice": (body.advice if body and body.advice
+                                           else self.units.advice if match.outside else _UNIT_ADVICE)}
+        if match.unit is not None:
+            item["suggestion"] = {"unit": match.unit.name, "dir3_code": match.unit.dir3_code,
+                                  "question": unit_question(match.unit)}
+        return item
+
+    @staticmethod
+    def _town_within(norm: Normalized, town: str, span: range) -> bool:
+        first = fold(town).split()[0] if fold(town) else ""
+        return any(norm.tokens[i] == first or phonetic(norm.tokens[i]) == phonetic(first) for i in span)
+
+    def _unknown_town(self, norm: Normalized, skip: range) -> str | None:
+        """"la oficina de guareña": a place after "oficina(s) de/en" that no office is in, and no unit either."""
+        tokens = norm.tokens
+        for i, token in enumerate(tokens):
+            if token not in ("oficina", "oficinas") or i in skip:
+                continue
+            j = i + 1
+            while j < len(tokens) and j <= i + 4 and tokens[j] not in ("en", "de", "del"):
+                j += 1
+            if j >= len(tokens) or tokens[j] not in ("en", "de", "del"):
+                continue
+            words: list[str] = []
+            for t in tokens[j + 1 : j + 4]:
+                if t in _NAME_GLUE_TOWN and words:
+                    words.append(t)
+                    continue
+                if t in STOPWORDS or t.isdigit() or self.vocab.resolve(t) or self._names_know(t) or len(t) < 3:
+                    break
+                words.append(t)
+            while words and words[-1] in _NAME_GLUE_TOWN:
+                words.pop()
+            if words:
+                return " ".join(words)
+        return None
 
     # ---- keypad and hints ----------------------------------------------------------------
 
@@ -419,6 +507,27 @@ class Router:
         seen.update(dict.fromkeys(["sí", "no", "cero", "uno", "dos", "tres", "cuatro", "cinco", "seis", "siete", "ocho",
                                    "nueve"]))
         return [h for h in seen if h]
+
+
+_NAME_GLUE_TOWN = frozenset("de del la las los el".split())
+_UNIT_ADVICE = "No encuentro esa unidad en el directorio de la Junta."
+_TOWN_ADVICE = "No hay una oficina de asistencia en esa localidad."
+
+
+def unit_question(unit: Unit) -> str:
+    """"¿Se refiere al SEXPE, el Servicio Extremeño Público de Empleo?": to confirm a doubtful unit."""
+    acronym = next((a for a in unit.aliases if a.isupper() and " " not in a.strip()), "")
+    article = _article(unit.name)
+    contracted = {"el": "al", "la": "a la", "los": "a los", "las": "a las"}[article]
+    if acronym:
+        return f"¿Se refiere {contracted} {acronym}, {article} {unit.name}?"
+    return f"¿Se refiere {contracted} {unit.name}?"
+
+
+def _article(name: str) -> str:
+    first = fold(name).split()[0] if fold(name) else ""
+    feminine = first.endswith(("a", "ion", "dad", "tud")) and first not in ("sistema", "programa")
+    return "la" if feminine else "el"
 
 
 def _where(positions: list[frozenset[str]]) -> dict[str, list[int]]:
