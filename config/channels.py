@@ -18,6 +18,11 @@ class WebchatConfig(Strict):
     # Per chat session: messages allowed per window (citizen-facing input is rate-limited).
     rate_limit: int = Field(20, ge=1)
     rate_window_s: int = Field(60, ge=1)
+    # Per client address (the session id is the client's choice): open sockets at once on this node, and new
+    # connections per window. Messages per address follow desk.rate_limits.chat.
+    max_sockets_per_address: int = Field(8, ge=1)
+    connect_limit: int = Field(30, ge=1)
+    connect_window_s: int = Field(60, ge=1)
 
 
 class TelegramConfig(Strict):
@@ -27,6 +32,11 @@ class TelegramConfig(Strict):
     webhook_secret: str = ""
     api_base: str = "https://api.telegram.org"
     timeout_s: float = Field(10.0, gt=0)
+    # A 429 answer's retry_after is honoured up to this long, at most `max_retries` times; past it the send fails.
+    max_retry_after_s: float = Field(30.0, ge=0)
+    max_retries: int = Field(2, ge=0, le=5)
+    # Told once per group chat: conversations are private (members' messages must never share a ticket).
+    group_notice: str = "Para atenderle, escríbame por privado, por favor."
 
 
 class WhatsappConfig(Strict):
@@ -38,6 +48,13 @@ class WhatsappConfig(Strict):
     api_base: str = "https://graph.facebook.com"
     api_version: str = "v21.0"
     timeout_s: float = Field(10.0, gt=0)
+    # Free-form messages reach the citizen only within 24 h of their last message; later, this approved
+    # template (name and language as approved in WhatsApp Manager) is sent instead, with the ticket's reference
+    # as its one body parameter when `template_ref_param`, and the reply waits until the citizen writes again.
+    window_s: int = Field(86400, ge=60)
+    template_name: str = "consulta_respuesta_disponible"
+    template_language: str = "es"
+    template_ref_param: bool = True
 
 
 class EmailConfig(Strict):
@@ -53,6 +70,8 @@ class EmailConfig(Strict):
     smtp_password: str = ""
     timeout_s: float = Field(10.0, gt=0)
     max_bytes: int = Field(2_000_000, ge=1024)
+    # Mail may sit in queues for days (RFC 5321 retries up to 4-5 days): a longer replay window than webhooks'.
+    replay_window_s: int = Field(7 * 86400, ge=60)
 
 
 class ChannelsConfig(Strict):
@@ -66,3 +85,17 @@ class ChannelsConfig(Strict):
     # Status lookups by chat ("¿cómo va mi consulta?") per citizen and window.
     status_rate_limit: int = Field(10, ge=1)
     status_rate_window_s: int = Field(60, ge=1)
+    # Telegram and WhatsApp deliveries whose own timestamp is older than this are refused as replays (the
+    # de-duplication memory lasts a little longer than the window, so an old id cannot come back unnoticed).
+    replay_window_s: int = Field(86400, ge=60)
+    # Attachments kept on tickets (under data_dir/attachments, path and sha256 on the interaction).
+    attachment_max_bytes: int = Field(10_000_000, ge=1024)
+    attachments_per_message: int = Field(5, ge=0, le=20)
+    attachment_types: list[str] = Field(default_factory=lambda: [
+        "image/jpeg", "image/png", "image/webp", "application/pdf", "audio/ogg", "audio/mpeg", "audio/mp4", "audio/aac",
+        "audio/amr", "video/mp4", "text/plain", "application/msword",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "application/vnd.oasis.opendocument.text"])
+    # Voice notes are transcribed with the calls' speech engine (at most this long; longer ones are kept untranscribed).
+    transcribe_voice: bool = True
+    max_voice_s: float = Field(120.0, gt=0)

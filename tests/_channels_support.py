@@ -29,10 +29,14 @@ class Recorded:
 
 @dataclass
 class Recorder:
-    """Answers like Telegram's sendMessage and WhatsApp's /messages; `fail` makes it answer 500."""
+    """Answers like Telegram's sendMessage/getFile and file downloads, and WhatsApp's /messages and media
+    endpoints; `fail` makes it answer 500, `throttle` answers that many sendMessage calls with 429."""
 
     requests: list[Recorded] = field(default_factory=list)
     fail: bool = False
+    throttle: int = 0
+    retry_after: int = 1
+    media: dict[str, tuple[bytes, str]] = field(default_factory=dict)  # file/media id -> (content, content type)
     server: ThreadingHTTPServer | None = None
 
     @property
@@ -45,6 +49,31 @@ class Recorder:
         rec = self
 
         class Handler(BaseHTTPRequestHandler):
+            def _reply(self, status: int, data: bytes, ctype: str = "application/json") -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                rec.requests.append(Recorded("GET", self.path, {k.lower(): v for k, v in self.headers.items()}, None))
+                last = self.path.rstrip("/").rpartition("/")[2]
+                if "/file/bot" in self.path or self.path.startswith("/media/"):
+                    item = rec.media.get(last)
+                    if item is None:
+                        self._reply(404, b"not found", "text/plain")
+                    else:
+                        self._reply(200, item[0], item[1])
+                    return
+                item = rec.media.get(last)  # Graph API: media id -> its URL
+                if item is None:
+                    self._reply(404, json.dumps({"error": {"code": 100}}).encode())
+                    return
+                info = {"url": f"{rec.url}/media/{last}", "mime_type": item[1], "file_size": len(item[0]), "id": last,
+                        "messaging_product": "whatsapp"}
+                self._reply(200, json.dumps(info).encode())
+
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 try:
@@ -54,6 +83,14 @@ class Recorder:
                 rec.requests.append(Recorded("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body))
                 if rec.fail:
                     out, status = {"ok": False, "description": "Internal Server Error"}, 500
+                elif "/sendMessage" in self.path and rec.throttle > 0:
+                    rec.throttle -= 1
+                    out, status = {"ok": False, "error_code": 429, "description": "Too Many Requests: retry after 1",
+                                   "parameters": {"retry_after": rec.retry_after}}, 429
+                elif "/getFile" in self.path:
+                    fid = str(body.get("file_id"))
+                    out, status = ({"ok": True, "result": {"file_id": fid, "file_path": f"documents/{fid}"}}, 200) \
+                        if fid in rec.media else ({"ok": False, "description": "Bad Request: invalid file_id"}, 400)
                 elif "/sendMessage" in self.path:
                     result = {"message_id": len(rec.requests), "chat": {"id": body.get("chat_id")}}
                     out, status = {"ok": True, "result": result}, 200

@@ -172,13 +172,14 @@ async def test_telegram_message_opens_ticket_and_replies(client: httpx.AsyncClie
     assert r.json()["action"] == "duplicate" and len(recorder.requests) == 1
     # A second message in the same chat continues the open ticket; the agent will answer it.
     r = await client.post(url, json=tg_update(8, "Es para mi hija, que empieza en septiembre"), headers=h)
-    assert r.json() == {"ok": True, "action": "appended", "ref": ref, "delivered": None}
+    out = r.json()
+    assert (out["action"], out["ref"], out["delivered"]) == ("appended", ref, None)
     assert len(recorder.requests) == 1
     assert (await runtime.desk.tickets.interactions(ref))[-1].text == "Es para mi hija, que empieza en septiembre"
 
     # An agent's reply goes out through the Bot API.
     reply = await runtime.desk.tickets.reply(ref, "Puede solicitarla en la sede electrónica.", actor="agent:ana")
-    assert reply.delivery.sent and reply.delivery.result == {"telegram_message_id": 2}
+    assert reply.delivery.sent and reply.delivery.result == {"telegram_message_id": "2", "ids": ["2"]}
     assert recorder.requests[-1].body == {"chat_id": 1111111, "text": "Puede solicitarla en la sede electrónica."}
 
 
@@ -203,8 +204,11 @@ async def test_telegram_status_lookup_and_non_text(client: httpx.AsyncClient, ru
     r = await client.post(url, json=tg_update(23, "¿Cómo va mi consulta 22Z-99X?"), headers=h)
     assert "No encuentro" in recorder.requests[-1].body["text"]
 
-    # A sticker: no ticket, a polite note.
+    # A sticker: nothing to answer, quietly. A location: no ticket, a polite note.
+    n = len(recorder.requests)
     r = await client.post(url, json=tg_update(24, None, sticker={"file_id": "CAACAgIAAxkBAAE", "emoji": "👍"}), headers=h)
+    assert r.json()["action"] == "ignored" and len(recorder.requests) == n
+    r = await client.post(url, json=tg_update(26, None, location={"latitude": 38.9, "longitude": -6.3}), headers=h)
     assert r.json()["action"] == "ignored" and "texto" in recorder.requests[-1].body["text"]
     # Not a message at all (e.g. a callback query): acknowledged, nothing sent.
     n = len(recorder.requests)
@@ -292,7 +296,7 @@ async def test_whatsapp_message_ticket_reply_and_agent_answer(client: httpx.Asyn
     body = json.dumps(wa_payload(text, "wamid.HBgLMzQ2MDAxMTEyMjIV")).encode()
     r = await client.post(url, content=body, headers=signed(body))
     assert r.status_code == 200, r.text
-    [result] = r.json()["messages"]
+    [result] = r.json()["results"]
     assert result["action"] == "ticket" and result["delivered"] is True
     ticket = await runtime.desk.tickets.get(result["ref"])
     assert (ticket.channel, ticket.kind, ticket.queue) == ("whatsapp", "complaint", "N2")
@@ -304,14 +308,16 @@ async def test_whatsapp_message_ticket_reply_and_agent_answer(client: httpx.Asyn
 
     # Meta retries: once only. Delivery receipts are not messages.
     r = await client.post(url, content=body, headers=signed(body))
-    assert r.json()["messages"][0]["action"] == "duplicate"
-    status_body = json.dumps(WA_STATUS).encode()
+    assert r.json()["results"][0]["action"] == "duplicate"
+    status_body = json.dumps(WA_STATUS).encode()  # "delivered" for our answer (wamid.OUT1): recorded on it
     r = await client.post(url, content=status_body, headers=signed(status_body))
-    assert r.json() == {"ok": True, "messages": []}
+    assert [x["action"] for x in r.json()["results"]] == ["status-delivered"]
     assert len(recorder.requests) == 1
+    answer = [i for i in await runtime.desk.tickets.interactions(ticket.ref) if i.actor == "assistant"][-1]
+    assert answer.data["delivery"]["status"] == "delivered" and answer.data["delivery"]["ids"] == ["wamid.OUT1"]
 
     interaction = Interaction(kind="chat", channel="whatsapp", actor="agent:luis", direction="out", text="Lo revisamos.")
-    assert await runtime.desk.senders["whatsapp"](ticket, interaction) == {"wamid": "wamid.OUT2"}
+    assert await runtime.desk.senders["whatsapp"](ticket, interaction) == {"wamid": "wamid.OUT2", "ids": ["wamid.OUT2"]}
     assert recorder.requests[-1].body["text"]["body"] == "Lo revisamos."
 
     # The status by WhatsApp, another day, with the reference.
@@ -319,7 +325,7 @@ async def test_whatsapp_message_ticket_reply_and_agent_answer(client: httpx.Asyn
     await runtime.desk.tickets.close(ticket.ref, actor="agent:luis", note="respondida")
     body = json.dumps(payload).encode()
     r = await client.post(url, content=body, headers=signed(body))
-    assert r.json()["messages"][0]["action"] == "answered"
+    assert r.json()["results"][0]["action"] == "answered"
     assert "cerrada" in recorder.requests[-1].body["text"]["body"]
 
 

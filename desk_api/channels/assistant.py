@@ -98,20 +98,56 @@ class Assistant:
 
     # ---- conversation state --------------------------------------------------------------------
 
-    async def _open_ticket(self, msg: Inbound, hint: str | None) -> str | None:
-        candidates = [await deskport.find_ticket(self.rt, hint)] if hint else []
+    async def _open_ticket(self, msg: Inbound, hint: str | None, citizen_id: str) -> tuple[str | None, bool]:
+        """(the open ticket this message continues, whether the sender is that ticket's citizen).
+
+        A conversation's own thread (its chat, or the Message-IDs of its mails) finds its ticket; a reference
+        hint (a "[Ref: ...]" in a subject) counts only when the sender is the ticket's citizen, on every
+        channel: anyone can type a reference, and the ticket's replies must not follow them."""
         for thread in msg.threads:
-            candidates.append(await deskport.by_thread(self.rt, msg.contact.channel, thread))
-        for ticket in candidates:
+            ticket = await deskport.by_thread(self.rt, msg.contact.channel, thread)
             if ticket is not None and deskport.is_active(ticket):
-                return ticket.ref
-        return None
+                return ticket.ref, ticket.citizen_id == citizen_id
+        if hint:
+            ticket = await deskport.find_ticket(self.rt, hint)
+            if ticket is not None and deskport.is_active(ticket) and ticket.citizen_id == citizen_id:
+                return ticket.ref, True
+        return None, False
 
     async def _link(self, ref: str, msg: Inbound) -> None:
         """This conversation now continues on `ref`, and replies to `ref` go to this contact."""
         if msg.threads:
             await deskport.bind_thread(self.rt, msg.contact.channel, msg.threads[0], ref)
         await self.rt.store.redis.set(self.rt.store.keys.ticket_contact(ref), msg.contact.model_dump_json())
+
+    async def _pending_files(self, msg: Inbound) -> Inbound:
+        """Files the citizen sent before saying what they needed join the message that does."""
+        key = self.rt.store.keys.channel_attachments(msg.contact.channel, msg.contact.address)
+        async with self.rt.store.redis.pipeline(transaction=True) as pipe:
+            pipe.lrange(key, 0, -1)
+            pipe.delete(key)
+            raw, _ = await pipe.execute()
+        if not raw:
+            return msg
+        earlier = [json.loads(r) for r in raw]
+        return msg.model_copy(update={"attachments": [*earlier, *msg.attachments]})
+
+    async def file_only(self, msg: Inbound, answer: str, keep_s: int) -> Reply:
+        """A message with files and no words: added to the conversation's open ticket, or kept until the citizen
+        says what it is for."""
+        citizen_id = await deskport.identify(self.rt, msg.contact.channel, msg.contact.address, msg.contact.name)
+        open_ref, _ = await self._open_ticket(msg, None, citizen_id)
+        if open_ref:
+            await self._record(open_ref, msg, None)
+            return Reply(text=None, action="appended", ref=open_ref)
+        key = self.rt.store.keys.channel_attachments(msg.contact.channel, msg.contact.address)
+        async with self.rt.store.redis.pipeline(transaction=True) as pipe:
+            for item in msg.attachments:
+                pipe.rpush(key, json.dumps(item))
+            pipe.ltrim(key, -20, -1)
+            pipe.expire(key, keep_s)
+            await pipe.execute()
+        return Reply(text=answer, action="asked")
 
     # ---- the one entry point -------------------------------------------------------------------
 
@@ -151,20 +187,23 @@ class Assistant:
         state: dict[str, Any] = json.loads(raw_state) if raw_state else {}
         intent, queue, entities = await self._route(msg.text)
         refs = await self._refs(msg.text, entities)
-        open_ref = await self._open_ticket(msg, ref_hint)
+        open_ref, own = await self._open_ticket(msg, ref_hint, citizen_id)
 
         if intent == STATUS_INTENT or state.get("step") == "reference":
             reply = await self._status(msg, refs, open_ref, state_key)
             if open_ref:
-                await self._record(open_ref, msg, reply.text)
+                answer_id = await self._record(open_ref, msg, reply.text)
+                reply = reply.model_copy(update={"answer_id": answer_id, "ref": reply.ref or open_ref})
             elif reply.action == "answered":
                 await deskport.record_contact(rt, c.channel, contained=True)
             return reply
 
         if open_ref:
             await self._record(open_ref, msg, None)
-            if c.channel == "email":  # later e-mails carry new Message-IDs to thread replies on
-                await self._link(open_ref, msg)
+            if c.channel == "email" and msg.threads:  # later e-mails carry new Message-IDs to thread replies on
+                await deskport.bind_thread(rt, c.channel, msg.threads[0], open_ref)
+                if own:  # the ticket's citizen may change where replies go (a new subject, Reply-To); nobody else
+                    await self._link(open_ref, msg)
             return Reply(text=None, action="appended", ref=open_ref, intent=intent)
 
         if state.get("step") == "confirm":  # the IVR asked "¿quiere...? sí o no" about the previous message
@@ -204,12 +243,16 @@ class Assistant:
 
         return await self._new_ticket(msg, intent, queue, citizen_id, trace_id)
 
-    async def _record(self, ref: str, msg: Inbound, answer: str | None) -> None:
+    async def _record(self, ref: str, msg: Inbound, answer: str | None) -> str | None:
+        """Add the citizen's message (and the assistant's answer) to the ticket; the answer's interaction id."""
         c = msg.contact
-        data = {"message_id": msg.message_id} if msg.message_id else {}
-        await deskport.add_message(self.rt, ref, channel=c.channel, direction="in", actor="citizen", text=msg.text, data=data)
+        msg = await self._pending_files(msg)
+        await deskport.add_message(self.rt, ref, channel=c.channel, direction="in", actor="citizen", text=msg.text,
+                                   data=_message_data(msg))
         if answer:
-            await deskport.add_message(self.rt, ref, channel=c.channel, direction="out", actor="assistant", text=answer)
+            it = await deskport.add_message(self.rt, ref, channel=c.channel, direction="out", actor="assistant", text=answer)
+            return it.id
+        return None
 
     async def _status(self, msg: Inbound, refs: list[str], open_ref: str | None, state_key: str) -> Reply:
         rt = self.rt
@@ -219,7 +262,8 @@ class Assistant:
         except RateLimited:
             return Reply(text="Ha hecho muchas consultas seguidas. Espere un minuto y vuelva a intentarlo, por favor.",
                          action="answered", intent=STATUS_INTENT)
-        for ref in refs:
+        # One reference per message: a message listing many guesses must not probe them all (enumeration).
+        for ref in refs[:1]:
             if await deskport.find_ticket(rt, ref) is not None:
                 await rt.store.redis.delete(state_key)
                 return Reply(text=await deskport.status_text(rt, ref), action="answered", ref=ref, intent=STATUS_INTENT)
@@ -262,7 +306,8 @@ class Assistant:
         subject = msg.text if len(msg.text) <= 80 else msg.text[:77] + "..."
         if c.channel == "email" and c.data.get("subject"):
             subject = str(c.data["subject"])[:120]
-        data = {"message_id": msg.message_id} if msg.message_id else {}
+        msg = await self._pending_files(msg)
+        data = _message_data(msg)
         ticket = await deskport.create_ticket(self.rt, channel=c.channel, queue=queue, subject=subject, kind=kind,
                                               citizen_id=citizen_id, intent=intent, trace_id=trace_id, body=msg.text,
                                               data=data, meta={"contact": c.model_dump(mode="json")})
@@ -275,9 +320,17 @@ class Assistant:
         else:
             text = (f"Hemos registrado su consulta con la referencia {shown}. Una persona del servicio le responderá "
                     f"por este mismo canal. Para saber cómo va, escriba «¿cómo va mi consulta {shown}?».")
-        await deskport.add_message(self.rt, ticket.ref, channel=c.channel, direction="out", actor="assistant", text=text)
+        it = await deskport.add_message(self.rt, ticket.ref, channel=c.channel, direction="out", actor="assistant",
+                                        text=text)
         await deskport.record_contact(self.rt, c.channel, contained=False)
-        return Reply(text=text, action="ticket", ref=ticket.ref, intent=intent)
+        return Reply(text=text, action="ticket", ref=ticket.ref, intent=intent, answer_id=it.id)
+
+
+def _message_data(msg: Inbound) -> dict[str, Any]:
+    data: dict[str, Any] = {"message_id": msg.message_id} if msg.message_id else {}
+    if msg.attachments:
+        data["attachments"] = msg.attachments
+    return data
 
 
 UNCLEAR = ("Perdone, no le he entendido. Dígame en pocas palabras qué necesita; por ejemplo, pagar la ITV o la "
@@ -316,4 +369,8 @@ def _yes_no(text: str) -> bool | None:
 
 async def handle(runtime: Services, msg: Inbound, ref_hint: str | None = None) -> Reply:
     return await Assistant(runtime).handle(msg, ref_hint)
+
+
+async def file_only(runtime: Services, msg: Inbound, answer: str, keep_s: int) -> Reply:
+    return await Assistant(runtime).file_only(msg, answer, keep_s)
 

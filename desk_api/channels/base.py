@@ -44,6 +44,8 @@ class Inbound(BaseModel):
     # Conversation keys to find an open ticket this message continues (first one is this conversation's own).
     threads: list[str] = Field(default_factory=list)
     trace_id: str | None = None
+    # Files kept with the message (media.store): name, content type, size, sha256, path; or why one was refused.
+    attachments: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class Reply(BaseModel):
@@ -53,6 +55,7 @@ class Reply(BaseModel):
     action: Literal["answered", "asked", "ticket", "appended", "ignored"]
     ref: str | None = None
     intent: str | None = None
+    answer_id: str | None = None  # the ticket interaction holding `text`, to record its delivery on
 
 
 _HTTP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
@@ -95,11 +98,6 @@ def require_enabled(enabled: bool, channel: str) -> None:
         raise NotFound(f"the {channel} channel is disabled", {"channel": channel})
 
 
-async def first_time(runtime: Services, channel: str, message_id: str, ttl_s: int = 86400) -> bool:
-    """True the first time a provider's message id is seen: providers retry webhooks, we act once."""
-    return bool(await runtime.store.redis.set(runtime.store.keys.channel_seen(channel, message_id), "1", nx=True, ex=ttl_s))
-
-
 MAX_WEBHOOK_BYTES = 1_000_000  # Telegram updates and WhatsApp notifications are a few kB
 
 
@@ -135,3 +133,50 @@ _SPACES = re.compile(r"\s+")
 
 def clean_text(text: str, limit: int) -> str:
     return _SPACES.sub(" ", text or "").strip()[:limit]
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
+
+
+def split_text(text: str, limit: int) -> list[str]:
+    """Pieces of at most `limit` characters, cut between paragraphs, else between sentences, else between
+    words (a hard cut only for a word longer than `limit`)."""
+    text = text.strip()
+    if len(text) <= limit:
+        return [text] if text else []
+    units: list[tuple[str, str]] = []  # (separator before it, text)
+    for p_index, block in enumerate(b.strip() for b in text.split("\n\n")):
+        if not block:
+            continue
+        first_sep = "\n\n" if p_index else ""
+        parts = [block] if len(block) <= limit else _SENTENCE_END.split(block)
+        for s_index, sentence in enumerate(parts):
+            sep = first_sep if s_index == 0 else " "
+            if len(sentence) <= limit:
+                units.append((sep, sentence))
+                continue
+            for w_index, word in enumerate(sentence.split(" ")):
+                for c_index in range(0, max(len(word), 1), limit):
+                    units.append((sep if w_index == 0 and c_index == 0 else " " if c_index == 0 else "",
+                                  word[c_index:c_index + limit]))
+    pieces: list[str] = []
+    current = ""
+    for sep, unit in units:
+        if current and len(current) + len(sep) + len(unit) <= limit:
+            current += sep + unit
+        else:
+            if current:
+                pieces.append(current)
+            current = unit
+    if current:
+        pieces.append(current)
+    return pieces
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def one_line(value: str, limit: int) -> str:
+    """A header-safe value: a CR/LF or other control character inside a decoded header (an encoded-word can
+    carry them) would make the reply's header raise, or inject another header."""
+    return _SPACES.sub(" ", _CONTROL.sub(" ", value or "")).strip()[:limit]

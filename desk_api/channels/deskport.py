@@ -56,9 +56,16 @@ async def status_text(rt: Services, ref: str) -> str:
 
 async def add_message(
     rt: Services, ref: str, *, channel: str, direction: str, actor: str, text: str, data: dict[str, Any] | None = None
-) -> None:
-    await _desk(rt).tickets.add_interaction(ref, _message(channel=channel, direction=direction, actor=actor, text=text,
-                                                          data=data or {}))
+) -> Interaction:
+    it: Interaction = await _desk(rt).tickets.add_interaction(
+        ref, _message(channel=channel, direction=direction, actor=actor, text=text, data=data or {}))
+    return it
+
+
+async def set_delivery(rt: Services, ref: str, interaction_id: str, status: str, *, reason: str | None = None,
+                       details: dict[str, Any] | None = None) -> bool:
+    """A provider's delivery status on one of our messages (sent, delivered, read, failed)."""
+    return bool(await _desk(rt).tickets.set_delivery(ref, interaction_id, status, reason=reason, details=details))
 
 
 def _message(*, channel: str, direction: str, actor: str, text: str, data: dict[str, Any]) -> Interaction:
@@ -82,3 +89,8 @@ async def rate_hit(rt: Services, bucket: str, limit: int, window_s: int) -> None
     if int(count) > limit:
         raise RateLimited("too many messages, wait a moment", {"limit": limit, "window_s": window_s})
 
+
+
+async def address_hit(rt: Services, rule: str, address: str) -> None:
+    """The desk's per-client-address limit `rule` (desk.rate_limits), the one the HTTP endpoints use."""
+    await _desk(rt).limiter.check(rule, address)

@@ -13,6 +13,7 @@ from core.errors import Conflict
 from desk.models import Interaction, Ticket
 from desk.outbound import Sender
 from desk_api.channels.base import Contact
+from desk_api.channels.flow import remember_outbound
 from desk_api.context import Services
 
 WRITTEN_CHANNELS = ("webchat", "telegram", "whatsapp", "email")
@@ -26,8 +27,9 @@ async def contact_for(rt: Services, ticket: Ticket) -> Contact | None:
     return Contact.model_validate(stored) if isinstance(stored, dict) else None
 
 
-async def send(rt: Services, contact: Contact, text: str, ref: str | None = None) -> dict[str, Any]:
-    """Deliver one message; returns provider data (message ids) to keep with the reply."""
+async def send(rt: Services, contact: Contact, text: str, ref: str | None = None,
+               interaction_id: str | None = None) -> dict[str, Any]:
+    """Deliver one message; returns provider data (message ids under "ids") to keep with the reply."""
     if contact.channel == "webchat":
         from desk_api.channels import webchat
 
@@ -39,7 +41,7 @@ async def send(rt: Services, contact: Contact, text: str, ref: str | None = None
     if contact.channel == "whatsapp":
         from desk_api.channels import whatsapp
 
-        return await whatsapp.send_text(rt, contact, text)
+        return await whatsapp.send_reply(rt, contact, text, ref, interaction_id)
     from desk_api.channels import email
 
     return await email.send_reply(rt, contact, text, ref)
@@ -50,7 +52,12 @@ async def sender(rt: Services, ticket: Ticket, message: Interaction) -> dict[str
     if contact is None:
         raise Conflict(f"ticket {ticket.display_ref} has no {ticket.channel} conversation to reply on",
                        {"ref": ticket.ref, "channel": ticket.channel}, error_id="no-reply-channel")
-    return await send(rt, contact, message.text, ticket.ref)
+    result = await send(rt, contact, message.text, ticket.ref, message.id)
+    ids = [str(i) for i in result.get("ids") or [result.get("message_id")] if i]
+    if contact.channel != "webchat":  # statuses and bounces name these ids: they find this reply
+        details: dict[str, Any] = {k: result[k] for k in ("template", "held") if k in result}
+        await remember_outbound(rt, contact.channel, ids, ticket.ref, message.id, details)
+    return result
 
 
 def channel_senders(rt: Services) -> dict[str, Sender]:

@@ -26,6 +26,7 @@ from core.errors import AtiendeError, RateLimited
 from desk_api.channels import assistant, deskport
 from desk_api.channels.base import Contact, Inbound, channels_config, clean_text
 from desk_api.context import Services
+from desk_api.live import hub_for
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["channels"])
@@ -54,8 +55,11 @@ async def push(rt: Services, session: str, message: dict[str, Any]) -> dict[str,
 
 
 async def _forward(ws: WebSocket, rt: Services, session: str, sent: set[str]) -> None:
-    pubsub = rt.store.redis.pubsub()
-    await pubsub.subscribe(rt.store.keys.webchat_out(session))
+    """The session's messages to this socket: its log first, then pushes from this process's one pub/sub reader
+    (desk_api/live.py), not a Redis connection per socket. The listener is registered before the log is read, so
+    nothing falls between; after a reader reconnect (None) the log is read again, and `sent` drops repeats."""
+    hub = hub_for(ws.app.state, rt)
+    listener = hub.listen_chat(rt.store.keys.webchat_out(session))
     try:
         history = await rt.store.redis.lrange(rt.store.keys.webchat_log(session), 0, -1)
         if not history:
@@ -63,12 +67,14 @@ async def _forward(ws: WebSocket, rt: Services, session: str, sent: set[str]) ->
         for raw in history:
             await _send_once(ws, str(raw), sent)
         while True:
-            item = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            if item is not None and item.get("type") == "message":
-                await _send_once(ws, str(item["data"]), sent)
+            item = await listener.get()
+            if item is None:
+                for raw in await rt.store.redis.lrange(rt.store.keys.webchat_log(session), 0, -1):
+                    await _send_once(ws, str(raw), sent)
+            else:
+                await _send_once(ws, item, sent)
     finally:
-        with contextlib.suppress(Exception):
-            await pubsub.aclose()
+        hub.unlisten_chat(listener)
 
 
 async def _send_once(ws: WebSocket, raw: str, sent: set[str]) -> None:
@@ -91,6 +97,8 @@ async def _on_message(ws: WebSocket, rt: Services, session: str, frame: Any) -> 
         return
     try:
         await deskport.rate_hit(rt, f"webchat:{session}", cfg.rate_limit, cfg.rate_window_s)
+        # The session id is the client's choice: the limit that holds is per client address (desk.rate_limits.chat).
+        await deskport.address_hit(rt, "chat", client_address(ws))
     except RateLimited:
         await ws.send_json({"type": "error", "message": "Está escribiendo muy deprisa. Espere un momento, por favor."})
         return
@@ -103,12 +111,41 @@ async def _on_message(ws: WebSocket, rt: Services, session: str, frame: Any) -> 
         await push(rt, session, {"from": "assistant", "text": reply.text, "ref": reply.ref})
 
 
+_SOCKETS: dict[str, int] = {}  # open sockets per client address on this node
+
+
+def client_address(ws: WebSocket) -> str:
+    return ws.client.host if ws.client else "unknown"
+
+
 @router.websocket("/api/v1/channels/webchat/ws")
 async def webchat_socket(websocket: WebSocket, session: str | None = None) -> None:
     rt: Services = websocket.app.state.services
-    if not channels_config(rt).webchat.enabled:
+    cfg = channels_config(rt).webchat
+    if not cfg.enabled:
         await websocket.close(code=1008, reason="web chat disabled")
         return
+    address = client_address(websocket)
+    try:
+        await deskport.rate_hit(rt, f"wsconn:{address}", cfg.connect_limit, cfg.connect_window_s)
+    except RateLimited:
+        await websocket.close(code=1013, reason="too many connections, try again later")
+        return
+    if _SOCKETS.get(address, 0) >= cfg.max_sockets_per_address:
+        await websocket.close(code=1013, reason="too many open chats from this address")
+        return
+    _SOCKETS[address] = _SOCKETS.get(address, 0) + 1
+    try:
+        await _serve(websocket, rt, session)
+    finally:
+        left = _SOCKETS.get(address, 1) - 1
+        if left > 0:
+            _SOCKETS[address] = left
+        else:
+            _SOCKETS.pop(address, None)
+
+
+async def _serve(websocket: WebSocket, rt: Services, session: str | None) -> None:
     await websocket.accept()
     sid = session if session and _SESSION_RE.match(session) else secrets.token_urlsafe(18)
     await websocket.send_json({"type": "session", "session": sid})
@@ -129,7 +166,7 @@ async def webchat_socket(websocket: WebSocket, session: str | None = None) -> No
             except AtiendeError as exc:
                 await websocket.send_json({"type": "error", "message": exc.message})
             except Exception:
-                log.exception("web chat message failed", extra={"fields": {"session": sid}})
+                log.exception("web chat message failed")  # never the session id: it reads the conversation
                 await websocket.send_json({"type": "error", "message": FAILED})
             if forwarder.done():
                 break

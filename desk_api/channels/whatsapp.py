@@ -1,9 +1,16 @@
-"""WhatsApp Cloud API: the webhook handshake, signed message notifications, replies through the Graph API.
+"""WhatsApp Cloud API: the webhook handshake, signed notifications, replies through the Graph API.
 
 - GET with `hub.mode=subscribe`, `hub.verify_token`, `hub.challenge`: echo the challenge when the
   token matches (Meta calls this once when the webhook is configured).
-- POST notifications are signed: `X-Hub-Signature-256: sha256=<HMAC-SHA256 of the raw body with
-  the app secret>`. Messages are de-duplicated by their `wamid` (Meta retries too).
+- POST notifications are signed: `X-Hub-Signature-256: sha256=<HMAC-SHA256 of the raw body with the app
+  secret>`. The shared flow (flow.py) de-duplicates by `wamid` and refuses deliveries older than the
+  replay window (their `timestamp`).
+- Messages: text, buttons and list answers are text; images, documents and videos keep their caption
+  and the file; voice notes are transcribed; reactions, edits, number changes and other system notices are
+  ignored quietly. Statuses (sent, delivered, read, failed with its error) are recorded on our message.
+- The 24-hour window: a free-form message reaches the citizen only within 24 h of their last message.
+  Outside it an agent's reply goes as the configured approved template, and the reply itself waits and is
+  sent when the citizen writes again.
 - Replies: `POST {api_base}/{version}/{phone_number_id}/messages` with a Bearer token.
 """
 
@@ -11,28 +18,31 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import PlainTextResponse
 
-from core.errors import AtiendeError, Forbidden, Unauthorized
-from desk_api.channels import assistant
+from core.errors import Forbidden, InvalidInput, Unauthorized
+from desk_api.channels import flow
 from desk_api.channels.base import (
     ChannelDeliveryFailed,
     Contact,
-    Inbound,
     channels_config,
     check_secret,
     clean_text,
-    first_time,
     http_client,
     parse_json,
-    read_body,
     require_enabled,
+    split_text,
 )
+from desk_api.channels.flow import ChannelPlug, Event, InboundMessage, Notice, StatusUpdate
+from desk_api.channels.media import MediaRef, Refused
+from desk_api.channels.telegram import download
 from desk_api.context import Services
 from desk_api.deps import services_of
 
@@ -40,7 +50,9 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["channels"])
 
 MAX_TEXT = 4096
-UNSUPPORTED = "De momento solo puedo leer mensajes de texto. Escríbame su consulta, por favor."
+QUIET_TYPES = {"reaction", "edit", "system", "unsupported", "ephemeral", "request_welcome", "revoke", "sticker"}
+MEDIA_TYPES = {"image": "image", "document": "document", "video": "video", "audio": "audio"}
+STATUSES = ("sent", "delivered", "read", "failed")
 
 
 def signature(app_secret: str, body: bytes) -> str:
@@ -65,62 +77,215 @@ def _l(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _message_text(message: dict[str, Any]) -> str | None:
+def _when(value: Any) -> datetime | None:
+    try:
+        ts = int(str(value))
+    except ValueError:
+        return None
+    return datetime.fromtimestamp(ts, UTC) if ts > 0 else None
+
+
+def _message_text(message: dict[str, Any]) -> str:
     kind = message.get("type")
+    text: Any = None
     if kind == "text":
-        return _d(message.get("text")).get("body")
-    if kind == "button":
-        return _d(message.get("button")).get("text")
-    if kind == "interactive":
+        text = _d(message.get("text")).get("body")
+    elif kind == "button":
+        text = _d(message.get("button")).get("text")
+    elif kind == "interactive":
         inter = _d(message.get("interactive"))
         for key in ("button_reply", "list_reply"):
             if key in inter:
-                return _d(inter[key]).get("title")
-    return None
+                text = _d(inter[key]).get("title")
+    elif kind in MEDIA_TYPES:
+        text = _d(message.get(kind)).get("caption")
+    return text if isinstance(text, str) else ""
 
 
-def parse_notification(payload: Any) -> list[tuple[Contact, str | None, str]]:
-    """(contact, text or None for non-text, wamid) for each message; status updates are skipped."""
-    out: list[tuple[Contact, str | None, str]] = []
+def _media(message: dict[str, Any]) -> list[MediaRef]:
+    kind = message.get("type")
+    if kind not in MEDIA_TYPES:
+        return []
+    item = _d(message.get(kind))
+    if not isinstance(item.get("id"), str):
+        return []
+    media_kind = "voice" if kind == "audio" and item.get("voice") else MEDIA_TYPES[str(kind)]
+    mime = item.get("mime_type")
+    return [MediaRef(kind=media_kind, provider_id=item["id"], content_type=mime if isinstance(mime, str) else None,
+                     filename=item.get("filename") if isinstance(item.get("filename"), str) else None)]
+
+
+def _failure(status: dict[str, Any]) -> str | None:
+    errors = [_d(e) for e in _l(status.get("errors"))]
+    if not errors:
+        return None
+    e = errors[0]
+    details = _d(e.get("error_data")).get("details") or e.get("message") or e.get("title") or ""
+    reason = f"WhatsApp {e.get('code', '')}: {details}".strip()
+    if e.get("code") == 131047:
+        reason += " (han pasado más de 24 horas desde el último mensaje del ciudadano)"
+    return reason[:500]
+
+
+def parse_notification(payload: Any) -> list[Event]:
+    """A Cloud API notification as the flow's events: messages, quiet notices and delivery statuses."""
     if not isinstance(payload, dict) or payload.get("object") != "whatsapp_business_account":
-        return out
+        return []  # another object's notification (a signed body): nothing for us
+    out: list[Event] = []
     for entry in _l(payload.get("entry")):
         for change in _l(_d(entry).get("changes")):
             change = _d(change)
-            value = _d(change.get("value"))
             if change.get("field") != "messages":
                 continue
+            value = _d(change.get("value"))
             phone_number_id = _d(value.get("metadata")).get("phone_number_id")
             names = {_d(c).get("wa_id"): _d(_d(c).get("profile")).get("name") for c in _l(value.get("contacts"))}
             for message in _l(value.get("messages")):
                 if not isinstance(message, dict) or not message.get("from") or not message.get("id"):
                     continue
-                wa_id = str(message["from"])
+                wamid, wa_id = str(message["id"])[:200], str(message["from"])[:64]
                 name = names.get(wa_id)
-                contact = Contact(channel="whatsapp", address=wa_id[:64], name=name if isinstance(name, str) else None,
+                contact = Contact(channel="whatsapp", address=wa_id,
+                                  name=clean_text(name, 200) or None if isinstance(name, str) else None,
                                   data={"phone_number_id": str(phone_number_id) if phone_number_id else None})
-                text = _message_text(message)
-                out.append((contact, text if isinstance(text, str) else None, str(message["id"])[:200]))
+                sent_at = _when(message.get("timestamp"))
+                kind = str(message.get("type") or "")
+                if kind in QUIET_TYPES or not kind:
+                    out.append(Notice(id=wamid, reason=f"{kind or 'unknown'} message", contact=contact, sent_at=sent_at))
+                    continue
+                text, media = _message_text(message), _media(message)
+                if not text and not media:  # location, contacts, order...: said once, kindly
+                    out.append(Notice(id=wamid, reason=f"{kind} message", contact=contact, sent_at=sent_at,
+                                      answer=flow.UNSUPPORTED))
+                    continue
+                out.append(InboundMessage(id=wamid, contact=contact, text=clean_text(text, MAX_TEXT), media=media,
+                                          sent_at=sent_at, threads=[wa_id]))
+            for status in _l(value.get("statuses")):
+                status = _d(status)
+                if status.get("status") not in STATUSES or not status.get("id"):
+                    continue
+                sid = str(status["id"])[:200]
+                out.append(StatusUpdate(id=f"{sid}:{status['status']}", message_ids=[sid], status=status["status"],
+                                        reason=_failure(status), sent_at=_when(status.get("timestamp"))))
     return out
 
 
-async def send_text(rt: Services, contact: Contact, text: str) -> dict[str, Any]:
+async def _post(rt: Services, contact: Contact, payload: dict[str, Any]) -> str:
     cfg = channels_config(rt).whatsapp
     phone_number_id = contact.data.get("phone_number_id") or cfg.phone_number_id
     if not cfg.access_token or not phone_number_id:
         raise ChannelDeliveryFailed("whatsapp has no access token or phone number id configured", {"channel": "whatsapp"})
     url = f"{cfg.api_base.rstrip('/')}/{cfg.api_version}/{phone_number_id}/messages"
-    payload = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": contact.address, "type": "text",
-               "text": {"preview_url": False, "body": text[:MAX_TEXT]}}
+    body_out = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": contact.address, **payload}
     try:
-        resp = await http_client().post(url, json=payload, headers={"Authorization": f"Bearer {cfg.access_token}"},
+        resp = await http_client().post(url, json=body_out, headers={"Authorization": f"Bearer {cfg.access_token}"},
                                         timeout=cfg.timeout_s)
         body = resp.json()
     except (httpx.HTTPError, ValueError) as exc:
         raise ChannelDeliveryFailed("whatsapp did not answer", {"reason": str(exc)}) from None
-    if resp.status_code >= 300 or not body.get("messages"):
-        raise ChannelDeliveryFailed("whatsapp refused the message", {"status": resp.status_code, "error": body.get("error")})
-    return {"wamid": body["messages"][0].get("id")}
+    if resp.status_code >= 300 or not isinstance(body, dict) or not body.get("messages"):
+        error = _d(_d(body).get("error"))
+        raise ChannelDeliveryFailed(f"whatsapp refused the message ({error.get('code', resp.status_code)})",
+                                    {"status": resp.status_code, "error": error})
+    return str(_d(_l(body["messages"])[0]).get("id"))
+
+
+async def send_text(rt: Services, contact: Contact, text: str) -> dict[str, Any]:
+    """Free-form text, split at 4,096 characters on paragraph or sentence boundaries."""
+    ids = [await _post(rt, contact, {"type": "text", "text": {"preview_url": False, "body": piece}})
+           for piece in split_text(text, MAX_TEXT)]
+    return {"wamid": ids[0] if ids else None, "ids": ids}
+
+
+async def window_open(rt: Services, address: str) -> bool:
+    return bool(await rt.store.redis.exists(rt.store.keys.channel_window("whatsapp", address)))
+
+
+async def send_template(rt: Services, contact: Contact, ref: str | None) -> str:
+    cfg = channels_config(rt).whatsapp
+    template: dict[str, Any] = {"name": cfg.template_name, "language": {"code": cfg.template_language}}
+    if cfg.template_ref_param and ref:
+        from core.refs import display_ref
+
+        template["components"] = [{"type": "body", "parameters": [{"type": "text", "text": display_ref(ref)}]}]
+    return await _post(rt, contact, {"type": "template", "template": template})
+
+
+async def send_reply(rt: Services, contact: Contact, text: str, ref: str | None, interaction_id: str | None) -> dict[str, Any]:
+    """An agent's reply: free-form inside the window; outside it the approved template goes now and the reply
+    waits (channel_pending) until the citizen writes again."""
+    if await window_open(rt, contact.address):
+        return await send_text(rt, contact, text)
+    wamid = await send_template(rt, contact, ref)
+    held = json.dumps({"text": text, "ref": ref, "interaction": interaction_id})
+    key = rt.store.keys.channel_pending("whatsapp", contact.address)
+    async with rt.store.redis.pipeline(transaction=True) as pipe:
+        pipe.rpush(key, held)
+        pipe.ltrim(key, -20, -1)
+        pipe.expire(key, 30 * 86400)
+        await pipe.execute()
+    return {"wamid": wamid, "ids": [wamid], "template": channels_config(rt).whatsapp.template_name, "held": True}
+
+
+class WhatsappPlug(ChannelPlug):
+    name = "whatsapp"
+
+    def enabled(self, rt: Services) -> bool:
+        return channels_config(rt).whatsapp.enabled
+
+    def authenticate(self, rt: Services, request: Request, body: bytes) -> None:
+        verify_signature(channels_config(rt).whatsapp.app_secret, body, request.headers.get("x-hub-signature-256"))
+
+    def parse(self, rt: Services, body: bytes) -> list[Event]:
+        return parse_notification(parse_json(body))
+
+    async def send(self, rt: Services, contact: Contact, text: str, ref: str | None) -> list[str]:
+        return list((await send_text(rt, contact, text))["ids"])
+
+    async def before_message(self, rt: Services, message: InboundMessage) -> None:
+        """The citizen wrote: the window is open for 24 h from their message; replies held meanwhile go now."""
+        cfg = channels_config(rt).whatsapp
+        sent = message.sent_at or rt.clock.now()
+        remaining = cfg.window_s - int((rt.clock.now() - sent).total_seconds())
+        if remaining <= 0:
+            return
+        await rt.store.redis.set(rt.store.keys.channel_window("whatsapp", message.contact.address), sent.isoformat(),
+                                 ex=remaining)
+        key = rt.store.keys.channel_pending("whatsapp", message.contact.address)
+        while (raw := await rt.store.redis.lpop(key)) is not None:
+            held = json.loads(str(raw))
+            try:
+                ids = (await send_text(rt, message.contact, str(held.get("text") or "")))["ids"]
+            except ChannelDeliveryFailed as exc:
+                await rt.store.redis.lpush(key, str(raw))  # kept for the next message
+                log.warning("held whatsapp reply not delivered: %s", exc.message)
+                return
+            if held.get("ref") and held.get("interaction"):
+                await flow.remember_outbound(rt, "whatsapp", ids, str(held["ref"]), str(held["interaction"]),
+                                             {"released": True})
+
+    async def fetch(self, rt: Services, ref: MediaRef) -> tuple[bytes, str | None]:
+        cfg = channels_config(rt)
+        wa = cfg.whatsapp
+        headers = {"Authorization": f"Bearer {wa.access_token}"}
+        try:
+            resp = await http_client().get(f"{wa.api_base.rstrip('/')}/{wa.api_version}/{ref.provider_id}",
+                                           headers=headers, timeout=wa.timeout_s)
+            info = _d(resp.json())
+        except (httpx.HTTPError, ValueError):
+            raise Refused("WhatsApp no dio el archivo") from None
+        url = info.get("url")
+        if resp.status_code != 200 or not isinstance(url, str) or not url.startswith(("https://", "http://")):
+            raise Refused("WhatsApp no dio el archivo")
+        size = info.get("file_size")
+        if isinstance(size, int) and size > cfg.attachment_max_bytes:
+            raise Refused(f"demasiado grande ({size} bytes; máximo {cfg.attachment_max_bytes})")
+        content = await download(url, headers, cfg.attachment_max_bytes, wa.timeout_s)
+        ctype = info.get("mime_type") if isinstance(info.get("mime_type"), str) else ref.content_type
+        return content, ctype
+
+
+PLUG = WhatsappPlug()
 
 
 @router.get("/api/v1/channels/whatsapp/webhook", response_class=PlainTextResponse)
@@ -141,32 +306,5 @@ async def whatsapp_handshake(
 
 @router.post("/api/v1/channels/whatsapp/webhook")
 async def whatsapp_webhook(request: Request, x_hub_signature_256: str | None = Header(None)) -> dict[str, Any]:
-    """Receive a Cloud API notification; each text message goes to the assistant, replies go back by the Graph API."""
-    rt = services_of(request)
-    cfg = channels_config(rt).whatsapp
-    require_enabled(cfg.enabled, "whatsapp")
-    body = await read_body(request)
-    verify_signature(cfg.app_secret, body, x_hub_signature_256)
-    results: list[dict[str, Any]] = []
-    for contact, text, wamid in parse_notification(parse_json(body)):
-        if not await first_time(rt, "whatsapp", wamid):
-            results.append({"id": wamid, "action": "duplicate"})
-            continue
-        answer: str | None
-        ref: str | None
-        if text is None or not clean_text(text, 1):
-            answer, action, ref = UNSUPPORTED, "ignored", None
-        else:
-            reply = await assistant.handle(rt, Inbound(contact=contact, text=clean_text(text, MAX_TEXT), message_id=wamid,
-                                                       threads=[contact.address]))
-            answer, action, ref = reply.text, reply.action, reply.ref
-        delivered = None
-        if answer:
-            try:
-                await send_text(rt, contact, answer)
-                delivered = True
-            except AtiendeError as exc:  # processed already: Meta's retry must not create a second ticket
-                log.warning("whatsapp reply not delivered: %s", exc.message)
-                delivered = False
-        results.append({"id": wamid, "action": action, "ref": ref, "delivered": delivered})
-    return {"ok": True, "messages": results}
+    """Receive a Cloud API notification: messages to the assistant, statuses onto our messages."""
+    return await flow.handle_webhook(services_of(request), PLUG, request)
