@@ -178,7 +178,8 @@ def run_service(args: argparse.Namespace) -> int:
     logs.setup(loaded.settings.service.log_level)
     try:
         with redis_for(loaded.settings.redis.url, loaded.settings.service.data_dir) as url:
-            store = Store(url, prefix=loaded.settings.redis.prefix)
+            r = loaded.settings.redis
+            store = Store(url, prefix=r.prefix, max_connections=r.max_connections, pool_timeout=r.pool_timeout_s)
             rt = Runtime(loaded, store=store, clock=clock, config_dir=config_dir, overrides=overrides)
             return asyncio.run(serve(rt))
     except RedisUnavailable as exc:

@@ -69,6 +69,12 @@ class DeskConfig(Strict):
     )
     events_maxlen: int = Field(10_000, ge=100)
     audit_maxlen: int = Field(1_000_000, ge=1000)
+    # Live event streams (/desk/api/events) one node serves: per user (tabs), per client address (an office behind
+    # one NAT address has many agents), and each stream's buffer before a client that does not read is cut.
+    live_streams_per_user: int = Field(10, ge=1, le=10_000)
+    live_streams_per_address: int = Field(300, ge=1, le=100_000)
+    live_buffer_events: int = Field(1000, ge=10, le=100_000)
+    live_buffer_bytes: int = Field(1_048_576, ge=16_384, le=64 * 1_048_576)
 
     @model_validator(mode="after")
     def _queues_known(self) -> DeskConfig:

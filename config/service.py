@@ -33,3 +33,9 @@ class HttpConfig(Strict):
 class RedisConfig(Strict):
     url: str | None = Field(None, description="Redis URL; unset = a private redis-server child under data_dir/redis")
     prefix: str = "atiende"
+    max_connections: int = Field(
+        32, ge=4, le=10_000,
+        description="Redis connections one process may open in all (request pool plus the 2 live-event readers); "
+                    "independent of how many browsers are connected")
+    pool_timeout_s: float = Field(
+        2.0, gt=0, le=60, description="how long a request waits for a free connection before it is answered 503")

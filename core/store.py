@@ -202,14 +202,51 @@ def loads(raw: str | bytes | None, model: type[M]) -> M | None:
 
 REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
+# Connections outside the request pool, per Store: the desk events reader and the web chat pub/sub reader.
+DEDICATED = 2
+
+
+class PoolExhausted(RedisConnectionError):
+    """Every connection of the budget stayed busy for the pool timeout: the node is overloaded, not the store down."""
+
+
+class BudgetPool(aioredis.BlockingConnectionPool):
+    """A BlockingConnectionPool that counts the tasks waiting for a connection (for /metrics) and says when the
+    budget, not Redis, is the reason a command failed."""
+
+    waiting = 0
+
+    async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
+        self.waiting += 1
+        try:
+            return await super().get_connection()
+        except RedisConnectionError as exc:
+            if str(exc) == "No connection available.":
+                raise PoolExhausted(f"all {self.max_connections} Redis connections stayed busy for {self.timeout} s") from exc
+            raise
+        finally:
+            self.waiting -= 1
+
+    @property
+    def in_use_count(self) -> int:
+        return len(self._in_use_connections)
+
+    @property
+    def open_count(self) -> int:
+        return len(self._in_use_connections) + len(self._available_connections)
+
 
 class Store:
     """A Redis connection pool plus the key scheme. Reconnects by itself when Redis comes back."""
 
-    def __init__(self, url: str, prefix: str = "atiende") -> None:
+    def __init__(self, url: str, prefix: str = "atiende", *, max_connections: int = 32, pool_timeout: float = 2.0) -> None:
+        """`max_connections` is the node's whole Redis budget: the request pool gets it minus the DEDICATED
+        connections of the live-event reader (`dedicated()`); a command that finds the pool busy waits up to
+        `pool_timeout` seconds, then raises PoolExhausted (a ConnectionError: the HTTP layer answers 503)."""
         self.url = url
         self.keys = Keys(prefix)
-        self.redis: aioredis.Redis = aioredis.from_url(
+        self.max_connections = max_connections
+        self.redis: aioredis.Redis = aioredis.Redis.from_pool(BudgetPool.from_url(
             url,
             decode_responses=True,
             socket_timeout=5,
@@ -217,7 +254,36 @@ class Store:
             health_check_interval=10,
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        )
+            max_connections=max(1, max_connections - DEDICATED),
+            timeout=pool_timeout,
+        ))
+        self._dedicated: list[aioredis.Redis] = []
+
+    @property
+    def pool(self) -> BudgetPool:
+        pool = self.redis.connection_pool
+        assert isinstance(pool, BudgetPool)
+        return pool
+
+    def dedicated(self, *, socket_timeout: float | None = None) -> aioredis.Redis:
+        """A client with one connection of its own, outside the request pool: for blocking reads (XREAD BLOCK,
+        pub/sub) that would otherwise hold a pooled connection each. The budget counts DEDICATED of them (the
+        live-event readers, desk_api/live.py); give it back with `release_dedicated()` after `aclose()`."""
+        client: aioredis.Redis = aioredis.Redis.from_pool(aioredis.ConnectionPool.from_url(
+            self.url, decode_responses=True, max_connections=1, socket_timeout=socket_timeout,
+            socket_connect_timeout=2, health_check_interval=10))
+        self._dedicated.append(client)
+        return client
+
+    def release_dedicated(self, client: aioredis.Redis) -> None:
+        if client in self._dedicated:
+            self._dedicated.remove(client)
+
+    def pool_stats(self) -> dict[str, int]:
+        """Connections of this node: the request pool's (open, in use, tasks waiting for one) and dedicated ones."""
+        pool = self.pool
+        return {"budget": self.max_connections, "pool_max": pool.max_connections, "pool_open": pool.open_count,
+                "pool_in_use": pool.in_use_count, "pool_waiting": pool.waiting, "dedicated": len(self._dedicated)}
 
     async def ping(self, within: float = 1.0) -> bool:
         import asyncio

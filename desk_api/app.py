@@ -15,8 +15,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 
 from core import __version__
 from core.errors import AtiendeError
-from core.store import REDIS_ERRORS
-from desk_api import metrics
+from core.store import REDIS_ERRORS, PoolExhausted
+from desk_api import live, metrics
 from desk_api.auth import authorize
 from desk_api.context import Services
 
@@ -33,6 +33,7 @@ ROUTE_MODULES = [
     "desk_api.routes.voicemail",
     "desk_api.routes.channels",
     "desk_api.routes.softphone",
+    "desk_api.routes.live",
     "desk_api.routes.pages",
 ]
 
@@ -122,7 +123,12 @@ def freeze_startup_objects() -> None:
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     freeze_startup_objects()
-    yield
+    hub = live.hub_for(app.state, app.state.services)  # one live-event reader per worker process
+    await hub.start()
+    try:
+        yield
+    finally:
+        await hub.stop()
 
 
 def create_app(services: Services) -> FastAPI:
@@ -136,6 +142,7 @@ def create_app(services: Services) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.services = services
+    metrics.track_pool(services.store.pool_stats)
 
     @app.exception_handler(AtiendeError)
     async def _domain_error(request: Request, exc: AtiendeError) -> JSONResponse:
@@ -150,6 +157,11 @@ def create_app(services: Services) -> FastAPI:
 
         @app.exception_handler(exc_type)
         async def _store_down(request: Request, exc: Exception) -> JSONResponse:
+            if isinstance(exc, PoolExhausted):  # overload, not an outage: counted, not logged per request
+                metrics.REDIS_POOL_EXHAUSTED.inc()
+                body = {"error_id": "store-busy", "message": "el servicio está saturado, inténtelo de nuevo en unos "
+                        "segundos", "details": {}}
+                return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
             log.warning("store unavailable: %s", exc)
             body = {"error_id": "store-unavailable", "message": "the store is not reachable, try again", "details": {}}
             return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})

@@ -1,28 +1,23 @@
 """The browser pages: agent desk, admin and supervisor pages, served as static files (no front-end build).
 
-Besides the files, two small helpers the pages need:
-- `GET /desk/api/events`: the desk events stream as Server-Sent Events (the session cookie authenticates it,
-  since EventSource cannot send headers); `Last-Event-ID` resumes after a reconnect.
+Besides the files, a small helper the pages need (the live events stream is desk_api/routes/live.py):
 - `POST /desk/api/yaml/parse` and `/desk/api/yaml/dump`: YAML <-> JSON for the admin editors, with the line
   and column of a syntax error, so the browser needs no YAML library.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
+from fastapi.responses import FileResponse, RedirectResponse
 
 from core.errors import InvalidInput, NotFound
 from desk.models import Principal
 from desk_api.auth import require
-from desk_api.deps import services_of
 
 router = APIRouter(include_in_schema=False)
 
@@ -30,8 +25,6 @@ WEB = Path(__file__).resolve().parent.parent / "web"
 PAGES = {"/login": "login.html", "/desk": "desk.html", "/admin": "admin.html", "/reports": "reports.html"}
 STATIC_TYPES = {".css": "text/css", ".js": "text/javascript", ".html": "text/html", ".svg": "image/svg+xml",
                 ".png": "image/png"}
-SSE_BLOCK_MS = 10_000
-SSE_MAX_S = 600.0  # a stream ends after this; EventSource reconnects by itself with Last-Event-ID
 
 
 def _page(name: str) -> Any:
@@ -56,34 +49,6 @@ async def static(name: str) -> FileResponse:
     if path.parent != WEB or path.suffix not in STATIC_TYPES or not path.is_file():
         raise NotFound(f"no static file {name!r}")
     return FileResponse(path, media_type=STATIC_TYPES[path.suffix], headers={"Cache-Control": "no-cache"})
-
-
-@router.get("/desk/api/events")
-async def events(
-    request: Request, who: Principal = Depends(require("agent_n1", "agent_n2", "supervisor"))
-) -> StreamingResponse:
-    """Desk events as SSE: `id` is the stream id, `data` the event JSON. Heartbeat comments keep proxies open."""
-    desk = services_of(request).desk
-    last = request.headers.get("last-event-id") or "$"
-    loop = asyncio.get_running_loop()
-
-    async def stream() -> AsyncIterator[str]:
-        nonlocal last
-        started = loop.time()
-        if last == "$":
-            last = await desk.events.last_id()
-        yield "retry: 2000\n: connected\n\n"
-        while loop.time() - started < SSE_MAX_S and not await request.is_disconnected():
-            batch = await desk.events.read(after=last, block_ms=SSE_BLOCK_MS)
-            if not batch:
-                yield ": keep-alive\n\n"
-                continue
-            for sid, event in batch:
-                last = sid
-                yield f"id: {sid}\ndata: {json.dumps(event, ensure_ascii=False, default=str)}\n\n"
-
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
 
 
 @router.post("/desk/api/yaml/parse")
