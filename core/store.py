@@ -101,6 +101,18 @@ class Keys:
     def channel_seen(self, channel: str, message_id: str) -> str:
         return f"{self.p}:chan:{channel}:seen:{message_id}"  # webhook retries are delivered at most once (TTL)
 
+    def channel_outbound(self, channel: str, provider_id: str) -> str:
+        return f"{self.p}:chan:{channel}:out:{provider_id}"  # our sent message's provider id -> "ref interaction-id" (TTL)
+
+    def channel_window(self, channel: str, address: str) -> str:
+        return f"{self.p}:chan:{channel}:window:{address}"  # the citizen's last message time; TTL = the reply window
+
+    def channel_pending(self, channel: str, address: str) -> str:
+        return f"{self.p}:chan:{channel}:pending:{address}"  # list: replies held until the citizen writes again
+
+    def channel_attachments(self, channel: str, address: str) -> str:
+        return f"{self.p}:chan:{channel}:attachments:{address}"  # list: files sent before any ticket existed (TTL)
+
     # -- agents and presence
     def agent(self, agent_id: str) -> str:
         return f"{self.p}:agent:{agent_id}"
@@ -149,6 +161,22 @@ class Keys:
     def api_key(self, digest: str) -> str:
         return f"{self.p}:apikey:{digest}"  # sha256 of the key -> JSON {name, roles}
 
+    @property
+    def api_keys(self) -> str:
+        return f"{self.p}:apikeys"  # hash: key name -> sha256 of the key (list, revoke by name)
+
+    def user_sessions(self, username: str) -> str:
+        return f"{self.p}:user:{username}:sessions"  # set of session digests, ended together
+
+    def login_failures(self, username: str) -> str:
+        return f"{self.p}:login:{username}:failures"  # failed logins in the throttle window (TTL)
+
+    def login_lock(self, username: str) -> str:
+        return f"{self.p}:login:{username}:lock"  # present while the account is locked (TTL)
+
+    def retention_cursor(self, kind: str) -> str:
+        return f"{self.p}:retention:{kind}"  # score up to which the retention job has done this kind
+
     def report_hist(self, name: str, day: str) -> str:
         return f"{self.p}:hist:{name}:{day}"  # hash: bucket -> count, plus sum/count fields
 
@@ -162,6 +190,9 @@ class Keys:
 
     def calls_waiting(self, queue: str) -> str:
         return f"{self.p}:calls:waiting:{queue}"  # zset: "call:<id>" -> enqueued timestamp (IVR callers on hold)
+
+    def call_transfer(self, call_id: str) -> str:
+        return f"{self.p}:call:{call_id}:transfer"  # string, short TTL: the queue an agent transfers the caller to
 
     def callback(self, callback_id: str) -> str:
         return f"{self.p}:callback:{callback_id}"

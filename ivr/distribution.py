@@ -14,12 +14,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from config.agents import AgentsConfig
 from core import logs
 from core.clock import Clock
-from core.store import Store
+from core.store import REDIS_ERRORS, Store
 from ivr.callio import CallIO
 from ivr.contact import ContactIO, Session
 from ivr.hooks import QueuePlace, WaitResult
@@ -28,6 +29,17 @@ from routing.calendar_service import CalendarService
 from telephony.errors import DialFailed
 
 log = logging.getLogger(__name__)
+
+
+TRANSFER_POLL_S = 1.0
+TRANSFER_PROMPT = "Le paso con otro servicio. Por favor, no cuelgue."
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """The agent handed the caller to another queue: they wait there at the head, not at the back."""
+
+    queue: str
 
 
 class AgentQueue:
@@ -69,6 +81,15 @@ class AgentQueue:
                 # Only a live call can be bridged to an agent's phone; a simulated voice contact just waits.
                 if head and head[0] == place.item_id and self.dialer is not None and isinstance(io, CallIO):
                     result = await self._offer(session, io, place, self.dialer)
+                    if isinstance(result, Transfer):
+                        await r.zrem(waiting, place.item_id)
+                        place = QueuePlace(queue=result.queue, item_id=place.item_id, position=1)
+                        waiting = k.calls_waiting(place.queue)
+                        await r.zadd(waiting, {place.item_id: 0})  # ahead of everyone who is queuing normally
+                        session.queue = place.queue
+                        deadline = self._clock.monotonic() + timeout_s
+                        await io.say(TRANSFER_PROMPT)
+                        continue
                     if result is not None:
                         return result
                 if not await io.hold(min(cfg.poll_s, left)):
@@ -83,7 +104,7 @@ class AgentQueue:
         margin = self._cfg().overflow_before_close_s
         return closes is not None and (closes - self._clock.now()).total_seconds() < margin
 
-    async def _offer(self, session: Session, io: CallIO, place: QueuePlace, dialer: Dialer) -> WaitResult | None:
+    async def _offer(self, session: Session, io: CallIO, place: QueuePlace, dialer: Dialer) -> WaitResult | Transfer | None:
         """Ring one agent; None when nobody took the call (the caller keeps waiting at the head)."""
         desk = self._desk
         cfg = self._cfg()
@@ -113,14 +134,45 @@ class AgentQueue:
                 return "hangup" if io.ended else None
             session.vars["agent"] = agent.id
             await desk.publish({"type": "call.connected", "agent": agent.id, "call_id": session.call_id})
+            transfer: Transfer | None = None
             try:
-                await io.bridge(agent_call)
+                transfer = await self._bridge_until_transfer(io, agent_call, session.call_id)
             finally:
                 with contextlib.suppress(Exception):
                     await agent_call.hangup()
-                await desk.publish({"type": "call.ended", "agent": agent.id, "call_id": session.call_id})
+                await desk.publish({"type": "call.ended", "agent": agent.id, "call_id": session.call_id,
+                                    "transferred_to": transfer.queue if transfer else None})
                 await self._after_call(agent.id, connected=True)
+            if transfer is not None and not io.ended:
+                log.info("agent %s transferred the caller to queue %s", agent.id, transfer.queue)
+                return transfer
             return "connected"
+
+    async def _bridge_until_transfer(self, io: CallIO, agent_call: CallLeg, call_id: str) -> Transfer | None:
+        """Relay audio both ways until either side hangs up, or the agent transfers the caller (a key the desk's
+        API sets, read here on whatever node serves the call)."""
+        r, key = self._store.redis, self._store.keys.call_transfer(call_id)
+        bridge = asyncio.create_task(io.bridge(agent_call), name=f"bridge-{call_id}")
+        try:
+            while not bridge.done():
+                await asyncio.wait([bridge], timeout=TRANSFER_POLL_S)
+                if bridge.done():
+                    break
+                try:
+                    target = await r.getdel(key)
+                except REDIS_ERRORS:
+                    continue  # the store is away: the call goes on, a transfer waits for it
+                if target:
+                    await agent_call.hangup()
+                    await bridge
+                    return Transfer(queue=str(target))
+            await bridge
+            return None
+        finally:
+            if not bridge.done():
+                bridge.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await bridge
 
     async def _ring(self, io: CallIO, dialer: Dialer, uri: str, session: Session) -> CallLeg | None:
         """Call the agent's phone; gives up when the ring timeout passes or the caller hangs up meanwhile."""

@@ -14,14 +14,15 @@ import hmac
 import time
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from core.errors import Conflict, Unavailable
+from core.errors import Conflict, Forbidden, InvalidInput, Unavailable
 from desk.models import Principal
 from desk_api.auth import desk_of, require
 from desk_api.deps import services_of
 
-router = APIRouter(prefix="/api/v1/softphone", tags=["softphone"])
+router = APIRouter(tags=["softphone"])
+TRANSFER_TTL_S = 30
 AGENTS = ("agent_n1", "agent_n2", "supervisor")
 
 
@@ -39,7 +40,7 @@ def ephemeral_password(secret: str, username: str) -> str:
     return base64.b64encode(hmac.new(secret.encode(), username.encode(), hashlib.sha256).digest()).decode()
 
 
-@router.get("/credentials", response_model=Credentials)
+@router.get("/api/v1/softphone/credentials", response_model=Credentials)
 async def credentials(request: Request, who: Principal = Depends(require(*AGENTS))) -> Credentials:
     """SIP credentials for this agent's page, valid `agents.softphone.ttl_s` seconds (the page renews them)."""
     cfg = services_of(request).settings.agents.softphone
@@ -62,7 +63,7 @@ async def credentials(request: Request, who: Principal = Depends(require(*AGENTS
                        ice_servers=cfg.ice_servers)
 
 
-@router.post("/offline", status_code=204)
+@router.post("/api/v1/softphone/offline", status_code=204)
 async def offline(request: Request, who: Principal = Depends(require(*AGENTS))) -> Response:
     """The page is closing (a beacon) or its registration ended: no more calls ring there."""
     if who.agent_id is not None:
@@ -71,3 +72,24 @@ async def offline(request: Request, who: Principal = Depends(require(*AGENTS))) 
         if agent.phone == "browser" and agent.presence == "available":
             await desk.agents.set_presence(agent.id, "away", actor=who.id)
     return Response(status_code=204)
+
+
+class TransferIn(BaseModel):
+    queue: str = Field(..., min_length=1, max_length=64, description="the queue the caller goes to (at its head)")
+
+
+@router.post("/api/v1/calls/{call_id}/transfer", status_code=202)
+async def transfer(call_id: str, body: TransferIn, request: Request,
+                   who: Principal = Depends(require(*AGENTS))) -> dict[str, str]:
+    """The agent on this call hands the caller to another queue; the node serving the call acts within a second.
+    Works the same whether the agent answered in the desk or on a SIP phone."""
+    services = services_of(request)
+    if services.settings.desk.queue(body.queue) is None:
+        raise InvalidInput(f"no queue {body.queue!r}", {"queue": body.queue})
+    if not who.has("supervisor"):
+        agent = await desk_of(request).agents.get(who.agent_id or "")
+        if agent.current != f"call:{call_id}":
+            raise Forbidden("you are not on this call", {"call_id": call_id})
+    store = services.store
+    await store.redis.set(store.keys.call_transfer(call_id), body.queue, ex=TRANSFER_TTL_S)
+    return {"call_id": call_id, "queue": body.queue, "status": "requested"}

@@ -8,9 +8,9 @@ const Softphone = (() => {
   const STATE = { off: "desconectado", connecting: "conectando…", registered: "preparado", ringing: "sonando",
     incall: "en llamada", held: "en espera", ended: "llamada terminada", failed: "sin conexión" };
   const KEYS = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "*", "0", "#"];
-  const s = { ua: null, session: null, creds: null, renew: null, muted: false, held: false, offered: null,
+  const s = { ua: null, session: null, creds: null, renew: null, muted: false, held: false, offered: null, callId: null,
     remote: null, local: null, meters: [], mic: "", speaker: "" };
-  let box, stateLine, callInfo, context, buttons, keypad, audio, devices, micMeter, spkMeter;
+  let box, stateLine, callInfo, context, buttons, keypad, audio, devices, micMeter, spkMeter, transferBox, transferTo;
 
   function setState(name, extra) {
     stateLine.textContent = STATE[name] + (extra ? ` · ${extra}` : "");
@@ -22,6 +22,7 @@ const Softphone = (() => {
     buttons.mute.hidden = !inCall;
     buttons.hold.hidden = !inCall;
     keypad.hidden = !inCall;
+    transferBox.hidden = !inCall || !s.callId;
   }
 
   function meter(label) {
@@ -83,7 +84,7 @@ const Softphone = (() => {
     });
     const done = (e) => {
       setState("ended", e && e.cause ? e.cause : "");
-      s.session = null; s.remote = null; s.muted = false; s.held = false;
+      s.session = null; s.remote = null; s.muted = false; s.held = false; s.callId = null;
       buttons.mute.textContent = "Silenciar"; buttons.hold.textContent = "Poner en espera";
       stopMeters();
       callInfo.textContent = "";
@@ -152,6 +153,7 @@ const Softphone = (() => {
     window.addEventListener("atiende:event", (ev) => {
       const d = ev.detail || {};
       if (d.type !== "call.offered" || (d.agent && d.agent !== s.creds.uri.slice(4).split("@")[0])) return;
+      s.callId = d.call_id || null;
       // What the caller went through before reaching the agent: the IVR's path and what they said.
       s.offered = d.intent ? `motivo: ${d.intent}` : null;
       context.replaceChildren(
@@ -194,6 +196,18 @@ const Softphone = (() => {
     keypad = el("div", { class: "keypad", role: "group", "aria-label": "Teclado" }, KEYS.map((k) =>
       el("button", { class: "secondary", "data-testid": `softphone-key-${k}`, "aria-label": `Tecla ${k}`,
         onclick: () => s.session && s.session.sendDTMF(k, { duration: 120, interToneGap: 70 }) }, k)));
+    transferTo = el("select", { "aria-label": "Cola de destino", "data-testid": "softphone-transfer-queue" });
+    api("GET", "/api/v1/queues").then((data) => {
+      const queues = Array.isArray(data) ? data : (data && data.queues) || [];
+      transferTo.replaceChildren(...queues.map((q) => el("option", { value: q.id }, `Cola ${q.id}${q.name ? " · " + q.name : ""}`)));
+    }).catch(() => {});
+    transferBox = el("div", { class: "row" }, transferTo, b("Transferir", "softphone-transfer", async () => {
+      if (!s.callId) return;
+      try {
+        await api("POST", `/api/v1/calls/${encodeURIComponent(s.callId)}/transfer`, { queue: transferTo.value });
+        callInfo.textContent = `Transferida a la cola ${transferTo.value}`;
+      } catch (e) { callInfo.textContent = describeError(e); }
+    }, "secondary"));
     audio = el("audio", { autoplay: true, "data-testid": "softphone-audio" });
     micMeter = meter("Nivel del micrófono");
     spkMeter = meter("Nivel de la llamada");
@@ -208,7 +222,7 @@ const Softphone = (() => {
       el("h2", { class: "small" }, "Teléfono"),
       stateLine, callInfo, context,
       el("div", { class: "row" }, buttons.answer, buttons.reject, buttons.hangup, buttons.mute, buttons.hold),
-      keypad,
+      keypad, transferBox,
       el("div", { class: "row small" }, el("span", {}, "Micrófono "), micMeter, el("span", {}, " Llamada "), spkMeter),
       el("div", { class: "row small" }, devices.mic, devices.speaker),
       audio);
