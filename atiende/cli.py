@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rtp-ports", metavar="LOW-HIGH", help="RTP port range")
     p.add_argument("--clock", metavar="ISO", help="start the service clock at this instant (demos, tests)")
     p.add_argument("--no-sip", action="store_true", help="do not start the SIP endpoint")
+    p.add_argument("--demo", action="store_true",
+                   help="create the demo users and key with one-time passwords (HTTP on a loopback address only)")
     p.set_defaults(func=_cmd_run)
 
     cfg = sub.add_parser("config", help="configuration tools")

@@ -133,9 +133,34 @@ class LoopLagComponent:
         await self.monitor.stop()
 
 
+class RetentionComponent:
+    """Enforces `desk.retention` (desk/retention.py): a round every `interval_s`, one node at a time."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="retention")
+
+    async def _loop(self) -> None:
+        while True:
+            interval = self.rt.settings.desk.retention.interval_s
+            try:
+                await self.rt.desk.retention.run_if_due(interval)
+            except Exception:
+                log.exception("retention round failed; trying again next interval")
+            await asyncio.sleep(interval)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
 async def start_components(rt: Runtime) -> list[Component]:
     started: list[Component] = []
-    for comp in (LoopLagComponent(), LineComponent(rt), VoicemailComponent(rt)):
+    for comp in (LoopLagComponent(), LineComponent(rt), VoicemailComponent(rt), RetentionComponent(rt)):
         await comp.start()
         started.append(comp)
     return started

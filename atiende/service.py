@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from atiende.cliutil import config_dir_of
+from atiende.commands.desk import announce_credentials, demo_refused
 from atiende.components import Component, LineComponent, start_components
 from atiende.runtime import Runtime
 from config.loader import ConfigError, load
@@ -53,6 +54,8 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, str]:
         out |= {"ATIENDE_SIP__RTP_PORT_MIN": low, "ATIENDE_SIP__RTP_PORT_MAX": high}
     if getattr(args, "no_sip", False):
         out["ATIENDE_SIP__ENABLED"] = "false"
+    if getattr(args, "demo", False):
+        out["ATIENDE_DESK__DEMO"] = "true"
     return out
 
 
@@ -136,6 +139,7 @@ async def serve(rt: Runtime) -> int:
 
     components: list[Component] = []
     try:
+        announce_credentials(await rt.desk.auth.prepare())
         rt.node.start()
         components = await start_components(rt)
         http_task = asyncio.create_task(server.serve(), name="http")
@@ -176,6 +180,10 @@ def run_service(args: argparse.Namespace) -> int:
             print(f"  {issue}", file=sys.stderr)
         return 2
     logs.setup(loaded.settings.service.log_level)
+    problem = demo_refused(loaded.settings)
+    if problem:
+        print(f"atiende: {problem}", file=sys.stderr)
+        return 2
     try:
         with redis_for(loaded.settings.redis.url, loaded.settings.service.data_dir) as url:
             r = loaded.settings.redis

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -20,12 +21,14 @@ class Queue(Strict):
 
 
 class BootstrapUser(Strict):
-    """A user created at start-up when it does not exist yet (later password changes are kept)."""
+    """A demo user, created only with `desk.demo: true` (`atiende run --demo`) when it does not exist yet, and
+    removed (with its sessions) as soon as the demo switch is off or the user leaves this list."""
 
     username: str = Field(..., pattern=r"^[a-z0-9][a-z0-9._-]{1,31}$")
     name: str
     roles: list[Role]
-    password: str = Field(..., min_length=8)
+    # None: a random password, printed once on the console of the `atiende run` that creates the user.
+    password: str | None = Field(None, min_length=12)
     # When set, the user is also an agent with this level and these skills.
     level: int | None = Field(None, ge=1, le=2)
     skills: list[str] = Field(default_factory=list)
@@ -33,11 +36,47 @@ class BootstrapUser(Strict):
 
 
 class BootstrapKey(Strict):
-    """An API key for a machine (IVR node, channel gateway); only its SHA-256 is stored in Redis."""
+    """A demo API key (same life as the demo users); only its SHA-256 is stored in Redis. Real machines get
+    theirs from `atiende desk create-key`."""
 
-    name: str
-    key: str = Field(..., min_length=16)
+    name: str = Field(..., pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    key: str | None = Field(None, min_length=16)  # None: random, printed once like the demo passwords
     roles: list[Role]
+
+
+class LoginThrottle(Strict):
+    """Failed logins per username (whether it exists or not, so the lock tells nothing): after `max_failures`
+    within `window_s` the account is locked for `lockout_s`, doubling with each further failure up to
+    `max_lockout_s`. Per-address limits are `rate_limits.login`."""
+
+    max_failures: int = Field(5, ge=1)
+    window_s: int = Field(900, ge=1)
+    lockout_s: int = Field(60, ge=1)
+    max_lockout_s: int = Field(3600, ge=1)
+
+
+class Retention(Strict):
+    """Days each kind of personal data is kept (0 = forever); `atiende run` enforces them every `interval_s`.
+
+    Tickets are anonymised (kept for statistics without text, contact or citizen) `tickets_days` after they were
+    resolved or closed; citizens are erased once they have no active ticket and no activity for `citizens_days`;
+    call records lose caller, transcripts and entities after `calls_days`; voicemail recordings are deleted after
+    `recordings_days`; audit entries older than `audit_days` are dropped."""
+
+    tickets_days: int = Field(1825, ge=0)
+    citizens_days: int = Field(1825, ge=0)
+    calls_days: int = Field(365, ge=0)
+    recordings_days: int = Field(90, ge=0)
+    audit_days: int = Field(2190, ge=0)
+    interval_s: int = Field(3600, ge=10)
+    batch: int = Field(500, ge=1, le=10_000)
+
+
+class StaffOnly(Strict):
+    """Public by default for Prometheus and API readers; set true to require any staff credential."""
+
+    metrics: bool = False
+    docs: bool = False  # /docs, /redoc and /openapi.json
 
 
 class RateLimit(Strict):
@@ -58,8 +97,17 @@ class DeskConfig(Strict):
     complaint_due_business_days: int = Field(10, ge=1)
     ticket_due_business_hours: int = Field(16, ge=1)
     session_ttl_s: int = Field(12 * 3600, ge=60)
+    # Demo accounts (`users`, `api_keys`) exist only while this is true; `atiende run` refuses it unless HTTP
+    # listens on a loopback address. Without it, the first start with no admin creates one with a random
+    # password printed once on the console.
+    demo: bool = False
     users: list[BootstrapUser] = Field(default_factory=list)
     api_keys: list[BootstrapKey] = Field(default_factory=list)
+    login_throttle: LoginThrottle = Field(default_factory=LoginThrottle)
+    # Addresses of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (exact IPs or CIDRs).
+    trusted_proxies: list[str] = Field(default_factory=list)
+    retention: Retention = Field(default_factory=Retention)
+    staff_only: StaffOnly = Field(default_factory=StaffOnly)
     rate_limits: dict[str, RateLimit] = Field(
         default_factory=lambda: {
             "status": RateLimit(requests=30, per_seconds=60),
@@ -87,6 +135,14 @@ class DeskConfig(Strict):
         names = [u.username for u in self.users]
         if len(set(names)) != len(names):
             raise ValueError("bootstrap usernames repeat")
+        keys = [k.name for k in self.api_keys]
+        if len(set(keys)) != len(keys):
+            raise ValueError("demo API key names repeat")
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {proxy!r} is not an IP address or network") from None
         return self
 
     def queue(self, queue_id: str) -> Queue | None:

@@ -10,6 +10,7 @@ import contextlib
 import contextvars
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -79,6 +80,35 @@ def setup(level: str = "info", json_lines: bool | None = None) -> None:
     root.setLevel(level.upper())
     for noisy in ("uvicorn.access",):
         logging.getLogger(noisy).setLevel("WARNING")
+
+
+_DIGIT = re.compile(r"\d")
+
+
+def mask_number(value: str | None) -> str:
+    """A phone number fit for logs at INFO: country code, first digit and last three kept (`+34 6•• ••• 123`), so a
+    line can be matched to a complaint without the log holding the number. SIP URIs keep their host; anything
+    that is not a number is masked whole but its length."""
+    if not value:
+        return ""
+    raw = str(value)
+    host = ""
+    if raw.lower().startswith(("sip:", "sips:", "tel:")):
+        raw = raw.split(":", 1)[1]
+        raw, _, host = raw.partition("@")
+        host = host.split(";", 1)[0]
+    digits = "".join(_DIGIT.findall(raw))
+    if len(digits) < 6:
+        masked = "•" * min(len(raw), 12)
+    else:
+        cc = ""
+        if raw.strip().startswith(("+", "00")) or (len(digits) == 11 and digits.startswith("34")):
+            d = digits[2:] if raw.strip().startswith("00") else digits
+            cc, digits = "+" + d[:2] + " ", d[2:]
+        hidden = "•" * (len(digits) - 4)
+        body = digits[0] + hidden + digits[-3:]
+        masked = cc + " ".join(body[i:i + 3] for i in range(0, len(body), 3))
+    return f"{masked}@{host}" if host else masked
 
 
 def fields(**kw: Any) -> dict[str, Any]:

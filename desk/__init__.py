@@ -13,6 +13,8 @@
     desk.auth       AuthService      create_user / login / authenticate / create_api_key   (auth.py)
     desk.limiter    RateLimiter      check(name, client)                      (auth.py)
     desk.reports    Reports          record_contact / record_wait / summary   (reports.py)
+    desk.privacy    PrivacyService   export / erase / anonymise_ticket        (privacy.py)
+    desk.retention  RetentionService run_once / run_if_due                    (retention.py)
 
 Models are in models.py (Citizen, Ticket, Interaction, Agent, Principal). Replies to digital channels go through
 senders registered in outbound.py.
@@ -32,7 +34,9 @@ from desk.auth import AuthService, RateLimiter
 from desk.citizens import CitizenService
 from desk.events import EventBus
 from desk.models import Interaction, Ticket
+from desk.privacy import PrivacyService
 from desk.reports import Reports
+from desk.retention import RetentionService
 from desk.tickets import TicketService, business_days_fallback
 
 if TYPE_CHECKING:
@@ -71,6 +75,10 @@ class Desk:
         self.auth = AuthService(store, clock, cfg, self.agents, self.audit)
         self.limiter = RateLimiter(store, clock, cfg)
         self.reports = Reports(store, clock, self.tz, self.tickets)
+        self.privacy = PrivacyService(store, clock, self.citizens, self.tickets, self.audit,
+                                      lambda: settings().service.data_dir)
+        self.retention = RetentionService(store, clock, lambda: settings().desk.retention, self.privacy, self.citizens,
+                                          self.tickets, self.audit, lambda: settings().service.data_dir)
         self._due_cache: dict[tuple[str, str], tuple[datetime, datetime | None]] = {}
 
     def register_sender(self, channel: str, sender: Sender) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 from redis.exceptions import WatchError
 
 from core.clock import Clock
-from core.errors import Conflict, InvalidInput, NotFound, Unavailable
+from core.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
 from core.store import Store
 from desk.audit import AuditLog
 from desk.events import EventBus, encode
@@ -128,15 +128,25 @@ class CitizenService:
                     continue
         raise Unavailable("citizen is being changed by others, try again")
 
-    async def link(self, citizen_id: str, kind: str, value: str, actor: str = "system") -> Citizen:
-        """Add an identity; if it already belongs to someone else, that someone is merged into this citizen."""
+    async def link(self, citizen_id: str, kind: str, value: str, actor: str = "system", *,
+                   may_merge: bool = True) -> Citizen:
+        """Add an identity; if it already belongs to someone else, that someone is merged into this citizen
+        (when `may_merge`; otherwise Forbidden and nothing changes)."""
         value = normalize_identity(kind, value)
         citizen = await self.get(citizen_id)
         k = self.store.keys
+        if not may_merge:
+            owner_now = await self.store.redis.get(k.citizen_by_identity(kind, value))
+            if owner_now is not None and (await self.get(str(owner_now))).id != citizen.id:
+                raise Forbidden("this identity belongs to another citizen; merging them is for supervisors",
+                                {"kind": kind}, error_id="merge-needs-supervisor")
         owner = await self.store.redis.set(k.citizen_by_identity(kind, value), citizen.id, nx=True, get=True)
         if owner is not None and owner != citizen.id:
             other = await self.get(str(owner))
             if other.id != citizen.id:
+                if not may_merge:  # claimed between the check and the set: still not this caller's merge
+                    raise Forbidden("this identity belongs to another citizen; merging them is for supervisors",
+                                    {"kind": kind}, error_id="merge-needs-supervisor")
                 return await self.merge(citizen.id, other.id, actor=actor)
         key = k.citizen(citizen.id)
         async with self.store.redis.pipeline(transaction=True) as pipe:

@@ -201,8 +201,10 @@ class TicketService:
         return [Ticket.model_validate_json(r) for r in raws if r]
 
     async def query(self, *, queue: str | None = None, status: str | None = None, assignee: str | None = None,
-                   citizen_id: str | None = None, waiting: bool = False, limit: int = 50, offset: int = 0) -> list[Ticket]:
-        """Newest first. Uses the most selective index, then filters the rest in memory (bounded)."""
+                   citizen_id: str | None = None, waiting: bool = False, limit: int = 50, offset: int = 0,
+                   visible: Callable[[Ticket], bool] | None = None) -> list[Ticket]:
+        """Newest first. Uses the most selective index, then filters the rest in memory (bounded); `visible`
+        drops the tickets the caller may not see (an agent's queues) before counting."""
         k = self.store.keys
         if assignee:
             index = k.tickets_agent(assignee)
@@ -225,7 +227,8 @@ class TicketService:
             start += chunk
             for t in await self.get_many(refs):
                 if (queue and t.queue != queue) or (status and t.status != status) or (assignee and t.assignee != assignee) \
-                        or (citizen_id and t.citizen_id != citizen_id) or (waiting and not _waiting(t)):
+                        or (citizen_id and t.citizen_id != citizen_id) or (waiting and not _waiting(t)) \
+                        or (visible is not None and not visible(t)):
                     continue
                 if skipped < offset:
                     skipped += 1

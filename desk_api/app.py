@@ -19,6 +19,7 @@ from core.store import REDIS_ERRORS, PoolExhausted
 from desk_api import live, metrics
 from desk_api.auth import authorize
 from desk_api.context import Services
+from desk_api.deps import services_of
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,12 @@ GUARDED: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+# Served to anyone unless `desk.staff_only` says otherwise (then any staff credential): path -> that setting.
+STAFF_ONLY = {"/metrics": "metrics", "/docs": "docs", "/docs/oauth2-redirect": "docs", "/redoc": "docs",
+              "/openapi.json": "docs"}
+STAFF = ("agent_n1", "agent_n2", "supervisor")
+
+
 class _Guard:
     """Checks GUARDED prefixes before routing. Plain ASGI, so the other routes pay one prefix test, not a
     dependency resolution per request. The principal is left in `request.state.principal`."""
@@ -88,6 +95,14 @@ class _Guard:
         self.prefixes = tuple(p for p, _ in GUARDED)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] in STAFF_ONLY:
+            request = Request(scope, receive)
+            if getattr(services_of(request).settings.desk.staff_only, STAFF_ONLY[scope["path"]]):
+                try:
+                    await authorize(request, STAFF)
+                except AtiendeError as exc:
+                    await JSONResponse(exc.to_dict(), status_code=exc.status_code)(scope, receive, send)
+                    return
         if scope["type"] == "http" and scope["path"].startswith(self.prefixes):
             request = Request(scope, receive)
             try:

@@ -91,3 +91,26 @@ async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test", event_hooks={"request": [as_admin]}) as c:
         yield c
+
+
+STAFF_PASSWORD = "solo-para-pruebas-2026"  # tests only: no account has it unless a test creates it
+IVR_KEY = "test-ivr-key-0123456789"
+
+
+@pytest.fixture
+async def staff(runtime: Runtime) -> dict[str, str]:
+    """The reference scenario's people (admin, supervisora, ana N1, luis N2) with STAFF_PASSWORD and a machine
+    key "ivr" (supervisor) = IVR_KEY. Without `desk.demo` no account exists by itself, so tests create theirs."""
+    import asyncio
+
+    auth = runtime.desk.auth  # type: ignore[attr-defined]
+    await asyncio.gather(
+        auth.create_user("admin", "Administración", ["admin"], STAFF_PASSWORD),
+        auth.create_user("supervisora", "Sara Supervisora", ["supervisor"], STAFF_PASSWORD),
+        auth.create_user("ana", "Ana Informadora", ["agent_n1"], STAFF_PASSWORD, level=1, skills=["general"],
+                         sip_uri="sip:ana@127.0.0.1:5090"),
+        auth.create_user("luis", "Luis Especialista", ["agent_n2"], STAFF_PASSWORD, level=2, skills=["quejas", "general"],
+                         sip_uri="sip:luis@127.0.0.1:5091"),
+    )
+    await auth.create_api_key("ivr", ["supervisor"], key=IVR_KEY)
+    return {"password": STAFF_PASSWORD, "ivr_key": IVR_KEY}

@@ -6,14 +6,17 @@ import httpx
 import pytest
 
 from atiende.runtime import Runtime
+from tests.conftest import IVR_KEY as _IVR_KEY
+from tests.conftest import STAFF_PASSWORD
 
-pytestmark = pytest.mark.anyio
+# Every test here uses the `staff` fixture's people (conftest.py).
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("staff")]
 
-ADMIN = ("admin", "admin-demo-2026")
-ANA = ("ana", "ana-demo-2026")  # agent N1 (config/defaults/desk.yaml)
-LUIS = ("luis", "luis-demo-2026")  # agent N2
-SUPER = ("supervisora", "super-demo-2026")
-IVR_KEY = {"X-API-Key": "ivr-demo-key-change-me-2026"}
+ADMIN = ("admin", STAFF_PASSWORD)
+ANA = ("ana", STAFF_PASSWORD)  # agent N1
+LUIS = ("luis", STAFF_PASSWORD)  # agent N2
+SUPER = ("supervisora", STAFF_PASSWORD)
+IVR_KEY = {"X-API-Key": _IVR_KEY}
 
 
 async def login(client: httpx.AsyncClient, who: tuple[str, str]) -> dict[str, str]:
@@ -44,13 +47,13 @@ async def test_roles_are_checked(client: httpx.AsyncClient) -> None:
     r = await client.get("/api/v1/audit", headers=ana)
     assert r.status_code == 403 and r.json()["error_id"] == "forbidden"
     assert (await client.post("/api/v1/users", headers=ana, json={"username": "x1", "name": "X", "roles": ["admin"],
-                                                                 "password": "12345678"})).status_code == 403
+                                                                 "password": "123456789012"})).status_code == 403
     admin = await login(client, ADMIN)
     r = await client.post("/api/v1/users", headers=admin, json={"username": "nora", "name": "Nora", "roles": ["agent_n1"],
-                                                               "password": "nora-pass-1"})
+                                                               "password": "nora-pass-2026"})
     assert r.status_code == 201 and r.json()["agent_id"] == "nora"
     assert (await client.post("/api/v1/users", headers=admin, json={"username": "nora", "name": "Nora", "roles": ["agent_n1"],
-                                                                   "password": "nora-pass-1"})).status_code == 409
+                                                                   "password": "nora-pass-2026"})).status_code == 409
     r = await client.post("/api/v1/api-keys", headers=admin, json={"name": "gw", "roles": ["supervisor"]})
     key = r.json()["key"]
     assert (await client.get("/api/v1/reports/summary", headers={"X-API-Key": key})).status_code == 200
@@ -84,12 +87,14 @@ async def test_ticket_lifecycle_over_http(client: httpx.AsyncClient, runtime: Ru
     assert (await client.post(f"/api/v1/tickets/{ref}/claim", headers=luis)).status_code == 200
     r = await client.post(f"/api/v1/tickets/{ref}/close", headers=luis, json={"note": "resuelto"})
     assert r.json()["status"] == "closed"
-    detail = (await client.get(f"/api/v1/tickets/{ref.lower()}", headers=ana)).json()
+    # the ticket is N2's now: ana (N1) no longer sees it, luis does
+    assert (await client.get(f"/api/v1/tickets/{ref}", headers=ana)).json()["error_id"] == "not-your-queue"
+    detail = (await client.get(f"/api/v1/tickets/{ref.lower()}", headers=luis)).json()
     assert detail["citizen"]["name"] == "Pepa"
     assert [i["kind"] for i in detail["interactions"]][:2] == ["call", "status_change"]
     s = (await client.get(f"/api/v1/status/{ref[:3]}-{ref[3:]}")).json()
     assert s["status"] == "closed" and "cerrada" in s["text"] and "Pepa" not in s["text"]
-    trace = (await client.get("/api/v1/traces/tr-9", headers=ana)).json()
+    trace = (await client.get("/api/v1/traces/tr-9", headers=luis)).json()
     assert [t["ref"] for t in trace["tickets"]] == [ref] and trace["entries"][0]["kind"] == "ticket"
     r = await client.get("/api/v1/status/ZZZZZZ")
     assert r.status_code == 404 and "No encontramos" in r.json()["message"]

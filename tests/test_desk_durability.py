@@ -19,7 +19,7 @@ from core.store import Store
 
 pytestmark = pytest.mark.anyio
 
-KEY = {"X-API-Key": "ivr-demo-key-change-me-2026"}
+KEY = {"X-API-Key": "durability-key-0123456789"}
 
 
 async def test_kill_redis_during_burst_loses_no_acknowledged_ticket(loaded: Loaded, clock: object, tmp_path: Path) -> None:
@@ -29,6 +29,7 @@ async def test_kill_redis_during_burst_loses_no_acknowledged_ticket(loaded: Load
     server.start()
     store = Store(server.url, prefix="dur")
     rt = Runtime(loaded, store=store, clock=clock)  # type: ignore[arg-type]
+    await rt.desk.auth.create_api_key("ivr", ["supervisor"], key=KEY["X-API-Key"])
     app = create_app(rt)
     acked: list[str] = []
     statuses: Counter[int] = Counter()

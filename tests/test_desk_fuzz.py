@@ -25,6 +25,7 @@ DESK_PATHS = r"^/api/v1/(tickets|status|citizens|agents|queues|reports|audit|aut
 
 def serve(redis_url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "ATIENDE_REDIS_URL": redis_url, "ATIENDE_REDIS__PREFIX": f"fz{uuid.uuid4().hex[:8]}",
+           "ATIENDE_DESK__DEMO": "true", "ATIENDE_DESK__USERS": "[]",
            "ATIENDE_DESK__API_KEYS": f"[{{name: fuzz, key: {FUZZ_KEY}, roles: [admin]}}]",
            "ATIENDE_DESK__RATE_LIMITS": "{status: {requests: 1000000, per_seconds: 60}, "
                                         "login: {requests: 1000000, per_seconds: 60}}"}

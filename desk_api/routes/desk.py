@@ -2,6 +2,12 @@
 
 Every endpoint declares its roles with `require(...)` (admin passes all); citizen-facing ones are rate-limited.
 Errors are `{"error_id", "message", "details"}` with the right status code (see atiende/errors.py).
+
+Rights beyond the role, checked here on every action: agents see and act only on the tickets and citizens of
+their queues (`_scope`: the queues of their level and skills, as `Assignment.queues_for`) and on tickets assigned
+to them; they change a ticket only when it is theirs; through `/interactions` a person adds notes only (a reply
+goes through `/reply`, a citizen's message comes from a channel, so a person cannot fake either); an identity
+that belongs to another citizen (which would merge the two) is linked by supervisors only.
 """
 
 from __future__ import annotations
@@ -15,10 +21,10 @@ from pydantic import AwareDatetime, BaseModel, Field, field_validator
 
 from core.errors import Forbidden, InvalidInput, NotFound
 from desk import Desk
-from desk.auth import SESSION_COOKIE, User
+from desk.auth import SESSION_COOKIE, KeyInfo, User
 from desk.models import Agent, Channel, Citizen, IdentityKind, Interaction, Principal, Ticket, TicketKind
 from desk.tickets import Reply
-from desk_api.auth import client_of, desk_of, rate_limited, require
+from desk_api.auth import client_of, credential_of, desk_of, is_https, rate_limited, require
 from desk_api.deps import services_of
 
 router = APIRouter(prefix="/api/v1")
@@ -34,12 +40,34 @@ Ref = str
 class LoginIn(BaseModel):
     username: str = Field(..., min_length=1, max_length=64)
     password: str = Field(..., min_length=1, max_length=256)
+    next: str | None = Field(None, max_length=2000, description="where the login page goes afterwards")
 
 
 class SessionOut(BaseModel):
     token: str
     expires_at: str
     user: Principal
+    next: str = Field("/desk", description="a same-site path: `next` if it was one, else /desk")
+
+
+def safe_next(value: str | None, default: str = "/desk") -> str:
+    r"""A path on this site to go to after login, or `default`. Browsers read `/\evil` and `/<tab>/evil` as
+    `//evil` (another site), so a backslash, whitespace or control character anywhere refuses it; a value that
+    does not start with exactly one `/` cannot be a path here (`//evil`, `https:`, `javascript:`)."""
+    if not value or not value.startswith("/") or value.startswith("//"):
+        return default
+    if "\\" in value or any(ord(c) <= 32 or ord(c) == 127 for c in value):
+        return default
+    return value
+
+
+class PasswordIn(BaseModel):
+    password: str = Field(..., min_length=12, max_length=256)
+
+
+class OwnPasswordIn(BaseModel):
+    current: str = Field(..., min_length=1, max_length=256)
+    password: str = Field(..., min_length=12, max_length=256)
 
 
 class Me(BaseModel):
@@ -190,7 +218,7 @@ class UserIn(BaseModel):
     username: str = Field(..., pattern=r"^[a-z0-9][a-z0-9._-]{1,31}$")
     name: str = Field(..., min_length=1, max_length=200)
     roles: list[Literal["agent_n1", "agent_n2", "supervisor", "admin"]] = Field(..., min_length=1, max_length=4)
-    password: str = Field(..., min_length=8, max_length=256)
+    password: str = Field(..., min_length=12, max_length=256)
     level: int | None = Field(None, ge=1, le=2)
     skills: list[str] = Field(default_factory=list, max_length=20)
     sip_uri: str | None = Field(None, max_length=200)
@@ -202,6 +230,7 @@ class UserOut(BaseModel):
     roles: list[str]
     agent_id: str | None
     active: bool
+    demo: bool = False
 
 
 class KeyIn(BaseModel):
@@ -229,7 +258,7 @@ class AuditOut(BaseModel):
 
 
 def _user_out(u: User) -> UserOut:
-    return UserOut(username=u.username, name=u.name, roles=u.roles, agent_id=u.agent_id, active=u.active)
+    return UserOut(username=u.username, name=u.name, roles=u.roles, agent_id=u.agent_id, active=u.active, demo=u.demo)
 
 
 # ---- permissions on one ticket -------------------------------------------------------------------
@@ -246,6 +275,37 @@ def _may_work(p: Principal, t: Ticket) -> None:
     if p.agent_id is None or t.assignee != p.agent_id:
         raise Forbidden("this ticket is not assigned to you; claim it first", {"ref": t.ref, "assignee": t.assignee},
                         error_id="not-assignee")
+
+
+async def _scope(desk: Desk, p: Principal) -> set[str] | None:
+    """The queues whose tickets and citizens `p` may see; None: all (supervisors, admins, supervisor machines)."""
+    if _is_supervisor(p):
+        return None
+    level = 2 if "agent_n2" in p.roles else 1
+    agent = await desk.agents.find(p.agent_id) if p.agent_id else None
+    if agent is not None:
+        return set(desk.assign.queues_for(agent))
+    return {q.id for q in desk.cfg.queues if q.level <= level}
+
+
+def _visible(scope: set[str] | None, p: Principal, t: Ticket) -> bool:
+    return scope is None or t.queue in scope or (p.agent_id is not None and t.assignee == p.agent_id)
+
+
+async def _may_see(desk: Desk, p: Principal, t: Ticket) -> None:
+    if not _visible(await _scope(desk, p), p, t):
+        raise Forbidden("this ticket is in a queue you do not work", {"ref": t.ref, "queue": t.queue},
+                        error_id="not-your-queue")
+
+
+async def _may_see_citizen(desk: Desk, p: Principal, citizen_id: str) -> None:
+    scope = await _scope(desk, p)
+    if scope is None:
+        return
+    tickets = await desk.tickets.get_many(await desk.citizens.tickets(citizen_id, limit=500))
+    if not any(_visible(scope, p, t) for t in tickets):
+        raise Forbidden("this citizen has no ticket in your queues", {"citizen_id": citizen_id},
+                        error_id="not-your-queue")
 
 
 def _may_claim(desk: Desk, p: Principal, t: Ticket) -> str:
@@ -302,23 +362,36 @@ async def create_ticket(body: TicketIn, request: Request, who: Principal = Depen
 
 @router.post("/auth/login", response_model=SessionOut, tags=["auth"], dependencies=[Depends(rate_limited("login"))])
 async def login(body: LoginIn, request: Request, response: Response) -> SessionOut:
+    """A session: the token in the body for API clients, and for the pages an HttpOnly, SameSite=Strict cookie
+    (Secure over HTTPS) that scripts cannot read."""
     desk = desk_of(request)
     s = await desk.auth.login(body.username, body.password)
-    response.set_cookie(SESSION_COOKIE, s.token, max_age=desk.cfg.session_ttl_s, httponly=True, samesite="strict", path="/")
-    return SessionOut(token=s.token, expires_at=s.expires_at, user=s.user)
+    response.set_cookie(SESSION_COOKIE, s.token, max_age=desk.cfg.session_ttl_s, httponly=True, samesite="strict",
+                        path="/", secure=is_https(request))
+    return SessionOut(token=s.token, expires_at=s.expires_at, user=s.user, next=safe_next(body.next))
 
 
 @router.post("/auth/logout", status_code=204, tags=["auth"])
 async def logout(request: Request, response: Response, who: Principal = Depends(require(*AGENTS))) -> Response:
-    token = request.cookies.get(SESSION_COOKIE)
-    auth = request.headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        token = auth[7:].strip()
-    if token:
+    token, _ = credential_of(request)
+    if token and who.id.startswith("user:"):
         await desk_of(request).auth.logout(token)
     out = Response(status_code=204)
-    out.delete_cookie(SESSION_COOKIE, path="/")
+    out.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=is_https(request))
     return out
+
+
+@router.post("/auth/password", status_code=204, tags=["auth"])
+async def change_own_password(body: OwnPasswordIn, request: Request,
+                              who: Principal = Depends(require(*AGENTS))) -> Response:
+    """A user changes their own password (the current one is checked); every session ends, this one included."""
+    if not who.id.startswith("user:"):
+        raise Forbidden("API keys have no password", {"principal": who.id})
+    desk = desk_of(request)
+    username = who.id.split(":", 1)[1]
+    await desk.auth.login(username, body.current)  # the same throttled, constant-time check
+    await desk.auth.set_password(username, body.password, actor=who.id)
+    return Response(status_code=204)
 
 
 @router.get("/auth/me", response_model=Me, tags=["auth"])
@@ -343,10 +416,43 @@ async def create_user(body: UserIn, request: Request, who: Principal = Depends(r
     return _user_out(u)
 
 
+@router.put("/users/{username}/password", status_code=204, tags=["auth"])
+async def set_user_password(username: str, body: PasswordIn, request: Request,
+                            who: Principal = Depends(require())) -> Response:
+    """Admins set a user's password; every session of that user ends."""
+    await desk_of(request).auth.set_password(username, body.password, actor=who.id)
+    return Response(status_code=204)
+
+
+@router.post("/users/{username}/disable", response_model=UserOut, tags=["auth"])
+async def disable_user(username: str, request: Request, who: Principal = Depends(require())) -> UserOut:
+    """No more logins; every session of the user ends at once."""
+    if who.id == f"user:{username}":
+        raise InvalidInput("you cannot disable yourself", {"username": username})
+    return _user_out(await desk_of(request).auth.set_active(username, False, actor=who.id))
+
+
+@router.post("/users/{username}/enable", response_model=UserOut, tags=["auth"])
+async def enable_user(username: str, request: Request, who: Principal = Depends(require())) -> UserOut:
+    return _user_out(await desk_of(request).auth.set_active(username, True, actor=who.id))
+
+
+@router.get("/api-keys", response_model=list[KeyInfo], tags=["auth"])
+async def list_keys(request: Request, who: Principal = Depends(require())) -> list[KeyInfo]:
+    return await desk_of(request).auth.list_keys()
+
+
 @router.post("/api-keys", response_model=KeyOut, status_code=201, tags=["auth"])
 async def create_key(body: KeyIn, request: Request, who: Principal = Depends(require())) -> KeyOut:
     key = await desk_of(request).auth.create_api_key(body.name, list(body.roles), actor=who.id)
     return KeyOut(name=body.name, roles=list(body.roles), key=key)
+
+
+@router.delete("/api-keys/{name}", status_code=204, tags=["auth"])
+async def revoke_key(name: str, request: Request, who: Principal = Depends(require())) -> Response:
+    """The key stops working at once on this node, within a few seconds on the others."""
+    await desk_of(request).auth.revoke_key(name, actor=who.id)
+    return Response(status_code=204)
 
 
 # ---- tickets -------------------------------------------------------------------------------------
@@ -364,8 +470,13 @@ async def list_tickets(
     offset: int = Query(0, ge=0, le=10000),
     who: Principal = Depends(require(*AGENTS)),
 ) -> TicketList:
-    items = await desk_of(request).tickets.query(queue=queue, status=status, assignee=assignee, citizen_id=citizen_id,
-                                                 waiting=waiting, limit=limit, offset=offset)
+    desk = desk_of(request)
+    scope = await _scope(desk, who)
+    if scope is not None and queue is not None and queue not in scope:
+        raise Forbidden("you do not work this queue", {"queue": queue, "queues": sorted(scope)}, error_id="not-your-queue")
+    items = await desk.tickets.query(queue=queue, status=status, assignee=assignee, citizen_id=citizen_id,
+                                     waiting=waiting, limit=limit, offset=offset,
+                                     visible=None if scope is None else (lambda t: _visible(scope, who, t)))
     return TicketList(tickets=items, count=len(items))
 
 
@@ -380,6 +491,7 @@ async def claim_next(request: Request, who: Principal = Depends(require("agent_n
 async def get_ticket(ref: Ref, request: Request, who: Principal = Depends(require(*AGENTS))) -> TicketDetail:
     desk = desk_of(request)
     t = await desk.tickets.get(ref)
+    await _may_see(desk, who, t)
     citizen = None
     if t.citizen_id:
         try:
@@ -401,20 +513,37 @@ async def get_trace(trace_id: str, request: Request, who: Principal = Depends(re
     desk = desk_of(request)
     entries = await desk.tickets.trace(trace_id[:128])
     refs = [str(e["id"]) for e in entries if e.get("kind") == "ticket" and isinstance(e.get("id"), str)]
-    return TraceOut(trace_id=trace_id[:128], entries=entries, tickets=await desk.tickets.get_many(refs))
+    tickets = await desk.tickets.get_many(refs)
+    scope = await _scope(desk, who)
+    if scope is not None:
+        tickets = [t for t in tickets if _visible(scope, who, t)]
+        if not tickets:
+            raise Forbidden("this contact has no ticket in your queues", {"trace_id": trace_id[:128]},
+                            error_id="not-your-queue")
+    return TraceOut(trace_id=trace_id[:128], entries=entries, tickets=tickets)
 
 
 @router.get("/tickets/{ref}/interactions", response_model=list[Interaction], tags=["tickets"])
 async def get_interactions(ref: Ref, request: Request, who: Principal = Depends(require(*AGENTS))) -> list[Interaction]:
-    return await desk_of(request).tickets.interactions(ref)
+    desk = desk_of(request)
+    await _may_see(desk, who, await desk.tickets.get(ref))
+    return await desk.tickets.interactions(ref)
 
 
 @router.post("/tickets/{ref}/interactions", response_model=Interaction, status_code=201, tags=["tickets"])
 async def add_interaction(ref: Ref, body: InteractionIn, request: Request,
                           who: Principal = Depends(require(*AGENTS))) -> Interaction:
+    """What happened on a ticket. People (sessions) add notes only: an internal note, never a citizen's message
+    (which would reopen a closed ticket) nor an answer (which would set the first response); those come from the
+    channels and from `/reply`. Machines (API keys: the IVR, gateways) record calls, messages and callbacks."""
     desk = desk_of(request)
     t = await desk.tickets.get(ref)
-    if body.kind != "note":
+    await _may_see(desk, who, t)
+    if not who.id.startswith("key:"):
+        if body.kind != "note" or body.direction != "internal":
+            raise Forbidden("people add notes here; answer the citizen with /reply", {"kind": body.kind,
+                            "direction": body.direction}, error_id="notes-only")
+    elif body.kind != "note":
         _may_work(who, t)
     it = Interaction.model_validate({**body.model_dump(), "actor": who.id})
     return await desk.tickets.add_interaction(t.ref, it, actor=who.id)
@@ -422,7 +551,9 @@ async def add_interaction(ref: Ref, body: InteractionIn, request: Request,
 
 @router.post("/tickets/{ref}/notes", response_model=Interaction, status_code=201, tags=["tickets"])
 async def add_note(ref: Ref, body: TextIn, request: Request, who: Principal = Depends(require(*AGENTS))) -> Interaction:
-    return await desk_of(request).tickets.note(ref, body.text, actor=who.id)
+    desk = desk_of(request)
+    await _may_see(desk, who, await desk.tickets.get(ref))
+    return await desk.tickets.note(ref, body.text, actor=who.id)
 
 
 @router.post("/tickets/{ref}/reply", response_model=Reply, tags=["tickets"])
@@ -440,6 +571,7 @@ async def claim(ref: Ref, request: Request, who: Principal = Depends(require("ag
     desk = desk_of(request)
     t = await desk.tickets.get(ref)
     agent_id = _may_claim(desk, who, t)
+    await _may_see(desk, who, t)
     return await desk.tickets.claim(t.ref, agent_id, actor=who.id)
 
 
@@ -483,7 +615,22 @@ async def close(ref: Ref, body: NoteIn, request: Request, who: Principal = Depen
 @router.get("/citizens", response_model=list[Citizen], tags=["citizens"])
 async def list_citizens(request: Request, limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=100000),
                         who: Principal = Depends(require(*AGENTS))) -> list[Citizen]:
-    return await desk_of(request).citizens.recent(limit=limit, offset=offset)
+    """Newest first. Agents get only the citizens with a ticket in their queues (newest tickets first)."""
+    desk = desk_of(request)
+    scope = await _scope(desk, who)
+    if scope is None:
+        return await desk.citizens.recent(limit=limit, offset=offset)
+    ids: list[str] = []
+    for t in await desk.tickets.query(limit=min(5000, 10 * (limit + offset)), visible=lambda t: _visible(scope, who, t)):
+        if t.citizen_id and t.citizen_id not in ids:
+            ids.append(t.citizen_id)
+    out = []
+    for cid in ids[offset:offset + limit]:
+        try:
+            out.append(await desk.citizens.get(cid))
+        except NotFound:
+            continue
+    return out
 
 
 @router.post("/citizens", response_model=Citizen, tags=["citizens"])
@@ -495,13 +642,31 @@ async def identify_citizen(body: IdentityIn, request: Request, who: Principal = 
 async def get_citizen(citizen_id: str, request: Request, who: Principal = Depends(require(*AGENTS))) -> CitizenDetail:
     desk = desk_of(request)
     c = await desk.citizens.get(citizen_id)
+    await _may_see_citizen(desk, who, c.id)
     return CitizenDetail(citizen=c, tickets=await desk.citizens.tickets(c.id))
 
 
 @router.post("/citizens/{citizen_id}/identities", response_model=Citizen, tags=["citizens"])
 async def link_identity(citizen_id: str, body: IdentityIn, request: Request,
                         who: Principal = Depends(require(*AGENTS))) -> Citizen:
-    return await desk_of(request).citizens.link(citizen_id, body.kind, body.value, actor=who.id)
+    """Add an identity. If it is someone else's, the two citizens merge: supervisors only."""
+    desk = desk_of(request)
+    c = await desk.citizens.get(citizen_id)
+    await _may_see_citizen(desk, who, c.id)
+    return await desk.citizens.link(c.id, body.kind, body.value, actor=who.id, may_merge=_is_supervisor(who))
+
+
+@router.get("/citizens/{citizen_id}/export", tags=["citizens"])
+async def export_citizen(citizen_id: str, request: Request, who: Principal = Depends(require())) -> dict[str, Any]:
+    """Everything held about a citizen (right of access, GDPR art. 15), as JSON; the export is audited."""
+    return await desk_of(request).privacy.export(citizen_id, actor=who.id)
+
+
+@router.post("/citizens/{citizen_id}/erase", tags=["citizens"])
+async def erase_citizen(citizen_id: str, request: Request, who: Principal = Depends(require())) -> dict[str, Any]:
+    """Right to erasure (GDPR art. 17): identities, names, texts, transcripts and recordings go; tickets stay as
+    anonymous statistics. Audited without personal data."""
+    return await desk_of(request).privacy.erase(citizen_id, actor=who.id)
 
 
 @router.post("/citizens/{citizen_id}/merge", response_model=Citizen, tags=["citizens"])

@@ -2,20 +2,9 @@
 "use strict";
 
 const Atiende = (() => {
-  const TOKEN = "atiende_token";
-
-  function token() { return localStorage.getItem(TOKEN); }
-
-  function setToken(value) {
-    if (value) {
-      localStorage.setItem(TOKEN, value);
-      // The cookie lets EventSource (which cannot send headers) and <audio> requests carry the session.
-      document.cookie = `atiende_session=${encodeURIComponent(value)}; path=/; SameSite=Strict`;
-    } else {
-      localStorage.removeItem(TOKEN);
-      document.cookie = "atiende_session=; path=/; max-age=0; SameSite=Strict";
-    }
-  }
+  // The session lives in an HttpOnly cookie that the server sets at login: scripts never see the token, so an
+  // injected script cannot steal it. Anything an older version left in this browser is wiped.
+  try { localStorage.removeItem("atiende_token"); } catch (e) { /* storage disabled */ }
 
   class ApiError extends Error {
     constructor(status, body) {
@@ -27,8 +16,6 @@ const Atiende = (() => {
 
   async function api(method, path, body, opts = {}) {
     const headers = { Accept: "application/json" };
-    const t = token();
-    if (t) headers.Authorization = `Bearer ${t}`;
     let payload;
     if (body !== undefined) {
       if (typeof body === "string") { headers["Content-Type"] = opts.type || "text/plain"; payload = body; }
@@ -38,7 +25,7 @@ const Atiende = (() => {
     const text = await resp.text();
     let data = null;
     try { data = text ? JSON.parse(text) : null; } catch (e) { data = { message: text }; }
-    if (resp.status === 401 && !opts.noRedirect) { setToken(null); location.href = `/login?next=${encodeURIComponent(location.pathname)}`; }
+    if (resp.status === 401 && !opts.noRedirect) { location.href = `/login?next=${encodeURIComponent(location.pathname)}`; }
     if (!resp.ok) throw new ApiError(resp.status, data);
     return data;
   }
@@ -74,7 +61,6 @@ const Atiende = (() => {
   let me = null;
   async function whoami() {
     if (me) return me;
-    if (!token()) return null;
     try { me = await api("GET", "/api/v1/auth/me", undefined, { noRedirect: true }); } catch (e) { me = null; }
     return me;
   }
@@ -101,11 +87,11 @@ const Atiende = (() => {
     const name = user ? (user.name || user.username || user.id) : "";
     const out = el("button", { class: "secondary", "data-testid": "logout", onclick: async () => {
       try { await api("POST", "/api/v1/auth/logout", {}, { noRedirect: true }); } catch (e) { /* already gone */ }
-      setToken(null); location.href = "/login";
+      location.href = "/login";
     } }, "Salir");
     const who = el("div", { class: "who" }, el("span", { "data-testid": "whoami" }, name), out);
     return el("header", { class: "top" }, el("h1", {}, "Atiende"), nav, who);
   }
 
-  return { api, ApiError, el, when, showRef, describeError, setToken, token, whoami, requireLogin, header, has, roles };
+  return { api, ApiError, el, when, showRef, describeError, whoami, requireLogin, header, has, roles };
 })();
