@@ -61,6 +61,9 @@ PHRASES: tuple[tuple[str, str], ...] = (
     ("mi area personal", "miespacio"), ("area personal", "miespacio"), ("area personalizada", "miespacio"),
     ("e mail", "correo"), ("correo electronico", "correo"), ("i griega", "y"), ("uve doble", "w"),
     ("doble uve", "w"), ("uve", "v"), ("de carne y hueso", "persona"), ("ser humano", "persona"),
+    # "Señorita" is a courtesy filler ("señorita, quería...") except as who to talk to.
+    ("con una señorita", "con una persona"), ("con un señor", "con una persona"), ("con una señora", "con una persona"),
+    ("con una senorita", "con una persona"), ("con un senor", "con una persona"), ("con una senora", "con una persona"),
     ("hoja de reclamaciones", "reclamacion"), ("libro de reclamaciones", "reclamacion"),
 )
 
