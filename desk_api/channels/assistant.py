@@ -35,6 +35,7 @@ DEFAULT_QUEUE = "N1"
 QUEUE_BY_INTENT = {COMPLAINT_INTENT: "N2"}
 KIND_BY_INTENT = {COMPLAINT_INTENT: "complaint"}
 STATE_TTL_S = 900
+FILES_KEEP_S = 86400  # files sent before any ticket exists wait this long for the message that opens one
 NEEDS_PERSON = {COMPLAINT_INTENT, "hablar_agente"}
 PARALLEL_CHANNELS = ("telegram", "whatsapp")
 ROUTE_CHARS = 2000  # the router's limit; a long e-mail is routed by its beginning
@@ -69,6 +70,7 @@ class Assistant:
     def __init__(self, runtime: Services) -> None:
         self.rt = runtime
         self.cfg = channels_config(runtime)
+        self._stored = False  # this message is on a ticket (else its files are kept for the next one)
 
     # ---- routing -------------------------------------------------------------------------------
 
@@ -140,6 +142,10 @@ class Assistant:
         if open_ref:
             await self._record(open_ref, msg, None)
             return Reply(text=None, action="appended", ref=open_ref)
+        await self._keep_files(msg, keep_s)
+        return Reply(text=answer, action="asked")
+
+    async def _keep_files(self, msg: Inbound, keep_s: int) -> None:
         key = self.rt.store.keys.channel_attachments(msg.contact.channel, msg.contact.address)
         async with self.rt.store.redis.pipeline(transaction=True) as pipe:
             for item in msg.attachments:
@@ -147,7 +153,6 @@ class Assistant:
             pipe.ltrim(key, -20, -1)
             pipe.expire(key, keep_s)
             await pipe.execute()
-        return Reply(text=answer, action="asked")
 
     # ---- the one entry point -------------------------------------------------------------------
 
@@ -160,7 +165,7 @@ class Assistant:
             log.warning("message flood dropped", extra={"fields": {"channel": c.channel}})
             return Reply(text=None, action="ignored")
         if c.channel not in PARALLEL_CHANNELS:  # one socket or one mailbox delivers in order: no lock needed
-            return await self._handle(msg, ref_hint)
+            return await self._handled(msg, ref_hint)
         # Telegram and WhatsApp may deliver two messages of one chat at once (several webhook connections, any node):
         # one at a time per sender, so a burst opens one ticket, not two.
         key = self.rt.store.keys.lock(f"chat:{c.channel}:{c.address}")
@@ -170,13 +175,20 @@ class Assistant:
         except LockError:
             acquired = False
         try:
-            return await self._handle(msg, ref_hint)
+            return await self._handled(msg, ref_hint)
         finally:
             if acquired:
                 try:
                     await lock.release()
                 except LockError:
                     pass
+
+    async def _handled(self, msg: Inbound, ref_hint: str | None) -> Reply:
+        self._stored = False
+        reply = await self._handle(msg, ref_hint)
+        if msg.attachments and not self._stored:  # answered or asked without a ticket: the files wait for one
+            await self._keep_files(msg, FILES_KEEP_S)
+        return reply
 
     async def _handle(self, msg: Inbound, ref_hint: str | None) -> Reply:
         rt, c = self.rt, msg.contact
@@ -247,6 +259,7 @@ class Assistant:
         """Add the citizen's message (and the assistant's answer) to the ticket; the answer's interaction id."""
         c = msg.contact
         msg = await self._pending_files(msg)
+        self._stored = True
         await deskport.add_message(self.rt, ref, channel=c.channel, direction="in", actor="citizen", text=msg.text,
                                    data=_message_data(msg))
         if answer:
@@ -307,6 +320,7 @@ class Assistant:
         if c.channel == "email" and c.data.get("subject"):
             subject = str(c.data["subject"])[:120]
         msg = await self._pending_files(msg)
+        self._stored = True
         data = _message_data(msg)
         ticket = await deskport.create_ticket(self.rt, channel=c.channel, queue=queue, subject=subject, kind=kind,
                                               citizen_id=citizen_id, intent=intent, trace_id=trace_id, body=msg.text,

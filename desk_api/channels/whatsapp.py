@@ -27,7 +27,7 @@ import httpx
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import PlainTextResponse
 
-from core.errors import Forbidden, InvalidInput, Unauthorized
+from core.errors import Forbidden, Unauthorized
 from desk_api.channels import flow
 from desk_api.channels.base import (
     ChannelDeliveryFailed,
