@@ -313,3 +313,42 @@ def _stuck(doc: Flows) -> list[str]:
         reachable.append(name)
         todo += graph[name][0]
     return [n for n in reachable if n not in can_end]
+
+
+class _Unchecked(Flows):
+    """The same model without the structural check, so `locate_problems` can locate each problem on its step."""
+
+    @model_validator(mode="after")
+    def _structure(self) -> _Unchecked:
+        return self
+
+
+def locate_problems(data: object) -> list[FlowProblem]:
+    """Every problem of a document as an editor shows it: field errors (types, unknown keys, a say without text) and
+    the structural ones, each on its flow and step when it has one. [] when the document would be accepted."""
+    from pydantic import ValidationError
+
+    try:
+        doc = _Unchecked.model_validate(data)
+    except ValidationError as exc:
+        out: list[FlowProblem] = []
+        for err in exc.errors():
+            loc = list(err["loc"])
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            if len(loc) >= 3 and loc[0] == "flows" and isinstance(loc[2], int):
+                rest = [str(x) for x in loc[3:]]
+                try:
+                    step = data["flows"][loc[1]][loc[2]] if isinstance(data, dict) else None
+                except (KeyError, IndexError, TypeError):
+                    step = None
+                verb = step.get("verb") if isinstance(step, dict) else None
+                if rest and rest[0] == verb:  # the discriminated union names the verb first: not a field
+                    rest = rest[1:]
+                field = ".".join(rest) or None
+                where = f"flows.{loc[1]}[{loc[2]}]" + (f".{field}" if field else "")
+                out.append(FlowProblem(str(loc[1]), loc[2], field, f"{where}: {msg}"))
+            else:
+                where = ".".join(str(x) for x in loc)
+                out.append(FlowProblem(None, None, where or None, f"{where}: {msg}" if where else msg))
+        return out
+    return flow_problems(doc)

@@ -8,6 +8,8 @@ current version changes, so an edit is live on every node within a second, witho
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -28,6 +30,65 @@ if TYPE_CHECKING:
 
 SECTION = "routing"
 MAX_TEXT = 10_000  # longer input is refused by the API; the router itself cuts at normalize.MAX_CHARS
+# The labelled utterances an admin's routing edit is checked against before it is saved. It ships with the
+# package (a copy of a held-out set, never the tuning set), so a deployment needs nothing outside it.
+DEV_SET = Path(__file__).resolve().parent.parent / "config" / "defaults" / "routing_check.tsv"
+NONE = "none"  # the dev set's label for an out-of-scope utterance
+
+
+@dataclass(frozen=True, slots=True)
+class DevSample:
+    text: str
+    intent: str | None  # None: out of scope, the router must not pick an intent
+
+
+def load_dev_set(path: Path = DEV_SET) -> list[DevSample]:
+    """`utterance<TAB>intent` lines ("none" = out of scope); lines starting with # are comments."""
+    out: list[DevSample] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        text, _, intent = line.partition("\t")
+        intent = intent.strip()
+        out.append(DevSample(text.strip(), None if intent in ("", NONE) else intent))
+    return out
+
+
+def score_dev_set(router: Router, samples: list[DevSample]) -> list[str | None]:
+    """The intent the router gives each sample (chat channel: the dev set is text). Blocking."""
+    return [router.route(s.text, "chat").intent for s in samples]
+
+
+def explain_words(router: Router, text: str) -> dict[str, Any]:
+    """`routing.router.explain` with each matched keyword also as the admin wrote it ("itv", not its phonetic
+    stem "itb"), and unrelated-request words marked as such. Blocking."""
+    from routing.router import explain
+
+    written: dict[tuple[str, str], str] = {}
+    for intent in router.config.intents:
+        for kw in intent.keywords:
+            written[(intent.id, " ".join(k for k, _ in router._keyword_keys(kw)))] = kw
+    unrelated = {" ".join(k for k, _ in router._keyword_keys(w)): w for w in router.config.unrelated}
+    out = explain(router, text)
+    for intent, why in out["intents"].items():
+        for hit in why["keywords"]:
+            word = written.get((intent, hit["keys"]))
+            hit["word"] = word if word is not None else unrelated.get(hit["keys"], hit["keys"])
+            hit["unrelated"] = word is None and hit["keys"] in unrelated
+    return out
+
+
+def compare(samples: list[DevSample], before: list[str | None], after: list[str | None]) -> dict[str, Any]:
+    """Accuracy before and after a change, and every sample whose answer changed (won, lost or just moved)."""
+    right_before = sum(1 for s, got in zip(samples, before, strict=True) if got == s.intent)
+    right_after = sum(1 for s, got in zip(samples, after, strict=True) if got == s.intent)
+    changed = [{"text": s.text, "expected": s.intent, "before": b, "after": a,
+                "effect": "won" if a == s.intent else "lost" if b == s.intent else "moved"}
+               for s, b, a in zip(samples, before, after, strict=True) if a != b]
+    n = len(samples) or 1
+    return {"samples": len(samples), "right_before": right_before, "right_after": right_after,
+            "accuracy_before": round(right_before / n, 4), "accuracy_after": round(right_after / n, 4),
+            "worse": right_after < right_before, "changed": changed}
 
 
 def check_routing(cfg: RoutingConfig) -> None:
@@ -110,6 +171,19 @@ class RouterService:
         value = await anyio.to_thread.run_sync(self.section.validate, data)
         await anyio.to_thread.run_sync(Router, value, self.knowledge)  # proves it compiles before it is live
         return await self.section.put(value, actor, note)
+
+    async def compile_draft(self, data: Any) -> tuple[RoutingConfig, Router]:
+        """Validate (422 with reasons) and compile a document that is not saved: drafts, checks, the simulator."""
+        value = await anyio.to_thread.run_sync(self.section.validate, data)
+        return value, await anyio.to_thread.run_sync(Router, value, self.knowledge)
+
+    async def check_change(self, draft: Router, samples: list[DevSample] | None = None) -> dict[str, Any]:
+        """The dev set scored by the router in force and by `draft`: accuracy before/after and what moved."""
+        data = samples if samples is not None else await anyio.to_thread.run_sync(load_dev_set)
+        current = await self.get()
+        before = await anyio.to_thread.run_sync(score_dev_set, current, data)
+        after = await anyio.to_thread.run_sync(score_dev_set, draft, data)
+        return compare(data, before, after)
 
     async def versions(self) -> list[VersionInfo]:
         return await self.section.versions()

@@ -52,7 +52,7 @@ async def static(name: str) -> FileResponse:
 
 
 @router.post("/desk/api/yaml/parse")
-async def yaml_parse(request: Request, who: Principal = Depends(require("admin"))) -> Any:
+async def yaml_parse(request: Request, who: Principal = Depends(require("admin", "supervisor"))) -> Any:
     """YAML text -> JSON value; a syntax error comes back as 422 with its line and column."""
     text = (await request.body()).decode("utf-8", "replace")
     try:
@@ -66,7 +66,7 @@ async def yaml_parse(request: Request, who: Principal = Depends(require("admin")
 
 
 @router.post("/desk/api/yaml/dump")
-async def yaml_dump(request: Request, who: Principal = Depends(require("admin"))) -> Any:
+async def yaml_dump(request: Request, who: Principal = Depends(require("admin", "supervisor"))) -> Any:
     """JSON value -> YAML text, in the key order given, for editing."""
     try:
         value = json.loads(await request.body())

@@ -18,10 +18,13 @@ from core.versioned import VersionInfo
 from desk_api.auth import actor_of
 from desk_api.deps import services_of
 from desk_api.schemas import EditResult, RollbackRequest
+from routing.router import Router
 from routing.router_service import MAX_TEXT
 
 router = APIRouter()
 admin = APIRouter(prefix="/api/v1/admin/routing", tags=["admin: routing"])
+# What the intents editor needs besides saving: supervisors use it too (they propose drafts an admin publishes).
+editor = APIRouter(prefix="/api/v1/editor/routing", tags=["editor: routing"])
 
 class RouteRequest(BaseModel):
     text: str = Field(..., max_length=MAX_TEXT, examples=["quiero pagar la tasa de la itv"])
@@ -137,4 +140,62 @@ async def rollback(request: Request, body: RollbackRequest, actor: str = Depends
     return EditResult(version=await services_of(request).router.rollback(body.version, actor))
 
 
+# ---- the intents editor ------------------------------------------------------------------------
+
+
+class TryRequest(RouteRequest):
+    config: dict[str, Any] | None = Field(None, description="a draft routing document to try instead of the one in force")
+
+
+class CheckRequest(BaseModel):
+    config: dict[str, Any] = Field(..., description="the routing document as it would be saved")
+
+
+async def _router_for(request: Request, draft: dict[str, Any] | None) -> Router:
+    svc = services_of(request).router
+    if draft is None:
+        return await svc.get()
+    return (await svc.compile_draft(draft))[1]
+
+
+def _scored(router_: Router, text: str, channel: str) -> dict[str, Any]:
+    """Every intent's score for the utterance, best first, with the keywords and phrase that counted. Blocking."""
+    from routing.router_service import explain_words
+
+    _, scores, _ = router_.scores(text)
+    why = explain_words(router_, text)
+    result = router_.route(text, channel)
+    ranked = sorted(range(len(router_.intents)), key=lambda i: -float(scores[i]))
+    return {**result.public(), "needs_confirmation": result.needs_confirmation, "normalized": why["normalized"],
+            "threshold": router_.config.threshold,
+            "scores": [{"intent": router_.intents[i], "score": round(float(scores[i]), 4),
+                        "keywords": why["intents"].get(router_.intents[i], {}).get("keywords", []),
+                        "phrase": why["intents"].get(router_.intents[i], {}).get("phrase", 0.0)} for i in ranked]}
+
+
+@editor.get("")
+async def editor_routing(request: Request) -> dict[str, Any]:
+    """The routing document in force as its author wrote it (version 0: the YAML file's keys only)."""
+    version, cfg = await services_of(request).router.config()
+    return {"version": version, "document": cfg.model_dump(mode="json", exclude_unset=True)}
+
+
+@editor.post("/try")
+async def try_route(request: Request, body: TryRequest) -> dict[str, Any]:
+    """«Probar»: the scores of every intent for an utterance and which words counted, with the draft if given."""
+    import anyio
+
+    router_ = await _router_for(request, body.config)
+    return await anyio.to_thread.run_sync(_scored, router_, body.text, body.channel)
+
+
+@editor.post("/check")
+async def check_change(request: Request, body: CheckRequest) -> dict[str, Any]:
+    """The shipped dev set scored before (in force) and after (this document): accuracy and what moved."""
+    svc = services_of(request).router
+    _, draft = await svc.compile_draft(body.config)
+    return await svc.check_change(draft)
+
+
 router.include_router(admin)
+router.include_router(editor)

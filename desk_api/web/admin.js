@@ -1,5 +1,6 @@
-// Admin pages: calendar, IVR flows, intents, queues and agents. Everything goes through the admin APIs;
-// YAML is parsed and printed by the server (/desk/api/yaml/*) so the page needs no library.
+// Admin pages: calendar, versions and drafts, queues and agents, citizens; the IVR editors (flows, prompts, intents,
+// simulator, learning) are in admin-*.js and register themselves in `Admin.sections`. Everything goes through the
+// APIs; YAML is parsed and printed by the server (/desk/api/yaml/*) so the page needs no library.
 "use strict";
 
 const { api, el, when, describeError } = Atiende;
@@ -7,22 +8,38 @@ const { api, el, when, describeError } = Atiende;
 const DAYS = [["mon", "lunes"], ["tue", "martes"], ["wed", "miércoles"], ["thu", "jueves"], ["fri", "viernes"], ["sat", "sábado"], ["sun", "domingo"]];
 let user = null;
 
+// Sections other scripts add (admin-flows.js, admin-prompts.js, admin-intents.js, admin-learning.js) register here.
+const Admin = { sections: {}, user: null, isAdmin: false };
+// Tabs a supervisor sees: they try changes and propose drafts; an admin publishes them.
+const SUPERVISOR_TABS = new Set(["flows", "prompts", "intents", "simulator"]);
+
 async function init() {
-  user = await Atiende.requireLogin("admin");
+  user = await Atiende.requireLogin("admin", "supervisor");
+  Admin.user = user;
+  Admin.isAdmin = Atiende.roles(user).includes("admin");
   document.getElementById("top").replaceWith(Atiende.header("/admin", user));
-  for (const b of document.querySelectorAll("#sections button")) b.addEventListener("click", () => show(b.dataset.section));
-  show(location.hash.slice(1) || "calendar");
+  for (const b of document.querySelectorAll("#sections button")) {
+    if (!Admin.isAdmin && !SUPERVISOR_TABS.has(b.dataset.section)) { b.remove(); continue; }
+    b.addEventListener("click", () => show(b.dataset.section));
+  }
+  show(location.hash.slice(1) || (Admin.isAdmin ? "calendar" : "flows"));
 }
 
 function show(name) {
-  for (const b of document.querySelectorAll("#sections button")) b.classList.toggle("on", b.dataset.section === name);
+  const base = { calendar: calendarSection, people: peopleSection, citizens: citizensSection };
+  const sections = { ...base, ...Admin.sections };
+  if (!sections[name] || (!Admin.isAdmin && !SUPERVISOR_TABS.has(name))) name = Admin.isAdmin ? "calendar" : "flows";
+  for (const b of document.querySelectorAll("#sections button")) {
+    const on = b.dataset.section === name;
+    b.classList.toggle("on", on);
+    b.setAttribute("aria-pressed", on ? "true" : "false");
+  }
   history.replaceState(null, "", `#${name}`);
   const box = document.getElementById("section");
   box.replaceChildren();
-  ({ calendar: calendarSection, flows: flowsSection, intents: intentsSection, people: peopleSection, citizens: citizensSection }[name]
-    || calendarSection)(box)
-    .catch((e) => box.append(el("p", { class: "error" }, describeError(e))));
+  sections[name](box).catch((e) => box.append(el("p", { class: "error" }, describeError(e))));
 }
+Admin.show = (name) => show(name);
 
 // ---- a versioned section edited as YAML ------------------------------------------------------------------
 
@@ -191,45 +208,106 @@ async function calendarSection(box) {
   await render();
 }
 
-// ---- IVR flows and intents -----------------------------------------------------------------------------------
+// ---- versions side by side, and drafts waiting for an admin ----------------------------------------------------
 
-async function flowsSection(box) {
-  const F = "/api/v1/admin/ivr/flows";
-  box.append(yamlEditor({
-    id: "flows", title: "Flujos del IVR (YAML)",
-    help: "Los mismos flujos sirven para el teléfono y el chat. Una llamada en curso sigue con la versión con la que empezó.",
-    load: async () => (await api("GET", F)).flows,
-    save: (doc, note) => api("PUT", `${F}${note ? `?note=${encodeURIComponent(note)}` : ""}`, doc),
-    versions: () => api("GET", `${F}/versions`),
-    getVersion: async (v) => (await api("GET", `${F}/versions/${v}`)).flows,
-    rollback: (v) => api("POST", `${F}/rollback`, { version: v }),
-  }));
+const DIFF_SECTIONS = [["flows", "Flujos"], ["prompts", "Mensajes"], ["routing", "Intenciones"], ["calendar", "Calendario"]];
+const ROLLBACK = { flows: "/api/v1/admin/ivr/flows/rollback", prompts: "/api/v1/admin/ivr/flows/rollback",
+  routing: "/api/v1/admin/routing/rollback", calendar: "/api/v1/admin/calendars/rollback" };
+const CONTEXT = 3;  // equal lines shown around each change
+
+function diffTable(d) {
+  const rows = [];
+  const changed = d.rows.map((r) => r.op !== "equal");
+  let skipped = 0;
+  const flush = () => { if (skipped) rows.push(el("tr", { class: "skip" }, el("td", { colspan: 4 }, `… ${skipped} líneas iguales …`))); skipped = 0; };
+  d.rows.forEach((r, i) => {
+    const near = changed.slice(Math.max(0, i - CONTEXT), i + CONTEXT + 1).some(Boolean);
+    if (r.op === "equal" && !near) { skipped += 1; return; }
+    flush();
+    rows.push(el("tr", { class: `d-${r.op}` }, el("td", { class: "ln" }, r.a_line ?? ""), el("td", { class: "code a" }, r.a ?? ""),
+      el("td", { class: "ln" }, r.b_line ?? ""), el("td", { class: "code b" }, r.b ?? "")));
+  });
+  flush();
+  const who = (v) => `versión ${v.version} · ${v.actor}${v.at ? ` · ${when(v.at)}` : ""}${v.note ? ` · ${v.note}` : ""}`;
+  return el("table", { class: "diff", "data-testid": "diff-table" },
+    el("caption", { class: "small muted" }, d.changed ? `${d.changed} líneas distintas` : "Las dos versiones son iguales"),
+    el("thead", {}, el("tr", {}, el("th", { colspan: 2, scope: "colgroup" }, who(d.a)), el("th", { colspan: 2, scope: "colgroup" }, who(d.b)))),
+    el("tbody", {}, rows));
 }
 
-async function intentsSection(box) {
-  const R = "/api/v1/admin/routing";
-  const text = el("input", { placeholder: "Escriba una frase de ciudadano…", style: "flex:1", "data-testid": "route-text", value: "quiero pagar la tasa de la itv" });
-  const out = el("div", { class: "status-line", "data-testid": "route-result" });
-  box.append(
-    el("section", { class: "panel" }, el("h3", { style: "margin-top:0" }, "Probar el enrutado"),
-      el("div", { class: "row" }, text, el("button", { "data-testid": "route-try", onclick: async () => {
-        try {
-          const r = await api("POST", "/api/v1/route", { text: text.value, channel: "chat" });
-          out.className = "status-line ok";
-          out.textContent = `${r.intent || "fuera de ámbito"} (confianza ${(r.confidence * 100).toFixed(0)} %) → cola ${r.queue || "—"}`
-            + (r.alternatives && r.alternatives.length ? ` · alternativas: ${r.alternatives.map((a) => a.intent).join(", ")}` : "")
-            + (Object.keys(r.entities || {}).length ? ` · entidades: ${JSON.stringify(r.entities)}` : "");
-        } catch (e) { out.className = "status-line error"; out.textContent = describeError(e); }
-      } }, "Probar")), out),
-    yamlEditor({
-      id: "intents", title: "Intenciones, ejemplos y palabras clave (YAML)",
-      load: async () => (await api("GET", R)).config,
-      save: (doc) => api("PUT", R, doc),
-      versions: () => api("GET", `${R}/versions`),
-      getVersion: (v) => api("GET", `${R}/versions/${v}`),
-      rollback: (v) => api("POST", `${R}/rollback`, { version: v }),
-    }));
+async function versionsSection(box) {
+  const section = el("select", { "aria-label": "Qué comparar", "data-testid": "diff-section" }, DIFF_SECTIONS.map(([v, l]) => el("option", { value: v }, l)));
+  const a = el("select", { "aria-label": "Versión de la izquierda", "data-testid": "diff-a" });
+  const b = el("select", { "aria-label": "Versión de la derecha", "data-testid": "diff-b" });
+  const out = el("div", { "data-testid": "diff-out" });
+  const result = el("div", { class: "status-line", role: "status", "data-testid": "versions-result" });
+  let versions = [];
+
+  async function loadVersions() {
+    versions = (await api("GET", `/api/v1/admin/versions/${section.value}`)).versions;
+    const opts = (sel) => versions.slice().reverse().map((v) => el("option", { value: v.version, selected: v.version === sel },
+      `${v.version}${v.active ? " (en uso)" : ""} · ${v.actor} · ${v.at ? when(v.at) : "ficheros"}${v.note ? ` · ${v.note}` : ""}`));
+    const current = (versions.find((v) => v.active) || versions[versions.length - 1]).version;
+    a.replaceChildren(...opts(Math.max(0, current - 1)));
+    b.replaceChildren(...opts(current));
+    await compare();
+  }
+  async function compare() {
+    try { out.replaceChildren(diffTable(await api("GET", `/api/v1/admin/versions/${section.value}/diff?a=${a.value}&b=${b.value}`))); }
+    catch (e) { out.replaceChildren(el("p", { class: "error" }, describeError(e))); }
+  }
+  async function rollback(v) {
+    if (!confirm(`¿Volver a la versión ${v}? Se guarda como una versión nueva; la historia no se pierde.`)) return;
+    try {
+      const r = await api("POST", ROLLBACK[section.value], { version: Number(v) });
+      result.className = "status-line ok"; result.textContent = `Restaurada la versión ${v} como versión ${r.version}.`;
+      if (Admin.flowsDraft) Admin.flowsDraft.doc = null;
+      if (Admin.routingDraft) Admin.routingDraft.doc = null;
+      await loadVersions();
+    } catch (e) { result.className = "status-line error"; result.replaceChildren(issuesList(e)); }
+  }
+  section.addEventListener("change", loadVersions);
+  a.addEventListener("change", compare);
+  b.addEventListener("change", compare);
+
+  const drafts = el("div", { "data-testid": "drafts" });
+  async function loadDrafts() {
+    const parts = [];
+    for (const [s, title, tab] of [["ivr", "Flujos y mensajes", "flows"], ["routing", "Intenciones", "intents"]]) {
+      const list = (await api("GET", `/api/v1/editor/drafts/${s}`)).drafts;
+      parts.push(el("h4", {}, `${title} (${list.length})`), list.length ? el("table", {}, el("thead", {}, el("tr", {}, ["Quién", "Cuándo", "Nota", "Sobre la versión", ""].map((h) => el("th", {}, h)))),
+        el("tbody", {}, list.map((d) => el("tr", { "data-testid": `draft-${d.id}` }, el("td", {}, d.author), el("td", {}, when(d.at)), el("td", {}, d.note || ""), el("td", {}, String(d.base_version)),
+          el("td", {}, el("div", { class: "row" },
+            el("button", { class: "secondary", onclick: async () => {
+              const full = await api("GET", `/api/v1/editor/drafts/${s}/${d.id}`);
+              const target = s === "ivr" ? Admin.flowsDraft : Admin.routingDraft;
+              await target.load();
+              target.doc = full.document; target.dirty = true;
+              if (s === "ivr") await target.validate();
+              Admin.show(tab);
+            } }, "Abrir en el editor"),
+            el("button", { "data-testid": `publish-${d.id}`, onclick: async () => {
+              try { const r = await api("POST", `/api/v1/admin/drafts/${s}/${d.id}/publish`); result.className = "status-line ok";
+                result.textContent = `Publicado el borrador de ${r.author}: versión ${r.version}.`; if (Admin.flowsDraft) Admin.flowsDraft.doc = null; await loadDrafts(); await loadVersions(); }
+              catch (e) { result.className = "status-line error"; result.replaceChildren(issuesList(e)); }
+            } }, "Publicar"),
+            el("button", { class: "danger", onclick: async () => {
+              try { await api("DELETE", `/api/v1/admin/drafts/${s}/${d.id}`); await loadDrafts(); } catch (e) { result.textContent = describeError(e); }
+            } }, "Descartar"))))))) : el("p", { class: "muted small" }, "Ninguno."));
+    }
+    drafts.replaceChildren(...parts);
+  }
+
+  box.append(el("section", { class: "panel" }, el("h3", { style: "margin-top:0" }, "Comparar versiones"),
+    el("div", { class: "row" }, section, a, el("span", { "aria-hidden": "true" }, "↔"), b,
+      el("button", { class: "secondary", "data-testid": "diff-rollback-a", onclick: () => rollback(a.value) }, "Volver a la versión de la izquierda")),
+    result, out),
+  el("section", { class: "panel" }, el("h3", { style: "margin-top:0" }, "Borradores propuestos"),
+    el("p", { class: "small muted" }, "Los supervisores proponen cambios; un administrador los revisa (ábralos en el editor o en el simulador) y los publica."), drafts));
+  await loadVersions();
+  await loadDrafts();
 }
+Admin.sections.versions = versionsSection;
 
 // ---- queues, agents, users --------------------------------------------------------------------------------------
 
@@ -328,4 +406,7 @@ async function citizensSection(box) {
     } }, "Unir")), out));
 }
 
-init().catch((e) => { if (e.message !== "login" && e.message !== "forbidden") console.error(e); });
+Object.assign(Admin, { yamlEditor, issuesList, toYaml, fromYaml });
+// The section scripts load after this one; start once they have registered.
+window.addEventListener("DOMContentLoaded", () =>
+  init().catch((e) => { if (e.message !== "login" && e.message !== "forbidden") console.error(e); }));
