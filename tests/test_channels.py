@@ -52,7 +52,7 @@ def channels(runtime: Runtime, recorder: Recorder, smtp: SmtpSink) -> ChannelsCo
                                 phone_number_id="106540352242922", api_base=recorder.url, timeout_s=5),
         email=EmailConfig(inbound_token=MAIL_TOKEN, address="atencion@junta.example", smtp_port=smtp.port, timeout_s=5),
     )
-    runtime.channels_override = cfg  # type: ignore[attr-defined]
+    runtime.channels_override = cfg
     return cfg
 
 

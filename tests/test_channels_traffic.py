@@ -3,6 +3,9 @@ reports, Outlook and Gmail quoted replies, WhatsApp Cloud API payloads of every 
 private chats, groups and channels. The samples are in tests/data/channels/; providers are the local recorder
 (Bot/Graph API) and an SMTP sink, the desk runs on the tests' real Redis."""
 
+# The fixtures of test_channels.py are imported by name and requested as arguments of the same names.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import copy
@@ -19,7 +22,7 @@ from atiende.runtime import Runtime
 from config.channels import ChannelsConfig
 from desk.models import display_ref
 from tests._channels_support import Recorder, SmtpSink
-from tests.test_channels import (  # noqa: F401  (fixtures)
+from tests.test_channels import (  # noqa: F401  (fixtures: channels, recorder, smtp)
     MAIL_TOKEN,
     TG_SECRET,
     channels,
@@ -85,7 +88,7 @@ async def citizen_mail(client: httpx.AsyncClient, smtp: SmtpSink, mid: str) -> t
                                   "bounce_gmail.eml"])
 async def test_automatic_mail_never_opens_appends_or_answers(client: httpx.AsyncClient, runtime: Runtime,
                                                              channels: ChannelsConfig, smtp: SmtpSink, name: str) -> None:
-    ref, answer_id = await citizen_mail(client, smtp, f"<c-{name}@correo.example>")
+    ref, _ = await citizen_mail(client, smtp, f"<c-{name}@correo.example>")
     sent, count = len(smtp.messages), await tickets_count(runtime)
     before = len(await runtime.desk.tickets.interactions(ref))
     # Threaded on an unrelated id: nothing of ours was bounced, nothing is appended, nobody is answered.
