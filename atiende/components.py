@@ -16,6 +16,7 @@ from ivr.contact import CallerGone
 from telephony.call import Call
 from telephony.endpoint import SipEndpoint
 from telephony.errors import CallEnded
+from voicemail.storage import SharedDirRecordings
 
 log = logging.getLogger(__name__)
 CATCH_UP_S = 5.0
@@ -92,6 +93,9 @@ class VoicemailComponent:
         self._catch_up: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        recordings = self.rt.recordings
+        if isinstance(recordings, SharedDirRecordings):
+            await recordings.check()  # a missing mount must stop the node, not scatter recordings on its disk
         try:
             refs = await self.rt.voicemail.recover()
             if refs:

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from speech.service import Speech
     from voicemail.callbacks import CallbackService
     from voicemail.service import CallbackWorker, VoicemailService
+    from voicemail.storage import RecordingStore
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +169,18 @@ class Runtime:
         from voicemail.service import VoicemailService
 
         return VoicemailService(self.current_settings, self.store, self.clock, self.speech, DeskVoicemail(self.desk),
-                                self.callbacks)
+                                self.callbacks, self.recordings)
+
+    @cached_property
+    def recordings(self) -> RecordingStore:
+        from voicemail.storage import LocalRecordings, RedisRecordings, SharedDirRecordings
+
+        vm, local = self.settings.voicemail, LocalRecordings(self.data_dir)
+        if vm.storage == "shared_dir" and vm.shared_dir is not None:
+            return SharedDirRecordings(vm.shared_dir, self.store, self.settings.service.node_id)
+        if vm.storage == "redis":
+            return RedisRecordings(self.store, vm.audio_retention_days, local)
+        return local
 
     @cached_property
     def agent_queue(self) -> AgentQueue:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
 
 from config.base import Strict
 
@@ -18,3 +21,13 @@ class VoicemailConfig(Strict):
     auto_dial: bool = Field(False, description="the worker places due callbacks itself as outbound calls")
     worker_interval_s: float = Field(5.0, gt=0)
     dial_ring_timeout_s: float = Field(30.0, gt=0)
+    storage: Literal["redis", "shared_dir", "local"] = Field(
+        "redis", description="where finished recordings live so every node plays them (voicemail/storage.py)")
+    shared_dir: Path | None = Field(None, description="with storage shared_dir: the directory every node mounts")
+    audio_retention_days: int = Field(30, ge=1, le=3650, description="how long recordings are kept in the shared store")
+
+    @model_validator(mode="after")
+    def _shared_dir_given(self) -> VoicemailConfig:
+        if self.storage == "shared_dir" and self.shared_dir is None:
+            raise ValueError("voicemail.storage shared_dir needs voicemail.shared_dir")
+        return self

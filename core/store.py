@@ -208,6 +208,13 @@ class Keys:
     def voicemail(self, call_id: str) -> str:
         return f"{self.p}:voicemail:{call_id}"
 
+    def voicemail_audio(self, call_id: str) -> str:
+        return f"{self.p}:voicemail:{call_id}:audio"  # string: base64 G.711 A-law, with the retention as TTL
+
+    @property
+    def shared_dir_markers(self) -> str:
+        return f"{self.p}:recordings:shared-dir"  # hash: node id -> the marker it wrote in the shared directory
+
     def voicemails_recording(self, node_id: str) -> str:
         return f"{self.p}:voicemails:recording:{node_id}"  # set of call ids being recorded on a node
 

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
     from ivr.service import IvrService
     from routing.calendar_service import CalendarService
     from routing.router_service import RouterService
+    from speech.service import Speech
     from voicemail.callbacks import CallbackService
+    from voicemail.storage import RecordingStore
 
 
 class NodeStatus(Protocol):
@@ -65,6 +67,9 @@ class Services(Protocol):
     def router(self) -> RouterService: ...
 
     @property
+    def speech(self) -> Speech: ...
+
+    @property
     def flows(self) -> VersionedSection[IvrConfig]: ...
 
     @property
@@ -78,6 +83,9 @@ class Services(Protocol):
 
     @property
     def callbacks(self) -> CallbackService: ...
+
+    @property
+    def recordings(self) -> RecordingStore: ...
 
     @property
     def node(self) -> NodeStatus: ...

@@ -34,6 +34,7 @@ from routing.calendar_service import CalendarService
 from telephony.errors import DialFailed
 from voicemail.callbacks import Callback, CallbackService, Outcome, VoicemailInfo
 from voicemail.recording import Recording, VoicemailWriter, pending, read_pcm, recover, write_pending
+from voicemail.storage import RecordingStore
 
 log = logging.getLogger(__name__)
 PROMPT = ("Deje su mensaje después de la señal, indicando su nombre y el motivo de su consulta. "
@@ -65,7 +66,8 @@ class VoicemailDesk(Protocol):
 
 class VoicemailService:
     def __init__(self, settings: Callable[[], Settings], store: Store, clock: Clock, speech: Speech,
-                 desk: VoicemailDesk, callbacks: CallbackService) -> None:
+                 desk: VoicemailDesk, callbacks: CallbackService, recordings: RecordingStore) -> None:
+        self.recordings = recordings
         self._settings = settings
         self._store = store
         self._clock = clock
@@ -161,6 +163,8 @@ class VoicemailService:
                 pcm = await asyncio.to_thread(read_pcm, rec.path)
                 res = await self._speech.transcribe(pcm)
                 transcript, confidence = res.text, float(res.confidence)
+        # Every node must be able to play it before the ticket that links it exists.
+        await self.recordings.put(rec.call_id, Path(rec.path))
         cb_due = await self.callbacks.next_due_time(self._clock.now())
         info = VoicemailInfo(call_id=rec.call_id, path=str(rec.path), sha256=rec.sha256, duration_s=round(rec.duration_s, 2),
                              complete=rec.complete, transcript=transcript, confidence=round(confidence, 3))

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from core.errors import NotFound
@@ -63,13 +63,12 @@ async def record_attempt(request: Request, callback_id: str, body: AttemptIn, ac
     return await _service(request).record_attempt(callback_id, body.outcome, actor, body.note)
 
 
-@router.get("/voicemails/{call_id}/audio", response_class=FileResponse)
-async def voicemail_audio(request: Request, call_id: str) -> FileResponse:
-    rt = services_of(request)
-    from voicemail.recording import voicemail_dir
-
+@router.get("/voicemails/{call_id}/audio", response_class=Response)
+async def voicemail_audio(request: Request, call_id: str) -> Response:
+    """The recording as WAV, from the shared store, so any node plays what any node recorded."""
     safe = Path(call_id).name
-    path = voicemail_dir(rt.data_dir) / f"{safe}.wav"
-    if safe != call_id or not path.is_file():
+    wav = await services_of(request).recordings.get(safe) if safe == call_id else None
+    if wav is None:
         raise NotFound(f"no voicemail recording for call {call_id}", {"call_id": call_id})
-    return FileResponse(path, media_type="audio/wav", filename=f"{safe}.wav")
+    return Response(wav, media_type="audio/wav", headers={"Content-Disposition": f'inline; filename="{safe}.wav"',
+                                                           "Cache-Control": "private, no-store"})
