@@ -147,6 +147,21 @@ def comm(pid: int) -> str:
         return ""
 
 
+def set_autogroup_nice(pid: int, nice: int) -> None:
+    """With autogroup scheduling, a session's nice is what competes with the rest of the machine."""
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/autogroup").write_text(str(nice))
+
+
+def start_neighbour() -> subprocess.Popen[bytes]:
+    """The CPU-bound neighbour: one process spinning in pure Python."""
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+
+
 # ---- the capture --------------------------------------------------------------------------------
 
 
@@ -348,8 +363,7 @@ async def run_once(ns: NetNs, work: Path, engine: str, callers: int, interval: f
             await asyncio.sleep(0.1)
         await asyncio.sleep(3.0)
         if args.nice:
-            with contextlib.suppress(OSError):
-                Path(f"/proc/{svc.proc.pid}/autogroup").write_text(str(args.nice))
+            set_autogroup_nice(svc.proc.pid, args.nice)
         log_offset = log_path.stat().st_size
         n_inst = min(len(REQUESTS), callers)
         per = -(-callers // n_inst)
@@ -371,7 +385,7 @@ async def run_once(ns: NetNs, work: Path, engine: str, callers: int, interval: f
         redis_pids = [p for p in tree(svc.proc.pid) if comm(p).startswith("redis")]
         metrics0 = lag_histogram(await asyncio.to_thread(http_text, f"{svc.http_url}/metrics"))
         if neighbour:
-            hog = subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+            hog = start_neighbour()
         pids = [p for p in tree(svc.proc.pid) if p not in redis_pids]
         run.rss_base_mb = round(rss_mb(pids), 1)
         cpu0, rcpu0, m0, t0 = cpu_s(pids), cpu_s(redis_pids), machine_cpu_s(), time.monotonic()
@@ -515,11 +529,11 @@ async def bench(args: argparse.Namespace) -> int:
         return 2
     stamp = time.strftime("%Y%m%d-%H%M%S")
     work = Path(args.workdir or f"/tmp/ivr-load-{stamp}")
-    work.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(work.mkdir, parents=True, exist_ok=True)
     out = REPO / "bench" / "results" / f"ivr_load-{stamp}.json"
     stop_at = time.monotonic() + args.max_minutes * 60
     results: list[Run] = []
-    print(f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
+    print(f"uptime: {uptime()}")
     print("| " + " | ".join(COLS) + " |")
     print("|" + "---|" * len(COLS))
     modes = {"no": [False], "yes": [True], "both": [False, True]}[args.neighbour]
@@ -540,7 +554,7 @@ async def bench(args: argparse.Namespace) -> int:
                             print_run(r)
                             out.parent.mkdir(parents=True, exist_ok=True)
                             out.write_text(json.dumps([asdict(x) for x in results], indent=1, default=list))
-    print(f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
+    print(f"uptime: {uptime()}")
     print(f"json: {out}; work dir: {work}")
     return 0
 
@@ -560,7 +574,10 @@ def main() -> None:
     p.add_argument("--keep", action="store_true", help="keep the packet captures")
     p.add_argument("--workdir", help="where logs, WAVs and captures go (default /tmp/ivr-load-<time>)")
     p.add_argument("--max-minutes", type=float, default=30.0, help="stop starting runs after this long")
-    raise SystemExit(asyncio.run(bench(p.parse_args())))
+    args = p.parse_args()
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
+    raise SystemExit(asyncio.run(bench(args)))
 
 
 if __name__ == "__main__":

@@ -37,3 +37,14 @@ class SpeechConfig(Strict):
     stt_workers: int = Field(2, ge=1, description="utterances decoded in parallel")
     tts_threads: int = Field(2, ge=1, description="texts rendered in parallel (espeak-ng runs as a subprocess)")
     prompt_cache: bool = True
+    prompt_cache_mb: int = Field(64, ge=1, description="synthesised audio kept in memory (each process)")
+    processes: bool = Field(True, description="engines in worker processes (off: threads of the service process, "
+                                              "where their CPU and GIL delay every call's audio)")
+    worker_nice: int = Field(10, ge=0, le=19, description="CPU priority the speech workers lower themselves by: "
+                                                          "the media loop wins when the box is short of CPU")
+    early_commit_ms: int = Field(250, ge=0, le=2000, description="decode on a pause this long and answer at once if "
+                                                                 "the router takes the transcript (0: always wait "
+                                                                 "end_silence_ms)")
+    early_commit_min_speech_ms: int = Field(400, ge=0, description="no early decode of shorter speech")
+    max_recognition_wait_ms: int = Field(2500, ge=100, description="admission: when a new utterance would wait longer "
+                                                                   "for its transcript, questions offer the keypad")

@@ -47,6 +47,8 @@ class Stall:
     samples: int = 0
     gc_ms: float = 0.0  # time spent in garbage collection inside the stall
     gc_runs: list[str] = field(default_factory=list)
+    gil_wait_ms: float = 0.0  # how long the watchdog thread itself could not run: C code held the GIL
+    threads: str = ""  # every thread's innermost frames when the watchdog got the GIL back
 
 
 class _GcTimer:
@@ -88,6 +90,8 @@ class LoopLagMonitor:
         self._stacks: collections.Counter[str] = collections.Counter()
         self._stall_task: str | None = None
         self._gc = _GcTimer()
+        self._gil_wait = 0.0
+        self._threads = ""
 
     def start(self) -> None:
         if self._task is not None:
@@ -131,11 +135,18 @@ class LoopLagMonitor:
         with self._lock:
             stacks, self._stacks = self._stacks, collections.Counter()
             task, self._stall_task = self._stall_task, None
+            gil_wait, self._gil_wait = self._gil_wait, 0.0
+            threads, self._threads = self._threads, ""
         runs = self._gc.since(began)
         stall = Stall(lag_s=lag, task=task, samples=sum(stacks.values()), gc_ms=round(sum(r[1] for r in runs), 1),
-                      gc_runs=[f"gen{g} {ms:.1f} ms" for _, ms, g in runs])
+                      gc_runs=[f"gen{g} {ms:.1f} ms" for _, ms, g in runs], gil_wait_ms=round(gil_wait * 1000, 1),
+                      threads=threads)
         if stacks:
             stall.stack = stacks.most_common(1)[0][0]
+        elif threads:
+            # The watchdog never ran during the stall: some thread held the GIL in C code the whole time. What
+            # every thread was doing right after is the best clue.
+            stall.stack = f"(GIL held {stall.gil_wait_ms:.0f} ms; threads right after:)\n{threads}"
         self.stalls.append(stall)
         log.warning("event loop stalled %.0f ms (task %s; gc %.1f ms in %d runs); most seen stack (%d samples):\n%s",
                     lag * 1000, task or "?", stall.gc_ms, len(runs), stall.samples, stall.stack or "(not sampled)",
@@ -143,8 +154,13 @@ class LoopLagMonitor:
 
     def _watch(self) -> None:
         """The watchdog thread: while the loop's heartbeat is older than report_s, sample the loop thread's stack."""
+        last = time.monotonic()
         while not self._stop.wait(self.sample_s):
-            if time.monotonic() - self._beat < self.report_s or self._loop_thread is None:
+            now = time.monotonic()
+            late, last = now - last - self.sample_s, now
+            if late >= self.report_s:
+                self._note_gil_wait(late)
+            if now - self._beat < self.report_s or self._loop_thread is None:
                 continue
             frame = sys._current_frames().get(self._loop_thread)
             if frame is None:
@@ -158,3 +174,19 @@ class LoopLagMonitor:
                 self._stacks[stack] += 1
                 if task_name and self._stall_task is None:
                     self._stall_task = task_name
+
+    def _note_gil_wait(self, late: float) -> None:
+        me = threading.get_ident()
+        names = {t.ident: t.name for t in threading.enumerate()}
+        parts = []
+        for ident, frame in sys._current_frames().items():
+            if ident == me:
+                continue
+            inner = "".join(traceback.format_stack(frame, limit=3))
+            if "wait" in inner.rsplit("\n", 3)[-2] and ident != self._loop_thread:
+                continue  # idle pool threads
+            parts.append(f"-- thread {names.get(ident, ident)}:\n{inner}")
+        with self._lock:
+            if late > self._gil_wait:
+                self._gil_wait = late
+                self._threads = "".join(parts)

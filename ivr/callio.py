@@ -15,7 +15,7 @@ import math
 import struct
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from core.audio import BYTES_PER_SECOND, FRAME_BYTES, RATE, Frame, put_dropping_oldest
 from ivr.contact import Ask, CallerGone, Heard, Recorded
@@ -26,6 +26,15 @@ log = logging.getLogger(__name__)
 PREROLL_FRAMES = 75  # 1.5 s kept from before a question: speech that barged in continues into the answer
 QUEUE_FRAMES = 1500  # 30 s: what the caller says while we think is kept, older audio is dropped
 INTER_DIGIT_S = 3.0
+KEYPAD_INSTEAD = "En este momento no puedo atenderle por voz. Elija con el teclado."
+
+
+@runtime_checkable
+class Admission(Protocol):
+    """A speech service that knows its capacity (speech.service.Speech): True when a new utterance would wait
+    past the recognition budget."""
+
+    def overloaded(self) -> bool: ...
 
 
 def _beep(ms: int = 300, freq: float = 1000.0) -> list[bytes]:
@@ -154,8 +163,33 @@ class CallIO:
             digits += d
         return Heard(kind="dtmf", digits=digits) if digits else Heard(kind="no_input")
 
+    def _speech_overloaded(self) -> bool:
+        return isinstance(self.speech, Admission) and self.speech.overloaded()
+
+    async def _keypad_instead(self, ask: Ask) -> Heard:
+        """Recognition is over its wait budget: say so and offer the question's options on the keypad, rather
+        than leave the caller in silence while their words wait for a decoder."""
+        log.warning("speech over capacity on call %s: keypad offered instead of listening", self.call.call_id)
+        self._barged = False
+        self._preroll.clear()
+        options = " ".join(f"Para {label}, pulse {key}." for key, label in ask.options)
+        await self.say(f"{KEYPAD_INSTEAD} {options}", barge_in=True)
+        if not self._digits.empty():
+            first = self._digits.get_nowait()
+        else:
+            try:
+                first = await asyncio.wait_for(self._digits.get(), ask.timeout_s)
+            except TimeoutError:
+                return Heard(kind="no_input")
+        if first is None:
+            raise CallerGone()
+        return await self._keys(first, ask)
+
     async def gather(self, ask: Ask) -> Heard:
         self._gone()
+        offer_keys = "dtmf" in ask.input and "speech" in ask.input and bool(ask.options)
+        if offer_keys and self._speech_overloaded():
+            return await self._keypad_instead(ask)
         if ask.text and not self._barged:
             await self.say(ask.text, cached=ask.cached, barge_in=ask.barge_in)
         self._barged = False

@@ -23,13 +23,43 @@ def prompt_key(engine_id: str, text: str) -> str:
 
 
 class PromptCache:
-    def __init__(self, directory: Path, engine_id: str, max_in_memory: int = 256) -> None:
+    def __init__(self, directory: Path, engine_id: str, max_in_memory: int = 256, max_bytes: int = 64 << 20) -> None:
         self.dir = Path(directory)
         self.engine_id = engine_id
         self._mem: OrderedDict[str, list[bytes]] = OrderedDict()
         self._max = max_in_memory
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._lock = threading.Lock()
         self.hits = self.misses = 0
+
+    def _remember(self, key: str, frames: list[bytes]) -> None:
+        """Under the lock: keep the newest texts within the entry count and the byte budget."""
+        old = self._mem.pop(key, None)
+        if old is not None:
+            self._bytes -= sum(len(f) for f in old)
+        self._mem[key] = frames
+        self._bytes += sum(len(f) for f in frames)
+        while self._mem and (len(self._mem) > self._max or self._bytes > self._max_bytes):
+            _, gone = self._mem.popitem(last=False)
+            self._bytes -= sum(len(f) for f in gone)
+
+    def peek(self, text: str) -> list[bytes] | None:
+        """The frames if this text is in memory (no disk access, no rendering: safe on the event loop)."""
+        key = prompt_key(self.engine_id, text)
+        with self._lock:
+            frames = self._mem.get(key)
+            if frames is not None:
+                self._mem.move_to_end(key)
+                self.hits += 1
+            return frames
+
+    def put(self, text: str, frames: list[bytes]) -> None:
+        """Keep frames rendered elsewhere (a streamed synthesis): in memory and as a file. Blocking (the file)."""
+        key = prompt_key(self.engine_id, text)
+        with self._lock:
+            self._remember(key, frames)
+        write_wav(self.dir / f"{key}.wav", b"".join(frames), RATE)
 
     def path(self, text: str) -> Path:
         return self.dir / f"{prompt_key(self.engine_id, text)}.wav"
@@ -58,9 +88,7 @@ class PromptCache:
             write_wav(p, pcm, RATE)
             frames = split_frames(pcm)
         with self._lock:
-            self._mem[key] = frames
-            while len(self._mem) > self._max:
-                self._mem.popitem(last=False)
+            self._remember(key, frames)
         return frames
 
     def sync(self, texts: Iterable[str], render: Callable[[str], bytes]) -> dict[str, int]:
@@ -79,5 +107,5 @@ class PromptCache:
                     removed += 1
         with self._lock:
             for k in [k for k in self._mem if k not in wanted]:
-                del self._mem[k]
+                self._bytes -= sum(len(f) for f in self._mem.pop(k))
         return {"prompts": len(wanted), "rendered": rendered, "removed": removed}

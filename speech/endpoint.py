@@ -63,6 +63,7 @@ class Endpointer:
     _preroll: deque[bytes] = field(init=False, repr=False)
     _utt: list[bytes] = field(init=False, repr=False, default_factory=list)
     _silence_run: int = field(init=False, default=0)
+    _last_voiced: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         self.vad = webrtcvad.Vad(self.aggressiveness)
@@ -82,6 +83,20 @@ class Endpointer:
     def speech_ms(self) -> int:
         return len(self._utt) * FRAME_MS
 
+    @property
+    def silence_ms(self) -> int:
+        """Silence since the last voiced frame of the utterance (0 while the caller talks)."""
+        return self._silence_run * FRAME_MS
+
+    @property
+    def utterance_frames(self) -> int:
+        return len(self._utt)
+
+    @property
+    def speech_end_frames(self) -> int:
+        """Frames of the utterance up to its last voiced one: an earlier decode covering as many heard it all."""
+        return self._last_voiced
+
     def utterance(self) -> bytes:
         return b"".join(self._utt)
 
@@ -96,6 +111,7 @@ class Endpointer:
             if is_voiced and sum(self._window) >= self.start_ratio * self.start_window:
                 self.in_speech = True
                 self._utt = list(self._preroll)
+                self._last_voiced = len(self._utt)
                 self.speech_frames = sum(self._window)
                 return "speech"
             if self.elapsed_ms >= self.no_input_ms:
@@ -106,6 +122,7 @@ class Endpointer:
         if is_voiced:
             self.speech_frames += 1
             self._silence_run = 0
+            self._last_voiced = len(self._utt)
         else:
             self._silence_run += 1
         if self._silence_run * FRAME_MS >= self.end_silence_ms:

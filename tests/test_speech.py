@@ -20,7 +20,7 @@ from speech import models
 from speech.audio import AudioError, Framer, read_wav, split_frames, to_pcm16, ulaw_roundtrip, wav_bytes
 from speech.cache import PromptCache
 from speech.endpoint import BargeIn, Endpointer
-from speech.service import _stt_choice, _tts_choice
+from speech.engines import _stt_choice, _tts_choice
 from speech.stt import Alternative, SttResult, _collapse_repeats, normalize, snap_to_grammar, transcribe_checked
 from speech.tts import EspeakTts, frames_8k, split_sentences
 

@@ -1,0 +1,378 @@
+"""Speech engines in worker processes, so their CPU and their GIL never touch the loop that paces RTP.
+
+Measured with bench/bench_ivr_load.py (see bench/README.md): with Whisper, espeak-ng and the router's judge in
+threads of the service process, 40 callers 0.5 s apart lost RTP packets and stalled the event loop; the decodes
+hold the GIL in Python code (feature extraction, beam bookkeeping) and every thread switch costs the loop.
+
+Each worker is a small Python started with `python -m speech.workers` (subprocess: vfork + exec, not a fork of
+the big service process, and it imports only the speech package), talking over a socketpair with
+`multiprocessing.connection` framing (pickled tuples). It runs `threads` requests at once and lowers its own
+CPU priority (`nice`), so when the box is short of CPU the media loop wins. The worker exits when the service
+goes away (end of file on the socket).
+
+Requests are `(id, op, args)`; replies `(id, "ok" | "err" | "part", payload)`: "part" streams synthesis frames
+before the final "ok". A stream (vosk) lives in one worker: its requests always go there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from config.speech import SpeechConfig
+from core.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+FRAMES_PER_PART = 10  # 200 ms of synthesis per message: the first frames leave as soon as they are rendered
+
+
+# ---- worker side ---------------------------------------------------------------------------------
+
+
+class _Engines:
+    """What one worker process has loaded (lazily: an STT worker never loads TTS and the other way round)."""
+
+    def __init__(self, cfg: SpeechConfig) -> None:
+        from speech.stt import SttEngine, SttStream
+        from speech.tts import TtsEngine
+
+        self.cfg = cfg
+        self._stt: SttEngine | None = None
+        self._tts: TtsEngine | None = None
+        self.streams: dict[int, SttStream] = {}
+        self.cancelled: set[int] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def stt(self) -> Any:
+        with self._lock:
+            if self._stt is None:
+                from speech.engines import load_stt
+
+                self._stt = load_stt(self.cfg)
+            return self._stt
+
+    @property
+    def tts(self) -> Any:
+        with self._lock:
+            if self._tts is None:
+                from speech.engines import load_tts
+
+                self._tts = load_tts(self.cfg)
+            return self._tts
+
+
+def _handle(eng: _Engines, rid: int, op: str, args: tuple[Any, ...], reply: Callable[[int, str, Any], None]) -> None:
+    import numpy as np
+
+    from core.audio import RATE
+    from speech.audio import to_float
+    from speech.tts import frames_8k
+
+    try:
+        if op == "load":
+            which = args[0]
+            if which == "stt":
+                e = eng.stt
+                reply(rid, "ok", {"name": e.name, "streaming": bool(e.streaming)})
+            else:
+                from speech.engines import tts_id
+
+                t = eng.tts
+                reply(rid, "ok", {"name": t.name, "voice": t.voice, "id": tts_id(eng.cfg, t)})
+        elif op == "transcribe":  # (pcm 8 kHz, hints, grammar, second opinion?)
+            pcm, hints, grammar, second = args
+            audio = to_float(pcm)
+            e = eng.stt
+            if second:
+                again = getattr(e, "second_opinion", None)
+                reply(rid, "ok", None if again is None else again(audio, RATE, hints, grammar))
+            else:
+                reply(rid, "ok", e.transcribe(audio, RATE, hints, grammar))
+        elif op == "transcribe_f32":  # (float32 bytes, rate, hints): long recordings
+            raw, rate, hints = args
+            reply(rid, "ok", eng.stt.transcribe(np.frombuffer(raw, dtype=np.float32), rate, hints))
+        elif op == "open":
+            sid, hints, grammar = args
+            eng.streams[sid] = eng.stt.stream(hints, grammar)
+            reply(rid, "ok", None)
+        elif op == "accept":
+            sid, pcm = args
+            reply(rid, "ok", eng.streams[sid].accept(pcm))
+        elif op == "final":
+            (sid,) = args
+            reply(rid, "ok", eng.streams.pop(sid).final())
+        elif op == "drop":
+            eng.streams.pop(args[0], None)
+            reply(rid, "ok", None)
+        elif op == "synth":
+            (text,) = args
+            batch: list[bytes] = []
+            for frame in frames_8k(eng.tts, text):
+                if rid in eng.cancelled:
+                    break
+                batch.append(frame)
+                if len(batch) >= FRAMES_PER_PART:
+                    reply(rid, "part", batch)
+                    batch = []
+            if batch:
+                reply(rid, "part", batch)
+            eng.cancelled.discard(rid)
+            reply(rid, "ok", None)
+        elif op == "render":
+            (text,) = args
+            reply(rid, "ok", b"".join(frames_8k(eng.tts, text)))
+        else:
+            reply(rid, "err", f"unknown operation {op!r}")
+    except BaseException as exc:  # every failure goes back to the caller, the worker goes on
+        reply(rid, "err", f"{type(exc).__name__}: {exc}")
+
+
+def serve(fd: int, cfg_json: str, threads: int, nice: int) -> None:
+    """The worker's main loop: read requests, run them on `threads` threads, reply as they finish."""
+    if nice:
+        with contextlib.suppress(OSError):
+            os.nice(nice)
+    conn = Connection(fd)
+    eng = _Engines(SpeechConfig.model_validate_json(cfg_json))
+    send_lock = threading.Lock()
+
+    def reply(rid: int, kind: str, payload: Any) -> None:
+        with send_lock:
+            conn.send((rid, kind, payload))
+
+    with ThreadPoolExecutor(max(1, threads), thread_name_prefix="speech") as pool:
+        while True:
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                break  # the service is gone
+            if msg is None:
+                break
+            rid, op, args = msg
+            if op == "cancel":
+                eng.cancelled.add(args[0])
+                continue
+            pool.submit(_handle, eng, rid, op, args, reply)
+    os._exit(0)  # a decode still running in a pool thread must not keep the process alive
+
+
+# ---- service side --------------------------------------------------------------------------------
+
+
+class _Call:
+    """One request in flight: a future for the final reply, and a queue for streamed parts."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, streamed: bool) -> None:
+        self.loop = loop
+        self.done: asyncio.Future[Any] = loop.create_future()
+        self.parts: asyncio.Queue[list[bytes]] | None = asyncio.Queue() if streamed else None
+
+    def deliver(self, kind: str, payload: Any) -> None:
+        if kind == "part":
+            if self.parts is not None:
+                self.parts.put_nowait(payload)
+        elif not self.done.done():
+            if kind == "ok":
+                self.done.set_result(payload)
+            else:
+                self.done.set_exception(Unavailable(f"speech worker: {payload}"))
+
+
+class WorkerProcess:
+    """One worker process and the thread that reads its replies."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, role: str, cfg: SpeechConfig, *, threads: int = 1, nice: int = 0) -> None:
+        self.role = role
+        self.threads = threads
+        ours, theirs = socket.socketpair()
+        repo = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        argv = [sys.executable, "-m", "speech.workers", str(theirs.fileno()), str(threads), str(nice)]
+        # close_fds + pass_fds: the worker inherits only its end of the socket (subprocess uses vfork/exec here,
+        # so the big service process is never copied).
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, pass_fds=(theirs.fileno(),), env=env,
+                                     close_fds=True)
+        theirs.close()
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(cfg.model_dump_json().encode() + b"\n")
+        self.proc.stdin.close()
+        self.conn = Connection(ours.detach())
+        self._send_lock = threading.Lock()
+        self._calls: dict[int, _Call] = {}
+        self.in_flight = 0
+        self.alive = True
+        self._reader = threading.Thread(target=self._read, name=f"speech-{role}-reader", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                rid, kind, payload = self.conn.recv()
+            except (EOFError, OSError):
+                break
+            call = self._calls.get(rid)
+            if call is None:
+                continue
+            if kind != "part":
+                self._calls.pop(rid, None)
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+                call.loop.call_soon_threadsafe(call.deliver, kind, payload)
+        self.alive = False
+        for rid in list(self._calls):
+            call = self._calls.pop(rid)
+            with contextlib.suppress(RuntimeError):
+                call.loop.call_soon_threadsafe(call.deliver, "err", f"the {self.role} worker exited")
+
+    def _send(self, msg: tuple[Any, ...]) -> None:
+        with self._send_lock:
+            self.conn.send(msg)
+
+    def start(self, op: str, *args: Any, streamed: bool = False) -> tuple[int, _Call]:
+        if not self.alive:
+            raise Unavailable(f"the {self.role} speech worker exited")
+        rid = next(self._ids)
+        call = _Call(asyncio.get_running_loop(), streamed)
+        self._calls[rid] = call
+        try:
+            self._send((rid, op, args))
+        except OSError as exc:
+            self._calls.pop(rid, None)
+            self.alive = False
+            raise Unavailable(f"the {self.role} speech worker is gone: {exc}") from None
+        return rid, call
+
+    async def call(self, op: str, *args: Any, within: float = 60.0) -> Any:
+        _, call = self.start(op, *args)
+        self.in_flight += 1
+        try:
+            return await asyncio.wait_for(call.done, within)
+        except TimeoutError:
+            raise Unavailable(f"the {self.role} speech worker did not answer {op} within {within:.0f} s") from None
+        finally:
+            self.in_flight -= 1
+
+    async def stream_parts(self, op: str, *args: Any) -> AsyncIterator[list[bytes]]:
+        rid, call = self.start(op, *args, streamed=True)
+        assert call.parts is not None
+        self.in_flight += 1
+        try:
+            while True:
+                get = asyncio.ensure_future(call.parts.get())
+                await asyncio.wait([get, call.done], return_when=asyncio.FIRST_COMPLETED)
+                if get.done():
+                    yield get.result()
+                    continue
+                get.cancel()
+                while not call.parts.empty():
+                    yield call.parts.get_nowait()
+                call.done.result()  # raises the worker's error
+                return
+        finally:
+            self.in_flight -= 1
+            if not call.done.done():
+                with contextlib.suppress(OSError):
+                    self._send((0, "cancel", (rid,)))
+                self._calls.pop(rid, None)
+
+    def close(self) -> None:
+        self.alive = False
+        with contextlib.suppress(OSError):
+            self.conn.close()
+        try:
+            self.proc.wait(2.0)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(2.0)
+        self._reader.join(1.0)
+
+
+class WorkerPool:
+    """`stt` processes for recognition (one decode each at a time), one `tts` process for synthesis (several
+    renders at once: espeak-ng is a subprocess of it, piper's onnxruntime has its own lock). Workers that died
+    are replaced on the next request."""
+
+    def __init__(self, cfg: SpeechConfig) -> None:
+        self.cfg = cfg
+        self._stt: list[WorkerProcess] = []
+        self._tts: WorkerProcess | None = None
+        self._lock = threading.Lock()
+        self.decode_s = 0.4  # running mean of one decode's wall time (for the admission estimate)
+
+    def _stt_workers(self) -> list[WorkerProcess]:
+        with self._lock:
+            while len(self._stt) < max(1, self.cfg.stt_workers):
+                self._stt.append(WorkerProcess("stt", self.cfg, threads=1, nice=self.cfg.worker_nice))
+            for i, w in enumerate(self._stt):
+                if not w.alive:
+                    w.close()
+                    self._stt[i] = WorkerProcess("stt", self.cfg, threads=1, nice=self.cfg.worker_nice)
+            return self._stt
+
+    def tts_worker(self) -> WorkerProcess:
+        with self._lock:
+            if self._tts is None or not self._tts.alive:
+                if self._tts is not None:
+                    self._tts.close()
+                self._tts = WorkerProcess("tts", self.cfg, threads=max(1, self.cfg.tts_threads), nice=self.cfg.worker_nice)
+            return self._tts
+
+    def stt_worker(self) -> WorkerProcess:
+        """The least busy recognition worker."""
+        return min(self._stt_workers(), key=lambda w: w.in_flight)
+
+    def queued_decodes(self) -> int:
+        return sum(w.in_flight for w in self._stt)
+
+    def expected_wait_s(self) -> float:
+        """How long a new utterance would wait for its transcript now: the decodes ahead of it, shared by the
+        workers, plus its own."""
+        workers = max(1, len(self._stt) or self.cfg.stt_workers)
+        return (self.queued_decodes() / workers + 1) * self.decode_s
+
+    def observe_decode(self, seconds: float) -> None:
+        self.decode_s = 0.8 * self.decode_s + 0.2 * seconds
+
+    async def warm_up(self) -> dict[str, Any]:
+        loads = [w.call("load", "stt", within=180) for w in self._stt_workers()]
+        tts = self.tts_worker().call("load", "tts", within=60)
+        results = await asyncio.gather(*loads, tts)
+        return {"stt": results[0], "tts": results[-1]}
+
+    def close(self) -> None:
+        with self._lock:
+            for w in [*self._stt, *([self._tts] if self._tts else [])]:
+                w.close()
+            self._stt, self._tts = [], None
+
+
+def _main() -> None:
+    fd, threads, nice = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    cfg_json = sys.stdin.readline()
+    logging.basicConfig(level=logging.WARNING, format=f"speech worker {os.getpid()}: %(message)s")
+    t = time.perf_counter()
+    try:
+        serve(fd, cfg_json, threads, nice)
+    finally:
+        log.debug("worker ran %.1f s", time.perf_counter() - t)
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,198 @@
+"""Speech engines in worker processes (speech.workers): synthesis and recognition through them, the synthesis
+cache that serves a text every caller hears, a dead worker replaced, and the IVR offering the keypad when
+recognition is over capacity (ivr.callio)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from config.speech import SpeechConfig
+from core.audio import FRAME_BYTES
+from core.errors import Unavailable
+from ivr.callio import KEYPAD_INSTEAD, CallIO
+from ivr.contact import Ask
+from speech.cache import PromptCache
+from speech.endpoint import BargeIn, Endpointer
+from speech.models import prepared_whisper_base
+from speech.service import Speech
+from tests.sip_harness import espeak_wav, read_wav
+
+pytestmark = pytest.mark.anyio
+
+
+def _cfg(**kw: object) -> SpeechConfig:
+    from config.loader import load
+
+    return load(None, env={}).settings.speech.model_copy(update=kw)
+
+
+async def test_synthesis_in_a_worker_then_from_the_cache(tmp_path: Path) -> None:
+    sp = Speech(_cfg(stt_workers=1), tmp_path)
+    try:
+        text = "Bienvenido al servicio de atención ciudadana."
+        first = [f async for f in sp.synth(text)]
+        assert len(first) > 50 and all(len(f) == FRAME_BYTES for f in first)
+        assert sp._pool is not None and sp._pool._tts is not None and sp._pool._tts.proc.pid != os.getpid()
+        hits = sp.cache.hits
+        again = [f async for f in sp.synth(text)]
+        assert again == first and sp.cache.hits == hits + 1  # the second caller's greeting: no render
+        assert sp.cache.path(text).is_file()  # and kept for the next start
+        assert len(await sp.prompt("Dígame qué necesita.")) > 20
+        with pytest.raises(Unavailable, match="text too long"):
+            [f async for f in sp.synth("a" * 6000)]  # the worker's error comes back, the worker goes on
+        assert len([f async for f in sp.synth("Otra frase.")]) > 10
+    finally:
+        sp.close()
+
+
+async def test_a_dead_worker_is_replaced(tmp_path: Path) -> None:
+    sp = Speech(_cfg(stt_workers=1), tmp_path)
+    try:
+        assert len([f async for f in sp.synth("Hola.")]) > 5
+        assert sp._pool is not None and sp._pool._tts is not None
+        old = sp._pool._tts
+        os.kill(old.proc.pid, signal.SIGKILL)
+        for _ in range(100):
+            if not old.alive:
+                break
+            await asyncio.sleep(0.02)
+        assert not old.alive
+        assert len([f async for f in sp.synth("Hola otra vez.")]) > 5
+        assert sp._pool._tts is not old
+    finally:
+        sp.close()
+
+
+@pytest.mark.slow
+async def test_recognition_in_a_worker_with_early_commit(tmp_path: Path) -> None:
+    if prepared_whisper_base() is None:
+        pytest.skip("whisper base not prepared (atiende models prepare)")
+    sp = Speech(_cfg(stt_workers=1), tmp_path)
+    try:
+        await sp.warm_up()
+        pcm = read_wav(espeak_wav("quiero pagar la tasa de la itv", tmp_path / "itv.wav", speed=130))
+        audio = np.concatenate([np.zeros(4000, "<i2"), pcm, np.zeros(24000, "<i2")]).tobytes()
+
+        async def frames() -> AsyncIterator[bytes]:
+            for i in range(0, len(audio), FRAME_BYTES):
+                yield audio[i:i + FRAME_BYTES]
+                await asyncio.sleep(0.02)
+
+        judged: list[str] = []
+
+        def accept(text: str) -> bool:
+            judged.append(text)
+            return "itv" in text.lower()
+
+        res = await sp.listen(frames(), accept=accept)
+        assert res.status == "ok" and "itv" in res.text.lower(), res
+        assert judged  # the router's judge saw the transcript
+        assert sp.expected_wait_s() > 0 and not sp.overloaded()
+        recording = await sp.transcribe(audio)
+        assert "itv" in recording.text.lower()
+    finally:
+        sp.close()
+
+
+def test_endpointer_reports_the_pause_and_the_last_voiced_frame() -> None:
+    pcm = read_wav(espeak_wav("hola buenos días", Path("/tmp") / f"ep-{os.getpid()}.wav", speed=130)).tobytes()
+    frames = [pcm[i:i + FRAME_BYTES] for i in range(0, len(pcm) - FRAME_BYTES, FRAME_BYTES)]
+    ep = Endpointer()
+    for f in frames:
+        ep.feed(f)
+    assert ep.in_speech and 0 < ep.speech_end_frames <= ep.utterance_frames
+    for _ in range(5):
+        ep.feed(b"\x00" * FRAME_BYTES)
+    assert ep.silence_ms >= 100
+
+
+def test_cache_memory_is_bounded_by_bytes(tmp_path: Path) -> None:
+    cache = PromptCache(tmp_path, "x", max_bytes=10 * FRAME_BYTES)
+    cache.put("a", [b"\x01" * FRAME_BYTES] * 6)
+    cache.put("b", [b"\x02" * FRAME_BYTES] * 6)  # a goes: 12 frames > 10
+    assert cache.peek("a") is None and cache.peek("b") is not None
+    assert cache.get("a", lambda t: b"") [0] == b"\x01" * FRAME_BYTES  # still on disk
+
+
+# ---- the IVR's keypad offer when recognition is over capacity -------------------------------------------------
+
+
+class _Leg:
+    def __init__(self) -> None:
+        self.call_id, self.trace_id, self.caller = "c1", "t1", "sip:600@x"
+        self.ended = asyncio.Event()
+        self.played: list[int] = []
+        self._digits: asyncio.Queue[str] = asyncio.Queue()
+
+    async def answer(self) -> None: ...
+
+    async def audio(self) -> AsyncIterator[bytes]:
+        await self.ended.wait()
+        return
+        yield b""
+
+    async def dtmf(self) -> AsyncIterator[str]:
+        while True:
+            yield await self._digits.get()
+
+    async def play(self, frames: AsyncIterable[bytes] | Iterable[bytes], *, interrupt_on_dtmf: bool = True) -> bool:
+        n = 0
+        if isinstance(frames, AsyncIterable):
+            async for _ in frames:
+                n += 1
+        else:
+            n = len(list(frames))
+        self.played.append(n)
+        self._digits.put_nowait("3")  # the caller presses 3 while hearing the options
+        return True
+
+    def stop_playback(self) -> None: ...
+
+    async def hangup(self, reason: str = "normal") -> None:
+        self.ended.set()
+
+
+class _BusySpeech:
+    def __init__(self) -> None:
+        self.said: list[str] = []
+        self.listened = 0
+
+    def overloaded(self) -> bool:
+        return True
+
+    async def synth(self, text: str) -> AsyncIterator[bytes]:
+        self.said.append(text)
+        yield b"\x00" * FRAME_BYTES
+
+    async def prompt(self, text: str) -> list[bytes]:
+        self.said.append(text)
+        return [b"\x00" * FRAME_BYTES]
+
+    async def listen(self, *a: object, **kw: object) -> None:
+        self.listened += 1
+        raise AssertionError("no listening while over capacity")
+
+    def BargeIn(self) -> BargeIn:
+        return BargeIn()
+
+
+async def test_over_capacity_the_question_offers_the_keypad() -> None:
+    leg, speech = _Leg(), _BusySpeech()
+    io = CallIO(leg, speech)  # type: ignore[arg-type]
+    try:
+        ask = Ask(text="Dígame qué necesita.", input=["speech", "dtmf"], options=[("1", "la ITV"), ("3", "un teléfono")],
+                  num_digits=1)
+        heard = await io.gather(ask)
+        assert heard.kind == "dtmf" and heard.digits == "3"
+        assert speech.said and speech.said[0].startswith(KEYPAD_INSTEAD) and "Para un teléfono, pulse 3." in speech.said[0]
+        assert speech.listened == 0
+    finally:
+        leg.ended.set()
+        await io.close()
