@@ -116,3 +116,49 @@ async def test_webchat_self_service_and_rate_limit(live: LiveServer, rt: Any) ->
             if errors:
                 break
         assert errors == 1
+
+
+@pytest.fixture(scope="module")
+def strict(redis_server: PrivateRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A server with small per-address limits: 2 open chats, 6 connections a minute, 3 messages a minute."""
+    from config.channels import ChannelsConfig, WebchatConfig
+    from config.desk import RateLimit
+
+    def build() -> Any:
+        rt = make_runtime(redis_server.url, f"t{uuid.uuid4().hex[:10]}", tmp_path_factory.mktemp("strict"),
+                          ChannelsConfig(webchat=WebchatConfig(max_sockets_per_address=2, connect_limit=6)))
+        rt.settings.desk.rate_limits["chat"] = RateLimit(requests=3, per_seconds=60)
+        return rt
+
+    server = LiveServer(build).start()
+    yield server
+    server.stop()
+
+
+async def test_webchat_limits_hold_per_client_address(strict: LiveServer) -> None:
+    """The session id is the client's choice: new sessions do not buy more messages, sockets or connections."""
+    from websockets.exceptions import InvalidStatus
+
+    ws_url = strict.url.replace("http", "ws") + "/api/v1/channels/webchat/ws"
+    async with connect(ws_url) as a, connect(ws_url) as b:
+        for ws in (a, b):
+            await recv(ws, "session")
+            await recv(ws)
+        with pytest.raises(InvalidStatus):  # a third chat from the same address at once
+            async with connect(ws_url):
+                pass
+        errors = []
+        for i, ws in enumerate((a, b, a, b)):  # 3 messages a minute per address, whatever the session
+            await ws.send(json.dumps({"type": "message", "text": f"gracias {i}"}))
+            while True:  # the echo of the citizen's message, or the refusal
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 15))
+                if frame["type"] == "error" or frame.get("text") == f"gracias {i}":
+                    break
+            errors.append(frame["type"] == "error")
+        assert errors == [False, False, False, True]
+    for _ in range(3):  # connections per minute: 3 so far, 3 more fit, then refused
+        async with connect(ws_url) as ws:
+            await recv(ws, "session")
+    with pytest.raises(InvalidStatus):
+        async with connect(ws_url):
+            pass
