@@ -32,3 +32,11 @@ class AgentsConfig(Strict):
     overflow_before_close_s: float = Field(
         300.0, ge=0, description="a caller still waiting this close to closing time is offered a callback instead")
     softphone: SoftphoneConfig = Field(default_factory=SoftphoneConfig)
+    estimate_window_s: float = Field(
+        1800.0, gt=0, description="the estimated wait comes from the calls answered in this recent window")
+    estimate_min_answers: int = Field(
+        3, ge=1, description="with fewer answers in the window the estimate is uncertain: 'más de N minutos'")
+    announce_every_s: float = Field(
+        60.0, ge=15, description="a waiting caller hears position and estimated wait again at most this often")
+    offer_callback_above_s: float | None = Field(
+        600.0, gt=0, description="an estimated wait above this offers voicemail and a callback at once (none: never)")

@@ -7,14 +7,23 @@ Values are JSON (pydantic models dump to JSON); sets, sorted sets and streams ho
 from __future__ import annotations
 
 import json
-from typing import Any, TypeVar
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+if TYPE_CHECKING:
+    from config.service import RedisConfig
+
+log = logging.getLogger("atiende.store")
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -191,6 +200,9 @@ class Keys:
     def calls_waiting(self, queue: str) -> str:
         return f"{self.p}:calls:waiting:{queue}"  # zset: "call:<id>" -> enqueued timestamp (IVR callers on hold)
 
+    def queue_answers(self, queue: str) -> str:
+        return f"{self.p}:queue:{queue}:answered"  # zset: answered call id -> answer timestamp (recent window)
+
     def call_transfer(self, call_id: str) -> str:
         return f"{self.p}:call:{call_id}:transfer"  # string, short TTL: the queue an agent transfers the caller to
 
@@ -224,6 +236,17 @@ class Keys:
 
     def lock(self, name: str) -> str:
         return f"{self.p}:lock:{name}"
+
+    # -- high availability (core/lease.py, Store.durable)
+    def lease(self, name: str) -> str:
+        return f"{self.p}:lease:{name}"  # string "<token> <holder>" with the lease's TTL: who runs a once-only job
+
+    def lease_fence(self, name: str) -> str:
+        return f"{self.p}:lease:{name}:fence"  # counter: every acquisition's fencing token, strictly increasing
+
+    @property
+    def durable_marker(self) -> str:
+        return f"{self.p}:durable"  # counter written by Store.durable() so WAIT covers every earlier write
 
 
 def dumps(value: BaseModel | dict[str, Any] | list[Any]) -> str:
@@ -274,28 +297,85 @@ class BudgetPool(aioredis.BlockingConnectionPool):
         return len(self._in_use_connections) + len(self._available_connections)
 
 
+class SentinelBudgetPool(SentinelConnectionPool, BudgetPool):
+    """The same budget, with connections that ask the Sentinels where the primary is. A connection that finds its
+    server demoted (READONLY) drops itself and is retried against the new primary (SentinelManagedConnection)."""
+
+
+class NotDurable(RedisConnectionError):
+    """Fewer replicas than `min_replicas_ack` confirmed a write within `wait_timeout_ms`: it is on the primary only,
+    so it must not be acknowledged (a ConnectionError, so the HTTP layer answers 503 like any store outage)."""
+
+
+def parse_hostports(items: Sequence[str]) -> list[tuple[str, int]]:
+    out: list[tuple[str, int]] = []
+    for item in items:
+        host, _, port = item.rpartition(":")
+        out.append((host.strip("[]"), int(port)))
+    return out
+
+
 class Store:
     """A Redis connection pool plus the key scheme. Reconnects by itself when Redis comes back."""
 
-    def __init__(self, url: str, prefix: str = "atiende", *, max_connections: int = 32, pool_timeout: float = 2.0) -> None:
+    def __init__(self, url: str, prefix: str = "atiende", *, max_connections: int = 32, pool_timeout: float = 2.0,
+                 password: str | None = None, sentinels: Sequence[tuple[str, int]] = (),
+                 sentinel_service: str = "atiende", sentinel_password: str | None = None,
+                 min_replicas_ack: int = 0, wait_timeout_ms: int = 500,
+                 retry_attempts: int = 3, retry_backoff_cap: float = 0.5) -> None:
         """`max_connections` is the node's whole Redis budget: the request pool gets it minus the DEDICATED
         connections of the live-event reader (`dedicated()`); a command that finds the pool busy waits up to
-        `pool_timeout` seconds, then raises PoolExhausted (a ConnectionError: the HTTP layer answers 503)."""
-        self.url = url
+        `pool_timeout` seconds, then raises PoolExhausted (a ConnectionError: the HTTP layer answers 503).
+
+        With `sentinels`, `url` is ignored: connections go to whichever server the Sentinels name primary of
+        `sentinel_service`, and a command that meets a dead or demoted primary is retried `retry_attempts` times
+        with backoff (capped at `retry_backoff_cap` s) while the Sentinels promote a replica. `min_replicas_ack`
+        is what `durable()` waits for."""
         self.keys = Keys(prefix)
         self.max_connections = max_connections
-        self.redis: aioredis.Redis = aioredis.Redis.from_pool(BudgetPool.from_url(
-            url,
-            decode_responses=True,
-            socket_timeout=5,
-            socket_connect_timeout=2,
-            health_check_interval=10,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
-            max_connections=max(1, max_connections - DEDICATED),
-            timeout=pool_timeout,
-        ))
+        self.min_replicas_ack = min_replicas_ack
+        self.wait_timeout_ms = wait_timeout_ms
+        self.sentinel_service = sentinel_service
+        common: dict[str, Any] = {
+            "decode_responses": True,
+            "socket_timeout": 5,
+            "socket_connect_timeout": 2,
+            "health_check_interval": 10,
+            # ReadOnlyError: a demoted primary still reachable by a plain URL (no Sentinel to ask) is retried too.
+            "retry": Retry(ExponentialBackoff(cap=retry_backoff_cap, base=0.05), retry_attempts),
+            "retry_on_error": [RedisConnectionError, RedisTimeoutError, ReadOnlyError],
+        }
+        if password:
+            common["password"] = password
+        self._common = common
+        self._sentinel: Sentinel | None = None
+        if sentinels:
+            self.url = "sentinel://" + ",".join(f"{h}:{p}" for h, p in sentinels) + f"/{sentinel_service}"
+            sentinel_kwargs: dict[str, Any] = {"socket_timeout": 1, "socket_connect_timeout": 1}
+            if sentinel_password:
+                sentinel_kwargs["password"] = sentinel_password
+            self._sentinel = Sentinel(list(sentinels), sentinel_kwargs=sentinel_kwargs, **common)
+            self.redis: aioredis.Redis = self._sentinel.master_for(
+                sentinel_service, connection_pool_class=SentinelBudgetPool,
+                max_connections=max(1, max_connections - DEDICATED), timeout=pool_timeout)
+        else:
+            self.url = url
+            self.redis = aioredis.Redis.from_pool(BudgetPool.from_url(
+                url, max_connections=max(1, max_connections - DEDICATED), timeout=pool_timeout, **common))
         self._dedicated: list[aioredis.Redis] = []
+
+    @classmethod
+    def from_config(cls, cfg: RedisConfig, url: str | None = None) -> Store:
+        """The store `redis.*` describes. `url` overrides `cfg.url` (the private redis-server's, with its password);
+        with `cfg.sentinels` neither is used."""
+        target = url or cfg.url or ""
+        if not target and not cfg.sentinels:
+            raise ValueError("redis: neither a URL nor sentinels to connect to")
+        return cls(target, prefix=cfg.prefix, max_connections=cfg.max_connections, pool_timeout=cfg.pool_timeout_s,
+                   password=cfg.password or None, sentinels=parse_hostports(cfg.sentinels),
+                   sentinel_service=cfg.sentinel_service, sentinel_password=cfg.sentinel_password or None,
+                   min_replicas_ack=cfg.min_replicas_ack, wait_timeout_ms=cfg.wait_timeout_ms,
+                   retry_attempts=cfg.retry_attempts, retry_backoff_cap=cfg.retry_backoff_cap_s)
 
     @property
     def pool(self) -> BudgetPool:
@@ -307,9 +387,11 @@ class Store:
         """A client with one connection of its own, outside the request pool: for blocking reads (XREAD BLOCK,
         pub/sub) that would otherwise hold a pooled connection each. The budget counts DEDICATED of them (the
         live-event readers, desk_api/live.py); give it back with `release_dedicated()` after `aclose()`."""
-        client: aioredis.Redis = aioredis.Redis.from_pool(aioredis.ConnectionPool.from_url(
-            self.url, decode_responses=True, max_connections=1, socket_timeout=socket_timeout,
-            socket_connect_timeout=2, health_check_interval=10))
+        options = {**self._common, "socket_timeout": socket_timeout, "max_connections": 1}
+        if self._sentinel is not None:
+            client: aioredis.Redis = self._sentinel.master_for(self.sentinel_service, **options)
+        else:
+            client = aioredis.Redis.from_pool(aioredis.ConnectionPool.from_url(self.url, **options))
         self._dedicated.append(client)
         return client
 
@@ -359,5 +441,31 @@ class Store:
     async def delete_draft(self, section: str, draft_id: str) -> bool:
         return bool(await self.redis.hdel(self.keys.config_drafts(section), draft_id))
 
+    async def durable(self) -> None:
+        """Call after the writes of a request and before acknowledging it: returns once `min_replicas_ack` replicas
+        hold every write this process completed so far, so a primary failover cannot lose what was acknowledged.
+
+        WAIT only covers writes made on the connection it runs on, and the request's writes may have used any
+        pooled connection; so this bumps a marker on one connection and WAITs there: replication is one ordered
+        stream, and a replica past the marker is past every write that finished before it. Raises NotDurable
+        (a ConnectionError) when too few replicas answer within `wait_timeout_ms`. No-op when the setting is 0."""
+        if self.min_replicas_ack <= 0:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.incr(self.keys.durable_marker)
+            pipe.wait(self.min_replicas_ack, self.wait_timeout_ms)
+            _, acked = await pipe.execute()
+        if int(acked) < self.min_replicas_ack:
+            raise NotDurable(f"{acked} of {self.min_replicas_ack} replicas confirmed the write within "
+                             f"{self.wait_timeout_ms} ms")
+
+    async def role(self) -> str:
+        """`master` or `slave`, as the server the pool now reaches reports it (for /healthz and the operations
+        guide's checks)."""
+        reply = await self.redis.execute_command("ROLE")
+        return str(reply[0])
+
     async def close(self) -> None:
         await self.redis.aclose()
+        if self._sentinel is not None:
+            await self._sentinel.aclose()

@@ -21,6 +21,7 @@ from config.agents import AgentsConfig
 from core import logs
 from core.clock import Clock
 from core.store import REDIS_ERRORS, Store
+from ivr import speak
 from ivr.callio import CallIO
 from ivr.contact import ContactIO, Session
 from ivr.hooks import QueuePlace, WaitResult
@@ -61,7 +62,32 @@ class AgentQueue:
         rank: Any = await r.zrank(k.calls_waiting(queue), item)
         position = int(rank or 0) + 1
         session.vars["queue_position"] = position  # an overflow callback keeps it as its priority
-        return QueuePlace(queue=queue, item_id=item, position=position)
+        wait_s, sure = await self.estimate(queue, position)
+        session.vars["estimated_wait_s"] = round(wait_s) if wait_s is not None else None
+        return QueuePlace(queue=queue, item_id=item, position=position, wait_s=wait_s, wait_certain=sure)
+
+    async def estimate(self, queue: str, position: int) -> tuple[float | None, bool]:
+        """(seconds, certain): the caller's wait from how fast the queue has been answered lately.
+
+        `position` answers at the recent rate. Too few answers in the window: the seconds are a lower bound
+        ("más de N minutos"); none at all: unknown (None)."""
+        cfg = self._cfg()
+        r, key = self._store.redis, self._store.keys.queue_answers(queue)
+        now = self._clock.now().timestamp()
+        try:
+            await r.zremrangebyscore(key, "-inf", now - cfg.estimate_window_s)
+            answered = int(await r.zcard(key))
+        except REDIS_ERRORS:
+            return None, False
+        if answered == 0:
+            return None, False
+        rate = answered / cfg.estimate_window_s  # answers per second
+        wait = position / rate
+        return wait, answered >= cfg.estimate_min_answers
+
+    async def _answered(self, queue: str, call_id: str) -> None:
+        with contextlib.suppress(*REDIS_ERRORS):
+            await self._store.redis.zadd(self._store.keys.queue_answers(queue), {call_id: self._clock.now().timestamp()})
 
     async def wait(self, session: Session, io: ContactIO, place: QueuePlace, timeout_s: float) -> WaitResult:
         r, k = self._store.redis, self._store.keys
@@ -71,12 +97,20 @@ class AgentQueue:
                 return "handed_over"
             cfg = self._cfg()
             deadline = self._clock.monotonic() + timeout_s
+            announced = self._clock.monotonic()
+            if cfg.offer_callback_above_s is not None and place.wait_s is not None and \
+                    place.wait_s > cfg.offer_callback_above_s:
+                session.vars["overflow_reason"] = "estimated_wait"
+                return "overflow"  # better a callback now than a long wait first
             while True:
                 if io.ended:
                     return "hangup"
                 left = deadline - self._clock.monotonic()
                 if left <= 0 or await self._closing_soon():
                     return "overflow"
+                if self._clock.monotonic() - announced >= cfg.announce_every_s:
+                    announced = self._clock.monotonic()
+                    await self._announce(session, io, place)
                 head = await r.zrange(waiting, 0, 0)
                 # Only a live call can be bridged to an agent's phone; a simulated voice contact just waits.
                 if head and head[0] == place.item_id and self.dialer is not None and isinstance(io, CallIO):
@@ -96,6 +130,17 @@ class AgentQueue:
                     return "hangup"
         finally:
             await r.zrem(waiting, place.item_id)
+
+    async def _announce(self, session: Session, io: ContactIO, place: QueuePlace) -> None:
+        """Position and estimated wait again, for a caller who has been holding a while."""
+        r = self._store.redis
+        try:
+            rank: Any = await r.zrank(self._store.keys.calls_waiting(place.queue), place.item_id)
+        except REDIS_ERRORS:
+            return
+        position = int(rank or 0) + 1
+        wait, sure = await self.estimate(place.queue, position)
+        await io.say(speak.waiting_text(position, wait, sure) + " Por favor, no cuelgue.")
 
     async def _closing_soon(self) -> bool:
         """The line closes before this caller is likely to be served: better a callback than a cut call."""
@@ -133,6 +178,7 @@ class AgentQueue:
                 await self._after_call(agent.id, connected=False)
                 return "hangup" if io.ended else None
             session.vars["agent"] = agent.id
+            await self._answered(place.queue, session.call_id)
             await desk.publish({"type": "call.connected", "agent": agent.id, "call_id": session.call_id})
             transfer: Transfer | None = None
             try:

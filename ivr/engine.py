@@ -310,11 +310,7 @@ class Engine:
         entry.detail.update({"queue": step.queue, "position": place.position})
         if step.announce:
             if s.channel == "voice":
-                text = f"Hay {place.position - 1} personas delante de usted." if place.position > 1 else \
-                    "Es usted el siguiente."
-                if place.wait_s:
-                    text += f" El tiempo de espera estimado es de {max(1, round(place.wait_s / 60))} minutos."
-                await self.say(text + " Por favor, no cuelgue.")
+                await self.say(speak.waiting_text(place.position, place.wait_s, place.wait_certain) + " Por favor, no cuelgue.")
             else:
                 await self.say("Le paso con una persona del servicio; le responderá en esta misma conversación.")
         result = await hooks.wait(s, self.io, place, step.overflow_after_s)

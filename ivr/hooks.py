@@ -25,7 +25,8 @@ class QueuePlace:
     queue: str
     item_id: str
     position: int
-    wait_s: float | None = None
+    wait_s: float | None = None  # estimated wait (None: unknown)
+    wait_certain: bool = True  # False: wait_s is a lower bound ("más de N minutos")
 
 
 class TicketHook(Protocol):

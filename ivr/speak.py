@@ -86,3 +86,14 @@ def with_article(name: str, preposition: str = "") -> str:
         return f"al {name}"
     parts = [p for p in (preposition, article, name) if p]
     return " ".join(parts)
+
+
+def waiting_text(position: int, wait_s: float | None, certain: bool) -> str:
+    """What a waiting caller hears: position, then the estimate ("unos 4 minutos", "más de 10 minutos")."""
+    text = f"Hay {position - 1} personas delante de usted." if position > 1 else "Es usted el siguiente."
+    if wait_s is None:
+        return text
+    minutes = max(1, round(wait_s / 60))
+    if not certain:
+        return text + f" El tiempo de espera será de más de {minutes} {'minuto' if minutes == 1 else 'minutos'}."
+    return text + f" El tiempo de espera estimado es de unos {minutes} {'minuto' if minutes == 1 else 'minutos'}."
