@@ -292,8 +292,13 @@ def _visible(scope: set[str] | None, p: Principal, t: Ticket) -> bool:
     return scope is None or t.queue in scope or (p.agent_id is not None and t.assignee == p.agent_id)
 
 
-async def _may_see(desk: Desk, p: Principal, t: Ticket) -> None:
-    if not _visible(await _scope(desk, p), p, t):
+async def _may_see(desk: Desk, p: Principal, t: Ticket, interactions: list[Interaction] | None = None) -> None:
+    """Agents see the tickets of their queues, those assigned to them, and those they escalated (to follow them
+    up; read only: changing one needs it assigned)."""
+    if _visible(await _scope(desk, p), p, t):
+        return
+    items = interactions if interactions is not None else await desk.tickets.interactions(t.ref)
+    if not any(i.kind == "escalation" and i.actor == p.id for i in items):
         raise Forbidden("this ticket is in a queue you do not work", {"ref": t.ref, "queue": t.queue},
                         error_id="not-your-queue")
 
@@ -491,14 +496,15 @@ async def claim_next(request: Request, who: Principal = Depends(require("agent_n
 async def get_ticket(ref: Ref, request: Request, who: Principal = Depends(require(*AGENTS))) -> TicketDetail:
     desk = desk_of(request)
     t = await desk.tickets.get(ref)
-    await _may_see(desk, who, t)
+    interactions = await desk.tickets.interactions(t.ref)
+    await _may_see(desk, who, t, interactions)
     citizen = None
     if t.citizen_id:
         try:
             citizen = await desk.citizens.get(t.citizen_id)
         except NotFound:
             citizen = None
-    return TicketDetail(ticket=t, citizen=citizen, interactions=await desk.tickets.interactions(t.ref))
+    return TicketDetail(ticket=t, citizen=citizen, interactions=interactions)
 
 
 class TraceOut(BaseModel):
@@ -516,10 +522,11 @@ async def get_trace(trace_id: str, request: Request, who: Principal = Depends(re
     tickets = await desk.tickets.get_many(refs)
     scope = await _scope(desk, who)
     if scope is not None:
-        tickets = [t for t in tickets if _visible(scope, who, t)]
-        if not tickets:
+        visible = [t for t in tickets if _visible(scope, who, t)]
+        if tickets and not visible:
             raise Forbidden("this contact has no ticket in your queues", {"trace_id": trace_id[:128]},
                             error_id="not-your-queue")
+        tickets = visible
     return TraceOut(trace_id=trace_id[:128], entries=entries, tickets=tickets)
 
 
