@@ -262,7 +262,7 @@ class WhatsappPlug(ChannelPlug):
                 return
             if held.get("ref") and held.get("interaction"):
                 await flow.remember_outbound(rt, "whatsapp", ids, str(held["ref"]), str(held["interaction"]),
-                                             {"released": True})
+                                             {"released": True, "held": False})
 
     async def fetch(self, rt: Services, ref: MediaRef) -> tuple[bytes, str | None]:
         cfg = channels_config(rt)

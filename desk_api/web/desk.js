@@ -129,6 +129,37 @@ function audioUrl(it) {
   return null;
 }
 
+// Written channels: what became of our messages (delivery statuses, bounces), files citizens sent, WhatsApp's window.
+const DELIVERY = { sent: "Enviado", delivered: "Entregado", read: "Leído", failed: "No entregado" };
+
+function deliveryLine(dv) {
+  const failed = dv.status === "failed";
+  const text = failed ? `No entregado: ${dv.reason || "el proveedor lo rechazó"}`
+    : dv.held ? `Fuera de la ventana de 24 h de WhatsApp: se envió la plantilla «${dv.template}»; esta respuesta se entregará cuando el ciudadano vuelva a escribir.`
+    : (DELIVERY[dv.status] || dv.status) + (dv.template ? ` (plantilla «${dv.template}»)` : "") + (dv.released ? " al volver a escribir el ciudadano" : "");
+  return el("div", { class: `small delivery${failed ? " error" : ""}`, "data-testid": "delivery", "data-status": dv.status }, text);
+}
+
+function attachmentList(items) {
+  return el("ul", { class: "small attachments", "data-testid": "attachments" }, items.map((a) => el("li", {},
+    a.refused || !a.sha256 ? `${a.name} (no guardado: ${a.refused || "?"})`
+      : el("a", { href: `/api/v1/tickets/${encodeURIComponent(state.current)}/attachments/${a.sha256}`, target: "_blank", rel: "noopener" },
+        `${a.name} (${Math.max(1, Math.round((a.size || 0) / 1024))} kB)`),
+    a.transcript ? el("div", {}, el("i", {}, "Transcripción: "), a.transcript) : null)));
+}
+
+function waWindow(t, items) {
+  if (t.channel !== "whatsapp") return null;
+  const last = items.filter((i) => i.direction === "in" && i.channel === "whatsapp").map((i) => Date.parse(i.at)).filter((x) => !isNaN(x)).sort((a, b) => b - a)[0];
+  if (!last) return null;
+  const until = last + 24 * 3600 * 1000;
+  const open = Date.now() < until;
+  return el("p", { class: `small ${open ? "ok" : "error"}`, "data-testid": "wa-window", "data-open": String(open) },
+    open ? `Ventana de WhatsApp abierta hasta ${when(new Date(until).toISOString())}: las respuestas llegan al momento.`
+      : `Ventana de 24 h de WhatsApp cerrada (último mensaje del ciudadano: ${when(new Date(last).toISOString())}). `
+        + "Las respuestas se envían como plantilla aprobada y se entregan cuando vuelva a escribir.");
+}
+
 function renderInteraction(it) {
   const d = it.data || {};
   const who = ACTOR[it.actor] || String(it.actor || "").replace(/^(user|agent):/, "");
@@ -138,6 +169,8 @@ function renderInteraction(it) {
     + (d.assignee ? ` (${d.assignee})` : "") + (it.text ? ` — ${it.text}` : "")));
   else if (it.kind === "escalation") body.push(el("div", { class: "text" }, `Escalado de ${d.from_queue || "?"} a ${d.to_queue || "?"}: ${it.text}`));
   else if (it.text) body.push(el("div", { class: "text" }, it.text));
+  if (Array.isArray(d.attachments) && d.attachments.length) body.push(attachmentList(d.attachments));
+  if (it.direction === "out" && d.delivery && d.delivery.status) body.push(deliveryLine(d.delivery));
   if (it.kind === "voicemail" || it.kind === "call") {
     const src = audioUrl(it);
     if (src) body.push(el("audio", { controls: true, preload: "none", src, "data-testid": "voicemail-audio" }));
@@ -213,6 +246,7 @@ async function openTicket(ref, quiet) {
       t.trace_id ? ` · traza ${t.trace_id.slice(0, 12)}` : ""),
     citizen ? el("p", { class: "small" }, "Ciudadano: ", citizen.name || citizen.id, " ",
       (citizen.identities || []).map((i) => el("span", { class: "badge" }, `${i.kind}: ${i.value}`))) : null,
+    waWindow(t, items),
     el("h3", {}, "Historia"),
     el("ul", { class: "trace", "data-testid": "trace" }, items.map(renderInteraction)),
     actions, msg].filter(Boolean));
