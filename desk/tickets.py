@@ -463,6 +463,55 @@ class TicketService:
             raise InvalidInput("empty note", {"text": "required"})
         return await self.add_interaction(ref, Interaction(kind="note", channel="api", actor=actor, text=text[:20000]))
 
+    async def set_delivery(self, ref: str, interaction_id: str, status: str, *, reason: str | None = None,
+                           details: dict[str, Any] | None = None) -> bool:
+        """Record a provider's delivery status (sent, delivered, read, failed) on an outbound interaction, in
+        `data["delivery"]`. Statuses only move forward (a late "delivered" never hides "read"; "failed" is final),
+        so providers' out-of-order or repeated notifications are harmless. A failure also adds a note, so the
+        agent sees the citizen did not get the reply. False when nothing changed."""
+        rank = {"sent": 0, "delivered": 1, "read": 2, "failed": 3}
+        if status not in rank:
+            raise InvalidInput(f"unknown delivery status {status!r}", {"statuses": list(rank)})
+        r = self._ref(ref)
+        key = self.store.keys.ticket_interactions(r)
+        now = self.clock.now()
+        async with self.store.redis.pipeline(transaction=True) as pipe:
+            for _ in range(50):
+                try:
+                    await pipe.watch(key)
+                    items = await pipe.lrange(key, 0, -1)
+                    found: tuple[int, Interaction] | None = None
+                    for i, raw in enumerate(items):
+                        it = Interaction.model_validate_json(raw)
+                        if it.id == interaction_id and it.direction == "out":
+                            found = (i, it)
+                            break
+                    if found is None:
+                        await pipe.reset()
+                        return False
+                    index, it = found
+                    previous = it.data.get("delivery")
+                    old: dict[str, Any] = previous if isinstance(previous, dict) else {}
+                    was = rank.get(str(old.get("status")), -1)
+                    if was > rank[status] or (was == rank[status] and not details):  # only forward, or new details
+                        await pipe.reset()
+                        return False
+                    it.data["delivery"] = {**old, **(details or {}), "status": status, "at": now.isoformat(),
+                                           **({"reason": reason[:500]} if reason else {})}
+                    pipe.multi()
+                    pipe.lset(key, index, it.model_dump_json())
+                    await pipe.execute()
+                    break
+                except WatchError:
+                    continue
+            else:
+                raise Unavailable("the ticket is being changed by others, try again", {"ref": ref})
+        if status == "failed":
+            await self.add_interaction(r, Interaction(kind="note", channel="api", actor="system",
+                                                      text=f"Respuesta no entregada: {reason or 'el proveedor la rechazó'}",
+                                                      data={"undelivered": interaction_id}))
+        return True
+
     # ---- channel threads (e-mail Message-ID, chat conversation) -> ticket --------------------
 
     async def bind_thread(self, channel: str, thread_id: str, ref: str) -> None:
