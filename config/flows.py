@@ -137,6 +137,17 @@ class MenuOption(Strict):
     intent: str
 
 
+class Survey(Strict):
+    """An optional keypad survey (1-5) when a contact ends: after an agent's call (the agent hung up first) and
+    after a self-service answer; the chat asks the same in words."""
+
+    enabled: bool = False
+    after: list[Literal["agent", "self_service"]] = ["agent", "self_service"]
+    question: str = ("Antes de terminar, ¿cómo valora la atención recibida? Pulse o diga un número del 1 al 5; "
+                     "5 es la mejor nota.")
+    thanks: str = "Gracias por su valoración."
+
+
 class Flows(Strict):
     """The admin-editable IVR document (section `ivr`)."""
 
@@ -150,6 +161,7 @@ class Flows(Strict):
     menus: dict[str, list[MenuOption]] = Field(default_factory=dict)
     prompts: dict[str, str] = Field(default_factory=dict)
     flows: dict[str, list[Step]] = Field(default_factory=dict)
+    survey: Survey = Field(default_factory=Survey, description="the post-contact survey")
 
     @model_validator(mode="after")
     def _structure(self) -> Flows:
@@ -242,6 +254,9 @@ def flow_problems(doc: Flows) -> list[FlowProblem]:
             prompt = getattr(step, "prompt", None)
             if isinstance(prompt, str) and prompt not in doc.prompts:
                 add(f"{where}: prompt {prompt!r} does not exist", "prompt")
+            text = getattr(step, "text", None)
+            if isinstance(text, str) and not text.strip():
+                add(f"{where}: the text is empty", "text")  # a caller would hear nothing
             if isinstance(step, Gather):
                 if step.text is None and step.prompt is None:
                     add(f"{where}: gather needs a text or a prompt", "text")

@@ -122,6 +122,7 @@ class Session(BaseModel):
     transcripts: list[Transcript] = Field(default_factory=list)
     answered: list[str] = Field(default_factory=list)  # self-service topics answered
     outcome: Outcome | None = None
+    survey: int | None = Field(None, ge=1, le=5, description="the caller's 1-5 rating at the end, if asked and given")
     queue: str | None = None
     ticket_ref: str | None = None
     ended_by: str = ""

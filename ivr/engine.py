@@ -152,6 +152,10 @@ class Engine:
             pass
         except CallerGone:
             s.ended_by = s.ended_by or "caller"
+        try:
+            await self._survey()
+        except CallerGone:
+            s.ended_by = s.ended_by or "caller"
         finally:
             s.ended_at = self.deps.clock.now()
             if s.outcome is None:
@@ -164,6 +168,22 @@ class Engine:
                 except CallerGone:
                     pass
         return s
+
+    async def _survey(self) -> None:
+        """The post-contact survey, when the admin turned it on and this contact is one it follows."""
+        s, cfg = self.session, self.doc.survey
+        kind = "agent" if s.outcome == "transferred" and s.vars.get("agent") else (
+            "self_service" if s.answered and s.outcome in (None, "self_service") else None)
+        if not cfg.enabled or kind not in cfg.after or self.io.ended:
+            return
+        ask = Ask(text=cfg.question, options=[(str(n), str(n)) for n in range(1, 6)], num_digits=1,
+                  grammar=["uno", "dos", "tres", "cuatro", "cinco"], timeout_s=6)
+        heard = await self.listen(ask)
+        self.note_transcript("survey", heard.kind, heard.text, heard.confidence, heard.digits, heard.engine)
+        key = heard.digits[:1] if heard.kind == "dtmf" else _spoken_key(heard.text)
+        if key in ("1", "2", "3", "4", "5"):
+            s.survey = int(key)
+            await self.say(cfg.thanks)
 
     async def _notify(self) -> None:
         if self.deps.on_update is not None:

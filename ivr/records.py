@@ -60,6 +60,22 @@ class CallRecords:
         return out
 
 
+def survey_summary(records: Iterable[CallRecord]) -> dict[str, Any]:
+    """Post-contact survey answers (1-5): how many, their average, and the spread, by who served the contact."""
+    out: dict[str, Any] = {}
+    for rec in records:
+        if rec.survey is None:
+            continue
+        kind = "agent" if rec.vars.get("agent") else "self_service"
+        row = out.setdefault(kind, {"answers": 0, "sum": 0, "by_score": {str(n): 0 for n in range(1, 6)}})
+        row["answers"] += 1
+        row["sum"] += rec.survey
+        row["by_score"][str(rec.survey)] += 1
+    for row in out.values():
+        row["average"] = round(row.pop("sum") / row["answers"], 2)
+    return out
+
+
 def containment(records: Iterable[CallRecord], self_service_intents: set[str]) -> dict[str, Any]:
     """Share of contacts resolved by self-service among those whose intent has a self-service answer."""
     eligible = resolved = total = 0

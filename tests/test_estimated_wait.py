@@ -58,3 +58,36 @@ async def test_the_caller_hears_the_estimate_and_a_long_wait_offers_a_callback(r
     said = " ".join(m.text for m in io.out)
     assert "unos 30 minutos" in said and "buzón de voz" in said, said  # offered a message and a callback at once
     assert session.vars.get("overflow_reason") == "estimated_wait"
+
+
+async def test_post_contact_survey_after_a_self_service_answer(runtime: Runtime, clock: FixedClock,
+                                                               tmp_path: object) -> None:
+    _, doc = await runtime.ivr.current_flows()
+    data = doc.model_dump(mode="json", exclude_none=True)
+    data["survey"] = {"enabled": True}
+    await runtime.flows.put(data, actor="user:admin")
+    io = ScriptedIO([("say", "quiero pagar la tasa de la itv"), ("say", "no"), ("dtmf", "4")], clock=clock)
+    session = await runtime.ivr.run(io)
+    said = [m.text for m in io.out]
+    assert any("del 1 al 5" in t for t in said) and said[-1] == "Gracias por su valoración.", said
+    assert session.survey == 4 and (await runtime.calls.get(session.call_id)).survey == 4
+    # off by default: nobody is asked
+    io = ScriptedIO([("say", "quiero pagar la tasa de la itv"), ("say", "no")], clock=clock)
+    await runtime.flows.put(doc.model_dump(mode="json", exclude_none=True), actor="user:admin")
+    session = await runtime.ivr.run(io)
+    assert session.survey is None and not any("del 1 al 5" in m.text for m in io.out)
+
+
+async def test_survey_report(runtime: Runtime, clock: FixedClock, client: object) -> None:
+    import httpx
+
+    assert isinstance(client, httpx.AsyncClient)
+    _, doc = await runtime.ivr.current_flows()
+    data = doc.model_dump(mode="json", exclude_none=True)
+    data["survey"] = {"enabled": True}
+    await runtime.flows.put(data, actor="user:admin")
+    for score in ("5", "3"):
+        await runtime.ivr.run(ScriptedIO([("say", "quiero pagar la tasa de la itv"), ("say", "no"), ("dtmf", score)],
+                                         clock=clock))
+    report = (await client.get("/api/v1/calls/surveys")).json()
+    assert report["self_service"]["answers"] == 2 and report["self_service"]["average"] == 4.0

@@ -55,6 +55,14 @@ async def containment_report(request: Request, since: datetime | None = None, un
     return containment(records, await rt.ivr.self_service_intents())
 
 
+@router.get("/api/v1/calls/surveys", summary="Post-contact survey answers (1-5) by who served the contact")
+async def surveys_report(request: Request, since: datetime | None = None, until: datetime | None = None) -> dict[str, Any]:
+    from ivr.records import survey_summary
+
+    records = await services_of(request).calls.list(since=since, until=until, limit=100_000)
+    return survey_summary(records)
+
+
 @router.get("/api/v1/calls/{call_id}", summary="One call record: path with timings, transcripts, intent, outcome")
 async def get_call(call_id: str, request: Request) -> dict[str, Any]:
     rec = await services_of(request).calls.get(call_id)

@@ -100,6 +100,15 @@ async function load() {
     kpi("Tickets creados", String(created), "kpi-tickets"),
     kpi("Llamadas abandonadas", `${pct(r.abandoned_calls.share)} (${r.abandoned_calls.abandoned}/${r.abandoned_calls.calls})`, "kpi-abandoned"),
     kpi("Abiertos fuera de plazo", String(r.open_past_due.count), "kpi-overdue"));
+  try {
+    const period = `since=${start}T00:00:00Z&until=${end}T23:59:59Z`;
+    const sv = await api("GET", `/api/v1/calls/surveys?${period}`);
+    const all = Object.values(sv);
+    const answers = all.reduce((n, x) => n + x.answers, 0);
+    const avg = answers ? all.reduce((t, x) => t + x.average * x.answers, 0) / answers : null;
+    document.getElementById("kpis").append(kpi("Valoración de las llamadas (1-5)",
+      avg == null ? "—" : `${avg.toFixed(1)} (${answers} respuestas)`, "kpi-survey"));
+  } catch (e) { /* the survey is optional: no KPI when it cannot be read */ }
   document.getElementById("by-day").replaceChildren(channels.length ? stackedBars(r.days, channels) : el("p", { class: "muted" }, "Sin interacciones en el periodo."));
   document.getElementById("containment").replaceChildren(line(r.days),
     el("p", { class: "small muted" }, Object.entries(r.containment.by_channel || {}).map(([c, s]) => `${NAMES[c] || c}: ${pct(s)}`).join(" · ")));
