@@ -149,8 +149,9 @@ class NameIndex(Generic[T]):
         hit = self.best(norm)
         return hit.row if hit else None
 
-    def best(self, norm: Normalized) -> NameHit[T] | None:
+    def best(self, norm: Normalized, min_coverage: float | None = None) -> NameHit[T] | None:
         """The best-covered row, with how well and where (token positions) the utterance named it."""
+        floor = self.MIN_COVERAGE if min_coverage is None else min_coverage
         if not norm.content:
             return None
         per_token = [frozenset() if t in STOPWORDS else self.words.resolve(t) for t in norm.tokens]
@@ -163,7 +164,7 @@ class NameIndex(Generic[T]):
             cand, total = self.candidates[i][1], self.total[i]
             matched = sum(self.weight[w] for w in cand & words)
             coverage = matched / total
-            if coverage < self.MIN_COVERAGE or matched < (self.MIN_MATCHED_WHOLE if coverage > 0.99 else self.MIN_MATCHED):
+            if coverage < floor or matched < (self.MIN_MATCHED_WHOLE if coverage > 0.99 else self.MIN_MATCHED):
                 continue
             score = matched * coverage * coverage
             if best is None or score > best[0]:
@@ -195,13 +196,15 @@ class UnitMatch:
     body: ExternalBody | None = None  # unknown: the known outside body it names, if it is one
     span: tuple[int, int] = (0, 0)  # token positions [start, end) of `heard` in `Normalized.tokens`
     outside: bool = False  # unknown: named as another administration's body, not just a name we lack
+    coverage: float = 1.0  # share of the unit's name that was said (1 for an acronym)
 
 
 # A unit's alias that is an acronym (upper case in the directory, short): matched on the whole word only,
 # never by stem or typo, because short words collide ("sepa" ~ "sepad", "sepe" ~ "sexpe").
 MAX_ACRONYM = 6
-# Below this coverage of a unit's name (but above NameIndex.MIN_COVERAGE) the match is asked about.
+# Below this coverage of a unit's name (down to CONFIRM_COVERAGE) the match is asked about, never answered.
 SURE_COVERAGE = 0.8
+CONFIRM_COVERAGE = 0.45
 # Words that may follow the head of a body's name inside the name ("registro civil de badajoz").
 _NAME_GLUE = frozenset("de del la las el los y e".split())
 # Words that end a body's name: what follows is the request ("la policía para renovar el dni").
@@ -271,17 +274,23 @@ class UnitIndex(NameIndex[Unit]):
                              outside=True)
         if acronym is not None and acronym.status == "found":
             return acronym
-        hit = self.best(norm)
+        hit = self.best(norm, CONFIRM_COVERAGE)
         if hit is not None:
             lo, hi = min(hit.positions, default=0), max(hit.positions, default=0) + 1
             # "servicio andaluz de salud": a qualifier of another administration in or right after the name.
-            for j in range(max(lo - 1, 0), min(hi + 2, len(sounds))):
+            for j in range(max(lo - 3, 0), min(hi + 2, len(sounds))):
                 if sounds[j] in self.qualifiers:
                     lo, hi = min(lo, j), max(hi, j + 1)
+                    while lo > 0 and (norm.tokens[lo - 1] in _NAME_GLUE or self.words.resolve(norm.tokens[lo - 1])):
+                        lo -= 1
+                    while lo < j and norm.tokens[lo] in _NAME_GLUE:
+                        lo += 1
                     return UnitMatch("unknown", " ".join(norm.tokens[lo:hi]), None, None, (lo, hi), outside=True)
-            heard = " ".join(norm.tokens[lo:hi])
-            status: Status = "found" if hit.coverage >= SURE_COVERAGE else "confirm"
-            return UnitMatch(status, heard, hit.row, None, (lo, hi))
+            # Under the usual floor, half a long name is worth asking about only with two words or more of it.
+            if hit.coverage >= self.MIN_COVERAGE or len(hit.positions) >= 2:
+                heard = " ".join(norm.tokens[lo:hi])
+                status: Status = "found" if hit.coverage >= SURE_COVERAGE else "confirm"
+                return UnitMatch(status, heard, hit.row, None, (lo, hi), coverage=hit.coverage)
         if acronym is not None:
             return acronym
         return self._unknown_unit(norm, sounds)

@@ -310,7 +310,8 @@ class Router:
         for item in unknown:
             # An unknown body still says what the caller asked for ("el teléfono de la DGT" wants a phone).
             evidence.setdefault(f"unknown_{item['kind']}", item["text"])
-        if "unit_candidate" in entities:
+        # A doubtful unit still says "directory", unless it is only a fragment of a long name.
+        if "unit_candidate" in entities and entities["unit_candidate"]["coverage"] >= self.units.MIN_COVERAGE:
             evidence.setdefault("unit", entities["unit_candidate"]["unit"])
         kw, damp, known = self._keyword_scores(norm, evidence)
         ph = self._phrase_scores(norm)
@@ -408,7 +409,7 @@ class Router:
             elif match.status == "confirm" and match.unit is not None:
                 out["unit_candidate"] = {"unit": match.unit.name, "dir3_code": match.unit.dir3_code,
                                          "heard": match.heard, "needs_confirmation": True,
-                                         "question": unit_question(match.unit)}
+                                         "question": unit_question(match.unit), "coverage": round(match.coverage, 3)}
             elif match.status == "unknown":
                 unknown.append(self._unknown_unit(match))
         if office is None:
@@ -575,3 +576,58 @@ def explain(router: Router, text: str) -> dict[str, Any]:
         if hits or ph[idx] > 0:
             out["intents"][intent] = {"keywords": hits, "phrase": round(float(ph[idx]), 3)}
     return out
+
+
+def evaluate(router: Router, rows: list[tuple[str, str]], channel: str = "chat") -> dict[str, Any]:
+    """Scores on labelled utterances ("none" = out of scope): overall, per intent and a confusion matrix.
+
+    Per intent: how many lines expect it (`n`), how many got it (`right`), recall, and precision over
+    the lines routed to it. `confusion[expected][got]` counts every answer, right ones included.
+    """
+    labels = [*router.intents, "none"]
+    confusion: dict[str, dict[str, int]] = {a: dict.fromkeys(labels, 0) for a in labels}
+    misses = []
+    for text, expected in rows:
+        got = router.route(text, channel).intent or "none"
+        confusion.setdefault(expected, dict.fromkeys(labels, 0))
+        confusion[expected][got] = confusion[expected].get(got, 0) + 1
+        if got != expected:
+            misses.append({"text": text, "expected": expected, "got": got})
+    per_intent = {}
+    for label, row in confusion.items():
+        n = sum(row.values())
+        routed = sum(r.get(label, 0) for r in confusion.values())
+        if n or routed:
+            per_intent[label] = {"n": n, "right": row.get(label, 0),
+                                 "recall": round(row.get(label, 0) / n, 4) if n else None,
+                                 "precision": round(row.get(label, 0) / routed, 4) if routed else None}
+    in_rows = [e for _, e in rows if e != "none"]
+    right_in = sum(confusion[e][e] for e in set(in_rows))
+    n_none = len(rows) - len(in_rows)
+    return {"in_scope": len(in_rows), "in_scope_right": right_in,
+            "in_scope_accuracy": round(right_in / len(in_rows), 4) if in_rows else None,
+            "none": n_none, "none_rejected": confusion["none"]["none"],
+            "none_accuracy": round(confusion["none"]["none"] / n_none, 4) if n_none else None,
+            "per_intent": per_intent, "confusion": {k: {g: c for g, c in v.items() if c} for k, v in confusion.items()
+                                                    if any(v.values())},
+            "misses": misses}
+
+
+def format_evaluation(report: dict[str, Any]) -> str:
+    """A plain-text table of `evaluate`'s report: per intent recall and precision, then the confusion matrix."""
+    labels = list(report["per_intent"])
+    short = {label: "".join(p[:3] for p in label.split("_"))[:6] for label in labels}
+    lines = [f"{'intent':<18} {'n':>4} {'right':>5} {'recall':>7} {'prec.':>7}"]
+    for label, row in report["per_intent"].items():
+        recall = "-" if row["recall"] is None else f"{row['recall']:.1%}"
+        precision = "-" if row["precision"] is None else f"{row['precision']:.1%}"
+        lines.append(f"{label:<18} {row['n']:>4} {row['right']:>5} {recall:>7} {precision:>7}")
+    lines.append("")
+    lines.append("confusion (rows: expected, columns: got)")
+    lines.append(f"{'':<18}" + "".join(f"{short[g]:>7}" for g in labels))
+    for expected in labels:
+        counts = report["confusion"].get(expected, {})
+        if not counts:
+            continue
+        lines.append(f"{expected:<18}" + "".join(f"{counts.get(g, 0) or '.':>7}" for g in labels))
+    return "\n".join(lines)
