@@ -45,6 +45,7 @@ class RetentionService:
         self.tickets = tickets
         self.audit = audit
         self.data_dir = data_dir
+        self._erased = 0
 
     def _cutoff(self, days: int) -> float | None:
         return None if days <= 0 else (self.clock.now() - timedelta(days=days)).timestamp()
@@ -62,7 +63,10 @@ class RetentionService:
 
     async def run_once(self) -> dict[str, int]:
         p = self.policy()
-        out = {"tickets": await self._tickets(p), "citizens": await self._citizens(p), "calls": await self._calls(p),
+        self._erased = 0
+        tickets = await self._tickets(p)  # a ticket's anonymisation may let its citizen go too
+        await self._citizens(p)
+        out = {"tickets": tickets, "citizens": self._erased, "calls": await self._calls(p),
                "recordings": await self._recordings(p), "audit": await self._audit(p)}
         if any(out.values()):
             await self.audit.record(ACTOR, "retention.run", "retention", out)
@@ -110,6 +114,7 @@ class RetentionService:
         if not await self._erasable(c, cutoff):
             return False
         await self.privacy.erase(c.id, actor=ACTOR)
+        self._erased += 1
         return True
 
     async def _citizens(self, p: Retention) -> int:
@@ -146,6 +151,7 @@ class RetentionService:
         cutoff = self._cutoff(p.recordings_days)
         if cutoff is None:
             return 0
+        cutoff = min(cutoff, time.time() - p.recordings_days * 86400)  # file times are wall-clock, like audit ids
         directory = self.data_dir() / "voicemail"
 
         def old_files() -> list[str]:
