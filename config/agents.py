@@ -38,5 +38,7 @@ class AgentsConfig(Strict):
         3, ge=1, description="with fewer answers in the window the estimate is uncertain: 'más de N minutos'")
     announce_every_s: float = Field(
         60.0, ge=15, description="a waiting caller hears position and estimated wait again at most this often")
+    service_level_s: float = Field(20.0, gt=0, description="the wallboard's service level: answered within this many s")
+    stats_window_s: float = Field(3600.0, gt=0, description="the wallboard's figures cover this recent window")
     offer_callback_above_s: float | None = Field(
         600.0, gt=0, description="an estimated wait above this offers voicemail and a callback at once (none: never)")

@@ -201,7 +201,10 @@ class Keys:
         return f"{self.p}:calls:waiting:{queue}"  # zset: "call:<id>" -> enqueued timestamp (IVR callers on hold)
 
     def queue_answers(self, queue: str) -> str:
-        return f"{self.p}:queue:{queue}:answered"  # zset: answered call id -> answer timestamp (recent window)
+        return f"{self.p}:queue:{queue}:answered"  # zset: "<call id>|<wait s>" -> answer timestamp (recent window)
+
+    def queue_abandons(self, queue: str) -> str:
+        return f"{self.p}:queue:{queue}:abandoned"  # zset: call id -> when the caller hung up while waiting
 
     def call_transfer(self, call_id: str) -> str:
         return f"{self.p}:call:{call_id}:transfer"  # string, short TTL: the queue an agent transfers the caller to

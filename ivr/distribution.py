@@ -62,6 +62,7 @@ class AgentQueue:
         rank: Any = await r.zrank(k.calls_waiting(queue), item)
         position = int(rank or 0) + 1
         session.vars["queue_position"] = position  # an overflow callback keeps it as its priority
+        session.vars["enqueued_at"] = self._clock.now().timestamp()
         wait_s, sure = await self.estimate(queue, position)
         session.vars["estimated_wait_s"] = round(wait_s) if wait_s is not None else None
         return QueuePlace(queue=queue, item_id=item, position=position, wait_s=wait_s, wait_certain=sure)
@@ -85,9 +86,15 @@ class AgentQueue:
         wait = position / rate
         return wait, answered >= cfg.estimate_min_answers
 
-    async def _answered(self, queue: str, call_id: str) -> None:
+    async def _answered(self, queue: str, session: Session) -> None:
+        now = self._clock.now().timestamp()
+        waited = max(0.0, now - float(session.vars.get("enqueued_at") or now))
         with contextlib.suppress(*REDIS_ERRORS):
-            await self._store.redis.zadd(self._store.keys.queue_answers(queue), {call_id: self._clock.now().timestamp()})
+            await self._store.redis.zadd(self._store.keys.queue_answers(queue), {f"{session.call_id}|{waited:.1f}": now})
+
+    async def _abandoned(self, queue: str, call_id: str) -> None:
+        with contextlib.suppress(*REDIS_ERRORS):
+            await self._store.redis.zadd(self._store.keys.queue_abandons(queue), {call_id: self._clock.now().timestamp()})
 
     async def wait(self, session: Session, io: ContactIO, place: QueuePlace, timeout_s: float) -> WaitResult:
         r, k = self._store.redis, self._store.keys
@@ -104,6 +111,7 @@ class AgentQueue:
                 return "overflow"  # better a callback now than a long wait first
             while True:
                 if io.ended:
+                    await self._abandoned(place.queue, session.call_id)
                     return "hangup"
                 left = deadline - self._clock.monotonic()
                 if left <= 0 or await self._closing_soon():
@@ -127,6 +135,7 @@ class AgentQueue:
                     if result is not None:
                         return result
                 if not await io.hold(min(cfg.poll_s, left)):
+                    await self._abandoned(place.queue, session.call_id)
                     return "hangup"
         finally:
             await r.zrem(waiting, place.item_id)
@@ -178,7 +187,7 @@ class AgentQueue:
                 await self._after_call(agent.id, connected=False)
                 return "hangup" if io.ended else None
             session.vars["agent"] = agent.id
-            await self._answered(place.queue, session.call_id)
+            await self._answered(place.queue, session)
             await desk.publish({"type": "call.connected", "agent": agent.id, "call_id": session.call_id})
             transfer: Transfer | None = None
             try:
