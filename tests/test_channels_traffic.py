@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -296,6 +295,31 @@ async def test_whatsapp_window_template_and_statuses(client: httpx.AsyncClient, 
     texts = [q.body["text"]["body"] for q in recorder.requests[n:] if q.body.get("type") == "text"]
     assert texts[0].startswith("Ya tenemos respuesta") and len(texts) >= 2 and all(len(t) <= 4096 for t in texts)
     assert "".join(texts).count("detalle.") == 600
+    ours = next(i for i in await runtime.desk.tickets.interactions(ref) if i.id == late.interaction.id)
+    assert ours.data["delivery"]["released"] is True and ours.data["delivery"]["held"] is False
+    assert await runtime.store.redis.llen(runtime.store.keys.channel_pending("whatsapp", "34600111222")) == 0
+
+
+def test_email_parser_takes_any_bytes() -> None:
+    """The inbound body is whatever reaches the MTA: a message, a clean InvalidInput, never another exception."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from core.errors import InvalidInput
+    from desk_api.channels.email import parse_mail
+
+    seeds = [p.read_bytes() for p in sorted((DATA / "mail").glob("*.eml"))]
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.sampled_from(seeds), st.integers(0, 4000), st.binary(max_size=40), st.integers(0, 60))
+    def check(seed: bytes, at: int, junk: bytes, cut: int) -> None:
+        raw = seed[:at] + junk + seed[at + cut:]
+        try:
+            parse_mail(raw, "atencion@junta.example")
+        except InvalidInput:
+            pass
+
+    check()
 
 
 # ---- Telegram ----------------------------------------------------------------------------------------------------
@@ -355,6 +379,3 @@ async def test_status_lookup_checks_one_reference_per_message(client: httpx.Asyn
     await client.post(TG_URL, json=update, headers=TG_H)
     assert "No encuentro" in recorder.requests[-1].body["text"]  # the real one, listed last, was never looked up
 
-
-def test_timedelta_window_matches_config() -> None:
-    assert ChannelsConfig().replay_window_s == int(timedelta(days=1).total_seconds())
