@@ -10,6 +10,9 @@ APT_CMDS := redis-server:redis-server espeak-ng:espeak-ng sox:sox baresip:baresi
 	ip:iproute2 linphonec:linphone-cli chromium:chromium tshark:tshark node:nodejs npm:npm
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS ?=
+# `make run` is a demo on this machine: demo accounts with one-time passwords printed at start (loopback only).
+# `make run DEMO=` runs without them (the first start then prints a one-time admin password).
+DEMO ?= --demo
 
 .PHONY: run test bench-deps
 NODE_STAMP := node_modules/.installed
@@ -17,7 +20,7 @@ NODE_STAMP := node_modules/.installed
 JSSIP := desk_api/web/vendor-jssip.min.js
 
 run: $(APT_STAMP) $(STAMP) $(JSSIP)
-	$(BIN)/atiende run $(ARGS)
+	$(BIN)/atiende run $(DEMO) $(ARGS)
 
 test: $(APT_STAMP) $(STAMP) $(NODE_STAMP) $(JSSIP)
 	$(BIN)/ruff check .
