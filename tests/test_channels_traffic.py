@@ -21,6 +21,7 @@ from atiende.runtime import Runtime
 from config.channels import ChannelsConfig
 from desk.models import display_ref
 from tests._channels_support import Recorder, SmtpSink
+from tests.conftest import ADMIN_KEY
 from tests.test_channels import (  # noqa: F401  (fixtures: channels, recorder, smtp)
     MAIL_TOKEN,
     TG_SECRET,
@@ -205,6 +206,32 @@ async def test_processing_fails_once_and_the_retry_is_stored(client: httpx.Async
     assert r.json()["action"] == "duplicate" and await tickets_count(runtime) == count + 1
 
 
+async def test_an_unexpected_failure_answers_500_and_the_retry_is_stored(runtime: Runtime, channels: ChannelsConfig,
+                                                                         recorder: Recorder,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug or crash mid-way (not an AtiendeError): 500 as a real server answers, the claim is released."""
+    from desk_api.app import create_app
+
+    real_create = runtime.desk.tickets.create
+    calls = 0
+
+    async def create_crashing_once(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("boom")
+        return await real_create(*args, **kwargs)
+
+    monkeypatch.setattr(runtime.desk.tickets, "create", create_crashing_once)
+    body = wa_text("Quiero poner una queja por el trato recibido", "wamid.CRASH1")
+    transport = httpx.ASGITransport(app=create_app(runtime), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as raw_client:
+        r = await raw_client.post(WA_URL, content=body, headers=signed(body))
+        assert r.status_code == 500
+        r = await raw_client.post(WA_URL, content=body, headers=signed(body))  # Meta's retry
+        assert r.status_code == 200 and r.json()["results"][0]["action"] == "ticket"
+
+
 async def test_old_deliveries_are_refused_as_replays(client: httpx.AsyncClient, runtime: Runtime, channels: ChannelsConfig,
                                                      recorder: Recorder) -> None:
     old = copy.deepcopy(TG["private_text"])
@@ -245,6 +272,14 @@ async def test_whatsapp_non_text_messages(client: httpx.AsyncClient, runtime: Ru
     [kept] = first.data["attachments"]  # the photo joined the ticket its next message opened
     assert kept["sha256"] == hashlib.sha256(JPEG).hexdigest() and kept["content_type"] == "image/jpeg"
     assert (runtime.data_dir / kept["path"]).read_bytes() == JPEG
+    # Agents open it through the ticket that holds it; nobody else, and no other file through that ticket.
+    url = f"/api/v1/tickets/{ticket.ref}/attachments/{kept['sha256']}"
+    assert (await client.get(url)).status_code == 401
+    r = await client.get(url, headers={"X-API-Key": ADMIN_KEY})
+    assert r.status_code == 200 and r.content == JPEG and r.headers["x-content-type-options"] == "nosniff"
+    other = await runtime.desk.tickets.create(channel="phone", queue="N1", subject="Otra", actor="ivr")
+    r = await client.get(f"/api/v1/tickets/{other.ref}/attachments/{kept['sha256']}", headers={"X-API-Key": ADMIN_KEY})
+    assert r.status_code == 404
     body = wa("document")
     r = await client.post(WA_URL, content=body, headers=signed(body))
     result = r.json()["results"][0]
