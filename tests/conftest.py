@@ -81,7 +81,7 @@ async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
     from desk_api.app import GUARDED, create_app
 
     app = create_app(runtime)
-    await runtime.desk.auth.create_api_key("test-admin", ["admin"], key=ADMIN_KEY)  # type: ignore[attr-defined]
+    await runtime.desk.auth.create_api_key("test-admin", ["admin"], key=ADMIN_KEY)
 
     async def as_admin(request: httpx.Request) -> None:
         if request.url.path.startswith(tuple(p for p, _ in GUARDED)) and not any(h in request.headers
@@ -103,7 +103,7 @@ async def staff(runtime: Runtime) -> dict[str, str]:
     key "ivr" (supervisor) = IVR_KEY. Without `desk.demo` no account exists by itself, so tests create theirs."""
     import asyncio
 
-    auth = runtime.desk.auth  # type: ignore[attr-defined]
+    auth = runtime.desk.auth
     await asyncio.gather(
         auth.create_user("admin", "Administración", ["admin"], STAFF_PASSWORD),
         auth.create_user("supervisora", "Sara Supervisora", ["supervisor"], STAFF_PASSWORD),

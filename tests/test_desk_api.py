@@ -88,7 +88,7 @@ async def test_ticket_lifecycle_over_http(client: httpx.AsyncClient, runtime: Ru
     r = await client.post(f"/api/v1/tickets/{ref}/close", headers=luis, json={"note": "resuelto"})
     assert r.json()["status"] == "closed"
     # the ticket is N2's now: an N1 agent does not see it; ana, who escalated it, still follows it
-    other_n1 = {"X-API-Key": await runtime.desk.auth.create_api_key("n1", ["agent_n1"])}  # type: ignore[attr-defined]
+    other_n1 = {"X-API-Key": await runtime.desk.auth.create_api_key("n1", ["agent_n1"])}
     assert (await client.get(f"/api/v1/tickets/{ref}", headers=other_n1)).json()["error_id"] == "not-your-queue"
     assert (await client.get(f"/api/v1/tickets/{ref}", headers=ana)).status_code == 200
     detail = (await client.get(f"/api/v1/tickets/{ref.lower()}", headers=luis)).json()

@@ -116,7 +116,7 @@ def test_demo_is_refused_on_a_non_loopback_bind(monkeypatch: pytest.MonkeyPatch,
 
 async def test_password_change_disable_and_revoke_end_access_at_once(client: httpx.AsyncClient, runtime: Runtime,
                                                                      staff: dict[str, str]) -> None:
-    auth = runtime.desk.auth  # type: ignore[attr-defined]
+    auth = runtime.desk.auth
     ana = (await auth.login("ana", STAFF_PASSWORD)).token
     ana2 = (await auth.login("ana", STAFF_PASSWORD)).token
     admin = {"Authorization": f"Bearer {(await auth.login('admin', STAFF_PASSWORD)).token}"}
@@ -199,7 +199,7 @@ async def test_login_hashes_once_off_the_loop_whoever_asks(runtime: Runtime, sta
         return real(password, stored)
 
     monkeypatch.setattr(auth_mod, "check_password", spy)
-    auth = runtime.desk.auth  # type: ignore[attr-defined]
+    auth = runtime.desk.auth
     await auth.set_active("luis", False, actor="test")
     for name in ("ana", "nadie", "NO VALE", "luis"):
         with pytest.raises(Exception, match="wrong username or password"):
@@ -212,7 +212,7 @@ async def test_login_hashes_once_off_the_loop_whoever_asks(runtime: Runtime, sta
 
 async def test_guessing_one_account_locks_it_with_backoff(runtime: Runtime, staff: dict[str, str]) -> None:
     """Finding 7: failures are counted per username, whichever address they come from, existing or not."""
-    auth = runtime.desk.auth  # type: ignore[attr-defined]
+    auth = runtime.desk.auth
     limit = runtime.settings.desk.login_throttle.max_failures
     for name in ("ana", "fantasma"):
         for _ in range(limit):
@@ -238,7 +238,7 @@ async def test_old_scrypt_hashes_are_rehashed_on_login(runtime: Runtime) -> None
     import hashlib
     import secrets
 
-    auth = runtime.desk.auth  # type: ignore[attr-defined]
+    auth = runtime.desk.auth
     await auth.create_user("vieja", "Cuenta vieja", ["supervisor"], "clave-de-antes-2020")
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(b"clave-de-antes-2020", salt=salt, n=2**14, r=8, p=1, dklen=32)

@@ -26,7 +26,7 @@ def test_numbers_are_masked_for_logs() -> None:
 
 async def _voice_ticket(runtime: Runtime, phone: str, call_id: str, when: datetime) -> str:
     """A voicemail ticket, its call record and its recording on disk, as the IVR and voicemail leave them."""
-    desk = runtime.desk  # type: ignore[attr-defined]
+    desk = runtime.desk
     store = runtime.store
     c = await desk.citizens.identify("phone", phone, name="Marta Ruiz")
     from desk.models import Interaction
@@ -49,7 +49,7 @@ async def _voice_ticket(runtime: Runtime, phone: str, call_id: str, when: dateti
 async def test_export_and_erasure_for_admins_only(client: httpx.AsyncClient, runtime: Runtime, clock: FixedClock,
                                                   staff: dict[str, str]) -> None:
     ref = await _voice_ticket(runtime, "600444555", "call-exp-1", clock.now())
-    desk = runtime.desk  # type: ignore[attr-defined]
+    desk = runtime.desk
     cid = (await desk.tickets.get(ref)).citizen_id
     ana = {"Authorization": f"Bearer {(await desk.auth.login('ana', STAFF_PASSWORD)).token}"}
     admin = {"Authorization": f"Bearer {(await desk.auth.login('admin', STAFF_PASSWORD)).token}"}
@@ -67,7 +67,7 @@ async def test_export_and_erasure_for_admins_only(client: httpx.AsyncClient, run
     dumped = json.dumps(t, ensure_ascii=False)
     assert "Marta" not in dumped and "beca" not in dumped and t["ticket"]["citizen_id"] is None
     assert t["ticket"]["kind"] == "voicemail" and t["ticket"]["queue"] == "N1"  # kept for statistics
-    call = json.loads(await runtime.store.redis.get(runtime.store.keys.call("call-exp-1")))
+    call = json.loads(str(await runtime.store.redis.get(runtime.store.keys.call("call-exp-1"))))
     assert call["caller"] == "" and call["transcripts"] == [] and call["intent"] == "becas"
     assert not (runtime.data_dir / "voicemail" / "call-exp-1.wav").exists()
     audit = (await client.get("/api/v1/audit", headers=admin, params={"target": cid})).json()["entries"]
@@ -80,7 +80,7 @@ async def test_export_and_erasure_for_admins_only(client: httpx.AsyncClient, run
 
 async def test_retention_job_anonymises_and_deletes_what_is_old(runtime: Runtime, clock: FixedClock,
                                                                staff: dict[str, str]) -> None:
-    desk = runtime.desk  # type: ignore[attr-defined]
+    desk = runtime.desk
     store = runtime.store
     policy = runtime.settings.desk.retention
     policy.tickets_days, policy.citizens_days, policy.calls_days, policy.recordings_days, policy.audit_days = 30, 30, 10, 5, 1
@@ -103,7 +103,7 @@ async def test_retention_job_anonymises_and_deletes_what_is_old(runtime: Runtime
     assert await desk.citizens.find("phone", "600777888") is None
     assert (await desk.tickets.get(new_ref)).subject == "Mensaje de voz"
     assert await desk.citizens.find("phone", "600999000") is not None  # an active ticket keeps its citizen
-    calls = [json.loads(await store.redis.get(store.keys.call(c))) for c in ("call-old", "call-new")]
+    calls = [json.loads(str(await store.redis.get(store.keys.call(c)))) for c in ("call-old", "call-new")]
     assert all(c["caller"] == "" and c["transcripts"] == [] for c in calls)
     assert "viejo" not in {e["action"] for e in await desk.audit.entries(count=1000)}  # audit older than a day: gone
     assert await desk.retention.run_once() == {"tickets": 0, "citizens": 0, "calls": 0, "recordings": 0, "audit": 0}

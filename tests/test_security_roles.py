@@ -142,7 +142,7 @@ async def test_every_route_has_a_decision(client: httpx.AsyncClient) -> None:
 
 
 async def test_role_route_matrix(client: httpx.AsyncClient, runtime: Runtime, staff: dict[str, str]) -> None:
-    auth = runtime.desk.auth  # type: ignore[attr-defined]
+    auth = runtime.desk.auth
     headers: dict[str, dict[str, str]] = {"anonymous": {"Authorization": "Bearer nobody"}, KEY: {"X-API-Key": staff["ivr_key"]}}
     for role, user in ((N1, "ana"), (N2, "luis"), (SUP, "supervisora"), (ADM, "admin")):
         headers[role] = {"Authorization": f"Bearer {(await auth.login(user, STAFF_PASSWORD)).token}"}
@@ -165,7 +165,7 @@ async def test_role_route_matrix(client: httpx.AsyncClient, runtime: Runtime, st
             else:
                 assert isinstance(decision, frozenset)
                 expected = "allowed" if who in decision else "403"
-            body = {} if method in ("POST", "PUT", "PATCH") else None
+            body: dict[str, str] | None = {} if method in ("POST", "PUT", "PATCH") else None
             r = await client.request(method, concrete(path), headers=headers[who], json=body)
             got = "401" if r.status_code == 401 else "403" if r.status_code == 403 else "allowed"
             if r.status_code >= 500 and r.status_code != 503:  # 503: a feature switched off, not a right
@@ -179,7 +179,7 @@ async def test_role_route_matrix(client: httpx.AsyncClient, runtime: Runtime, st
 
 
 async def _login(runtime: Runtime, user: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {(await runtime.desk.auth.login(user, STAFF_PASSWORD)).token}"}  # type: ignore[attr-defined]
+    return {"Authorization": f"Bearer {(await runtime.desk.auth.login(user, STAFF_PASSWORD)).token}"}
 
 
 async def test_n1_cannot_reopen_unassign_close_or_fake_on_an_n2_complaint(client: httpx.AsyncClient, runtime: Runtime,
@@ -197,9 +197,11 @@ async def test_n1_cannot_reopen_unassign_close_or_fake_on_an_n2_complaint(client
                  {"kind": "message", "direction": "out", "text": "respuesta falsa"}):
         r = await client.post(f"/api/v1/tickets/{ref}/interactions", headers=ana, json=body)
         assert r.status_code == 403, (body, r.text)
-    for path, body in (("status", {"status": "open"}), ("close", {}), ("assign", {"agent_id": None}),
-                       ("notes", {"text": "hola"}), ("reply", {"text": "hola"})):
-        assert (await client.post(f"/api/v1/tickets/{ref}/{path}", headers=ana, json=body)).status_code == 403, path
+    attempts: list[tuple[str, dict[str, str | None]]] = [("status", {"status": "open"}), ("close", {}),
+                                                        ("assign", {"agent_id": None}), ("notes", {"text": "hola"}),
+                                                        ("reply", {"text": "hola"})]
+    for path, payload in attempts:
+        assert (await client.post(f"/api/v1/tickets/{ref}/{path}", headers=ana, json=payload)).status_code == 403, path
     t = (await client.get(f"/api/v1/tickets/{ref}", headers=luis)).json()
     assert t["ticket"]["status"] == "closed" and t["ticket"]["assignee"] == "luis"
     assert t["ticket"]["first_response_at"] is None
@@ -225,7 +227,7 @@ async def test_linking_someone_elses_identity_is_a_merge_for_supervisors(client:
         "subject": "B", "citizen": {"kind": "email", "value": "otro@example.org", "name": "Otro"}})).json()["citizen_id"]
     r = await client.post(f"/api/v1/citizens/{a}/identities", headers=ana, json={"kind": "email", "value": "otro@example.org"})
     assert r.status_code == 403 and r.json()["error_id"] == "merge-needs-supervisor"
-    assert (await runtime.desk.citizens.get(b)).merged_into is None  # type: ignore[attr-defined]
+    assert (await runtime.desk.citizens.get(b)).merged_into is None
     assert (await client.post(f"/api/v1/citizens/{a}/merge", headers=ana, json={"other_id": b})).status_code == 403
     # a new identity of her own is fine for the agent
     r = await client.post(f"/api/v1/citizens/{a}/identities", headers=ana, json={"kind": "email", "value": "ana@example.org"})

@@ -46,11 +46,11 @@ async def test_session_cookie_flags(client: httpx.AsyncClient, runtime: Runtime,
     r = await client.post("/api/v1/auth/login", headers={"X-Forwarded-Proto": "https"},
                           json={"username": "ana", "password": STAFF_PASSWORD})
     assert "secure" not in r.headers["set-cookie"].lower()
-    runtime.desk.cfg.trusted_proxies = ["127.0.0.0/8"]  # type: ignore[attr-defined]
+    runtime.desk.cfg.trusted_proxies = ["127.0.0.0/8"]
     r = await client.post("/api/v1/auth/login", headers={"X-Forwarded-Proto": "https"},
                           json={"username": "ana", "password": STAFF_PASSWORD})
     assert "secure" in r.headers["set-cookie"].lower()
-    runtime.desk.cfg.trusted_proxies = []  # type: ignore[attr-defined]
+    runtime.desk.cfg.trusted_proxies = []
     runtime.settings.http.public_url = "https://atiende.example.es"
     assert "secure" in (await _login(client)).headers["set-cookie"].lower()
 
