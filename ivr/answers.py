@@ -101,12 +101,20 @@ class Answers:
         return True
 
     async def _directory(self) -> bool:
-        from routing import entities
-
-        unit: Unit | None = entities.extract_unit(self.utterance(), self.kb.directory) if self.utterance() else None
+        """A unit's phone. A body that is not in this administration's directory gets "not ours" and advice,
+        never a similar unit's number; a doubtful match is confirmed first."""
+        unit: Unit | None = None
+        if self.utterance():
+            unit, answered = await self._unit_from(self.utterance())
+            if answered:
+                return True  # not ours (advice given), or the caller said it was not that one
         if unit is None:
-            unit = await self.e.ask("¿De qué consejería, dirección general o servicio necesita el teléfono?", "unit",
-                                    name="unit")
+            got = await self.e.ask("¿De qué consejería, dirección general o servicio necesita el teléfono?", "text",
+                                   name="unit")
+            if got:
+                unit, answered = await self._unit_from(str(got))
+                if answered:
+                    return True
         if unit is None:
             return False
         phone = speak.digits_spoken(unit.phone) if self.voice else unit.phone
@@ -121,6 +129,41 @@ class Answers:
                     break
                 await self.e.say(f"El teléfono es el {phone}.")
         return True
+
+    async def _unit_from(self, text: str) -> tuple[Unit | None, bool]:
+        """(the unit the words name or None, whether the caller was answered already: a body that is not ours,
+        or a doubtful match the caller denied)."""
+        from routing import entities
+
+        match = entities.match_unit(text, self.kb.directory, self.kb)
+        if match is None:
+            return None, False
+        if match.status == "found":
+            return match.unit, False
+        if match.status == "confirm" and match.unit is not None:
+            sure = await self.e.confirm(f"¿Se refiere {speak.with_article(match.unit.name, 'a')}? Diga sí o no.")
+            if sure:
+                return match.unit, False
+            await self.e.say("De acuerdo. Dígame el nombre completo del organismo, o pida hablar con una persona.")
+            return None, True
+        # Not in this administration's directory: say so, with what to do instead, and never another unit's number.
+        body = match.body
+        name = body.name if body is not None else match.heard
+        advice = (body.advice if body is not None and body.advice else "") or self.kb.not_ours_advice
+        said = speak.with_article(name)
+        said = said[:1].upper() + said[1:]
+        if match.unit is not None and body is not None:
+            sure = await self.e.confirm(f"{said} no pertenece a esta administración. ¿Se refiere "
+                                        f"{speak.with_article(match.unit.name, 'a')}? Diga sí o no.")
+            if sure:
+                return match.unit, False
+        institution = self.e.deps.settings.service.institution
+        if advice:
+            await self.e.say(f"Ha preguntado por {speak.with_article(name)}. {advice}")
+        else:
+            await self.e.say(f"{said} no está en el directorio de la {institution}. Si lo desea, le paso con una persona.")
+        self.e.session.vars["not_ours"] = name
+        return None, True
 
     async def _offices(self) -> bool:
         from routing import entities

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from atiende.cli import main
+from atiende.runtime import Runtime
+from ivr.textio import InputKind
 
 MONDAY = "2026-11-23T10:00"  # in hours
 EVENING = "2026-11-23T20:00"  # closed: after hours
@@ -171,3 +173,24 @@ def test_text_output_and_chat_rendering(capsys: pytest.CaptureFixture[str]) -> N
     assert said(r, "https://example.org/tramites/itv")
     question = next(m for m in r["messages"] if m["kind"] == "question")
     assert {"key": "1", "label": "pagar o consultar la tasa de la ITV"} in question["options"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("asked", "answers", "expect", "never"), [
+    ("el teléfono de la agencia tributaria", ["no"], "Ha preguntado por la Agencia Estatal de Administración Tributaria",
+     "es el"),
+    ("el teléfono del sepe", ["no", "no"], "060", "es el"),
+    ("el teléfono del sepe", ["sí", "no"], "El teléfono del Servicio Extremeño Público de Empleo es el", None),
+    ("el teléfono del servicio extremeño de salud", ["no", "no"], "El teléfono del Servicio Extremeño de Salud es el", None),
+])
+async def test_bodies_outside_the_directory_never_get_another_units_number(
+        runtime: Runtime, asked: str, answers: list[str], expect: str, never: str | None) -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    inputs: list[tuple[InputKind, str]] = [("say", asked), *[("say", a) for a in answers]]
+    _, out = await runtime.ivr.simulate(inputs, at=datetime(2026, 12, 9, 10, 0, tzinfo=ZoneInfo("Europe/Madrid")))
+    said = " ".join(m.text for m in out)
+    assert expect in said, said
+    if never is not None:
+        assert "El teléfono" not in said or never not in said.split("El teléfono", 1)[1][:80], said
