@@ -76,10 +76,11 @@ DECISIONS: dict[tuple[str, str], Decision] = {
     ("POST", "/api/v1/agents/{agent_id}/release"): SUPERVISORS, ("GET", "/api/v1/queues"): STAFF,
     ("POST", "/api/v1/queues/{queue}/reserve"): SUPERVISORS,
     # reports and audit
+    ("GET", "/api/v1/wallboard"): SUPERVISORS, ("GET", "/wallboard"): PUBLIC,
     ("GET", "/api/v1/reports/summary"): SUPERVISORS, ("GET", "/api/v1/reports/overdue"): SUPERVISORS,
     ("GET", "/api/v1/audit"): SUPERVISORS,
     # calls, callbacks, voicemail, softphone
-    ("GET", "/api/v1/calls"): STAFF, ("GET", "/api/v1/calls/containment"): STAFF, ("GET", "/api/v1/calls/{call_id}"): STAFF,
+    ("GET", "/api/v1/calls"): STAFF, ("GET", "/api/v1/calls/containment"): STAFF, ("GET", "/api/v1/calls/surveys"): STAFF, ("GET", "/api/v1/calls/{call_id}"): STAFF,
     ("POST", "/api/v1/calls/{call_id}/transfer"): STAFF,
     ("GET", "/api/v1/callbacks"): STAFF, ("POST", "/api/v1/callbacks"): STAFF,
     ("GET", "/api/v1/callbacks/{callback_id}"): STAFF, ("POST", "/api/v1/callbacks/next"): STAFF,
