@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-KEY = "ivr-demo-key-change-me-2026"
+KEY = "bench-desk-key-not-for-production"  # given to the service by the bench (env), nowhere else
 
 
 def app_factory() -> Any:
@@ -329,7 +329,9 @@ def main() -> None:
         for workers in [int(w) for w in args.workers.split(",")]:
             prefix = f"bench{workers}"
             port = free_port()
-            env = {**os.environ, "ATIENDE_REDIS_URL": url, "ATIENDE_REDIS__PREFIX": prefix,
+            # The bench's own key (demo accounts exist only with the demo switch, and no key is usable by default).
+            env = {**os.environ, "ATIENDE_REDIS_URL": url, "ATIENDE_REDIS__PREFIX": prefix, "ATIENDE_DESK__DEMO": "true",
+                   "ATIENDE_DESK__API_KEYS": f"[{{name: bench, key: {KEY}, roles: [supervisor]}}]",
                    "ATIENDE_DESK__RATE_LIMITS": "{status: {requests: 100000000, per_seconds: 60}}",
                    "ATIENDE_SERVICE__LOG_LEVEL": "warning"}
             uv = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "bench_desk:app_factory", "--app-dir",

@@ -19,7 +19,7 @@ What one run does, in a private network namespace (tests/sip_harness.py) that on
      their difference is the latency "as the caller heard it" (nothing of baresip's own playout added);
    - Atiende's streams: packets sent vs expected over each stream's life, inter-packet gaps p50/p99/p99.9/max,
      and the same gaps of baresip's streams in the same capture (the senders' noise floor on this machine).
-4. Right intent from the call records API (`GET /api/v1/calls`, logged in as the demo admin); CPU (% of one core)
+4. Right intent from the call records API (`GET /api/v1/calls`, logged in as the bench's own admin); CPU (% of one core)
    and peak RSS of the service's process tree (workers included) and of Redis; the service's event-loop lag
    (`atiende_event_loop_lag_seconds` from `/metrics`) and its "event loop stalled" warnings, grouped by stack.
 
@@ -78,7 +78,7 @@ RATE = 8000
 RTP_RANGE = (20000, 20999)
 CLOCK = "2026-11-23T10:00:00+01:00"  # a Monday, 10:00: the line is open
 LINE = "sip:900@127.0.0.1:5060"
-ADMIN = ("admin", "admin-demo-2026")
+ADMIN = ("bench-admin", "bench-ivr-load-password")  # given to the service by the bench (env), nowhere else
 LOUD_RMS = 400  # a packet with this much energy is speech/prompt, not line silence
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -346,7 +346,9 @@ async def run_once(ns: NetNs, work: Path, engine: str, callers: int, interval: f
     run_dir = work / tag
     run_dir.mkdir(parents=True, exist_ok=True)
     ns.reset_ports()
-    svc = AtiendeService(ns, run_dir / "svc", clock=CLOCK, env=env | {"ATIENDE_SIP__MAX_CALLS": str(max(100, 2 * callers))})
+    admin = f"[{{username: {ADMIN[0]}, name: Bench, roles: [admin], password: {ADMIN[1]}}}]"
+    svc = AtiendeService(ns, run_dir / "svc", clock=CLOCK, env=env | {
+        "ATIENDE_SIP__MAX_CALLS": str(max(100, 2 * callers)), "ATIENDE_DESK__DEMO": "true", "ATIENDE_DESK__USERS": admin})
     phones: list[Baresip] = []
     hog: subprocess.Popen[bytes] | None = None
     dumpcap = None

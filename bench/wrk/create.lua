@@ -7,7 +7,7 @@ setup = common.setup
 response = common.response
 done = common.done
 
-local key = "ivr-demo-key-change-me-2026"
+local key = "bench-desk-key-not-for-production"  -- bench/bench_desk.py gives the service this key
 local channels = { "phone", "webchat", "email", "api", "telegram" }
 local kinds = { "query", "query", "query", "complaint", "suggestion" }
 local intents = { "info_tramite", "cita_previa", "tasa_itv", "padron", "null" }
