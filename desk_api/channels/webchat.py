@@ -118,6 +118,9 @@ def client_address(ws: WebSocket) -> str:
     return ws.client.host if ws.client else "unknown"
 
 
+RESUME_WAIT_S = 1.0
+
+
 @router.websocket("/api/v1/channels/webchat/ws")
 async def webchat_socket(websocket: WebSocket, session: str | None = None) -> None:
     rt: Services = websocket.app.state.services
@@ -145,15 +148,36 @@ async def webchat_socket(websocket: WebSocket, session: str | None = None) -> No
             _SOCKETS.pop(address, None)
 
 
+async def _resume(websocket: WebSocket) -> tuple[str | None, str | None]:
+    """The page names its conversation in a first frame, not in the URL (URLs end up in proxies' logs):
+    (session id, or None; the first frame's text when it was something else, to be handled as a message)."""
+    try:
+        raw = await asyncio.wait_for(websocket.receive_text(), RESUME_WAIT_S)
+    except TimeoutError:
+        return None, None
+    try:
+        frame: Any = json.loads(raw)
+    except ValueError:
+        return None, raw
+    if isinstance(frame, dict) and frame.get("type") == "resume":
+        given = frame.get("session")
+        return (given if isinstance(given, str) and _SESSION_RE.match(given) else None), None
+    return None, raw
+
+
 async def _serve(websocket: WebSocket, rt: Services, session: str | None) -> None:
     await websocket.accept()
+    pending: str | None = None
+    if not session:
+        session, pending = await _resume(websocket)
     sid = session if session and _SESSION_RE.match(session) else secrets.token_urlsafe(18)
     await websocket.send_json({"type": "session", "session": sid})
     sent: set[str] = set()
     forwarder = asyncio.create_task(_forward(websocket, rt, sid, sent))
     try:
         while True:
-            raw = await websocket.receive_text()
+            raw = pending if pending is not None else await websocket.receive_text()
+            pending = None
             if len(raw) > MAX_FRAME:
                 await websocket.send_json({"type": "error", "message": "El mensaje es demasiado largo."})
                 continue
