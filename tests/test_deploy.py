@@ -333,3 +333,18 @@ async def test_dispatcher_spreads_fails_over_and_takes_dead_or_draining_nodes_ou
         abuser.close()
         a.die()
         b.die()
+
+
+SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
+
+
+@pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed")
+@pytest.mark.parametrize("unit", ["atiende.service", "kamailio-atiende.service", "redis-atiende.service",
+                                  "redis-sentinel-atiende.service"])
+def test_systemd_units_verify(unit: str, tmp_path: Path) -> None:
+    """systemd's own parser; programs that only exist on a deployed machine (/srv/atiende/.venv) are not errors."""
+    r = subprocess.run([str(SYSTEMD_ANALYZE), "verify", str(REPO / "deploy" / "systemd" / unit)],
+                       capture_output=True, text=True, timeout=60)
+    problems = [line for line in (r.stdout + r.stderr).splitlines()
+                if line.strip() and "is not executable" not in line and "/srv/atiende" not in line]
+    assert not problems, problems
