@@ -137,12 +137,19 @@ class MenuOption(Strict):
     intent: str
 
 
+SurveyAfter = Literal["agent", "self_service"]
+
+
+def _after_both() -> list[SurveyAfter]:
+    return ["agent", "self_service"]
+
+
 class Survey(Strict):
     """An optional keypad survey (1-5) when a contact ends: after an agent's call (the agent hung up first) and
     after a self-service answer; the chat asks the same in words."""
 
     enabled: bool = False
-    after: list[Literal["agent", "self_service"]] = ["agent", "self_service"]
+    after: list[SurveyAfter] = Field(default_factory=_after_both)
     question: str = ("Antes de terminar, ¿cómo valora la atención recibida? Pulse o diga un número del 1 al 5; "
                      "5 es la mejor nota.")
     thanks: str = "Gracias por su valoración."

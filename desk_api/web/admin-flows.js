@@ -57,6 +57,7 @@
       .replace("say needs exactly one of text or prompt", "«Decir» necesita un texto o un mensaje (uno de los dos)")
       .replace("gather needs a text or a prompt", "«Preguntar» necesita un texto o un mensaje")
       .replace("record needs a text or a prompt", "«Grabar» necesita un texto o un mensaje")
+      .replace("the text is empty", "falta el texto: el llamante no oiría nada")
       .replace(/: a key is used twice$/, ": una tecla está repetida")
       .replace("Field required", "falta este campo")
       .replace("Extra inputs are not permitted", "campo desconocido");
@@ -187,6 +188,7 @@
       if (!text || !text.trim()) { duration.textContent = "no hay texto"; return; }
       duration.textContent = "generando…";
       audio.src = `/api/v1/editor/prompts/audio?text=${encodeURIComponent(text)}`;
+      audio.load();
       audio.play().catch(() => {});  // headless browsers without audio output still load it
     } }, "▶ Escuchar");
     return el("div", { class: "row listen" }, button, audio, duration);
@@ -300,7 +302,7 @@
         const menu = el("select", { "data-field": "menu" }, el("option", { value: "" }, "(ninguno)"),
           Object.keys(Draft.doc.menus || {}).map((m) => el("option", { value: m, selected: m === step.menu }, m)));
         menu.addEventListener("change", () => { setKey(step, "menu", menu.value, undefined); ch(); });
-        const inputs = el("div", { class: "row" }, ["speech", "dtmf"].map((k) => {
+        const inputs = el("div", { class: "row" }, ["speech", "dtmf"].flatMap((k) => {
           const c = el("input", { type: "checkbox", checked: (step.input || ["speech", "dtmf"]).includes(k) });
           c.id = fid("c");
           c.addEventListener("change", () => {
@@ -553,8 +555,9 @@
     function renderAll() { renderMap(); renderSteps(); renderForm(); renderDoc(); refreshSummary(); }
 
     const off = Draft.on(onProblems);
-    const observer = new MutationObserver(() => { if (!box.contains(stepsBox)) { off(); bar.off(); observer.disconnect(); } });
-    observer.observe(box, { childList: true });
+    // Stop listening to the draft once another tab replaced this one.
+    const observer = new MutationObserver(() => { if (!document.body.contains(stepsBox)) { off(); bar.off(); observer.disconnect(); } });
+    observer.observe(document.getElementById("section"), { childList: true });
     box.append(bar.node, el("section", { class: "panel" }, el("h3", { style: "margin-top:0" }, "Mapa de flujos"),
       el("p", { class: "small muted" }, "Pulse un flujo para ver y editar sus pasos. Las flechas son saltos (ir a, enrutar, bifurcar, desbordar)."), mapBox, summaryBox),
     el("div", { class: "grid flows-grid" }, stepsBox, formBox), docBox, yamlView());

@@ -64,7 +64,7 @@
       list.replaceChildren(
         el("section", { class: "panel" }, el("h3", { style: "margin-top:0" }, "Valores de hoy"),
           el("p", { class: "small muted" }, "Así se rellenan los datos entre llaves ahora mismo (la referencia es un ejemplo)."),
-          el("dl", { class: "values" }, Object.entries(values).map(([k, v]) => [el("dt", {}, `{${k}}`), el("dd", {}, v || "(vacío)")]))),
+          el("dl", { class: "values" }, Object.entries(values).flatMap(([k, v]) => [el("dt", {}, `{${k}}`), el("dd", {}, v || "(vacío)")]))),
         el("h3", {}, "Mensajes con nombre"), el("div", { class: "cards" }, named),
         el("div", { class: "row panel" }, key, text, add),
         el("h3", {}, "Textos escritos en los pasos"), el("div", { class: "cards" }, inline));

@@ -35,8 +35,9 @@ function show(name) {
     b.setAttribute("aria-pressed", on ? "true" : "false");
   }
   history.replaceState(null, "", `#${name}`);
-  const box = document.getElementById("section");
-  box.replaceChildren();
+  // A fresh box per visit: a section still loading when another tab is chosen fills its own, detached, box.
+  const box = el("div");
+  document.getElementById("section").replaceChildren(box);
   sections[name](box).catch((e) => box.append(el("p", { class: "error" }, describeError(e))));
 }
 Admin.show = (name) => show(name);
