@@ -74,7 +74,7 @@ class PrivateRedis:
     was measured in bench/ (see README). `password=""` turns the password off (a throwaway test server).
     """
 
-    RESTART_BACKOFF = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)  # seconds before restart n; the last one repeats
+    RESTART_BACKOFF: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0)  # seconds before restart n; the last repeats
 
     def __init__(self, data_dir: Path, host: str = "127.0.0.1", port: int | None = None,
                  password: str | None = None) -> None:
@@ -85,7 +85,7 @@ class PrivateRedis:
         self.password = secrets.token_urlsafe(24) if password is None else password
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
-        self.on_state: Callable[[bool], None] | None = None
+        self.on_state: Callable[[bool], object] | None = None
         self._up = threading.Event()
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
@@ -180,7 +180,7 @@ class PrivateRedis:
             self._up.set()
         return self.url
 
-    def supervise(self, on_state: Callable[[bool], None] | None = None) -> None:
+    def supervise(self, on_state: Callable[[bool], object] | None = None) -> None:
         """Watch the started server from a thread; when it dies without stop(), start it again on the same port and
         directory (backoff RESTART_BACKOFF, without end: the service is useless without it). `on_state(False)` when
         it is found dead, `on_state(True)` once it answers again; it runs in the supervisor thread, so an asyncio

@@ -286,3 +286,56 @@ def test_private_redis_is_restarted_with_its_data_and_requires_its_password(tmp_
     finally:
         server.stop()
     assert not server.is_up and server.proc is not None and server.proc.poll() is not None
+
+
+@NEEDS_REDIS
+@pytest.mark.anyio
+async def test_the_store_carries_on_across_a_private_redis_restart_and_leases_stop_while_it_is_down(
+        tmp_path: Path) -> None:
+    """As `atiende run` wires it: the store from the config with the private server's URL (password included), the
+    supervisor's state as an asyncio.Event; a lease's job stops within its TTL while the store is away."""
+    server = PrivateRedis(tmp_path / "redis")
+    server.start()
+    loop = asyncio.get_running_loop()
+    up = asyncio.Event()
+    up.set()
+    server.supervise(lambda ok: loop.call_soon_threadsafe(up.set if ok else up.clear))
+    store = Store.from_config(RedisConfig(prefix="sup"), url=server.url)
+    ttl = 1.0
+    stopped = asyncio.Event()
+
+    async def job(lease: Lease) -> None:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            stopped.set()
+
+    runner = LeaseRunner(store, "retention", holder="node1", ttl=ttl, retry=0.2)
+    task = asyncio.create_task(runner.run(job))
+    try:
+        await store.redis.set(store.keys.ticket("A"), "kept")
+        for _ in range(50):
+            if runner.leading:
+                break
+            await asyncio.sleep(0.02)
+        assert runner.leading
+        server.RESTART_BACKOFF = (2 * ttl,)  # an outage longer than the TTL
+        assert server.proc is not None
+        server.proc.kill()
+        t = time.monotonic()
+        await asyncio.wait_for(stopped.wait(), ttl + 1.0)
+        assert time.monotonic() - t <= ttl + 0.3 and not runner.leading
+        assert not up.is_set() and not server.is_up  # what /healthz reads meanwhile
+        await asyncio.wait_for(up.wait(), 15)
+        assert server.is_up
+        assert await store.redis.get(store.keys.ticket("A")) == "kept"
+        for _ in range(100):  # the lease is taken again once the store is back
+            if runner.leading:
+                break
+            await asyncio.sleep(0.05)
+        assert runner.leading
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await store.close()
+        await asyncio.to_thread(server.stop)
