@@ -84,6 +84,108 @@ class RateLimit(Strict):
     per_seconds: int = Field(..., ge=1)
 
 
+# ---- operations (issue 18: dispositions, canned replies, SLA alerts, call detail records) --------------------
+
+PLACEHOLDERS = ("nombre", "referencia", "proxima_apertura")  # what a canned reply may say in braces: {nombre}...
+
+
+class Disposition(Strict):
+    """A disposition (wrap-up) code an agent sets when ending a call or closing a ticket."""
+
+    code: str = Field(..., pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    label: str = Field(..., min_length=1, max_length=80)
+    queues: list[str] = Field(default_factory=list)  # empty: every queue
+    active: bool = True  # retired codes stay readable in reports and CDRs
+
+
+class Dispositions(Strict):
+    """Admin-editable (versioned section `dispositions`); this is its version 0."""
+
+    required: bool = False  # true: closing or resolving a ticket needs a disposition (422 without one)
+    codes: list[Disposition] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Dispositions:
+        codes = [c.code for c in self.codes]
+        if len(set(codes)) != len(codes):
+            raise ValueError(f"disposition codes repeat: {sorted(c for c in set(codes) if codes.count(c) > 1)}")
+        if self.required and not any(c.active for c in self.codes):
+            raise ValueError("dispositions are required but no code is active")
+        return self
+
+
+class CannedReply(Strict):
+    """A reply agents insert from the desk; `{nombre}`, `{referencia}` and `{proxima_apertura}` are filled in."""
+
+    id: str = Field(..., pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
+    title: str = Field(..., min_length=1, max_length=80)
+    text: str = Field(..., min_length=1, max_length=5000)
+    queues: list[str] = Field(default_factory=list)  # empty: every queue
+
+    @model_validator(mode="after")
+    def _placeholders(self) -> CannedReply:
+        import re
+
+        unknown = sorted({m for m in re.findall(r"\{([^{}]*)\}", self.text) if m not in PLACEHOLDERS})
+        if unknown:
+            raise ValueError(f"unknown placeholders {unknown}; use {list(PLACEHOLDERS)}")
+        return self
+
+
+class CannedReplies(Strict):
+    """Admin-editable (versioned section `canned`); this is its version 0."""
+
+    replies: list[CannedReply] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> CannedReplies:
+        ids = [r.id for r in self.replies]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"canned reply ids repeat: {sorted(i for i in set(ids) if ids.count(i) > 1)}")
+        return self
+
+
+class Webhook(Strict):
+    """An outgoing signed webhook: the JSON body's HMAC-SHA256 with `secret` in `X-Atiende-Signature:
+    sha256=<hex>`. Sent off the caller's path, from a bounded in-memory queue; a failed delivery is retried
+    `attempts` times with doubling backoff from `backoff_s`. Empty `url`: off."""
+
+    url: str = Field("", pattern=r"^(https?://[^\s]+)?$", max_length=2000)
+    secret: str = Field("", max_length=256)
+    timeout_s: float = Field(5.0, gt=0, le=60)
+    attempts: int = Field(5, ge=1, le=10)
+    backoff_s: float = Field(1.0, ge=0, le=300)
+    queue_max: int = Field(1000, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _secret(self) -> Webhook:
+        if self.url and len(self.secret) < 16:
+            raise ValueError("a webhook needs a secret of at least 16 characters to sign its bodies")
+        return self
+
+
+class Sla(Strict):
+    """Service levels in business time (the queue's calendar): a first response within
+    `first_response_business_hours`, resolution by the ticket's due date. A warning when `warn_at` of the time is
+    used, a breach when it is over; each once per ticket, to supervisors (desk event) and to `webhook`."""
+
+    enabled: bool = True
+    first_response_business_hours: float = Field(4.0, gt=0, le=2000)
+    warn_at: float = Field(0.8, gt=0, lt=1)
+    interval_s: int = Field(60, ge=5, le=86_400)
+    max_scan: int = Field(20_000, ge=100, le=1_000_000)  # active tickets looked at per round
+    webhook: Webhook = Field(default_factory=Webhook)
+
+
+class Cdr(Strict):
+    """Call detail records: the caller keeps its last `keep_digits` digits; `webhook` gets one per finished call
+    (and again when a disposition is set afterwards)."""
+
+    keep_digits: int = Field(3, ge=0, le=6)
+    webhook: Webhook = Field(default_factory=Webhook)
+    max_export: int = Field(100_000, ge=1, le=10_000_000)  # rows in one CSV export
+
+
 class DeskConfig(Strict):
     queues: list[Queue] = Field(
         default_factory=lambda: [
@@ -123,6 +225,10 @@ class DeskConfig(Strict):
     live_streams_per_address: int = Field(300, ge=1, le=100_000)
     live_buffer_events: int = Field(1000, ge=10, le=100_000)
     live_buffer_bytes: int = Field(1_048_576, ge=16_384, le=64 * 1_048_576)
+    dispositions: Dispositions = Field(default_factory=Dispositions)
+    canned: CannedReplies = Field(default_factory=CannedReplies)
+    sla: Sla = Field(default_factory=Sla)
+    cdr: Cdr = Field(default_factory=Cdr)
 
     @model_validator(mode="after")
     def _queues_known(self) -> DeskConfig:

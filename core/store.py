@@ -233,6 +233,13 @@ class Keys:
     def voicemails_recording(self, node_id: str) -> str:
         return f"{self.p}:voicemails:recording:{node_id}"  # set of call ids being recorded on a node
 
+    # -- operations (desk/dispositions.py, desk/sla.py, ivr/cdr.py)
+    def call_disposition(self, call_id: str) -> str:
+        return f"{self.p}:call:{call_id}:disposition"  # JSON {code, label, by, at}: outlives the IVR's own saves
+
+    def sla_alerted(self, ref: str) -> str:
+        return f"{self.p}:sla:{ref}:alerted"  # hash: "<sla>:<level>" -> when; each alert goes out once (TTL)
+
     # -- counters for reports
     def counter(self, name: str, day: str) -> str:
         return f"{self.p}:count:{name}:{day}"

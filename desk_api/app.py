@@ -35,6 +35,7 @@ ROUTE_MODULES = [
     "desk_api.routes.channels",
     "desk_api.routes.softphone",
     "desk_api.routes.wallboard",
+    "desk_api.routes.operations",
     "desk_api.routes.live",
     "desk_api.routes.pages",
 ]

@@ -87,6 +87,12 @@ DECISIONS: dict[tuple[str, str], Decision] = {
     ("POST", "/api/v1/callbacks/{callback_id}/claim"): STAFF, ("POST", "/api/v1/callbacks/{callback_id}/attempts"): STAFF,
     ("GET", "/api/v1/voicemails/{call_id}/audio"): STAFF,
     ("GET", "/api/v1/softphone/credentials"): STAFF, ("POST", "/api/v1/softphone/offline"): STAFF,
+    # operations (issue 18: dispositions, canned replies, SLA, CDRs; their admin lists are under /api/v1/admin/)
+    ("GET", "/api/v1/dispositions"): STAFF, ("POST", "/api/v1/tickets/{ref}/disposition"): STAFF,
+    ("POST", "/api/v1/calls/{call_id}/disposition"): STAFF, ("GET", "/api/v1/reports/dispositions"): SUPERVISORS,
+    ("GET", "/api/v1/canned"): STAFF, ("POST", "/api/v1/tickets/{ref}/canned/{reply_id}/render"): STAFF,
+    ("GET", "/api/v1/sla/at-risk"): SUPERVISORS, ("GET", "/api/v1/cdr.csv"): SUPERVISORS,
+    ("GET", "/api/v1/calls/{call_id}/cdr"): SUPERVISORS, ("GET", "/admin/operaciones"): PUBLIC,
     # IVR simulation and the admin editors
     ("POST", "/api/v1/simulate"): SUPERVISORS,
 }

@@ -26,6 +26,7 @@ from desk.models import Agent, Channel, Citizen, IdentityKind, Interaction, Prin
 from desk.tickets import Reply
 from desk_api.auth import client_of, credential_of, desk_of, is_https, rate_limited, require
 from desk_api.deps import services_of
+from desk_api.routes.operations import operations_of
 
 router = APIRouter(prefix="/api/v1")
 
@@ -129,6 +130,7 @@ class TextIn(BaseModel):
 
 class NoteIn(BaseModel):
     note: str = Field("", max_length=5000)
+    disposition: str | None = Field(None, max_length=32, description="disposition code (GET /api/v1/dispositions)")
 
 
 class EscalateIn(BaseModel):
@@ -139,6 +141,7 @@ class EscalateIn(BaseModel):
 class StatusIn(BaseModel):
     status: Literal["open", "resolved", "closed"]
     note: str = Field("", max_length=5000)
+    disposition: str | None = Field(None, max_length=32, description="disposition code (GET /api/v1/dispositions)")
 
 
 class AssignIn(BaseModel):
@@ -605,6 +608,7 @@ async def set_status(ref: Ref, body: StatusIn, request: Request, who: Principal 
     desk = desk_of(request)
     t = await desk.tickets.get(ref)
     _may_work(who, t)
+    await operations_of(request).dispositions.before_close(t.ref, body.status, body.disposition, actor=who.id)
     return await desk.tickets.set_status(t.ref, body.status, actor=who.id, note=body.note)
 
 
@@ -613,6 +617,7 @@ async def close(ref: Ref, body: NoteIn, request: Request, who: Principal = Depen
     desk = desk_of(request)
     t = await desk.tickets.get(ref)
     _may_work(who, t)
+    await operations_of(request).dispositions.before_close(t.ref, "closed", body.disposition, actor=who.id)
     return await desk.tickets.close(t.ref, actor=who.id, note=body.note)
 
 
