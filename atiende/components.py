@@ -10,8 +10,12 @@ from typing import Protocol
 
 from atiende.runtime import Runtime
 from core import logs
+from core.lease import Lease, LeaseRunner
 from core.looplag import LoopLagMonitor
+from desk.sla import SlaService
+from desk_api.routes.operations import Operations, build_operations
 from ivr.callio import CallIO
+from ivr.cdr import CdrService
 from ivr.contact import CallerGone
 from telephony.call import Call
 from telephony.endpoint import SipEndpoint
@@ -33,12 +37,14 @@ class LineComponent:
         self.rt = rt
         self.endpoint: SipEndpoint | None = None
         self._warm: asyncio.Task[None] | None = None
+        self.cdr: CdrService | None = None
 
     async def start(self) -> None:
         sip = self.rt.settings.sip
         if not sip.enabled:
             log.info("SIP disabled: the IVR serves chats and simulations only")
             return
+        self.cdr = operations(self.rt).cdr
         self.endpoint = SipEndpoint(sip, self.on_call, clock=self.rt.clock)
         await self.endpoint.start()
         self.rt.attach_line(self.endpoint)
@@ -61,7 +67,9 @@ class LineComponent:
         try:
             await call.answer()
             io = CallIO(call, self.rt.speech)
-            await self.rt.ivr.run(io, call_id=call.call_id, trace_id=call.trace_id)
+            done = await self.rt.ivr.run(io, call_id=call.call_id, trace_id=call.trace_id)
+            if self.cdr is not None:
+                self.cdr.call_ended(done)  # the CDR webhook is sent in the background: the call never waits on it
         except CallEnded:
             # The caller hung up (or CANCELled) before the answer completed: ordinary, not a fault.
             log.info("caller left before the answer", extra=logs.fields(call_id=call.call_id, reason=call.end_reason))
@@ -82,6 +90,9 @@ class LineComponent:
         if self.endpoint is not None:
             self.rt.attach_line(None)
             await self.endpoint.stop()
+        if self.cdr is not None:
+            await self.cdr.drain(2.0)
+            await self.cdr.close()
 
 
 class VoicemailComponent:
@@ -162,9 +173,47 @@ class RetentionComponent:
             await asyncio.gather(self._task, return_exceptions=True)
 
 
+def operations(rt: Runtime) -> Operations:
+    return build_operations(rt.current_settings, rt.store, rt.clock, rt.desk, rt.calendars, rt.calls)
+
+
+class SlaComponent:
+    """SLA alerts (desk/sla.py): a round every `desk.sla.interval_s` on the one node that holds the `sla` lease."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.sla: SlaService | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.sla = operations(self.rt).sla
+        runner = LeaseRunner(self.rt.store, "sla", holder=self.rt.settings.service.node_id, ttl=15.0)
+        self._task = asyncio.create_task(runner.run(self._rounds), name="sla")
+
+    async def _rounds(self, lease: Lease) -> None:
+        assert self.sla is not None
+        while True:
+            try:
+                if await lease.check():
+                    sent = await self.sla.run_once()
+                    if sent:
+                        log.info("SLA: %d alert(s) sent", sent)
+            except Exception:
+                log.exception("SLA round failed; trying again next interval")
+            await asyncio.sleep(self.rt.settings.desk.sla.interval_s)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self.sla is not None:
+            await self.sla.close()
+
+
 async def start_components(rt: Runtime) -> list[Component]:
     started: list[Component] = []
-    for comp in (LoopLagComponent(), LineComponent(rt), VoicemailComponent(rt), RetentionComponent(rt)):
+    for comp in (LoopLagComponent(), LineComponent(rt), VoicemailComponent(rt), RetentionComponent(rt),
+                 SlaComponent(rt)):
         await comp.start()
         started.append(comp)
     return started

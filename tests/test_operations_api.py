@@ -398,3 +398,31 @@ def _app_ops(client: httpx.AsyncClient) -> Operations:
     ops = transport.app.state.operations  # type: ignore[attr-defined]
     assert isinstance(ops, Operations)
     return ops
+
+
+async def test_sla_job_runs_on_one_node_under_its_lease(runtime: Runtime, clock: FixedClock) -> None:
+    """What `atiende run` starts (atiende/components.py): two nodes, one lease; the alert goes out once."""
+    import asyncio
+
+    from atiende.components import SlaComponent
+    from core.lease import holder_of
+
+    t = await runtime.desk.tickets.create(channel="email", queue="N1", subject="Licencia")
+    clock.set(datetime(2026, 11, 23, 13, 30, tzinfo=MADRID))
+    nodes = [SlaComponent(runtime), SlaComponent(runtime)]
+    for node in nodes:
+        await node.start()
+    try:
+        for _ in range(100):
+            events = [e for _, e in await runtime.desk.events.recent(50) if e.get("type") == "sla.warning"]
+            if events:
+                break
+            await asyncio.sleep(0.05)
+        assert [e["ref"] for e in events] == [t.ref]
+        held = await holder_of(runtime.store, "sla")
+        assert held is not None and held[1] == runtime.settings.service.node_id
+        await asyncio.sleep(0.3)
+        assert len([e for _, e in await runtime.desk.events.recent(50) if e.get("type") == "sla.warning"]) == 1
+    finally:
+        for node in nodes:
+            await node.stop()
