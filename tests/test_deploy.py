@@ -166,6 +166,16 @@ class FakeNode(asyncio.DatagramProtocol):
         await asyncio.get_running_loop().create_datagram_endpoint(lambda: self, local_addr=("127.0.0.1", self.port))
         return self
 
+    def ring(self, kport: int, agent: str) -> None:
+        """What a node does to bridge a queued call: INVITE the agent at Kamailio, from the node's SIP port."""
+        assert self.transport is not None
+        self.transport.sendto("\r\n".join([
+            f"INVITE sip:{agent}@127.0.0.1:{kport} SIP/2.0",
+            f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch=z9hG4bK{uuid.uuid4().hex[:12]};rport",
+            "Max-Forwards: 70", f"From: <sip:900@127.0.0.1:{self.port}>;tag=n{self.name}",
+            f"To: <sip:{agent}@127.0.0.1>", f"Call-ID: {uuid.uuid4().hex}", "CSeq: 1 INVITE",
+            f"Contact: <sip:900@127.0.0.1:{self.port}>", "Content-Length: 0", "", ""]).encode(), ("127.0.0.1", kport))
+
     def die(self) -> None:
         if self.transport is not None:
             self.transport.close()
@@ -179,6 +189,8 @@ class Client(asyncio.DatagramProtocol):
         self.host = host
         self.port = free_port(host)
         self.finals: dict[str, asyncio.Future[tuple[int, str]]] = {}
+        self.answers: dict[str, str] = {}  # Call-ID -> the last final answer, whole
+        self.requests: list[str] = []  # requests sent to this client (an agent's phone being rung)
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -188,11 +200,13 @@ class Client(asyncio.DatagramProtocol):
         msg = data.decode(errors="replace")
         first, hs = _headers(msg)
         if not first.startswith("SIP/2.0"):
+            self.requests.append(msg)
             return
         code = int(first.split()[1])
         h = {k.lower(): v for k, v in hs}
         fut = self.finals.get(h.get("call-id", ""))
         if code >= 200 and fut is not None and not fut.done():
+            self.answers[h.get("call-id", "")] = msg
             m = re.search(r"tag=([\w.-]+)", h.get("to", ""))
             fut.set_result((code, m.group(1) if m else ""))
 
@@ -200,18 +214,22 @@ class Client(asyncio.DatagramProtocol):
         await asyncio.get_running_loop().create_datagram_endpoint(lambda: self, local_addr=(self.host, self.port))
         return self
 
-    def send(self, method: str, kport: int, user: str = "900") -> asyncio.Future[tuple[int, str]]:
-        call_id = uuid.uuid4().hex
+    def send(self, method: str, kport: int, user: str = "900", *, call_id: str | None = None, cseq: int = 1,
+             from_user: str = "carrier", from_host: str | None = None,
+             extra: tuple[str, ...] = ()) -> asyncio.Future[tuple[int, str]]:
+        call_id = call_id or uuid.uuid4().hex
         branch = "z9hG4bK" + uuid.uuid4().hex[:12]
+        ruri = f"sip:{user}@127.0.0.1:{kport}" if user else f"sip:127.0.0.1:{kport}"
         req = "\r\n".join([
-            f"{method} sip:{user}@127.0.0.1:{kport} SIP/2.0",
+            f"{method} {ruri} SIP/2.0",
             f"Via: SIP/2.0/UDP {self.host}:{self.port};branch={branch};rport",
             "Max-Forwards: 70",
-            f"From: <sip:carrier@{self.host}>;tag={uuid.uuid4().hex[:8]}",
-            f"To: <sip:{user}@127.0.0.1>",
+            f"From: <sip:{from_user}@{from_host or self.host}>;tag={uuid.uuid4().hex[:8]}",
+            f"To: <sip:{user or from_user}@127.0.0.1>",
             f"Call-ID: {call_id}",
-            f"CSeq: 1 {method}",
-            f"Contact: <sip:carrier@{self.host}:{self.port}>",
+            f"CSeq: {cseq} {method}",
+            f"Contact: <sip:{from_user}@{self.host}:{self.port}>",
+            *extra,
             "Content-Length: 0", "", ""])
         fut: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
         self.finals[call_id] = fut
@@ -222,6 +240,33 @@ class Client(asyncio.DatagramProtocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+
+async def _register(phone: Client, kport: int, user: str, password: str, domain: str = "127.0.0.1") -> int:
+    """REGISTER with digest (MD5, qop=auth) as a softphone does; the final answer's code."""
+    import hashlib
+
+    call_id = uuid.uuid4().hex
+    code, _ = await asyncio.wait_for(phone.send("REGISTER", kport, "", call_id=call_id, from_user=user,
+                                                from_host=domain), 3)
+    if code != 401:
+        return code
+    challenge = dict(re.findall(r'(\w+)="?([^",]+)"?', phone.answers[call_id].split("WWW-Authenticate:", 1)[1]
+                                .split("\r\n", 1)[0]))
+    phone.finals.pop(call_id)
+
+    def md5(text: str) -> str:
+        return hashlib.md5(text.encode()).hexdigest()
+
+    uri = f"sip:127.0.0.1:{kport}"
+    cnonce, nc = uuid.uuid4().hex[:8], "00000001"
+    ha1, ha2 = md5(f"{user}:{challenge['realm']}:{password}"), md5(f"REGISTER:{uri}")
+    response = md5(f"{ha1}:{challenge['nonce']}:{nc}:{cnonce}:auth:{ha2}")
+    auth = (f'Authorization: Digest username="{user}", realm="{challenge["realm"]}", nonce="{challenge["nonce"]}", '
+            f'uri="{uri}", response="{response}", algorithm=MD5, qop=auth, nc={nc}, cnonce="{cnonce}"')
+    code, _ = await asyncio.wait_for(phone.send("REGISTER", kport, "", call_id=call_id, cseq=2, from_user=user,
+                                                from_host=domain, extra=(auth, "Expires: 300")), 3)
+    return code
 
 
 @contextlib.asynccontextmanager
@@ -267,6 +312,7 @@ async def test_dispatcher_spreads_fails_over_and_takes_dead_or_draining_nodes_ou
     a, b = await FakeNode("a").start(), await FakeNode("b").start()
     carrier = await Client().start()
     abuser = await Client("127.0.0.3").start()
+    phone = await Client("127.0.0.4").start()
     try:
         async with kamailio(tmp_path, [a, b]) as kport:
             for _ in range(100):  # Kamailio is up and has probed both nodes
@@ -317,6 +363,17 @@ async def test_dispatcher_spreads_fails_over_and_takes_dead_or_draining_nodes_ou
                 await asyncio.sleep(0.3)
             assert tags[-4:] == ["a"] * 4, tags
 
+            # an agent's phone registers (digest); a node rings it through Kamailio; a stranger may not
+            assert await _register(phone, kport, "ana", "secret") == 200
+            a.ring(kport, "ana")
+            for _ in range(50):
+                if phone.requests:
+                    break
+                await asyncio.sleep(0.05)
+            assert phone.requests and phone.requests[0].startswith("INVITE sip:ana@127.0.0.4"), phone.requests
+            assert "Record-Route:" in phone.requests[0]
+            assert (await asyncio.wait_for(abuser.send("INVITE", kport, "ana"), 2))[0] == 403
+
             # an address that is neither the carrier nor a node, flooding REGISTER: banned, then ignored
             codes = []
             for _ in range(12):
@@ -331,6 +388,7 @@ async def test_dispatcher_spreads_fails_over_and_takes_dead_or_draining_nodes_ou
     finally:
         carrier.close()
         abuser.close()
+        phone.close()
         a.die()
         b.die()
 
