@@ -260,8 +260,10 @@ class PrivateRedis:
         self._supervisor = None
 
 
-def check_url(url: str, timeout: float = 2.0) -> None:
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+def check_url(url: str, timeout: float = 2.0, password: str | None = None) -> None:
+    """`password`: redis.password when the URL carries none (it comes from the environment, not the URL)."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout,
+                                  **({"password": password} if password else {}))
     try:
         client.ping()
     except redis.exceptions.RedisError as exc:

@@ -238,7 +238,7 @@ async def test_another_node_takes_over_within_seconds_when_the_holder_dies(store
         assert taken, "node B never took the lease over"
         takeover = taken[0] - killed
         print(f"\nlease takeover {takeover:.2f} s after the holder's SIGKILL (ttl {ttl} s)")
-        assert takeover <= ttl + 0.5
+        assert takeover <= ttl + 1.0  # expiry (<= ttl after the last renewal) + one retry, with slack for a busy box
     finally:
         if proc.returncode is None:
             proc.kill()
