@@ -463,7 +463,8 @@
       const steps = Draft.doc.flows[flow] || [];
       const step = steps[index];
       if (!step) { formBox.replaceChildren(el("p", { class: "muted" }, "Este flujo no tiene pasos: añada uno.")); problemsSlot = null; return; }
-      const onChange = (structural) => { Draft.changed(); refreshSummary(); if (structural) { renderMap(); } };
+      // The step list shows each step's summary: rebuild it (the form, where the cursor is, stays as it is).
+      const onChange = (structural) => { Draft.changed(); refreshSummary(); renderSteps(); if (structural) { renderMap(); } };
       problemsSlot = el("div", { role: "status", "aria-live": "polite" }, problemsList(flow, index));
       const move = (d) => { const j = index + d; if (j < 0 || j >= steps.length) return; [steps[index], steps[j]] = [steps[j], steps[index]]; index = j; Draft.changed(); renderAll(); };
       const verb = el("select", { "aria-label": "Tipo de paso", "data-field": "verb" }, VERBS.map(([v, l]) => el("option", { value: v, selected: v === step.verb }, l)));
