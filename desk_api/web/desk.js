@@ -232,9 +232,10 @@ async function openTicket(ref, quiet) {
     active && !canWork && !canClaim ? el("p", { class: "small muted" }, t.assignee ? `Lo atiende ${t.assignee}.` : `Espera en la cola ${t.queue}.`) : null,
     canWork ? el("div", {}, el("label", { for: "reply-text" }, "Responder en su canal"), reply,
       el("button", { "data-testid": "reply-send", onclick: () => reply.value.trim() && act("reply", { text: reply.value.trim() }, "Respuesta enviada.") }, "Enviar respuesta")) : null,
+    canWork && window.AtiendeOps ? AtiendeOps.ticketTools(t, reply, msg) : null,
     canWork && t.level < 2 ? el("div", {}, el("label", { for: "escalate-note" }, "Escalar a N2"), note,
       el("button", { class: "secondary", "data-testid": "escalate", onclick: () => note.value.trim() ? act("escalate", { note: note.value.trim() }, "Escalado a N2.") : (msg.textContent = "Escriba una nota para el especialista.") }, "Escalar a N2")) : null,
-    canWork ? el("div", { class: "row" }, el("button", { class: "danger", "data-testid": "close", onclick: () => act("close", { note: "" }, "Ticket cerrado.") }, "Cerrar ticket")) : null,
+    canWork ? el("div", { class: "row" }, el("button", { class: "danger", "data-testid": "close", onclick: () => act("close", { note: "", disposition: window.AtiendeOps ? AtiendeOps.chosen(t.ref) : undefined }, "Ticket cerrado.") }, "Cerrar ticket")) : null,
   );
   view.replaceChildren(...[
     el("div", { class: "row", style: "justify-content: space-between" },

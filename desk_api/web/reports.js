@@ -116,11 +116,35 @@ async function load() {
   const overdue = r.open_past_due.refs || [];
   document.getElementById("overdue").replaceChildren(overdue.length
     ? el("ul", {}, overdue.map((ref) => el("li", {}, showRef(ref)))) : el("p", { class: "muted" }, "Ninguno."));
+  await loadOperations(start, end);
   try {
     const a = await api("GET", "/api/v1/audit?count=30");
     document.getElementById("audit").replaceChildren(el("table", {}, el("thead", {}, el("tr", {}, ["Cuándo", "Quién", "Qué", "Sobre"].map((h) => el("th", {}, h)))),
       el("tbody", {}, a.entries.map((e) => el("tr", {}, el("td", {}, when(e.at)), el("td", {}, e.actor || ""), el("td", {}, e.action || ""), el("td", {}, e.target || ""))))));
   } catch (e) { document.getElementById("audit").textContent = describeError(e); }
+}
+
+// Operations (issue 18): tickets at risk of their SLA, dispositions in the period, the CDR export.
+const SLA_NAMES = { first_response: "primera respuesta", resolution: "resolución" };
+
+async function loadOperations(start, end) {
+  document.getElementById("cdr-link").href = `/api/v1/cdr.csv?since=${start}&until=${end}`;
+  const sla = document.getElementById("sla");
+  try {
+    const r = await api("GET", "/api/v1/sla/at-risk?limit=50");
+    sla.replaceChildren(r.tickets.length ? el("table", {}, el("thead", {}, el("tr", {}, ["Ticket", "Cola", "Plazo", "Vence", "Usado"].map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, r.tickets.map((x) => el("tr", { "data-testid": `sla-row-${x.ref}`, class: x.level },
+        el("td", {}, showRef(x.ref)), el("td", {}, x.queue), el("td", {}, SLA_NAMES[x.sla] || x.sla),
+        el("td", {}, x.level === "breach" ? el("b", { class: "error" }, `vencido (${when(x.due)})`) : when(x.due)),
+        el("td", {}, `${Math.round(x.used * 100)} %`))))) : el("p", { class: "muted" }, "Ninguno."));
+  } catch (e) { sla.textContent = describeError(e); }
+  const box = document.getElementById("dispositions");
+  try {
+    const r = await api("GET", `/api/v1/reports/dispositions?start=${start}&end=${end}`);
+    const rows = Object.entries(r.codes).filter(([, v]) => v.tickets || v.calls || v.active);
+    box.replaceChildren(el("table", {}, el("thead", {}, el("tr", {}, ["Tipificación", "Tickets", "Llamadas"].map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, rows.map(([code, v]) => el("tr", { "data-testid": `disp-${code}` }, el("td", {}, v.label), el("td", {}, String(v.tickets)), el("td", {}, String(v.calls)))))));
+  } catch (e) { box.textContent = describeError(e); }
 }
 
 async function init() {
