@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -23,7 +24,10 @@ class Registration(Strict):
 class Trunk(Strict):
     """Where outbound calls (callbacks, agents' phones) go, with digest credentials if asked."""
 
-    proxy: str | None = Field(None, description="sip:host[:port]; unset = dial the request URI directly")
+    proxy: str | None = Field(
+        None, description="sip:host[:port] every outbound call goes through (and the only address digest credentials "
+                          "are sent to). Unset: numbers cannot be dialled; configured sip: URIs (agents' phones) go "
+                          "straight to their host")
     user: str | None = None
     password: str | None = None
     from_user: str = "900000000"
@@ -51,6 +55,20 @@ class SipConfig(Strict):
                     "(bench/bench_rtp_pacing.py). None leaves it alone.")
     registrations: list[Registration] = Field(default_factory=list)
     trunk: Trunk = Field(default_factory=Trunk)
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses or networks (Kamailio's) exempt from the per-source limits below: all carrier traffic "
+                    "comes from there, so only max_calls and max_transactions apply to them")
+    max_calls_per_source: int = Field(4, ge=1, description="concurrent inbound calls from one untrusted address; "
+                                                           "more get 503 with Retry-After")
+    requests_per_source_s: float = Field(20.0, gt=0, description="sustained SIP requests per second from one "
+                                                                 "untrusted address (token bucket); excess dropped")
+    request_burst_per_source: int = Field(50, ge=1, description="bucket size of requests_per_source_s")
+    max_message_bytes: int = Field(16384, ge=1500, le=65535,
+                                   description="larger SIP datagrams get 513 Message Too Large (or are dropped)")
+    max_transactions: int = Field(4096, ge=16, description="live server transactions in total; more get a "
+                                                           "stateless 503")
+    max_transactions_per_source: int = Field(64, ge=4, description="live server transactions per untrusted address")
 
     @model_validator(mode="after")
     def _ports(self) -> SipConfig:
@@ -60,4 +78,9 @@ class SipConfig(Strict):
             raise ValueError("listening on all addresses needs public_host: the address to put in Contact and SDP")
         if len(set(self.codecs)) != len(self.codecs):
             raise ValueError("codecs must not repeat")
+        for net in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {net!r} is not an IP address or network") from None
         return self

@@ -20,17 +20,16 @@ import contextlib
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Literal, Protocol
 
 from pydantic import BaseModel
 
 from core.audio import FRAME_BYTES as PCM_FRAME
-
-if TYPE_CHECKING:
-    from telephony.endpoint import SipEndpoint
-    from telephony.rtp import RtpSession
-    from telephony.sip.dialog import Dialog
-    from telephony.sip.transaction import ServerTransaction
+from core.audio import put_dropping_oldest
+from telephony.rtp import RtpSession
+from telephony.sdp import Sdp
+from telephony.sip.dialog import Dialog
+from telephony.sip.transaction import ServerTransaction
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +61,24 @@ class CallRecord(BaseModel):
     remote_media: str | None = None
 
 
+class CallControl(Protocol):
+    """What a Call asks of the SIP side (the endpoint implements it); the Call never sees SIP messages."""
+
+    async def answer(self, call: Call) -> None: ...
+
+    async def reject(self, call: Call, status: int, reason: str | None) -> None: ...
+
+    async def hangup(self, call: Call, reason: str) -> None: ...
+
+    async def send_dtmf(self, call: Call, digits: str) -> None: ...
+
+    async def transfer(self, call: Call, uri: str, within_s: float) -> bool: ...
+
+
 class Call:
-    def __init__(self, endpoint: SipEndpoint, *, call_id: str, trace_id: str, direction: Literal["in", "out"],
+    def __init__(self, control: CallControl, *, call_id: str, trace_id: str, direction: Literal["in", "out"],
                  caller: str, callee: str, started_at: datetime) -> None:
-        self._ep = endpoint
+        self._control = control
         self.call_id = call_id
         self.trace_id = trace_id
         self.direction: Literal["in", "out"] = direction
@@ -82,7 +95,8 @@ class Call:
         self.dialog: Dialog | None = None
         self.invite_tx: ServerTransaction | None = None
         self.rtp: RtpSession | None = None
-        self.offer: Any = None  # the remote SDP offer of the INVITE (None: late offer)
+        self.offer: Sdp | None = None  # the remote SDP offer of the INVITE (None: late offer)
+        self.source: tuple[str, int] | None = None  # where the initial INVITE came from (inbound calls)
         self.sdp_version = 0
         self.session_id = 0
         self.acked = asyncio.Event()
@@ -102,14 +116,14 @@ class Call:
 
     async def answer(self) -> None:
         """Answer an inbound call; returns once the caller's ACK arrived (raises CallEnded if it never does)."""
-        await self._ep._answer(self)
+        await self._control.answer(self)
 
     async def reject(self, status: int = 486, reason: str | None = None) -> None:
         """Refuse a ringing inbound call (486 Busy Here by default)."""
-        await self._ep._reject(self, status, reason)
+        await self._control.reject(self, status, reason)
 
     async def hangup(self, reason: str = "normal") -> None:
-        await self._ep._hangup(self, reason)
+        await self._control.hangup(self, reason)
 
     async def wait_ended(self, within_s: float | None = None) -> str | None:
         with contextlib.suppress(TimeoutError):
@@ -208,7 +222,8 @@ class Call:
 
     # ---- DTMF -----------------------------------------------------------------------------
 
-    def _on_dtmf(self, digit: str) -> None:
+    def deliver_dtmf(self, digit: str) -> None:
+        """A digit from the line (RTP event or SIP INFO): recorded, queued for dtmf(), and a barge-in if asked."""
         self._record.dtmf_received += digit
         if self._interrupt_on_dtmf and self.playing:
             self.stop_playback()
@@ -226,14 +241,14 @@ class Call:
 
     async def send_dtmf(self, digits: str) -> None:
         """Send digits as RFC 4733 events (SIP INFO if the peer did not offer telephone-event)."""
-        await self._ep._send_dtmf(self, digits)
+        await self._control.send_dtmf(self, digits)
 
     # ---- transfer and bridge --------------------------------------------------------------
 
     async def transfer(self, uri: str, within_s: float = 30.0) -> bool:
         """Blind transfer (REFER). True once the transferee reports the new call answered; this call then ends
         with reason "transferred". False if refused or failed; the call goes on."""
-        return await self._ep._transfer(self, uri, within_s)
+        return await self._control.transfer(self, uri, within_s)
 
     async def bridge(self, other: Call) -> None:
         """Relay audio (and DTMF) both ways until either call ends. Neither call is hung up here."""
@@ -255,9 +270,22 @@ class Call:
                 t.cancel()
             await asyncio.wait(tasks, timeout=1.0)
 
-    # ---- endpoint side --------------------------------------------------------------------
+    # ---- state transitions the endpoint drives -------------------------------------------
 
-    def _finish(self, reason: str, at: datetime) -> None:
+    def begin_answer(self) -> None:
+        self.state = "answering"
+
+    def mark_answered(self, at: datetime, sip_status: int) -> None:
+        """The 200 went out (inbound) or came in (outbound)."""
+        self._record.answered_at = at
+        self._record.sip_status = sip_status
+
+    def mark_up(self) -> None:
+        self.state = "up"
+
+    def finish(self, reason: str, at: datetime, sip_status: int | None = None) -> None:
+        if sip_status is not None:
+            self._record.sip_status = sip_status
         self.state = "ended"
         self.end_reason = reason
         r = self._record
@@ -276,9 +304,7 @@ async def relay_audio(src: Call, dst: Call) -> None:
     out = dst_rtp.frames_out
 
     def put(f: bytes) -> None:
-        if out.full():
-            out.get_nowait()  # keep latency bounded: drop the oldest
-        out.put_nowait(f)
+        put_dropping_oldest(out, f)  # keep latency bounded
 
     held: bytes | None = None
     while True:

@@ -30,7 +30,7 @@ import sys
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import cast
 
 from core import audio
 from telephony import g711
@@ -48,7 +48,7 @@ DTMF_END_PACKETS = 3
 FAST_SEND = True
 
 
-def _load_sendto() -> Any:
+def _load_sendto() -> Callable[..., int] | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -247,7 +247,7 @@ class MediaParams:
 class RtpSession(asyncio.DatagramProtocol):
     def __init__(self, params: MediaParams, *, media_timeout: float | None = None,
                  on_dtmf: Callable[[str], None] | None = None, on_timeout: Callable[[], None] | None = None,
-                 rx_frames: int = 50, tx_frames: int = 3) -> None:
+                 rx_frames: int = 50, tx_frames: int = 3, verified: bool = True) -> None:
         self.params = params
         self.media_timeout = media_timeout
         self.on_dtmf = on_dtmf
@@ -276,6 +276,10 @@ class RtpSession(asyncio.DatagramProtocol):
         self._sockaddr_for: tuple[str, int] | None = None
         self._sockaddr: bytes | None = None
         self._fd = -1
+        # An unverified session (the endpoint's inbound calls) sends nothing until the remote address is known to
+        # want it: the caller's ACK arrived, or RTP came from that address (latched below). Otherwise one unanswered
+        # INVITE naming someone else's address in its SDP would aim our stream at them (amplification).
+        self.verified = verified
 
     # ---- socket ---------------------------------------------------------------------------
 
@@ -295,7 +299,7 @@ class RtpSession(asyncio.DatagramProtocol):
         raise OSError(f"no free RTP port in {port_min}-{port_max}")
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if self._closed or len(data) < 12 or 72 <= (data[1] & 0x7F) <= 76:  # RTCP multiplexed: ignored
@@ -314,6 +318,7 @@ class RtpSession(asyncio.DatagramProtocol):
             if tuple(addr[:2]) != tuple(p.remote):
                 log.debug("RTP latched to %s:%s (SDP said %s:%s)", addr[0], addr[1], *p.remote)
                 p.remote = (addr[0], addr[1])
+            self.verified = True  # that address sends us media itself: streaming back to it amplifies nothing
         self.stats.received += 1
         if pkt.pt == p.dtmf_pt:
             digit = self.dtmf_rx.feed(pkt)  # at once, not after reordering: a digit should stop a prompt now
@@ -331,9 +336,7 @@ class RtpSession(asyncio.DatagramProtocol):
             if item is not None and item.pt != p.pt:
                 continue
             frame = audio.SILENCE if item is None else g711.fit_frame(g711.decode(p.codec, item.payload))
-            if self.frames_in.full():
-                self.frames_in.get_nowait()  # nobody is listening: keep the newest second
-            self.frames_in.put_nowait(frame)
+            audio.put_dropping_oldest(self.frames_in, frame)  # nobody is listening: keep the newest second
 
     def error_received(self, exc: Exception) -> None:
         log.debug("RTP socket error: %s", exc)
@@ -383,9 +386,7 @@ class RtpSession(asyncio.DatagramProtocol):
             self._transport.close()
         self.stats.lost = self.jitter.lost
         self.stats.duplicates = self.jitter.duplicates
-        if self.frames_in.full():
-            self.frames_in.get_nowait()
-        self.frames_in.put_nowait(None)
+        audio.put_dropping_oldest(self.frames_in, None)
 
     # ---- the sender -----------------------------------------------------------------------
 
@@ -446,7 +447,7 @@ class RtpSession(asyncio.DatagramProtocol):
             if self.frames_out.empty():
                 self.drained.set()
             pkt = RtpPacket(p.pt, 0, ts, self.ssrc, g711.encode(p.codec, frame), marker=self._marker)
-        if p.direction in ("sendrecv", "sendonly") and self._transport is not None and p.remote[1]:
+        if p.direction in ("sendrecv", "sendonly") and self._transport is not None and p.remote[1] and self.verified:
             self._marker = False
             pkt.seq = self._seq
             self._seq = (self._seq + 1) & 0xFFFF

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from telephony.sip.message import Address, Headers, Request, Response, SipUri, new_branch
+from telephony.sip import build
+from telephony.sip.message import Address, Request, Response, SipUri
 
 
 @dataclass
@@ -58,19 +59,6 @@ class Dialog:
         if routes and "lr" not in Address.parse(routes[0]).uri.params:  # strict routing (RFC 2543 proxies)
             ruri = str(Address.parse(routes[0]).uri)
             routes = [*routes[1:], f"<{self.remote_target}>"]
-        h = Headers()
-        h.add("via", f"{via};branch={new_branch()};rport")
-        h.add("max-forwards", "70")
-        h.add("from", str(self.local))
-        h.add("to", str(self.remote))
-        h.add("call-id", self.call_id)
-        h.add("cseq", f"{cseq} {method}")
-        for r in routes:
-            h.add("route", r)
-        if method not in ("ACK", "BYE", "CANCEL"):
-            h.add("contact", contact)
-        for k, v in extra or []:
-            h.add(k, v)
-        if body:
-            h.add("content-type", content_type or "application/sdp")
-        return Request(method, ruri, h, body)
+        return build.request(method, ruri, via=via, from_=str(self.local), to=str(self.remote), call_id=self.call_id,
+                             cseq=cseq, contact=contact, routes=routes, extra=extra or (), body=body,
+                             content_type=content_type)

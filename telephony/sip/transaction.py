@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -27,6 +28,14 @@ T4 = 5.0
 LINGER = 32.0  # how long a finished transaction keeps absorbing retransmissions (Timers J / I / D)
 
 Send = Callable[[bytes, tuple[str, int]], None]
+
+# What a server transaction keeps of its request: enough to build and re-send responses. The body (an SDP, or
+# 60 kB of junk from whoever sent it) and every other header go once the request has been handled.
+_KEPT_HEADERS = frozenset({"via", "from", "to", "call-id", "cseq", "record-route"})
+
+
+def _slim(req: Request) -> Request:
+    return Request(req.method, req.uri, Headers([(k, v) for k, v in req.headers.items if k in _KEPT_HEADERS]))
 
 
 def server_key(req: Request) -> tuple[str, ...]:
@@ -46,9 +55,10 @@ def server_key(req: Request) -> tuple[str, ...]:
 class ServerTransaction:
     key: tuple[str, ...]
     method: str
-    request: Request
+    request: Request  # headers for responses only (see _slim)
     addr: tuple[str, int]
     to_tag: str
+    source: str = ""  # the IP address the request came from, for the per-source cap
     last_response: bytes | None = None
     final_status: int | None = None
     acked: asyncio.Event = field(default_factory=asyncio.Event)
@@ -57,10 +67,15 @@ class ServerTransaction:
 
 
 class TransactionLayer:
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, *, max_server: int = 4096, max_server_per_source: int = 64,
+                 unlimited: Callable[[str], bool] = lambda _ip: False) -> None:
         self.send = send
         self.server: dict[tuple[str, ...], ServerTransaction] = {}
         self.client: dict[tuple[str, str], ClientTransaction] = {}
+        self.max_server = max_server
+        self.max_server_per_source = max_server_per_source
+        self.unlimited = unlimited  # sources exempt from the per-source cap (trusted proxies)
+        self._per_source: Counter[str] = Counter()
 
     # ---- server ---------------------------------------------------------------------------
 
@@ -70,10 +85,22 @@ class TransactionLayer:
     def find_invite(self, cancel: Request) -> ServerTransaction | None:
         return self.server.get((*server_key(cancel)[:-1], "INVITE"))
 
-    def create_server(self, req: Request, addr: tuple[str, int], to_tag: str) -> ServerTransaction:
+    def can_create(self, source: str) -> bool:
+        """Room for one more server transaction from `source`: each lingers 32 s, so a flood of distinct requests
+        would otherwise grow memory without bound."""
+        if len(self.server) >= self.max_server:
+            return False
+        return self.unlimited(source) or self._per_source[source] < self.max_server_per_source
+
+    def create_server(self, req: Request, addr: tuple[str, int], to_tag: str, source: str = "") -> ServerTransaction:
         key = server_key(req)
-        tx = ServerTransaction(key=key, method=req.method, request=req, addr=addr, to_tag=to_tag)
+        tx = ServerTransaction(key=key, method=req.method, request=_slim(req), addr=addr, to_tag=to_tag,
+                               source=source)
+        old = self.server.get(key)
+        if old is not None:
+            self._forget(old)
         self.server[key] = tx
+        self._per_source[source] += 1
         if req.method != "INVITE":  # a non-INVITE transaction that never answers still goes away
             tx.expire = asyncio.get_running_loop().call_later(LINGER * 2, self._drop, key)
         return tx
@@ -112,8 +139,17 @@ class TransactionLayer:
 
     def _drop(self, key: tuple[str, ...]) -> None:
         tx = self.server.pop(key, None)
-        if tx and tx.task:
+        if tx is not None:
+            self._forget(tx)
+
+    def _forget(self, tx: ServerTransaction) -> None:
+        if tx.task:
             tx.task.cancel()
+        if tx.expire:
+            tx.expire.cancel()
+        self._per_source[tx.source] -= 1
+        if self._per_source[tx.source] <= 0:
+            del self._per_source[tx.source]
 
     # ---- client ---------------------------------------------------------------------------
 
@@ -124,7 +160,7 @@ class TransactionLayer:
         tx.start()
         return tx
 
-    def on_response(self, resp: Response) -> bool:
+    def on_response(self, resp: Response, source: tuple[str, int] | None = None) -> bool:
         try:
             branch = resp.vias[0].branch or ""
             _, method = resp.cseq
@@ -133,7 +169,7 @@ class TransactionLayer:
         tx = self.client.get((branch, method))
         if tx is None:
             return False
-        tx.receive(resp)
+        tx.receive(resp, source)
         return True
 
     def close(self) -> None:
@@ -146,6 +182,7 @@ class TransactionLayer:
             ctx.stop()
         self.server.clear()
         self.client.clear()
+        self._per_source.clear()
 
 
 class ClientTransaction:
@@ -158,6 +195,7 @@ class ClientTransaction:
         self.on_provisional = on_provisional
         self.final: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self.provisional = False
+        self.final_source: tuple[str, int] | None = None  # where the final response came from (digest: trunk only)
         self.ack: bytes | None = None
         self._task: asyncio.Task[None] | None = None
         self._expire: asyncio.TimerHandle | None = None
@@ -191,7 +229,7 @@ class ClientTransaction:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.shield(self.final)
 
-    def receive(self, resp: Response) -> None:
+    def receive(self, resp: Response, source: tuple[str, int] | None = None) -> None:
         if resp.status < 200:
             self.provisional = True
             if not self.final.done() and self.on_provisional:
@@ -204,6 +242,7 @@ class ClientTransaction:
         elif self.ack is not None:  # a retransmitted 2xx: the dialog's ACK again
             self.layer.send(self.ack, self.addr)
         if not self.final.done():
+            self.final_source = source
             self.final.set_result(resp)
             self._linger()
 
@@ -233,6 +272,19 @@ def build_ack_for_failure(invite: Request, resp: Response) -> Request:
     h.add("call-id", invite.call_id)
     h.add("cseq", f"{invite.cseq[0]} ACK")
     return Request("ACK", invite.uri, h)
+
+
+def build_cancel(invite: Request) -> Request:
+    """RFC 3261 9.1: the INVITE's R-URI, top Via (same branch), Route, From, To and Call-ID; CSeq number too."""
+    h = Headers()
+    h.add("via", invite.headers.get_all("via")[0])
+    for r in invite.headers.get_all("route"):
+        h.add("route", r)
+    h.add("max-forwards", "70")
+    for name in ("from", "to", "call-id"):
+        h.add(name, invite.headers.get(name) or "")
+    h.add("cseq", f"{invite.cseq[0]} CANCEL")
+    return Request("CANCEL", invite.uri, h)
 
 
 def top_via(req: Request) -> Via:
