@@ -132,6 +132,7 @@ def serve_atiende(args: argparse.Namespace) -> None:
     async def run() -> None:
         cfg = SipConfig(host="127.0.0.1", port=args.port, rtp_port_min=RTP_RANGE[0], rtp_port_max=RTP_RANGE[1],
                         max_calls=args.max_calls, codecs=["PCMA", "PCMU"],
+                        trusted_proxies=["127.0.0.1"],  # every call comes through Kamailio on loopback
                         registrations=[Registration(registrar=f"sip:127.0.0.1:{args.proxy_port}", user="900",
                                                     password=args.password, expires=600)])
         ep = SipEndpoint(cfg, on_call)

@@ -1,0 +1,270 @@
+"""Attacks on the SIP side, each on real loopback sockets (telephony.testing), each expected to fail.
+
+The attacker sits on 127.0.0.2 or 127.0.0.3 (Linux answers for all of 127/8), so the trusted
+proxy (Kamailio) can be 127.0.0.1 in the tests that need one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from config.telephony import SipConfig, Trunk
+from telephony.call import Call
+from telephony.endpoint import SipEndpoint
+from telephony.errors import DialFailed
+from telephony.sip.message import Request, Response, new_token, parse
+from telephony.testing import RtpPeer, SipPeer, offer_sdp
+
+pytestmark = pytest.mark.anyio
+
+Handler = Callable[[Call], Awaitable[None]]
+
+
+@pytest.fixture
+async def line() -> AsyncIterator[Callable[..., Awaitable[tuple[SipEndpoint, list[Call]]]]]:
+    made: list[SipEndpoint] = []
+
+    async def make(handler: Handler | None = None, **cfg: Any) -> tuple[SipEndpoint, list[Call]]:
+        calls: list[Call] = []
+
+        async def on_call(call: Call) -> None:
+            calls.append(call)
+            if handler is not None:
+                await handler(call)
+
+        conf = {"host": "127.0.0.1", "port": 0, "rtp_port_min": 46000, "rtp_port_max": 46999, **cfg}
+        ep = SipEndpoint(SipConfig(**conf), on_call)
+        await ep.start()
+        made.append(ep)
+        return ep, calls
+
+    yield make
+    for ep in made:
+        await ep.stop(grace_s=0.3)
+
+
+_open: list[SipPeer | RtpPeer] = []
+
+
+async def sip_peer(host: str = "127.0.0.1") -> SipPeer:
+    peer = await SipPeer.open(host)
+    _open.append(peer)
+    return peer
+
+
+async def rtp_peer() -> RtpPeer:
+    peer = await RtpPeer.open()
+    _open.append(peer)
+    return peer
+
+
+@pytest.fixture(autouse=True)
+async def _close_peers() -> AsyncIterator[None]:
+    yield
+    while _open:
+        _open.pop().close()  # also when a test failed half-way: no socket left for a later test's GC
+
+
+async def ring_forever(call: Call) -> None:
+    await call.ended.wait()
+
+
+async def answer_and_wait(call: Call) -> None:
+    await call.answer()
+    await call.ended.wait()
+
+
+def invite(peer: SipPeer, ep: SipEndpoint, rtp_port: int, rtp_host: str = "127.0.0.1", **kw: Any) -> Request:
+    text = peer.make("INVITE", f"sip:900@127.0.0.1:{ep.port}", body=offer_sdp(rtp_port, host=rtp_host), **kw)
+    req = parse(text.encode())
+    assert isinstance(req, Request)
+    peer.send(text, ("127.0.0.1", ep.port))
+    return req
+
+
+async def finals(peer: SipPeer, within_s: float) -> list[Response]:
+    return [m for m in await peer.quiet(within_s) if isinstance(m, Response) and m.status >= 200]
+
+
+# ---- per-source limits ----------------------------------------------------------------------
+
+
+async def test_one_address_cannot_fill_the_line(line: Any) -> None:
+    ep, calls = await line(ring_forever, max_calls=10)
+    attacker = await sip_peer("127.0.0.2")
+    for _ in range(100):
+        invite(attacker, ep, 9)
+    got = await finals(attacker, 1.5)
+    assert len(calls) == 4 and ep.active_calls == 4  # max_calls_per_source
+    refused = [r for r in got if r.status == 503]
+    assert refused and all(r.headers.get("retry-after") == "5" for r in refused)
+    assert len(got) < 100  # past the burst, requests are dropped unanswered (rate limit)
+    # the line still has room for everyone else
+    citizen = await sip_peer("127.0.0.3")
+    invite(citizen, ep, 9)
+    assert (await citizen.response(180, within_s=2)).status == 180
+    assert len(calls) == 5
+
+
+async def test_request_rate_is_limited_per_source_but_not_for_the_trusted_proxy(line: Any) -> None:
+    ep, _ = await line(trusted_proxies=["127.0.0.1"], request_burst_per_source=10, requests_per_source_s=1)
+    stranger = await sip_peer("127.0.0.2")
+    kamailio = await sip_peer("127.0.0.1")
+    for peer in (stranger, kamailio):
+        for _ in range(30):
+            peer.send(peer.make("OPTIONS", f"sip:900@127.0.0.1:{ep.port}"), ("127.0.0.1", ep.port))
+    assert len(await finals(stranger, 0.8)) == 10
+    assert len(await finals(kamailio, 0.3)) == 30
+
+
+async def test_trusted_proxy_is_exempt_from_the_per_source_call_limit(line: Any) -> None:
+    ep, calls = await line(ring_forever, trusted_proxies=["127.0.0.0/24"], max_calls=8)
+    kamailio = await sip_peer("127.0.0.1")
+    for _ in range(8):
+        invite(kamailio, ep, 9)
+    await asyncio.sleep(0.5)
+    assert len(calls) == 8
+    invite(kamailio, ep, 9)
+    assert (await kamailio.response(503, within_s=2)).headers.get("retry-after")  # max_calls still holds
+
+
+# ---- media only to a confirmed peer -----------------------------------------------------------
+
+
+async def test_no_rtp_to_the_sdp_address_before_the_ack(line: Any) -> None:
+    ep, calls = await line(answer_and_wait)
+    victim = await rtp_peer()  # named in the SDP by an attacker who never ACKs
+    attacker = await sip_peer("127.0.0.2")
+    invite(attacker, ep, victim.port)
+    await attacker.response(200, within_s=3)
+    await asyncio.sleep(1.5)  # the 200 is being retransmitted, the call's sender ticking
+    assert calls and calls[0].rtp is not None and calls[0].rtp.sending
+    assert victim.packets == []
+
+
+async def test_rtp_flows_after_the_ack(line: Any) -> None:
+    ep, _ = await line(answer_and_wait)
+    rtp = await rtp_peer()
+    caller = await sip_peer("127.0.0.2")
+    inv = invite(caller, ep, rtp.port)
+    ok = await caller.response(200, within_s=3)
+    await asyncio.sleep(0.3)
+    assert rtp.packets == []
+    caller.send(caller.make("ACK", f"sip:900@127.0.0.1:{ep.port}", call_id=inv.call_id, from_tag=inv.from_.tag,
+                            to_tag=ok.to.tag), ("127.0.0.1", ep.port))
+    await asyncio.sleep(0.5)
+    assert len(rtp.packets) >= 10
+
+
+async def test_rtp_latches_to_a_caller_that_sends_media_before_its_ack(line: Any) -> None:
+    ep, calls = await line(answer_and_wait)
+    rtp = await rtp_peer()
+    caller = await sip_peer("127.0.0.2")
+    invite(caller, ep, 9)  # SDP says port 9 (discard); media really comes from `rtp`
+    ok = await caller.response(200, within_s=3)
+    body = ok.body.decode()
+    media = ("127.0.0.1", int(body.split("m=audio ")[1].split()[0]))
+    for _ in range(3):
+        rtp.send_packet(8, b"\xd5" * 160, media)
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.5)
+    assert len(rtp.packets) >= 10  # symmetric RTP: that address wants media, so it gets it
+    assert calls[0].state == "answering"  # still no ACK
+
+
+# ---- message size and transaction memory ------------------------------------------------------
+
+
+async def test_oversized_message_gets_513_and_no_call(line: Any) -> None:
+    ep, calls = await line(ring_forever)
+    peer = await sip_peer("127.0.0.2")
+    sdp_text = offer_sdp(9) + "a=x-padding:" + "x" * 20000 + "\r\n"
+    peer.send(peer.make("INVITE", f"sip:900@127.0.0.1:{ep.port}", body=sdp_text), ("127.0.0.1", ep.port))
+    resp = await peer.response(within_s=2)
+    assert resp.status == 513
+    assert calls == [] and ep.layer.server == {}
+    peer.send(peer.make("OPTIONS", f"sip:900@127.0.0.1:{ep.port}"), ("127.0.0.1", ep.port))
+    assert (await peer.response(200, within_s=2)).status == 200
+
+
+async def test_transactions_are_capped_per_source_and_keep_no_bodies(line: Any) -> None:
+    ep, _ = await line(requests_per_source_s=1000, request_burst_per_source=1000, max_transactions_per_source=20)
+    peer = await sip_peer("127.0.0.2")
+    junk = "x" * 10000
+    for _ in range(60):
+        peer.send(peer.make("OPTIONS", f"sip:900@127.0.0.1:{ep.port}", body=junk, content_type="text/plain"),
+                  ("127.0.0.1", ep.port))
+        await asyncio.sleep(0.005)  # within the socket's receive buffer: every one is read
+    got = await finals(peer, 1.0)
+    assert len(ep.layer.server) == 20
+    assert len([r for r in got if r.status == 503]) == 40
+    assert all(tx.request.body == b"" and tx.request.headers.get("content-type") is None
+               for tx in ep.layer.server.values())
+    other = await sip_peer("127.0.0.3")  # someone else still gets served
+    other.send(other.make("OPTIONS", f"sip:900@127.0.0.1:{ep.port}"), ("127.0.0.1", ep.port))
+    assert (await other.response(within_s=2)).status == 200
+
+
+# ---- outbound ---------------------------------------------------------------------------------
+
+
+async def test_dialling_a_number_without_a_trunk_is_refused(line: Any) -> None:
+    ep, _ = await line()
+    with pytest.raises(DialFailed) as exc:
+        await ep.dial("600123123")
+    assert exc.value.reason == "no_trunk"
+
+
+@pytest.mark.parametrize("dialled", [
+    "600@evil.example", "600;transport=tcp", "600>", "sip:600@127.0.0.1>;x", "sip:600@127.0.0.1?Subject=x",
+    "600\r\nX-Injected: 1", "sip:a b@127.0.0.1", 'sip:"x"@127.0.0.1', "tel:600", "+34 600", "sip:600@a@b",
+])
+async def test_dialled_numbers_cannot_inject(line: Any, dialled: str) -> None:
+    uas = await sip_peer()
+    ep, _ = await line(trunk=Trunk(proxy=f"sip:127.0.0.1:{uas.port}"))
+    with pytest.raises(DialFailed) as exc:
+        await ep.dial(dialled, ring_timeout=1)
+    assert exc.value.reason == "bad_uri"
+    assert await uas.quiet(0.1) == []  # nothing left the endpoint
+
+
+async def test_numbers_go_to_the_trunk(line: Any) -> None:
+    uas = await sip_peer()
+    ep, _ = await line(trunk=Trunk(proxy=f"sip:127.0.0.1:{uas.port}"))
+
+    async def busy() -> None:
+        inv, src = await uas.request("INVITE", within_s=3)
+        assert inv.uri == "sip:+34600123123@127.0.0.1"
+        uas.send(Response(486, headers=inv.headers.copy()), src)
+
+    task = asyncio.create_task(busy())
+    with pytest.raises(DialFailed) as exc:
+        await ep.dial("+34600123123", from_user="x>;evil")
+    assert exc.value.reason == "busy"
+    await task
+
+
+async def test_credentials_go_only_to_the_trunk(line: Any) -> None:
+    trunk = await sip_peer()
+    intruder = await sip_peer("127.0.0.2")
+    ep, _ = await line(trunk=Trunk(proxy=f"sip:127.0.0.1:{trunk.port}", user="atiende", password="s3cret"))
+
+    async def challenged_by_someone_else() -> None:
+        inv, _src = await trunk.request("INVITE", within_s=3)
+        h = inv.headers.copy()
+        h.set("to", (h.get("to") or "") + f";tag={new_token()}")
+        h.add("proxy-authenticate", 'Digest realm="trunk", nonce="n0nce", qop="auth", algorithm=MD5')
+        intruder.send(Response(407, headers=h), ("127.0.0.1", ep.port))  # it saw the INVITE's branch somehow
+
+    task = asyncio.create_task(challenged_by_someone_else())
+    with pytest.raises(DialFailed) as exc:
+        await ep.dial("600", ring_timeout=3)
+    assert (exc.value.reason, exc.value.status) == ("auth_failed", 407)
+    await task
+    seen = [m for m in [*await trunk.quiet(0.3), *await intruder.quiet(0.1)] if isinstance(m, Request)]
+    assert all(m.method == "ACK" for m in seen)  # no second INVITE, with credentials, to anybody
+    assert not any(b"authorization" in raw.lower() for raw in [*trunk.raw, *intruder.raw])
