@@ -46,6 +46,11 @@ class LineComponent:
             return
         self.cdr = operations(self.rt).cdr
         self.endpoint = SipEndpoint(sip, self.on_call, clock=self.rt.clock)
+        node = self.rt.node
+        # A node whose store is away still answers the calls that reach it (the IVR degrades, never silence), but
+        # reports not ready so the dispatcher prefers others; a draining node takes no new calls at all.
+        self.endpoint.line.ready = lambda: node.ready
+        self.endpoint.line.accepting = lambda: not node.draining
         await self.endpoint.start()
         self.rt.attach_line(self.endpoint)
         self._warm = asyncio.create_task(self._warm_up())

@@ -106,6 +106,9 @@ class Incoming:
             line.respond(tx, 420, extra=[("unsupported", ", ".join(unsupported))])
             return
         if req.method == "OPTIONS":
+            if not line.ready():  # draining, or the node's store is away: the dispatcher sends calls elsewhere
+                line.respond(tx, 503, extra=[("retry-after", str(line.cfg.retry_after_s))])
+                return
             line.respond(tx, 200, extra=[("accept", "application/sdp"), ("accept-language", "es, en")])
             return
         if local_tag is not None:
@@ -148,7 +151,7 @@ class Incoming:
     def _on_invite(self, req: Request, tx: ServerTransaction, addr: tuple[str, int]) -> None:
         line, cfg = self.line, self.line.cfg
         limit = line.limits.call_limit(addr[0])
-        if (line.stopping or self.dialogs.active_calls >= cfg.max_calls
+        if (line.stopping or not line.accepting() or self.dialogs.active_calls >= cfg.max_calls
                 or (limit is not None and self.dialogs.active_from(addr[0]) >= limit)):
             line.respond(tx, 503, extra=[("retry-after", str(cfg.retry_after_s))])
             return

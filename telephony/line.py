@@ -33,6 +33,10 @@ class Line:
                                       unlimited=self.limits.is_trusted)
         self.port = cfg.port
         self.stopping = False
+        # Set by the application: whether this node is ready (OPTIONS answers 200 or 503, so a dispatcher in front
+        # stops sending calls) and whether it takes new calls at all (a draining node answers INVITEs 503).
+        self.ready: Callable[[], bool] = lambda: True
+        self.accepting: Callable[[], bool] = lambda: True
         self._tasks: set[asyncio.Task[object]] = set()
 
     def _admit(self, ip: str) -> bool:

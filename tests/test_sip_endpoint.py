@@ -651,3 +651,22 @@ async def test_sip_echo_command_echoes_and_prints_records(tmp_path: Any) -> None
         await asyncio.wait_for(proc.wait(), 10)
         sip.close()
         rtp.close()
+
+
+async def test_a_node_that_is_not_ready_says_so_to_options_and_a_draining_one_refuses_new_calls(
+        rig_factory: Callable[..., Awaitable[Rig]]) -> None:
+    # Kamailio's dispatcher probes with OPTIONS: 503 takes the node out of rotation (its store is away, or it drains).
+    rig = await rig_factory()
+    ready = {"ok": False}
+    accepting = {"ok": True}
+    rig.ep.line.ready = lambda: ready["ok"]
+    rig.ep.line.accepting = lambda: accepting["ok"]
+    rig.sip.send(rig.sip.make("OPTIONS", rig.ruri), rig.addr)
+    assert (await rig.sip.response(method="OPTIONS")).status == 503
+    ready["ok"] = True
+    rig.sip.send(rig.sip.make("OPTIONS", rig.ruri), rig.addr)
+    assert (await rig.sip.response(method="OPTIONS")).status == 200
+    accepting["ok"] = False  # draining: calls in progress go on, new ones go to another node
+    rig.invite()
+    refused = await rig.sip.response(method="INVITE")
+    assert refused.status == 503 and refused.headers.get("retry-after")
