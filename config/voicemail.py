@@ -10,6 +10,14 @@ from pydantic import Field, model_validator
 from config.base import Strict
 
 
+NumberKind = Literal["premium", "shared_cost", "short", "personal", "corporate", "freephone", "mobile", "geographic",
+                     "invalid"]
+
+
+def _blocked_by_default() -> list[NumberKind]:
+    return ["premium", "shared_cost", "short", "personal", "invalid"]
+
+
 class VoicemailConfig(Strict):
     max_length_s: int = Field(120, ge=5, le=600, description="longest message kept")
     end_silence_s: float = Field(5.0, ge=1, description="this much silence after speech ends the message")
@@ -21,6 +29,11 @@ class VoicemailConfig(Strict):
     auto_dial: bool = Field(False, description="the worker places due callbacks itself as outbound calls")
     worker_interval_s: float = Field(5.0, gt=0)
     dial_ring_timeout_s: float = Field(30.0, gt=0)
+    callback_allow_international: bool = Field(
+        False, description="call back numbers of other countries (a spoofed caller ID can name any)")
+    callback_blocked: list[NumberKind] = Field(
+        default_factory=_blocked_by_default,
+        description="kinds of number never called back (core/phone.py)")
     storage: Literal["redis", "shared_dir", "local"] = Field(
         "redis", description="where finished recordings live so every node plays them (voicemail/storage.py)")
     shared_dir: Path | None = Field(None, description="with storage shared_dir: the directory every node mounts")

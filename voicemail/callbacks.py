@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, Field
 
 from core.errors import Conflict, InvalidInput, NotFound
+from core.phone import check as phone_check
 from core.store import Keys, dumps
 
 if TYPE_CHECKING:
@@ -116,6 +117,13 @@ class CallbackService:
     ) -> Callback:
         if not phone.strip():
             raise InvalidInput("a callback needs a phone number", {"phone": phone})
+        policy = self._policy()
+        number = phone_check(phone, allow_international=policy.callback_allow_international,
+                             blocked=tuple(policy.callback_blocked))
+        if not number.allowed or number.e164 is None:
+            raise InvalidInput(f"no se puede devolver la llamada a {phone.strip()[:40]!r}: {number.reason}",
+                               {"phone": phone.strip()[:40], "category": number.category}, error_id="phone-not-allowed")
+        phone = number.e164
         now = self._clock.now()
         due = due_at or await self.next_due_time(now)
         cb = Callback(

@@ -24,7 +24,7 @@ from typing import Any, Literal, Protocol
 from config.models import Settings
 from core import logs
 from core.clock import Clock
-from core.errors import Unavailable
+from core.errors import InvalidInput, Unavailable
 from core.store import REDIS_ERRORS, Store
 from ivr import speak
 from ivr.contact import CallerGone, ContactIO, Session
@@ -175,8 +175,13 @@ class VoicemailService:
                   "complete": rec.complete, "confidence": info.confidence, "call_id": rec.call_id},
             meta={"voicemail": rec.call_id, "incomplete": not rec.complete})
         reason: Literal["voicemail", "overflow"] = "overflow" if priority is not None else "voicemail"
-        cb = await self.callbacks.create(phone=caller, ticket_ref=ref, trace_id=trace_id, voicemail=info,
-                                         due_at=cb_due, reason=reason, priority=priority or 0) if callable_back else None
+        cb = None
+        if callable_back:
+            try:
+                cb = await self.callbacks.create(phone=caller, ticket_ref=ref, trace_id=trace_id, voicemail=info,
+                                                 due_at=cb_due, reason=reason, priority=priority or 0)
+            except InvalidInput as exc:  # a caller ID we must not dial (premium, foreign, not a number): ticket only
+                log.warning("voicemail without a callback", extra=logs.fields(call_id=rec.call_id, reason=exc.message))
         r, k = self._store.redis, self._store.keys
         await r.set(k.voicemail(rec.call_id), json.dumps({
             "call_id": rec.call_id, "status": "done" if rec.complete else "incomplete", "ticket": ref,
