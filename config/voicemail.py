@@ -9,7 +9,6 @@ from pydantic import Field, model_validator
 
 from config.base import Strict
 
-
 NumberKind = Literal["premium", "shared_cost", "short", "personal", "corporate", "freephone", "mobile", "geographic",
                      "invalid"]
 
