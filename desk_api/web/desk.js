@@ -20,7 +20,7 @@ const ACTOR = { citizen: "ciudadano", assistant: "asistente", ivr: "IVR", system
 const STATUS = { open: "pendiente", assigned: "asignado", escalated: "escalado", resolved: "resuelto", closed: "cerrado" };
 const KIND = { query: "consulta", complaint: "queja", suggestion: "sugerencia", voicemail: "mensaje de voz", callback: "devolver llamada" };
 
-const state = { user: null, agentId: null, tab: null, current: null, fresh: new Set(), lastEvent: null, renderSeq: 0, listSeq: 0 };
+const state = { user: null, agentId: null, tab: null, current: null, fresh: new Set(), lastEvent: null, lastEventId: null, renderSeq: 0, listSeq: 0 };
 
 function agentIdOf(user) { return user.agent_id || (user.user && user.user.agent_id) || user.username || null; }
 function levelOf(user) { return user.level || (user.user && user.user.level) || (Atiende.has(user, "agent_n2") ? 2 : 1); }
@@ -103,12 +103,40 @@ function setupPresence() {
   }
 }
 
+// Live events. EventSource reconnects by itself (sending Last-Event-ID) when the server ends a stream: after its
+// maximum duration, or when this tab fell behind and was cut. An HTTP error (503 while the node is busy, 401 after
+// the session ended) closes it for good, so the page opens a new one, later each time, resuming after the last
+// event it saw (`last_event_id`). A `limit` event (too many tabs) stops that and says why.
+let liveSource = null;
+let liveDelay = 2000;
+
 function connectLive() {
   const live = document.getElementById("live");
-  const source = new EventSource(EP.events);
-  source.onopen = () => { live.textContent = "en directo"; live.className = "small ok"; };
-  source.onerror = () => { live.textContent = "reconectando…"; live.className = "small muted"; };
+  document.getElementById("live-retry")?.remove();
+  const url = state.lastEventId ? `${EP.events}?last_event_id=${encodeURIComponent(state.lastEventId)}` : EP.events;
+  const source = new EventSource(url);
+  liveSource = source;
+  source.onopen = () => { live.textContent = "en directo"; live.className = "small ok"; liveDelay = 2000; };
+  source.onerror = () => {
+    live.textContent = "reconectando…"; live.className = "small muted";
+    if (source.readyState !== EventSource.CLOSED || liveSource !== source) return;
+    const wait = liveDelay * (0.5 + Math.random());  // spread, so that many tabs do not come back together
+    liveDelay = Math.min(liveDelay * 2, 60000);
+    setTimeout(() => { if (liveSource === source) connectLive(); }, wait);
+  };
+  source.addEventListener("limit", (msg) => {
+    source.close();
+    liveSource = null;
+    let message = "Hay demasiadas conexiones en directo abiertas.";
+    try { message = JSON.parse(msg.data).message || message; } catch (e) { /* keep the general message */ }
+    live.textContent = message; live.className = "small error";
+    const retry = el("button", { id: "live-retry", class: "secondary", "data-testid": "live-retry",
+      onclick: () => { liveDelay = 2000; connectLive(); } }, "Reconectar");
+    live.after(retry);
+  });
+  source.addEventListener("resync", () => { refreshSoon(); });  // events were missed for good: reload the lists
   source.onmessage = (msg) => {
+    if (msg.lastEventId) state.lastEventId = msg.lastEventId;
     let ev; try { ev = JSON.parse(msg.data); } catch (e) { return; }
     state.lastEvent = ev;
     window.dispatchEvent(new CustomEvent("atiende:event", { detail: ev }));  // the softphone listens for call offers
