@@ -197,8 +197,16 @@ class Speech:
         return self._pool.expected_wait_s() if self._pool is not None else 0.0
 
     def overloaded(self) -> bool:
-        """Recognition would exceed the wait budget: better offer the keypad than leave a caller in silence."""
-        return self.expected_wait_s() * 1000 > self.cfg.max_recognition_wait_ms
+        """Recognition would exceed the wait budget because of decodes queued ahead: better offer the keypad than
+        leave a caller in silence.
+
+        Only a backlog makes it true. A slow engine with nothing queued is not overload (the keypad would not be
+        faster), and an estimate that refuses speech with nothing queued could never recover: no decode would
+        run to correct it (the regression of tests/test_ivr_e2e.py, where one slow decode on a busy box turned
+        every later question into a keypad offer)."""
+        if self._pool is None or self._pool.backlog_s() <= 0:
+            return False
+        return self._pool.expected_wait_s() * 1000 > self.cfg.max_recognition_wait_ms
 
     # ---- recognition ----
 
@@ -216,9 +224,11 @@ class Speech:
         """One decode of an endpointed utterance (None: the engine has no second opinion)."""
         if self._pool is not None:
             worker = self._pool.stt_worker()
-            t = time.perf_counter()
-            out: SttResult | None = await worker.call("transcribe", pcm, hints, grammar, second)
-            self._pool.observe_decode(time.perf_counter() - t)
+            out: SttResult | None
+            window = second != bool(grammar)  # as WhisperEngine chooses: the padded window costs ~3x
+            out, busy_s = await worker.call_timed("transcribe", pcm, hints, grammar, second,
+                                                  cost_s=self._pool.cost_s(window))
+            self._pool.observe_decode(busy_s, window=window)
             return out
         loop = asyncio.get_running_loop()
         engine = self.stt
@@ -335,7 +345,10 @@ class Speech:
                             pending = []
                     if early and ep.in_speech and event is None:
                         if ep.silence_ms == 0 and ahead is not None and ahead_frames < ep.utterance_frames:
-                            ahead = None  # the caller went on talking: that decode is stale
+                            # The caller went on talking: that decode is stale; cancelled, it leaves the worker
+                            # queue if it has not started (it would delay everyone's next transcript).
+                            ahead.cancel()
+                            ahead = None
                         elif (ahead is None and ep.silence_ms >= cfg.early_commit_ms
                               and ep.speech_frames * 20 >= cfg.early_commit_min_speech_ms):
                             ahead_frames = ep.utterance_frames
@@ -396,8 +409,13 @@ class Speech:
         data = data[:len(data) - len(data) % 2]  # an odd trailing byte is not a sample
         hint_list = hints if hints is not None else self.default_hints
         if self._pool is not None:
-            res: SttResult = await self._pool.stt_worker().call("transcribe_f32", to_float(data).tobytes(), RATE,
-                                                                hint_list, within=max(60.0, len(data) / 16000 * 2))
+            # Counted in the worker's backlog (about one utterance's decode per 3 s of audio), so a long voicemail
+            # being transcribed turns new questions to the keypad rather than making them wait behind it.
+            cost = self._pool.decode_s * max(1.0, len(data) / 16000 / 3)
+            res: SttResult
+            res, _ = await self._pool.stt_worker().call_timed("transcribe_f32", to_float(data).tobytes(), RATE,
+                                                              hint_list, within=max(60.0, len(data) / 16000 * 2),
+                                                              cost_s=cost)
         else:
             audio = to_float(data)
             res = await asyncio.get_running_loop().run_in_executor(

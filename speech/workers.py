@@ -10,8 +10,10 @@ the big service process, and it imports only the speech package), talking over a
 CPU priority (`nice`), so when the box is short of CPU the media loop wins. The worker exits when the service
 goes away (end of file on the socket).
 
-Requests are `(id, op, args)`; replies `(id, "ok" | "err" | "part", payload)`: "part" streams synthesis frames
-before the final "ok". A stream (vosk) lives in one worker: its requests always go there.
+Requests are `(id, op, args)`; replies `(id, "ok" | "err" | "part", payload, busy_s)`: "part" streams synthesis
+frames before the final "ok"; `busy_s` is the worker's own time on the request (not the time it waited in the
+worker's queue), which the admission estimate needs. A stream (vosk) lives in one worker: its requests always go
+there. A request cancelled before a worker thread picks it up is skipped.
 """
 
 from __future__ import annotations
@@ -83,6 +85,11 @@ def _handle(eng: _Engines, rid: int, op: str, args: tuple[Any, ...], reply: Call
     from speech.audio import to_float
     from speech.tts import frames_8k
 
+    if rid in eng.cancelled and op in ("transcribe", "transcribe_f32"):
+        # Abandoned while queued (a stale early decode, a hung-up caller): its decode would only delay the next.
+        eng.cancelled.discard(rid)
+        reply(rid, "err", "cancelled")
+        return
     try:
         if op == "load":
             which = args[0]
@@ -150,10 +157,19 @@ def serve(fd: int, cfg_json: str, threads: int, nice: int) -> None:
     conn = Connection(fd)
     eng = _Engines(SpeechConfig.model_validate_json(cfg_json))
     send_lock = threading.Lock()
+    started: dict[int, float] = {}
 
     def reply(rid: int, kind: str, payload: Any) -> None:
+        busy = time.perf_counter() - started[rid] if kind != "part" and rid in started else 0.0
+        if kind != "part":
+            started.pop(rid, None)
         with send_lock:
-            conn.send((rid, kind, payload))
+            conn.send((rid, kind, payload, busy))
+
+    def run(rid: int, op: str, args: tuple[Any, ...]) -> None:
+        started[rid] = time.perf_counter()  # when a thread takes it: the time queued in the pool is not its cost
+        _handle(eng, rid, op, args, reply)
+        eng.cancelled.discard(rid)  # a cancel that came too late to skip it
 
     with ThreadPoolExecutor(max(1, threads), thread_name_prefix="speech") as pool:
         while True:
@@ -167,7 +183,7 @@ def serve(fd: int, cfg_json: str, threads: int, nice: int) -> None:
             if op == "cancel":
                 eng.cancelled.add(args[0])
                 continue
-            pool.submit(_handle, eng, rid, op, args, reply)
+            pool.submit(run, rid, op, args)
     os._exit(0)  # a decode still running in a pool thread must not keep the process alive
 
 
@@ -181,8 +197,10 @@ class _Call:
         self.loop = loop
         self.done: asyncio.Future[Any] = loop.create_future()
         self.parts: asyncio.Queue[list[bytes]] | None = asyncio.Queue() if streamed else None
+        self.busy_s = 0.0  # the worker's own time on it (set with the final reply)
 
-    def deliver(self, kind: str, payload: Any) -> None:
+    def deliver(self, kind: str, payload: Any, busy_s: float = 0.0) -> None:
+        self.busy_s = busy_s
         if kind == "part":
             if self.parts is not None:
                 self.parts.put_nowait(payload)
@@ -218,6 +236,9 @@ class WorkerProcess:
         self._send_lock = threading.Lock()
         self._calls: dict[int, _Call] = {}
         self.in_flight = 0
+        # Decodes sent and not answered: (when sent, expected worker seconds). The worker runs them one after
+        # the other, so their sum is the wait a new one would have here.
+        self._work: dict[int, tuple[float, float]] = {}
         self.alive = True
         self._reader = threading.Thread(target=self._read, name=f"speech-{role}-reader", daemon=True)
         self._reader.start()
@@ -225,7 +246,7 @@ class WorkerProcess:
     def _read(self) -> None:
         while True:
             try:
-                rid, kind, payload = self.conn.recv()
+                rid, kind, payload, busy_s = self.conn.recv()
             except (EOFError, OSError):
                 break
             call = self._calls.get(rid)
@@ -234,7 +255,7 @@ class WorkerProcess:
             if kind != "part":
                 self._calls.pop(rid, None)
             with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
-                call.loop.call_soon_threadsafe(call.deliver, kind, payload)
+                call.loop.call_soon_threadsafe(call.deliver, kind, payload, busy_s)
         self.alive = False
         for rid in list(self._calls):
             call = self._calls.pop(rid)
@@ -260,14 +281,39 @@ class WorkerProcess:
         return rid, call
 
     async def call(self, op: str, *args: Any, within: float = 60.0) -> Any:
-        _, call = self.start(op, *args)
+        out, _ = await self.call_timed(op, *args, within=within)
+        return out
+
+    async def call_timed(self, op: str, *args: Any, within: float = 60.0, cost_s: float = 0.0) -> tuple[Any, float]:
+        """(the reply, the worker's own seconds on it). `cost_s`: the expected worker time, counted in
+        `backlog_s` until the reply. Cancelling the awaiting task cancels the request if it has not started."""
+        rid, call = self.start(op, *args)
         self.in_flight += 1
+        if cost_s > 0:
+            self._work[rid] = (time.monotonic(), cost_s)
         try:
-            return await asyncio.wait_for(call.done, within)
+            out = await asyncio.wait_for(call.done, within)
+            return out, call.busy_s
         except TimeoutError:
             raise Unavailable(f"the {self.role} speech worker did not answer {op} within {within:.0f} s") from None
+        except asyncio.CancelledError:
+            if not call.done.done():
+                with contextlib.suppress(OSError):
+                    self._send((0, "cancel", (rid,)))
+            raise
         finally:
             self.in_flight -= 1
+            self._work.pop(rid, None)
+            self._calls.pop(rid, None)
+
+    def backlog_s(self) -> float:
+        """Worker seconds still owed to the decodes sent here: what a new decode would wait for. The oldest one
+        is running (one decode at a time), so its elapsed time is already paid, up to its expected cost."""
+        if not self._work:
+            return 0.0
+        items = sorted(self._work.values())
+        started, cost = items[0]
+        return max(cost - (time.monotonic() - started), 0.1 * cost) + sum(c for _, c in items[1:])
 
     async def stream_parts(self, op: str, *args: Any) -> AsyncIterator[list[bytes]]:
         rid, call = self.start(op, *args, streamed=True)
@@ -314,7 +360,11 @@ class WorkerPool:
         self._stt: list[WorkerProcess] = []
         self._tts: WorkerProcess | None = None
         self._lock = threading.Lock()
-        self.decode_s = 0.4  # running mean of one decode's wall time (for the admission estimate)
+        # Running means of one decode's worker time (not its wall time: a wall time includes the queue, which
+        # `backlog_s` already counts). Only completed decodes move them, so they describe the engine, never a
+        # stale backlog.
+        self.decode_s = 0.4  # an utterance on its own frames (open answers' first decode)
+        self.window_s = 1.2  # an utterance in a padded 30 s window (closed answers, second opinions): ~3x
 
     def _stt_workers(self) -> list[WorkerProcess]:
         with self._lock:
@@ -335,20 +385,31 @@ class WorkerPool:
             return self._tts
 
     def stt_worker(self) -> WorkerProcess:
-        """The least busy recognition worker."""
-        return min(self._stt_workers(), key=lambda w: w.in_flight)
+        """The recognition worker that would start a new decode first."""
+        return min(self._stt_workers(), key=lambda w: (w.backlog_s(), w.in_flight))
 
     def queued_decodes(self) -> int:
         return sum(w.in_flight for w in self._stt)
 
-    def expected_wait_s(self) -> float:
-        """How long a new utterance would wait for its transcript now: the decodes ahead of it, shared by the
-        workers, plus its own."""
-        workers = max(1, len(self._stt) or self.cfg.stt_workers)
-        return (self.queued_decodes() / workers + 1) * self.decode_s
+    def backlog_s(self) -> float:
+        """How long a new decode would wait before a worker starts it (0 when one is free)."""
+        return min((w.backlog_s() for w in self._stt), default=0.0)
 
-    def observe_decode(self, seconds: float) -> None:
-        self.decode_s = 0.8 * self.decode_s + 0.2 * seconds
+    def expected_wait_s(self) -> float:
+        """How long a new utterance would wait for its transcript now: the work queued ahead of it on the
+        soonest free worker, plus its own decode."""
+        return self.backlog_s() + self.decode_s
+
+    def cost_s(self, window: bool) -> float:
+        return self.window_s if window else self.decode_s
+
+    def observe_decode(self, busy_s: float, *, window: bool = False) -> None:
+        if busy_s <= 0:
+            return
+        if window:
+            self.window_s = 0.8 * self.window_s + 0.2 * busy_s
+        else:
+            self.decode_s = 0.8 * self.decode_s + 0.2 * busy_s
 
     async def warm_up(self) -> dict[str, Any]:
         loads = [w.call("load", "stt", within=180) for w in self._stt_workers()]

@@ -196,3 +196,39 @@ async def test_over_capacity_the_question_offers_the_keypad() -> None:
     finally:
         leg.ended.set()
         await io.close()
+
+
+# ---- admission: only a real backlog offers the keypad, and the estimate cannot latch ---------------------------
+
+
+@pytest.mark.slow
+async def test_admission_follows_the_backlog_and_recovers(tmp_path: Path) -> None:
+    """The regression of test_ivr_e2e's "nomatch" caller: one slow decode on a busy box pushed the estimate over
+    the budget, every later question offered the keypad, no decode ran again to correct it. Now a slow engine
+    with nothing queued is never "overloaded", queued decodes are, and a stale decode cancelled before it starts
+    leaves the worker's queue."""
+    if prepared_whisper_base() is None:
+        pytest.skip("whisper base not prepared (atiende models prepare)")
+    sp = Speech(_cfg(stt_workers=1, max_recognition_wait_ms=1000), tmp_path)
+    try:
+        await sp.warm_up()
+        assert sp._pool is not None
+        sp._pool.decode_s = 30.0  # as after one decode on a starved box
+        assert not sp.overloaded()  # nothing queued: the keypad would not be faster
+        pcm = read_wav(espeak_wav("quiero pagar la tasa de la itv", tmp_path / "itv.wav", speed=130))
+        audio = np.concatenate([np.zeros(2000, "<i2"), pcm, np.zeros(4000, "<i2")]).tobytes()
+        sp._pool.decode_s = 2.0
+        first = asyncio.create_task(sp._decode(audio, [], None, second=False))
+        queued = asyncio.create_task(sp._decode(audio, [], None, second=False))
+        await asyncio.sleep(0.05)
+        assert sp._pool.backlog_s() >= 2.0 and sp.overloaded()
+        queued.cancel()  # stale (the caller went on talking): skipped by the worker, out of the backlog
+        await asyncio.gather(queued, return_exceptions=True)
+        res = await first
+        assert res is not None and "itv" in res.text.lower()
+        assert sp._pool.backlog_s() == 0 and not sp.overloaded()
+        assert sp._pool.decode_s != 2.0  # moved by the worker's own time on the decode (its reply says it)
+        again = await sp._decode(audio, [], None, second=False)  # the worker skipped the cancelled one and goes on
+        assert again is not None and again.text
+    finally:
+        sp.close()
