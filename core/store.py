@@ -367,6 +367,10 @@ class Store:
             if sentinel_password:
                 sentinel_kwargs["password"] = sentinel_password
             self._sentinel = Sentinel(list(sentinels), sentinel_kwargs=sentinel_kwargs, **common)
+            # redis-py (8.1) moves the Sentinel that answered to the front of `Sentinel.sentinels` from every task
+            # asking for the primary; two tasks doing it across an await can leave one client twice in the list and
+            # another not at all, and Sentinel.aclose() then leaks the missing one's connection. Keep our own list.
+            self._sentinel_clients: list[aioredis.Redis] = list(self._sentinel.sentinels)
             self.redis: aioredis.Redis = self._sentinel.master_for(
                 sentinel_service, connection_pool_class=SentinelBudgetPool,
                 max_connections=max(1, max_connections - DEDICATED), timeout=pool_timeout)
@@ -480,4 +484,5 @@ class Store:
     async def close(self) -> None:
         await self.redis.aclose()
         if self._sentinel is not None:
-            await self._sentinel.aclose()
+            for client in self._sentinel_clients:
+                await client.aclose()
