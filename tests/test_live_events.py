@@ -43,14 +43,15 @@ def own_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     server.stop()
 
 
-def make_runtime(loaded: Loaded, url: str, tmp_path: Path, **desk: Any) -> Runtime:
+def make_runtime(loaded: Loaded, url: str, tmp_path: Path, *, budget: int = BUDGET, pool_timeout: float = 2.0,
+                 **desk: Any) -> Runtime:
     from datetime import datetime
 
     settings = loaded.settings.model_copy(deep=True)
     settings.service.data_dir = tmp_path / "var"
     for k, v in desk.items():
         setattr(settings.desk, k, v)
-    store = Store(url, max_connections=BUDGET, pool_timeout=2.0)
+    store = Store(url, max_connections=budget, pool_timeout=pool_timeout)
     return Runtime(Loaded(settings=settings, version=loaded.version, document=loaded.document), store=store,
                    clock=FixedClock(datetime(2026, 11, 23, 10, 0, tzinfo=MADRID)))
 
@@ -181,7 +182,8 @@ async def test_an_n1_agent_never_sees_an_n2_ticket_and_a_supervisor_sees_both(
         eva = Stream(c, await login(url, "eva", "eva-pass-2026"))
         await asyncio.wait_for(asyncio.gather(ana.connected.wait(), eva.connected.wait()), 5)
         secret = "Queja sobre el trato recibido: texto confidencial N2"
-        t2 = await rt.desk.tickets.create(subject=secret, body=secret, queue="N2", kind="complaint", channel="api", actor="test")
+        t2 = await rt.desk.tickets.create(subject=secret, body=secret, queue="N2", kind="complaint", channel="api",
+                                          actor="test")
         t1 = await rt.desk.tickets.create(subject="Cita previa", body="Quiero cita", queue="N1", channel="api", actor="test")
         await eva.wait_for(2)
         await ana.wait_for(1)
