@@ -80,7 +80,10 @@ async def test_a_request_that_finds_the_budget_busy_gets_503_and_the_loop_goes_o
     key = await rt.desk.auth.create_api_key("ops", ["admin"])
     async with serving(rt) as url, httpx.AsyncClient(base_url=url, timeout=10) as c:
         # Two slow commands hold both request connections (BLPOP on a list nobody fills).
-        holders = [asyncio.create_task(small.redis.blpop([f"nothing:{i}"], timeout=3)) for i in range(2)]
+        async def hold(i: int) -> None:
+            await small.redis.blpop([f"nothing:{i}"], timeout=3)
+
+        holders = [asyncio.create_task(hold(i)) for i in range(2)]
         await asyncio.sleep(0.3)
         assert small.pool_stats()["pool_in_use"] == 2
         r = await c.get("/api/v1/tickets", headers={"X-API-Key": key})
