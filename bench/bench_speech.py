@@ -121,7 +121,15 @@ def main() -> int:
     ap.add_argument("--only", default="whisper,vosk,espeak,piper")
     ap.add_argument("--workers", type=int, default=2, help="speech.stt_workers (parallel decodes)")
     ap.add_argument("--testset", action="store_true", help="also score the full Spanish audio test set")
+    ap.add_argument("--early-commit", type=int, default=0, metavar="MS",
+                    help="only measure early commit at this pause on the audio test set (right intents with/without)")
+    ap.add_argument("--hesitate", type=int, default=0, metavar="MS",
+                    help="with --early-commit: a pause of MS in the middle of every utterance (a hesitating caller)")
+    ap.add_argument("--set", action="append", default=[], help="with --early-commit: dev (default), blind or a TSV")
     args = ap.parse_args()
+    if args.early_commit:
+        early_commit(args.early_commit, args.set, args.hesitate)
+        return 0
     levels = [int(x) for x in args.levels.split(",")]
     only = set(args.only.split(","))
     print(f"cores: {os.cpu_count()}, levels: {levels}, stt_workers: {args.workers}, base RSS {rss_mb():.0f} MB")
@@ -181,10 +189,87 @@ def main() -> int:
                 print(f"  {n:7d}  {threads:7d}  {r['p50']:9.0f} / {r['p95']:6.0f}        {r['rtf']:8.3f}      {r['rss']:6.0f}")
 
     if args.testset:
-        from speech import testset
+        from atiende import testset
 
         testset.main(["--dir", "var/testset"])
     return 0
+
+
+def early_commit(pause_ms: int, sets: list[str], hesitate_ms: int = 0) -> None:
+    """Does early commit (`speech.early_commit_ms`) cost right intents? On the audio test set, every point where
+    `Speech.listen` would decode ahead (a pause of `pause_ms` after enough speech) is decoded and judged by the
+    router; an accepted transcript at a pause the caller talks on after is what early commit would answer (the
+    worst case: the decode assumed done before the caller resumes). Without one, the answer is the endpointed
+    utterance's, as with early commit off."""
+    from atiende import testset
+    from config.loader import load
+    from speech.audio import read_wav, to_pcm16
+    from speech.endpoint import Endpointer
+    from speech.stt import transcribe_checked
+
+    cfg = load(None, env={}).settings.speech
+    whisper = WhisperEngine(models.prepared_whisper_base() or models.prepare_whisper_base() or "", cpu_threads=2,
+                            beam_size=cfg.whisper_beam_size, prompt=cfg.whisper_prompt,
+                            alternatives=cfg.whisper_alternatives)
+    route, hints = testset.router_and_hints()
+    rows: list[tuple[str, str]] = []
+    for name in sets or ["dev"]:
+        rows += testset.read_dev_set(testset.SETS.get(name, Path(name)))
+    items = testset.build(Path("var/testset"), rows)
+    base_right = early_right = internal = changed = 0
+    for item in items:
+        audio, _ = read_wav(item.path)
+        if hesitate_ms:
+            # A caller who stops to think halfway ("quiero pagar ... la tasa de la itv"): the riskiest case for
+            # early commit, which may answer on the first half.
+            words = item.text.split()
+            half = max(1, len(words) // 2)
+            first = testset.phone_audio(" ".join(words[:half]), item.voice, item.speed, item.pitch)
+            rest = testset.phone_audio(" ".join(words[half:]), item.voice, item.speed, item.pitch) if words[half:] else b""
+            pcm = first + b"\0" * (hesitate_ms * RATE // 1000 * 2) + rest
+        else:
+            pcm = to_pcm16(audio)
+        frames = split_frames(b"\0" * 3200 + pcm + SILENCE * 60)
+        ep = Endpointer(end_silence_ms=cfg.end_silence_ms)
+        points: list[bytes] = []  # utterance so far at each ahead decode the caller talked on after
+        pending: bytes | None = None
+        for f in frames:
+            ev = ep.feed(f)
+            if ev in ("end", "max_length"):
+                break
+            if ep.in_speech and ev is None:
+                if ep.silence_ms == 0:
+                    if pending is not None:
+                        points.append(pending)
+                    pending = None
+                elif (pending is None and ep.silence_ms >= pause_ms
+                      and ep.speech_frames * 20 >= cfg.early_commit_min_speech_ms):
+                    pending = ep.utterance()
+        whole = ep.utterance()
+
+        def accept(text: str) -> bool:
+            return route(text)[0] is not None
+
+        base = transcribe_checked(whisper, to_float(whole), RATE, hints, None, accept).text
+        got_base = route(base)[0] if base else None
+        got_early = got_base
+        for prefix in points:
+            internal += 1
+            text = whisper.transcribe(to_float(prefix), RATE, hints).text
+            if text and accept(text):
+                got_early = route(text)[0]
+                break
+        base_right += got_base == item.intent
+        early_right += got_early == item.intent
+        if got_early != got_base:
+            changed += 1
+            print(f"  changed: {item.text!r}: {got_base} -> {got_early} (expected {item.intent})")
+    n = len(items)
+    pause = f" with a {hesitate_ms} ms pause halfway" if hesitate_ms else ""
+    print(f"\nearly commit at {pause_ms} ms on {n} utterances{pause} "
+          f"({internal} pauses inside an utterance decoded):\n"
+          f"  right intent without early commit {base_right}/{n}, with it (worst case) {early_right}/{n}, "
+          f"{changed} answers changed")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,10 @@ class Say(_Step):
     text: str | None = None
     prompt: str | None = Field(None, description="key of `prompts`; cached audio on calls")
     barge_in: bool = True
+    barge_in_ms: int | None = Field(None, ge=100, le=5000, description="caller speech that interrupts this prompt "
+                                                                      "(default: speech.barge_in_ms); barge_in: false "
+                                                                      "makes it non-interruptible by speech, keys "
+                                                                      "always interrupt")
 
     @model_validator(mode="after")
     def _one(self) -> Say:
@@ -63,6 +67,7 @@ class Gather(_Step):
     timeout_s: float = Field(6.0, gt=0, le=60)
     max_s: float = Field(15.0, gt=0, le=120)
     barge_in: bool = True
+    barge_in_ms: int | None = Field(None, ge=100, le=5000, description="as in say")
     policy: Policy | None = None
 
     @model_validator(mode="after")

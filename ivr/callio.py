@@ -2,8 +2,11 @@
 
 One task reads the call's audio into a queue for the whole call, so nothing the caller says is
 lost between a prompt and the next question. While a prompt plays, the frames go through the
-speech area's barge-in detector: caller speech (or a key) stops the prompt, and the frames
-heard since are handed to the next `listen`, so the first words are not cut.
+speech area's barge-in detector: caller speech of at least the prompt's `barge_in_ms` (a cough or a
+"¿hola?" is shorter) stops the prompt, and the frames heard since are handed to the next `listen`, so the
+first words are not cut. A prompt with `barge_in` off (a legal notice) is not stopped by speech; a key
+always stops any prompt. Voicemail instructions stop when the caller starts the message over them, and the
+recording then starts with the caller's first words (the pre-roll), not at a beep.
 """
 
 from __future__ import annotations
@@ -87,19 +90,26 @@ class CallIO:
 
     # ---- prompts --------------------------------------------------------------------------------
 
-    async def say(self, text: str, *, cached: bool = False, barge_in: bool = True) -> None:
+    async def say(self, text: str, *, cached: bool = False, barge_in: bool = True,
+                  barge_in_ms: int | None = None) -> None:
         self._gone()
         frames: list[Frame] | AsyncIterator[Frame] = await self.speech.prompt(text) if cached else self.speech.synth(text)
-        await self._play(frames, barge_in=barge_in)
+        await self._play(frames, barge_in=barge_in, barge_in_ms=barge_in_ms)
 
-    async def _play(self, frames: list[Frame] | AsyncIterator[Frame], *, barge_in: bool) -> bool:
-        """Play while watching the caller; True when the caller barged in (speech or a key)."""
+    async def _play(self, frames: list[Frame] | AsyncIterator[Frame], *, barge_in: bool,
+                    barge_in_ms: int | None = None) -> bool:
+        """Play while watching the caller; True when the caller barged in (speech or a key).
+
+        `barge_in` is about speech; a key stops every prompt (the keypad is how a caller who cannot be
+        understood gets through, and nobody presses one by accident while listening)."""
         if self._barged:  # the caller is already talking: play without taking their words off the queue
-            await self.call.play(frames, interrupt_on_dtmf=barge_in)
+            await self.call.play(frames, interrupt_on_dtmf=True)
             self._gone()
             return True
-        play = asyncio.create_task(self.call.play(frames, interrupt_on_dtmf=barge_in))
+        play = asyncio.create_task(self.call.play(frames, interrupt_on_dtmf=True))
         detector = self.speech.BargeIn()
+        if barge_in_ms is not None:
+            detector.set_min_speech_ms(barge_in_ms)
         barged = False
         try:
             while not play.done():
@@ -122,7 +132,7 @@ class CallIO:
                 self.call.stop_playback()
                 play.cancel()
         self._gone()
-        return barged or (barge_in and not self._digits.empty())
+        return barged or not self._digits.empty()
 
     # ---- answers --------------------------------------------------------------------------------
 
@@ -191,7 +201,7 @@ class CallIO:
         if offer_keys and self._speech_overloaded():
             return await self._keypad_instead(ask)
         if ask.text and not self._barged:
-            await self.say(ask.text, cached=ask.cached, barge_in=ask.barge_in)
+            await self.say(ask.text, cached=ask.cached, barge_in=ask.barge_in, barge_in_ms=ask.barge_in_ms)
         self._barged = False
         if "dtmf" in ask.input and not self._digits.empty():
             first = self._digits.get_nowait()
@@ -241,9 +251,16 @@ class CallIO:
     async def record(self, text: str, *, max_s: float, end_silence_s: float,
                      sink: Callable[[bytes], None] | None = None) -> Recorded:
         self._barged = False
-        await self.say(text, barge_in=False)
-        await self._play(_beep(), barge_in=False)
-        self._preroll.clear()
+        frames: AsyncIterator[Frame] = self.speech.synth(text)
+        if await self._play(frames, barge_in=True):
+            # The caller began the message over the instructions: no beep over their words, and the recording
+            # starts where they started (the frames kept since the prompt began, up to PREROLL_FRAMES), not
+            # at the beep: issue 17 measured a 12 s message begun 5 s early stored as its last 7 s.
+            self._barged = False
+            self._trim_preroll()
+        else:
+            await self._play(_beep(), barge_in=False)
+            self._preroll.clear()
         audio = bytearray()
         res = await self.speech.listen(self._listen_frames(tee=audio, sink=sink), no_input_ms=8000,
                                        end_silence_ms=int(end_silence_s * 1000), max_ms=int(max_s * 1000))
@@ -256,6 +273,15 @@ class CallIO:
                 text_out = whole.text or text_out
         return Recorded(text=text_out, confidence=float(res.confidence), audio=bytes(audio),
                         duration_s=len(audio) / BYTES_PER_SECOND)
+
+    def _trim_preroll(self, keep_silence: int = 15) -> None:
+        """Drop the pre-roll's frames from before the caller's speech began (the instructions' quiet), keeping
+        `keep_silence` (300 ms) before the first voiced one so the first syllable is whole."""
+        detector = self.speech.BargeIn()
+        frames = list(self._preroll)
+        first = next((i for i, f in enumerate(frames) if detector.voiced(f)), 0)
+        for _ in range(max(0, first - keep_silence)):
+            self._preroll.popleft()
 
     async def bridge(self, other: CallLeg) -> None:
         """Connect the caller to another call (an agent's phone) until either side hangs up.

@@ -42,6 +42,7 @@ class Ask:
     timeout_s: float = 6.0
     max_s: float = 15.0
     barge_in: bool = True
+    barge_in_ms: int | None = None  # caller speech that interrupts the question (None: the speech default)
     cached: bool = False  # a fixed prompt: calls may play a cached render
     hints: list[str] = field(default_factory=list)
     grammar: list[str] | None = None
@@ -64,7 +65,8 @@ class ContactIO(Protocol):
     @property
     def ended(self) -> bool: ...
 
-    async def say(self, text: str, *, cached: bool = False, barge_in: bool = True) -> None: ...
+    async def say(self, text: str, *, cached: bool = False, barge_in: bool = True,
+                  barge_in_ms: int | None = None) -> None: ...
 
     async def gather(self, ask: Ask) -> Heard: ...
 

@@ -231,9 +231,10 @@ class Engine:
     def label(self, intent: str | None) -> str:
         return self.doc.labels.get(intent or "", intent or "")
 
-    async def say(self, text: str, *, cached: bool = False, barge_in: bool = True) -> None:
+    async def say(self, text: str, *, cached: bool = False, barge_in: bool = True,
+                  barge_in_ms: int | None = None) -> None:
         self.session.said.append(text)
-        await self.io.say(text, cached=cached, barge_in=barge_in)
+        await self.io.say(text, cached=cached, barge_in=barge_in, barge_in_ms=barge_in_ms)
 
     async def listen(self, ask: Ask) -> Heard:
         self.session.said.append(ask.text)
@@ -247,7 +248,8 @@ class Engine:
         if isinstance(step, Say):
             raw = step.text if step.text is not None else self.doc.prompts[step.prompt or ""]
             text = self.render(raw)
-            await self.say(text, cached=step.prompt is not None and text == raw, barge_in=step.barge_in)
+            await self.say(text, cached=step.prompt is not None and text == raw, barge_in=step.barge_in,
+                           barge_in_ms=step.barge_in_ms)
         elif isinstance(step, Gather):
             value = await self.gather(step)
             entry.detail.update({"expect": step.expect, "value": _plain(value)})
@@ -377,6 +379,7 @@ class Engine:
         options = self.menu_options(step.menu) or ([("1", "Sí"), ("2", "No")] if step.expect == "yes_no" else [])
         ask = Ask(text=text, input=list(step.input), options=options, num_digits=step.num_digits,
                   finish_key=step.finish_key, timeout_s=step.timeout_s, max_s=step.max_s, barge_in=step.barge_in,
+                  barge_in_ms=step.barge_in_ms,
                   cached=text == raw)
         value = await self.collect(ask, step.expect, self.doc.policy_of(step), menu=step.menu, name=step.id or step.expect)
         if step.expect != "intent":

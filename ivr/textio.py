@@ -76,7 +76,8 @@ class ScriptedIO:
             raise CallerGone()
         return None
 
-    async def say(self, text: str, *, cached: bool = False, barge_in: bool = True) -> None:
+    async def say(self, text: str, *, cached: bool = False, barge_in: bool = True,
+                  barge_in_ms: int | None = None) -> None:
         self.out.append(OutMessage(text))
 
     async def gather(self, ask: Ask) -> Heard:
@@ -145,7 +146,8 @@ class ChatConversation:
             raise CallerGone()
         return text
 
-    async def say(self, text: str, *, cached: bool = False, barge_in: bool = True) -> None:
+    async def say(self, text: str, *, cached: bool = False, barge_in: bool = True,
+                  barge_in_ms: int | None = None) -> None:
         await self._outbox.put(OutMessage(text))
 
     async def gather(self, ask: Ask) -> Heard:

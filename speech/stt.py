@@ -16,6 +16,7 @@ import math
 import re
 import threading
 import unicodedata
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -219,6 +220,103 @@ def _collapse_repeats(text: str, times: int = 3) -> str:
     return " ".join(out)
 
 
+def compression_ratio(text: str) -> float:
+    """Bytes / zlib-compressed bytes: Whisper's own loop test (over 2.4 its decoder retries hotter). A phrase
+    repeated until the token limit compresses far better than speech does."""
+    raw = text.encode()
+    return len(raw) / max(1, len(zlib.compress(raw))) if raw else 0.0
+
+
+def repeated_ngram(text: str, times: int = 3, longest: int = 6) -> bool:
+    """True when some run of 2-`longest` words follows itself `times` times or more ("del teo del teo del teo"),
+    or one word does `times + 1` times ("Analid. Analid. Analid. Analid."): a loop, not what a caller says (who
+    may well say "no, no, no")."""
+    keys = normalize(re.sub(r"\b(\w+)(?:-\1){2,}", r"\1 \1 \1 \1", text)).split()
+    for n in range(1, longest + 1):
+        need = times + 1 if n == 1 else times
+        for i in range(0, len(keys) - n * need + 1):
+            unit = keys[i:i + n]
+            if all(keys[i + k * n:i + (k + 1) * n] == unit for k in range(1, need)):
+                return True
+    return False
+
+
+# Words a second of speech can carry at most (fast Spanish is ~4 words/s): more is invented text.
+MAX_WORDS_PER_S = 6.0
+
+
+def looks_hallucinated(text: str, audio_s: float, logprob: float, no_speech: float) -> str | None:
+    """Why a decoded text is not what was said (None: it may be). Loops (compression ratio, repeated n-grams),
+    more words than the audio can hold, and a confident "no speech" with a weak transcript."""
+    words = normalize(text).split()
+    if not words:
+        return None
+    if len(text) >= 24 and compression_ratio(text) > 2.4:
+        return "compression"
+    if repeated_ngram(text):
+        return "repeats"
+    if len(words) > MAX_WORDS_PER_S * audio_s + 3:
+        return "too many words"
+    if no_speech > 0.6 and logprob < -0.8:
+        return "no speech"
+    if no_speech > 0.4 and logprob < -1.0 and audio_s < 1.5 and len(words) <= 2:
+        # The short words Whisper invents on a cough or line noise ("Jun,", "4,"): weak and likely silence.
+        return "short and unsure"
+    return None
+
+
+def split_on_pauses(x: np.ndarray, rate: int, max_s: float, min_pause_ms: int = 300) -> list[tuple[int, int]]:
+    """Sample ranges of `x` to decode one by one: speech runs joined while they fit in `max_s`, cut in the middle
+    of pauses (webrtcvad on 20 ms frames, as the endpointer decides); a run longer than `max_s` without a pause
+    is cut at its quietest frame before the limit. Silence-only stretches are left out."""
+    import webrtcvad
+
+    from speech.audio import to_pcm16
+    from speech.endpoint import MIN_RMS, voiced
+
+    pcm8 = to_pcm16(resample(x, rate, RATE))
+    step8 = RATE // 50
+    n = len(pcm8) // 2 // step8
+    vad = webrtcvad.Vad(2)
+    frames = [pcm8[i * step8 * 2:(i + 1) * step8 * 2] for i in range(n)]
+    flags = [voiced(vad, f, MIN_RMS) for f in frames]
+    energy = [float(np.abs(np.frombuffer(f, "<i2")).mean()) for f in frames]
+    per = rate // 50  # samples of `x` per frame
+    limit = int(max_s * 50)
+    gap = max(1, min_pause_ms // 20)
+    # speech runs [a, b) in frames, merged across pauses shorter than `gap`
+    runs: list[list[int]] = []
+    i = 0
+    while i < n:
+        if flags[i]:
+            j = i
+            while j < n and flags[j]:
+                j += 1
+            if runs and i - runs[-1][1] < gap:
+                runs[-1][1] = j
+            else:
+                runs.append([i, j])
+            i = j
+        else:
+            i += 1
+    pad = 10  # 200 ms of context each side, inside the neighbouring pause
+    spans: list[tuple[int, int]] = []
+    for a, b in runs:
+        a, b = max(0, a - pad), min(n, b + pad)
+        while b - a > limit:  # no pause long enough: cut at the quietest frame of the last 5 s before the limit
+            cut = min(range(max(a + limit - 250, a + 1), a + limit), key=lambda k: energy[k])
+            spans.append((a, cut))
+            a = cut
+        spans.append((a, b))
+    pieces: list[tuple[int, int]] = []
+    for a, b in spans:  # joined while they fit: fewer, longer pieces decode faster and keep their context
+        if pieces and b - pieces[-1][0] <= limit:
+            pieces[-1] = (pieces[-1][0], b)
+        else:
+            pieces.append((max(a, pieces[-1][1]) if pieces else a, b))
+    return [(a * per, min(len(x), b * per)) for a, b in pieces]
+
+
 class WhisperStream:
     """Buffers the utterance; decodes it at `final()` (Whisper is not a streaming model)."""
 
@@ -249,6 +347,9 @@ class WhisperEngine:
     name = "whisper"
     streaming = False
     WINDOW_S = 30
+    WINDOW_FRAMES = 3000  # mel frames of the 30 s window: the encoder's fixed input
+    SHORT_MAX_S = 28.0  # decoded in one piece up to here (with the 0.3 s pad, well inside the window); longer
+    # audio is cut at pauses into pieces no longer than this (`split_on_pauses`)
 
     def __init__(self, model_path: str | Path, *, cpu_threads: int = 2, workers: int = 1, beam_size: int = 5,
                  prompt: str = "", max_hint_chars: int = 300, hotwords: bool = False, alternatives: int = 3) -> None:
@@ -313,6 +414,11 @@ class WhisperEngine:
             from faster_whisper.audio import pad_or_trim
 
             features = pad_or_trim(features)
+        elif features.shape[-1] > self.WINDOW_FRAMES:
+            # The encoder takes at most 3000 frames (30 s); the 0.3 s pad or the extractor's extra frame must never
+            # push an utterance of 29.7-30.2 s over ("expected (1, 80, 3000), got (1, 80, 3021)"). Callers keep
+            # utterances under SHORT_MAX_S, so this trims only silence.
+            features = features[..., :self.WINDOW_FRAMES]
         encoded = self.model.encode(features)
         # Speech carries ~6 tokens a second; a cap at twice that stops the loops a short context can fall
         # into ("Plasencia, placencia, placencia, ..." for 0.8 s of audio) without cutting real speech.
@@ -324,20 +430,45 @@ class WhisperEngine:
         hyps = []
         for seq, score in zip(out.sequences_ids, out.scores, strict=True):
             # CTranslate2's score is the sum of log-probs over len(seq) (length_penalty 1); faster-whisper's
-            # avg_logprob divides by len + 1 (the end token), kept for the same confidence scale.
-            hyps.append((_collapse_repeats(self._tok.decode(seq).strip()), score * len(seq) / (len(seq) + 1),
-                         float(out.no_speech_prob)))
+            # avg_logprob divides by len + 1 (the end token), kept for the same confidence scale. The raw text:
+            # the caller looks for loops in it before anything is collapsed.
+            hyps.append((self._tok.decode(seq).strip(), score * len(seq) / (len(seq) + 1), float(out.no_speech_prob)))
         return hyps
 
     def _decode_long(self, x: np.ndarray, hotwords: str | None) -> list[tuple[str, float, float]]:
-        segments, _info = self.model.transcribe(
-            x, language="es", beam_size=self.beam_size, temperature=0.0, condition_on_previous_text=False,
-            without_timestamps=True, initial_prompt=self.prompt or None, hotwords=hotwords, vad_filter=False)
-        kept = [s for s in segments if not (s.no_speech_prob > 0.6 and s.avg_logprob < -0.8)]
-        if not kept:
+        """Audio over SHORT_MAX_S (a voicemail, up to its 120 s maximum): cut at the caller's pauses into pieces
+        that fit the window, each decoded on its own frames and checked for loops (a looping piece is decoded
+        again in the padded window, then dropped if it still loops); silent pieces are not decoded at all."""
+        texts: list[str] = []
+        logprobs: list[float] = []
+        no_speech: list[float] = []
+        for a, b in split_on_pauses(x, 16000, self.SHORT_MAX_S):
+            piece = x[a:b]
+            hyp = self._checked_piece(piece, hotwords)
+            if hyp is not None:
+                texts.append(hyp[0])
+                logprobs.append(hyp[1])
+                no_speech.append(hyp[2])
+        if not texts:
             return []
-        text = " ".join(s.text.strip() for s in kept).strip()
-        return [(text, float(np.mean([s.avg_logprob for s in kept])), float(np.mean([s.no_speech_prob for s in kept])))]
+        return [(" ".join(texts), float(np.mean(logprobs)), float(np.mean(no_speech)))]
+
+    def _checked_piece(self, x: np.ndarray, hotwords: str | None) -> tuple[str, float, float] | None:
+        for window in (False, True):
+            for text, logprob, nsp in self._decode_short(x, hotwords, window=window)[:1]:
+                if text and self._usable(text, logprob, nsp) and looks_hallucinated(text, x.size / 16000, logprob,
+                                                                                      nsp) is None:
+                    return text, logprob, nsp
+        return None
+
+    @staticmethod
+    def _clean(hyps: list[tuple[str, float, float]], audio_s: float) -> tuple[list[tuple[str, float, float]], list[str]]:
+        """(the hypotheses that look like speech, the texts dropped as loops or hallucinations)."""
+        kept: list[tuple[str, float, float]] = []
+        dropped: list[tuple[str, float, float]] = []
+        for h in hyps:
+            (dropped if looks_hallucinated(h[0], audio_s, h[1], h[2]) else kept).append(h)
+        return kept, [h[0] for h in hyps if h not in kept]
 
     def _usable(self, text: str, logprob: float, no_speech: float) -> bool:
         norm = normalize(text)
@@ -367,17 +498,27 @@ class WhisperEngine:
             # Under 0.1 s or digital silence: nothing to decode (and nothing for Whisper to invent).
             return SttResult(engine=self.name, audio_ms=audio_ms)
         hotwords = self._hotwords(hints, grammar)
-        short = x.size <= self.WINDOW_S * 16000
+        short = x.size <= self.SHORT_MAX_S * 16000
         if second and not short:
             return SttResult(engine=self.name, audio_ms=audio_ms)
         # Open answers decode best on the utterance's own frames; one or two words of a closed set (a town,
         # sí/no) in the padded 30 s window. The second opinion is the other one.
         window = second != bool(grammar)
+        audio_s = x.size / 16000
+        dropped: list[str] = []
         with self._lock:
-            hyps = self._decode_short(x, hotwords, window=window) if short else self._decode_long(x, hotwords)
-        hyps = [h for h in hyps if self._usable(*h)]
+            if not short:
+                hyps = self._decode_long(x, hotwords)
+            else:
+                hyps = self._decode_short(x, hotwords, window=window)
+                hyps, dropped = self._clean(hyps, audio_s)
+                if not hyps and dropped:
+                    # Every hypothesis looped or was invented: the other decode errs differently (issue 17).
+                    hyps, more = self._clean(self._decode_short(x, hotwords, window=not window), audio_s)
+                    dropped += more
+        hyps = [(_collapse_repeats(t), lp, ns) for t, lp, ns in hyps if self._usable(t, lp, ns)]
         if not hyps or not hyps[0][0]:
-            return SttResult(engine=self.name, audio_ms=audio_ms)
+            return SttResult(engine=self.name, audio_ms=audio_ms, raw_text=dropped[0] if dropped else None)
         alts: dict[str, float] = {}
         for t, logprob, no_speech in hyps:
             alts.setdefault(t, round(math.exp(logprob) * (1.0 - no_speech), 3))
