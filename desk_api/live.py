@@ -51,7 +51,7 @@ REPLAY_PAGE = 500
 CHAT_BUFFER = 64
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.1, 5.0
 RETRY_MS = 2_000  # EventSource waits this before it reconnects
-FLUSH_GAP_S = 0.04  # streams are written at most this often (bench/bench_desk_live.py: the latency/CPU trade)
+FLUSH_GAP_S = 0.05  # streams are written at most this often (bench/bench_desk_live.py: the latency/CPU trade)
 
 LIMIT_USER = ("Tiene demasiadas pestañas del escritorio abiertas (máximo {n}). Cierre alguna y pulse «Reconectar».")
 LIMIT_ADDRESS = ("Hay demasiadas conexiones en directo desde esta dirección (máximo {n}). Cierre las pestañas que no "
@@ -303,7 +303,7 @@ class LiveHub:
     def _schedule_flush(self) -> None:
         """Wake the streams with frames, at most once per FLUSH_GAP_S: events that arrive closer together go out in
         one write per stream. Writes, not events, are what a thousand streams cost (each wakes a task and makes a
-        system call), so at 50 events/s this halves the work; a lone event still goes out at once."""
+        system call), so at 50 events/s this halves the work or better; a lone event still goes out at once."""
         if self._flush_handle is not None or self.loop is None:
             return
         delay = self._last_flush + FLUSH_GAP_S - self.loop.time()
