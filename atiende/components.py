@@ -118,7 +118,8 @@ class VoicemailComponent:
                 log.warning("filed %d voicemail(s) cut by the last stop: %s", len(refs), ", ".join(refs))
         except Exception:
             log.exception("voicemail recovery failed; the .part files stay for the next start")
-        self.rt.callback_worker.start()
+        self.rt.callback_worker.start(
+            LeaseRunner(self.rt.store, "callbacks", holder=self.rt.settings.service.node_id, ttl=10.0))
         self._catch_up = asyncio.create_task(self._catch_up_loop(), name="store-catch-up")
 
     async def _catch_up_loop(self) -> None:

@@ -37,6 +37,12 @@ class NodeState:
             out.append("store unreachable")
         return out
 
+    def store_state(self, up: bool) -> None:
+        """The private redis-server's supervisor says it died (False) or answers again (True)."""
+        if up != self.store_ok:
+            log.warning("store back" if up else "private redis-server died: restarting it; this node reports not ready")
+        self.store_ok = up
+
     def drain(self, on: bool = True) -> None:
         if on != self.draining:
             log.warning("node draining: no new calls" if on else "node takes new calls again")

@@ -24,6 +24,7 @@ from atiende.commands.desk import announce_credentials, demo_refused
 from atiende.components import Component, LineComponent, start_components
 from atiende.runtime import Runtime
 from config.loader import ConfigError, load
+from config.service import RedisConfig
 from core import logs
 from core.clock import Clock, ShiftedClock, SystemClock
 from core.redis_server import PrivateRedis, RedisUnavailable, check_url
@@ -73,22 +74,27 @@ def make_clock(iso: str | None) -> Clock:
 
 
 @contextlib.contextmanager
-def redis_for(settings_url: str | None, data_dir: Path) -> Iterator[str]:
-    if settings_url:
-        check_url(settings_url)
-        yield settings_url
+def redis_for(cfg: RedisConfig, data_dir: Path) -> Iterator[PrivateRedis | None]:
+    """The private redis-server when no Redis is configured (random password, supervised once serving); None when
+    the store is external (a URL, or Sentinels that name the primary)."""
+    if cfg.sentinels:
+        yield None
+        return
+    if cfg.url:
+        check_url(cfg.url, password=cfg.password or None)
+        yield None
         return
     server = PrivateRedis(data_dir / "redis")
-    url = server.start()
-    log.info("private redis-server started", extra=logs.fields(url=url, dir=str(server.data_dir)))
+    server.start()
+    log.info("private redis-server started", extra=logs.fields(dir=str(server.data_dir)))  # the URL holds a password
     try:
-        yield url
+        yield server
     finally:
         server.stop()
         log.info("private redis-server stopped")
 
 
-async def serve(rt: Runtime) -> int:
+async def serve(rt: Runtime, private_redis: PrivateRedis | None = None) -> int:
     import uvicorn
 
     from desk_api.app import create_app
@@ -137,6 +143,9 @@ async def serve(rt: Runtime) -> int:
         loop.add_signal_handler(signal.SIGUSR1, rt.node.drain, True)
         loop.add_signal_handler(signal.SIGUSR2, rt.node.drain, False)
 
+    if private_redis is not None:
+        # A private redis-server that dies is restarted on the same data; meanwhile the node reports not ready.
+        private_redis.supervise(lambda up: loop.call_soon_threadsafe(rt.node.store_state, up))
     components: list[Component] = []
     try:
         announce_credentials(await rt.desk.auth.prepare())
@@ -185,11 +194,10 @@ def run_service(args: argparse.Namespace) -> int:
         print(f"atiende: {problem}", file=sys.stderr)
         return 2
     try:
-        with redis_for(loaded.settings.redis.url, loaded.settings.service.data_dir) as url:
-            r = loaded.settings.redis
-            store = Store(url, prefix=r.prefix, max_connections=r.max_connections, pool_timeout=r.pool_timeout_s)
+        with redis_for(loaded.settings.redis, loaded.settings.service.data_dir) as server:
+            store = Store.from_config(loaded.settings.redis, url=server.url if server else None)
             rt = Runtime(loaded, store=store, clock=clock, config_dir=config_dir, overrides=overrides)
-            return asyncio.run(serve(rt))
+            return asyncio.run(serve(rt, server))
     except RedisUnavailable as exc:
         print(f"atiende: {exc}", file=sys.stderr)
         return 3

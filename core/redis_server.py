@@ -270,3 +270,19 @@ def check_url(url: str, timeout: float = 2.0, password: str | None = None) -> No
         raise RedisUnavailable(f"Redis at {url} does not answer: {exc}") from None
     finally:
         client.close()
+
+
+def running_url(data_dir: Path, host: str = "127.0.0.1") -> str | None:
+    """The URL of the private redis-server a running `atiende run` started on this data directory, read from its
+    0600 redis.conf: only the service's own user (or root) can use the CLI against it. None when there is none."""
+    conf = data_dir / "redis.conf"
+    try:
+        lines = conf.read_text().splitlines()
+    except OSError:
+        return None
+    values = dict(line.split(" ", 1) for line in lines if " " in line)
+    port, password = values.get("port"), values.get("requirepass")
+    if not port:
+        return None
+    auth = f":{password}@" if password else ""
+    return f"redis://{auth}{host}:{port}/0"

@@ -28,6 +28,7 @@ ROUTE_MODULES = [
     "desk_api.routes.health",
     "desk_api.routes.desk",  # first: the hottest routes (ticket creation, status lookup) match without trying others
     "desk_api.routes.calendar",
+    "desk_api.routes.calendar_import",
     "desk_api.routes.routing",
     "desk_api.routes.ivr",
     "desk_api.routes.learning",
@@ -86,6 +87,47 @@ GUARDED: tuple[tuple[str, tuple[str, ...]], ...] = (
 STAFF_ONLY = {"/metrics": "metrics", "/docs": "docs", "/docs/oauth2-redirect": "docs", "/redoc": "docs",
               "/openapi.json": "docs"}
 STAFF = ("agent_n1", "agent_n2", "supervisor")
+
+
+class _DurableWrites:
+    """With `redis.min_replicas_ack` > 0, a write request (POST/PUT/PATCH/DELETE) is acknowledged only once that many
+    replicas hold it (`Store.durable`: WAIT), so a primary failover cannot lose what the API said it stored. The
+    response's start is held until then; when the replicas do not confirm in time the client gets 503 instead and
+    retries (the writes are idempotent or deduplicated). Plain ASGI and a no-op at 0, the single-node default."""
+
+    WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+    def __init__(self, app: Any, services: Services) -> None:
+        self.app = app
+        self.services = services
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] not in self.WRITES or self.services.store.min_replicas_ack <= 0:
+            await self.app(scope, receive, send)
+            return
+        state: dict[str, Any] = {"start": None, "failed": False}
+
+        async def _send(message: Any) -> None:
+            if state["failed"]:
+                return  # the client got a 503 instead; the rest of the original response is dropped
+            if message["type"] == "http.response.start" and message["status"] < 300:
+                state["start"] = message  # not yet: first make what this request wrote durable
+                return
+            if state["start"] is not None and message["type"] == "http.response.body":
+                start, state["start"] = state["start"], None
+                try:
+                    await self.services.store.durable()
+                except REDIS_ERRORS as exc:
+                    log.warning("write not confirmed by the replicas: %s", exc)
+                    state["failed"] = True
+                    body = {"error_id": "store-not-durable", "message": "the store could not confirm the write, retry",
+                            "details": {}}
+                    await JSONResponse(body, status_code=503, headers={"Retry-After": "1"})(scope, receive, send)
+                    return
+                await send(start)
+            await send(message)
+
+        await self.app(scope, receive, _send)
 
 
 class _Guard:
@@ -184,6 +226,7 @@ def create_app(services: Services) -> FastAPI:
             return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
 
     app.add_middleware(_Guard)
+    app.add_middleware(_DurableWrites, services=services)
     app.add_middleware(_CountRequests)
 
     @app.get("/metrics", include_in_schema=False)

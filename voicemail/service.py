@@ -25,6 +25,7 @@ from config.models import Settings
 from core import logs
 from core.clock import Clock
 from core.errors import InvalidInput, Unavailable
+from core.lease import LeaseRunner
 from core.store import REDIS_ERRORS, Store
 from ivr import speak
 from ivr.contact import CallerGone, ContactIO, Session
@@ -296,8 +297,13 @@ class CallbackWorker:
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="callback-worker")
+    def start(self, runner: LeaseRunner | None = None) -> None:
+        """Run the worker; with `runner`, only while this node holds its lease (one worker across the nodes, and
+        another node's takes over within the lease's TTL when this one dies)."""
+        if runner is None:
+            self._task = asyncio.create_task(self._loop(), name="callback-worker")
+        else:
+            self._task = asyncio.create_task(runner.run(lambda _lease: self._loop()), name="callback-worker")
 
     async def stop(self) -> None:
         self._stop.set()

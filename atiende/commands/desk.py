@@ -34,13 +34,16 @@ ROLES = ("agent_n1", "agent_n2", "supervisor", "admin")
 
 def _with_desk(args: argparse.Namespace, work: Callable[[Any], Awaitable[int]]) -> int:
     from atiende.runtime import Runtime
-    from core.redis_server import RedisUnavailable, check_url
+    from core.redis_server import RedisUnavailable, check_url, running_url
     from core.store import Store
 
     base = offline_runtime(args)
     url = args.redis_url or base.settings.redis.url or os.environ.get("ATIENDE_REDIS_URL")
+    if not url:  # the private redis-server of an `atiende run` on this data directory
+        url = running_url(base.settings.service.data_dir / "redis")
     if not url:
-        return fail("no Redis to talk to: set ATIENDE_REDIS_URL (or redis.url, or --redis-url) to the service's Redis")
+        return fail("no Redis to talk to: start `atiende run` first, or set ATIENDE_REDIS_URL (or redis.url, or "
+                    "--redis-url) to the service's Redis")
     try:
         check_url(url)
     except RedisUnavailable as exc:
