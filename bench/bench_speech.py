@@ -195,6 +195,15 @@ def main() -> int:
     return 0
 
 
+def trimmed(pcm: bytes, floor: int = 300) -> bytes:
+    """Without espeak-ng's leading and trailing quiet, so an inserted pause is the pause heard."""
+    import numpy as np
+
+    x = np.frombuffer(pcm, "<i2")
+    loud = np.flatnonzero(np.abs(x) >= floor)
+    return x[loud[0]:loud[-1] + 1].tobytes() if loud.size else b""
+
+
 def early_commit(pause_ms: int, sets: list[str], hesitate_ms: int = 0) -> None:
     """Does early commit (`speech.early_commit_ms`) cost right intents? On the audio test set, every point where
     `Speech.listen` would decode ahead (a pause of `pause_ms` after enough speech) is decoded and judged by the
@@ -226,7 +235,7 @@ def early_commit(pause_ms: int, sets: list[str], hesitate_ms: int = 0) -> None:
             half = max(1, len(words) // 2)
             first = testset.phone_audio(" ".join(words[:half]), item.voice, item.speed, item.pitch)
             rest = testset.phone_audio(" ".join(words[half:]), item.voice, item.speed, item.pitch) if words[half:] else b""
-            pcm = first + b"\0" * (hesitate_ms * RATE // 1000 * 2) + rest
+            pcm = trimmed(first) + b"\0" * (hesitate_ms * RATE // 1000 * 2) + trimmed(rest)
         else:
             pcm = to_pcm16(audio)
         frames = split_frames(b"\0" * 3200 + pcm + SILENCE * 60)

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 from pydantic import BaseModel, Field
-from rapidfuzz import fuzz, process
+from rapidfuzz import fuzz
 
 from core.audio import RATE
 from core.errors import Unavailable
@@ -53,15 +53,52 @@ def normalize(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", t).split())
 
 
-def snap_to_grammar(text: str, grammar: list[str], min_score: float = 60.0) -> SttResult:
-    """The grammar phrases closest to free text (for engines without native grammars)."""
-    choices = {g: normalize(g) for g in grammar if g and g != "[unk]"}
-    hits = process.extract(normalize(text), choices, scorer=fuzz.WRatio, limit=3) if text.strip() else []
-    alts = [Alternative(text=str(key), confidence=round(score / 100.0, 3)) for _, score, key in hits if score >= min_score]
-    best = alts[0] if alts else None
-    if best is None:
+# How Whisper writes a short Spanish word it heard as an English letter or word ("sí" over a phone line comes
+# back as "C," or "See."; issue 17): read as the Spanish sounds they stand for before matching.
+_AS_HEARD = {"c": "si", "see": "si", "sea": "si", "she": "si", "si": "si", "ci": "si", "yes": "si", "know": "no",
+             "now": "no", "noh": "no", "nou": "no", "nop": "no"}
+
+
+def sound_key(text: str) -> str:
+    """A Spanish sound key: spellings of one sound made one ("Plasencia"/"Placencia", "Cázeres"/"Cáceres",
+    "vale"/"bale", "hola"/"ola"), doubled letters single. For matching a transcript to expected answers."""
+    words = [_AS_HEARD.get(w, w) for w in normalize(text).split()]
+    t = " ".join(words)
+    for a, b in (("ch", "C"), ("ll", "y"), ("qu", "k"), ("gue", "ge"), ("gui", "gi"), ("ge", "je"), ("gi", "ji"),
+                 ("ce", "se"), ("ci", "si"), ("z", "s"), ("c", "k"), ("v", "b"), ("w", "b"), ("h", ""), ("x", "ks")):
+        t = t.replace(a, b)
+    return re.sub(r"(\w)\1+", r"\1", t).lower()
+
+
+def snap_to_grammar(text: str, grammar: list[str], min_score: float = 60.0,
+                    alternatives: list[str] | None = None) -> SttResult:
+    """The grammar phrases closest to free text (for engines without native grammars): by spelling or by sound
+    (`sound_key`), over the transcript and the engine's other hypotheses (a slightly lower weight each), so a
+    closed answer (sí/no, a town) is recognised against the expected set."""
+    choices = [g for g in dict.fromkeys(grammar) if g and g != "[unk]"]
+    spelled = {g: normalize(g) for g in choices}
+    sounded = {g: sound_key(g) for g in choices}
+    best: dict[str, float] = {}
+    for rank, heard in enumerate([text, *(alternatives or [])][:4]):
+        if not heard.strip():
+            continue
+        weight = 1.0 - 0.05 * rank
+        said, sound = normalize(heard), sound_key(heard)
+        for g in choices:
+            # By sound, and for short answers, the whole key must match (fuzz.ratio): WRatio's partial match
+            # finds "no" in "Jun" and "si" in anything; longer phrases may come inside a sentence ("en Cáceres").
+            if len(spelled[g]) <= 3:
+                # a short answer may open a longer one ("sí, claro", "no gracias"): its first words, a bit less
+                pairs = [(said, sound, 1.0)] + [(w, sound_key(w), 0.9) for w in said.split()[:2]]
+                score = max(max(fuzz.ratio(a, spelled[g]), fuzz.ratio(b, sounded[g])) * f for a, b, f in pairs)
+            else:
+                score = max(fuzz.WRatio(said, spelled[g]), fuzz.ratio(sound, sounded[g]))
+            best[g] = max(best.get(g, 0.0), score * weight)
+    ranked = sorted(best.items(), key=lambda kv: -kv[1])
+    alts = [Alternative(text=g, confidence=round(score / 100.0, 3)) for g, score in ranked[:3] if score >= min_score]
+    if not alts:
         return SttResult(alternatives=alts, raw_text=text)
-    return SttResult(text=best.text, confidence=best.confidence, alternatives=alts, raw_text=text)
+    return SttResult(text=alts[0].text, confidence=alts[0].confidence, alternatives=alts, raw_text=text)
 
 
 class SttStream(Protocol):
@@ -228,12 +265,13 @@ def compression_ratio(text: str) -> float:
 
 
 def repeated_ngram(text: str, times: int = 3, longest: int = 6) -> bool:
-    """True when some run of 2-`longest` words follows itself `times` times or more ("del teo del teo del teo"),
-    or one word does `times + 1` times ("Analid. Analid. Analid. Analid."): a loop, not what a caller says (who
-    may well say "no, no, no")."""
+    """True when some run of 2-4 words follows itself `times` times or more ("del teo del teo del teo"), one word
+    does `times + 1` times ("Analid. Analid. Analid. Analid."), or a sentence of 5 or more words comes twice in a
+    row ("Mi teléfono es el de siempre. Mi teléfono es el de siempre." for one said once, measured on a 2.5 s
+    piece of a voicemail): a loop, not what a caller says (who may well say "no, no, no")."""
     keys = normalize(re.sub(r"\b(\w+)(?:-\1){2,}", r"\1 \1 \1 \1", text)).split()
-    for n in range(1, longest + 1):
-        need = times + 1 if n == 1 else times
+    for n in range(1, max(longest, 12) + 1):
+        need = times + 1 if n == 1 else (times if n < 5 else 2)
         for i in range(0, len(keys) - n * need + 1):
             unit = keys[i:i + n]
             if all(keys[i + k * n:i + (k + 1) * n] == unit for k in range(1, need)):
@@ -524,7 +562,7 @@ class WhisperEngine:
             alts.setdefault(t, round(math.exp(logprob) * (1.0 - no_speech), 3))
         text, confidence = hyps[0][0], alts[hyps[0][0]]
         if grammar:
-            res = snap_to_grammar(text, grammar)
+            res = snap_to_grammar(text, grammar, alternatives=[t for t in alts if t != text])
             res.confidence = round(res.confidence * confidence, 3) if res.text else 0.0
         else:
             res = SttResult(text=text, confidence=confidence,
