@@ -1,0 +1,129 @@
+"""Two `atiende run` nodes behind Kamailio's dispatcher (deploy/kamailio/dispatcher.cfg), sharing one Redis, in a
+network namespace: an admin's flow edit made through node A is served by node B within a second; node A is
+killed with SIGKILL and new calls from a real caller (baresip) are answered by node B within 5 s; a draining node
+takes no new calls."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from core.redis_server import PrivateRedis
+from tests.sip_harness import AtiendeService, HarnessError, NetNs, Proc, require_programs, sip_options, tone_wav
+
+pytest_plugins = ["tests.sip_harness"]
+pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
+
+REPO = Path(__file__).resolve().parent.parent
+KAMAILIO_PORT = 5080
+NODES = ((5060, 8080, (20000, 20499)), (5062, 8082, (20500, 20999)))
+
+
+def _kamailio_files(workdir: Path) -> tuple[Path, Path, Path]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    ds = workdir / "dispatcher.list"
+    ds.write_text("".join(f"1 sip:127.0.0.1:{sip} 0 0\n" for sip, _, _ in NODES))
+    db = workdir / "dbtext"
+    db.mkdir()
+    (db / "version").write_text("table_name(str) table_version(int)\nsubscriber:7\nlocation:9\nversion:1\n")
+    (db / "subscriber").write_text("id(int,auto) username(str) domain(str) password(str) ha1(str,null) ha1b(str,null)\n")
+    run = workdir / "run"
+    run.mkdir()
+    return ds, db, run
+
+
+async def _kamailio(ns: NetNs, workdir: Path) -> Proc:
+    ds, db, run = await asyncio.to_thread(_kamailio_files, workdir)
+    proc = ns.spawn(["kamailio", "-f", str(REPO / "deploy/kamailio/dispatcher.cfg"), "-DD", "-E", "-w", str(workdir),
+                     "-Y", str(run), "-P", str(run / "k.pid"), "-l", f"udp:127.0.0.1:{KAMAILIO_PORT}",
+                     "-A", f'DISPATCHER_LIST="{ds}"', "-A", f'DBURL="text://{db}"', "-A", 'CARRIER_NET="127.0.0.1/32"',
+                     "-A", f'CTL_SOCKET="unix:{run}/ctl"'], name="kamailio", log=workdir / "kamailio.log")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise HarnessError(f"kamailio exited\n{proc.tail(40)}")
+        if await asyncio.to_thread(sip_options, ns, KAMAILIO_PORT, "127.0.0.1", 0.3) is not None:
+            return proc
+        await asyncio.sleep(0.2)
+    raise HarnessError(f"kamailio did not answer\n{proc.tail(40)}")
+
+
+@pytest.fixture
+async def cluster(netns: NetNs, netns_redis: str, redis_server: PrivateRedis, tmp_path: Path
+                  ) -> AsyncIterator[dict[str, Any]]:
+    reason = require_programs("kamailio", "baresip")
+    if reason:
+        pytest.skip(reason)
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    key = "two-nodes-admin-key-0123456789"
+    nodes: list[AtiendeService] = []
+    try:
+        for i, (sip, http, rtp) in enumerate(NODES):
+            env = {"ATIENDE_REDIS__PREFIX": prefix, "ATIENDE_SERVICE__NODE_ID": f"node-{'ab'[i]}",
+                   "ATIENDE_SIP__TRUSTED_PROXIES": "['127.0.0.1']", "ATIENDE_DESK__DEMO": "true",
+                   "ATIENDE_DESK__API_KEYS": f"[{{name: test, key: {key}, roles: [admin]}}]",
+                   "ATIENDE_DESK__USERS": "[]", "ATIENDE_SPEECH__STT_WORKERS": "1"}
+            svc = AtiendeService(netns, tmp_path / f"node-{'ab'[i]}", sip_port=sip, http_port=http, rtp_ports=rtp,
+                                 clock="2026-11-23T10:00:00+01:00", redis_url=netns_redis, env=env)
+            nodes.append(await svc.start(within=60))
+        kamailio = await _kamailio(netns, tmp_path / "kamailio")
+        yield {"nodes": nodes, "key": key, "kamailio": kamailio, "ns": netns}
+    finally:
+        for svc in nodes:
+            await svc.stop()
+
+
+async def _answered(baresips: Any, wav: Path, user: str, within: float) -> float:
+    """Seconds until a call through the dispatcher is answered (HarnessError when it is not within `within`)."""
+    caller = await baresips(wav=wav, user=user, record=False)
+    t0 = time.monotonic()
+    await caller.dial(f"sip:900@127.0.0.1:{KAMAILIO_PORT}")
+    await caller.wait_event("CALL_ESTABLISHED", within=within)
+    took = time.monotonic() - t0
+    await caller.hangup()
+    return took
+
+
+async def test_two_nodes_share_edits_and_survive_a_dead_node(cluster: dict[str, Any], baresips: Any,
+                                                             tmp_path: Path) -> None:
+    a, b = cluster["nodes"]
+    headers = {"X-API-Key": cluster["key"]}
+    async with httpx.AsyncClient(base_url=a.http_url, headers=headers, timeout=10) as ha, \
+            httpx.AsyncClient(base_url=b.http_url, headers=headers, timeout=10) as hb:
+        # An admin edit through node A is served by node B within a second.
+        doc = (await ha.get("/api/v1/admin/ivr/flows")).json()["flows"]
+        doc["prompts"]["welcome"] = "Bienvenido al servicio de prueba de dos nodos."
+        assert (await ha.put("/api/v1/admin/ivr/flows", json=doc)).status_code == 200
+        t0 = time.monotonic()
+        while (await hb.get("/api/v1/admin/ivr/flows")).json()["flows"]["prompts"]["welcome"] != doc["prompts"]["welcome"]:
+            assert time.monotonic() - t0 < 1.0, "node B did not serve node A's edit within a second"
+            await asyncio.sleep(0.05)
+        edit_seen_s = time.monotonic() - t0
+
+    wav = tone_wav(tmp_path / "caller.wav", 20.0)
+    # Both nodes answer calls through the dispatcher.
+    for i in range(2):
+        await _answered(baresips, wav, f"vecino{i}", within=10)
+
+    # Node A dies without a word; new calls are answered by node B within 5 s each.
+    a.proc.popen.send_signal(signal.SIGKILL)
+    waits = [await _answered(baresips, wav, f"tras{i}", within=5) for i in range(3)]
+    print(f"two nodes: edit on A served by B after {edit_seen_s * 1000:.0f} ms; calls after A died answered in "
+          f"{', '.join(f'{w:.2f}' for w in waits)} s")
+    assert max(waits) < 5.0
+
+    # A draining node (SIGUSR1) takes no new calls: they go to the other one. (Only B is left: it must refuse.)
+    b.proc.popen.send_signal(signal.SIGUSR1)
+    await asyncio.sleep(3.0)  # the dispatcher's next probe sees the 503
+    caller = await baresips(wav=wav, user="drenado", record=False)
+    await caller.dial(f"sip:900@127.0.0.1:{KAMAILIO_PORT}")
+    with pytest.raises(HarnessError):
+        await caller.wait_event("CALL_ESTABLISHED", within=3)
