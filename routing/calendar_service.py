@@ -7,6 +7,7 @@ so two admins editing at the same time cannot lose each other's change.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,8 @@ from config.calendar import CalendarModel, CalendarsConfig, Closure, DatedHolida
 from core.errors import AtiendeError, InvalidInput, NotFound, Unavailable
 from core.store import REDIS_ERRORS
 from core.versioned import VersionedSection, VersionInfo
-from routing.calendar import Calendar
+from routing.calendar import Calendar, public_holidays
+from routing.ical_import import IcalFetcher, IcalItem, IcalPreview, Occurrence, classify, parse, window
 
 if TYPE_CHECKING:
     from config.models import Settings
@@ -30,10 +32,12 @@ Doc = dict[str, Any]  # a calendar document as JSON data
 
 
 class CalendarService:
-    def __init__(self, settings: Callable[[], Settings], store: Store | None, clock: Clock) -> None:
+    def __init__(self, settings: Callable[[], Settings], store: Store | None, clock: Clock,
+                 ical_fetcher: IcalFetcher | None = None) -> None:
         """`settings` reads the files' configuration as it is now (it changes on SIGHUP); without a store
-        only the `*_offline` queries work."""
+        only the `*_offline` queries work. `ical_fetcher` downloads iCal URLs (default: public addresses only)."""
         self._settings = settings
+        self._ical_fetcher = ical_fetcher or IcalFetcher()
         self._store = store
         self._clock = clock
         self._section: VersionedSection[CalendarsConfig] | None = None
@@ -222,6 +226,66 @@ class CalendarService:
             self._remove(doc, name, "special_days", lambda s: s["date"] == day.isoformat(), f"special hours on {day}")
 
         return await self.edit(change, actor, f"{name}: remove special hours on {day}")
+
+    # ---- iCalendar import: preview, then one new version -----------------------------------------------------
+
+    @staticmethod
+    def _indexes(cal: Doc) -> tuple[dict[dt.date, str], dict[dt.date, str], dict[dt.date, str]]:
+        holidays = {dt.date.fromisoformat(h["date"]): h["name"] for h in cal["local_holidays"]}
+        special = {dt.date.fromisoformat(s["date"]): s["reason"] for s in cal["special_days"]}
+        closed = {dt.date.fromisoformat(c["date"]): c["reason"] for c in cal["closures"] if c.get("date")}
+        return holidays, special, closed
+
+    async def ical_preview(self, name: str, data: bytes, source: str, years: int = 2) -> IcalPreview:
+        """What importing this iCalendar file would do to calendar `name`, date by date; nothing is stored."""
+        start, end = window(self._clock.now().date(), years)
+        occurrences = await asyncio.to_thread(parse, data, start, end)  # up to a second of CPU: off the loop
+        _, cfg = await self.section.current()
+        cal = self._calendar(cfg.model_dump(mode="json"), name)
+        return IcalPreview(calendar=name, source=source[:300], start=start, end=end,
+                           items=classify(occurrences, *self._indexes(cal), public=self._public(cfg, name)))
+
+    @staticmethod
+    def _public(cfg: CalendarsConfig, name: str) -> Callable[[dt.date], str | None]:
+        """The calendar's national and regional holidays (the `holidays` package), by date."""
+        ph = cfg.calendars[name].public_holidays
+
+        def lookup(day: dt.date) -> str | None:
+            if not ph.enabled:
+                return None
+            return public_holidays(ph.country, ph.subdivision, ph.language, day.year).get(day)
+
+        return lookup
+
+    async def ical_preview_url(self, name: str, url: str, years: int = 2) -> IcalPreview:
+        self._calendar((await self.section.current())[1].model_dump(mode="json"), name)  # 404 before any download
+        return await self.ical_preview(name, await self._ical_fetcher.fetch(url), url, years)
+
+    async def ical_apply(self, name: str, items: list[DatedHoliday], actor: str,
+                         source: str) -> tuple[int, CalendarsConfig, list[IcalItem]]:
+        """Add the reviewed holidays as ONE new version (undone with `rollback`). Each is classified again against
+        the calendar as it is inside the edit lock, so a holiday or special day added since the preview wins:
+        only the still-new ones are added, the rest come back with their status. Nothing new: 422, no version."""
+        outcome: list[IcalItem] = []
+
+        def change(doc: Doc) -> None:
+            cal = self._calendar(doc, name)
+            model = CalendarsConfig.model_validate(doc)
+            checked = classify([Occurrence(date=i.date, name=i.name) for i in items], *self._indexes(cal),
+                               public=self._public(model, name))
+            outcome[:] = checked
+            fresh = [c for c in checked if c.status == "new"]
+            if not fresh:
+                raise InvalidInput("no hay festivos nuevos que importar", [{"loc": "items", "reason": "nothing new"}],
+                                   error_id="nothing-to-import")
+            cal["local_holidays"].extend({"date": c.date.isoformat(), "name": c.name} for c in fresh)
+            cal["local_holidays"].sort(key=lambda h: h["date"])
+
+        if not items:
+            raise InvalidInput("no hay festivos que importar", [{"loc": "items", "reason": "empty"}],
+                               error_id="nothing-to-import")
+        version, cfg = await self.edit(change, actor, f"{name}: import holidays from iCal ({source[:120]})")
+        return version, cfg, outcome
 
     # ---- versions --------------------------------------------------------------------------------
 

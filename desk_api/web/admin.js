@@ -188,7 +188,58 @@ async function calendarSection(box) {
           el("div", { class: "row" }, spe, speFrom, speTo, speReason, el("button", {
             onclick: () => edit("POST", "/special-days", { date: spe.value, intervals: [{ start: speFrom.value, end: speTo.value }],
               reason: speReason.value.trim() || "horario especial" }, "Día especial añadido.") }, "Añadir")))),
+      icalImport(),
       flashBox);
+  }
+
+  // Holidays from iCalendar: a file or a URL, previewed date by date, then applied as one new version.
+  const ICAL_STATUS = { new: "nuevo", exists: "ya está", conflict: "en conflicto", skipped: "no se importa" };
+  function icalImport() {
+    const file = el("input", { type: "file", id: "ical-file", accept: ".ics,text/calendar", "data-testid": "ical-file" });
+    const url = el("input", { type: "url", id: "ical-url", placeholder: "https://…/festivos.ics", "data-testid": "ical-url", style: "flex:1" });
+    const years = el("select", { id: "ical-years", "data-testid": "ical-years" },
+      [1, 2, 3, 4, 5].map((n) => el("option", { value: n, selected: n === 2 }, n === 1 ? "este año" : `${n} años`)));
+    const out = el("div", { "data-testid": "ical-preview", role: "status" });
+    async function preview(fromUrl) {
+      out.replaceChildren(el("p", { class: "muted" }, "Leyendo el calendario…"));
+      const path = `${CAL}/${encodeURIComponent(name)}/ical/preview?years=${years.value}`;
+      let p;
+      try {
+        if (fromUrl) p = await api("POST", path, { url: url.value.trim(), years: Number(years.value) });
+        else {
+          if (!file.files.length) throw new Error("Elija primero un fichero .ics.");
+          p = await api("POST", path, await file.files[0].text(), { type: "text/calendar" });
+          p.source = file.files[0].name;
+        }
+      } catch (e) { out.replaceChildren(el("p", { class: "error" }, describeError(e))); return; }
+      const fresh = p.items.filter((i) => i.status === "new");
+      const apply = el("button", { "data-testid": "ical-apply", disabled: !fresh.length, onclick: async () => {
+        try {
+          const r = await api("POST", `${CAL}/${encodeURIComponent(name)}/ical/apply`,
+            { items: fresh.map((i) => ({ date: i.date, name: i.name })), source: p.source });
+          await render();
+          flash(`Importados ${r.added.length} festivos como versión ${r.version}` + (r.not_added.length ? ` (${r.not_added.length} ya no eran nuevos)` : "")
+            + ". Se puede deshacer restaurando la versión anterior.", true);
+        } catch (e) { out.append(el("p", { class: "error" }, describeError(e))); }
+      } }, fresh.length ? `Aplicar ${fresh.length} festivos nuevos` : "No hay festivos nuevos");
+      out.replaceChildren(
+        el("table", { "data-testid": "ical-table" },
+          el("caption", {}, `Del ${p.start} al ${p.end}: ${p.items.length} fechas, ${fresh.length} nuevas`),
+          el("thead", {}, el("tr", {}, ["Fecha", "Nombre", "Estado", "Detalle"].map((h) => el("th", { scope: "col" }, h)))),
+          el("tbody", {}, p.items.map((i) => el("tr", { "data-date": i.date, "data-status": i.status },
+            el("td", {}, i.date), el("td", {}, i.name), el("td", {}, el("span", { class: `badge ical-${i.status}` }, ICAL_STATUS[i.status] || i.status)),
+            el("td", { class: "small" }, i.detail || ""))))),
+        el("div", { class: "row", style: "margin-top:.5rem" }, apply));
+    }
+    return el("section", { style: "margin-top:1rem", "aria-labelledby": "ical-title" },
+      el("h4", { id: "ical-title" }, "Importar festivos de un calendario iCal"),
+      el("p", { class: "small muted" }, "Se expanden las repeticiones (fiestas anuales) y se muestran para revisarlas; al aplicar se guarda una nueva versión del calendario."),
+      el("div", { class: "row" }, el("label", { for: "ical-file", style: "margin:0" }, "Fichero .ics"), file,
+        el("button", { class: "secondary", "data-testid": "ical-preview-file", onclick: () => preview(false) }, "Vista previa del fichero")),
+      el("div", { class: "row" }, el("label", { for: "ical-url", style: "margin:0" }, "o dirección"), url,
+        el("button", { class: "secondary", "data-testid": "ical-preview-url", onclick: () => preview(true) }, "Vista previa de la URL")),
+      el("div", { class: "row" }, el("label", { for: "ical-years", style: "margin:0" }, "Periodo"), years),
+      out);
   }
 
   box.append(
