@@ -98,6 +98,7 @@ async def serve(rt: Runtime, private_redis: PrivateRedis | None = None) -> int:
     import uvicorn
 
     from desk_api.app import create_app
+    from desk_api.live import end_streams as live_streams_end
 
     class _Server(uvicorn.Server):
         # We own the signals, so uvicorn must not install (and later re-raise) its own.
@@ -117,6 +118,7 @@ async def serve(rt: Runtime, private_redis: PrivateRedis | None = None) -> int:
             log.info("stopping on %s", signame)
         stopping.set()
         server.should_exit = True
+        live_streams_end(app.state)  # open desk streams would hold the HTTP server's shutdown forever
 
     drain_task: list[asyncio.Task[None]] = []
 

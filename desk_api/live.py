@@ -219,10 +219,16 @@ class LiveHub:
     async def start(self) -> None:
         self.ensure_started()
 
-    async def stop(self) -> None:
-        for subs in [s for _, s in self.views.values()]:
+    def end_streams(self) -> None:
+        """End every stream now (the server is stopping): each gets its last frames and the browsers resume, on
+        this node when it is back or on another, with Last-Event-ID. Until then the HTTP server would wait for
+        them to end by themselves before it stops."""
+        for _view, subs in list(self.views.values()):
             for sub in list(subs):
                 sub.end("stopping")
+
+    async def stop(self) -> None:
+        self.end_streams()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
@@ -534,3 +540,10 @@ def hub_for(state: State, services: Services) -> LiveHub:
         hub = LiveHub(services.store, services.desk.events, lambda: services.settings.desk)
         state.live = hub
     return hub
+
+
+def end_streams(state: State) -> None:
+    """End this app's open streams, if it has a hub (for the service runner when it stops)."""
+    hub = getattr(state, "live", None)
+    if isinstance(hub, LiveHub):
+        hub.end_streams()
