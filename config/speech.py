@@ -44,9 +44,14 @@ class SpeechConfig(Strict):
                                               "where their CPU and GIL delay every call's audio)")
     worker_nice: int = Field(10, ge=0, le=19, description="CPU priority the speech workers lower themselves by: "
                                                           "the media loop wins when the box is short of CPU")
-    early_commit_ms: int = Field(250, ge=0, le=2000, description="decode on a pause this long and answer at once if "
-                                                                 "the router takes the transcript (0: always wait "
-                                                                 "end_silence_ms)")
+    early_commit_ms: int = Field(0, ge=0, le=2000, description="decode on a pause this long and answer at once if "
+                                                               "the router takes the transcript (0, the default: "
+                                                               "always wait end_silence_ms). Off because a caller "
+                                                               "who pauses halfway is answered on the first half: "
+                                                               "at 250 ms, 4 answers of the audio test set with a "
+                                                               "400 ms pause went wrong and 1 went right "
+                                                               "(bench/bench_speech.py --early-commit 250 "
+                                                               "--hesitate 400)")
     early_commit_min_speech_ms: int = Field(400, ge=0, description="no early decode of shorter speech")
     max_recognition_wait_ms: int = Field(2500, ge=100, description="admission: when a new utterance would wait longer "
                                                                    "for its transcript, questions offer the keypad")

@@ -6,7 +6,8 @@ GIL of the process whose event loop paces every call's RTP (measured: bench/benc
 to the constructor (tests) or `processes: false` run in two thread pools of this process instead.
 Endpointing (webrtcvad, a few microseconds per frame) runs inline.
 
-Latency (issue 14): on a short pause (`early_commit_ms`) the utterance so far is decoded ahead; when the
+Latency (issue 14; off by default, see config.speech.early_commit_ms for the measurement): on a short pause
+(`early_commit_ms`) the utterance so far is decoded ahead; when the
 caller's judge (`accept`: the router) takes that transcript and the caller is still silent, the answer is
 committed without waiting for the full end silence; otherwise the ahead decode is reused at the end when no
 speech came after it (one decode, not two). Texts once synthesised are kept (prompt cache, in memory and on

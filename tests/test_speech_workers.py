@@ -74,7 +74,7 @@ async def test_a_dead_worker_is_replaced(tmp_path: Path) -> None:
 async def test_recognition_in_a_worker_with_early_commit(tmp_path: Path) -> None:
     if prepared_whisper_base() is None:
         pytest.skip("whisper base not prepared (atiende models prepare)")
-    sp = Speech(_cfg(stt_workers=1), tmp_path)
+    sp = Speech(_cfg(stt_workers=1, early_commit_ms=250), tmp_path)  # off by default; the option stays
     try:
         await sp.warm_up()
         pcm = read_wav(espeak_wav("quiero pagar la tasa de la itv", tmp_path / "itv.wav", speed=130))
