@@ -186,6 +186,45 @@ class Cdr(Strict):
     max_export: int = Field(100_000, ge=1, le=10_000_000)  # rows in one CSV export
 
 
+class Oidc(Strict):
+    """Single sign-on for staff with OpenID Connect (authorization code + PKCE S256). Off unless `enabled`. The
+    provider's roles claim (`roles_claim`, a string or a list) is mapped to Atiende roles by `role_map`; a person
+    with no mapped value is refused (never a default role). Local users keep logging in with their passwords.
+    `client_secret` may come from ATIENDE_DESK__OIDC__CLIENT_SECRET; empty: a public client (PKCE only)."""
+
+    enabled: bool = False
+    issuer: str = Field("", max_length=500)  # https://...; http only for a provider on this machine (loopback)
+    client_id: str = Field("", max_length=200)
+    client_secret: str = Field("", max_length=500)
+    redirect_uri: str = Field("", max_length=500)  # empty: http.public_url (or the request's host) + the callback path
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "profile", "email"])
+    roles_claim: str = Field("groups", min_length=1, max_length=100)
+    role_map: dict[str, list[Role]] = Field(default_factory=dict)  # claim value -> Atiende roles
+    username_claim: str = Field("preferred_username", min_length=1, max_length=100)
+    name_claim: str = Field("name", min_length=1, max_length=100)
+    button_label: str = Field("Entrar con la cuenta corporativa", min_length=1, max_length=80)
+    timeout_s: float = Field(10.0, gt=0, le=60)
+    leeway_s: int = Field(60, ge=0, le=600)  # clock skew allowed on exp/iat
+
+    @model_validator(mode="after")
+    def _complete(self) -> Oidc:
+        if not self.enabled:
+            return self
+        from urllib.parse import urlsplit
+
+        u = urlsplit(self.issuer)
+        local = (u.hostname or "") in ("localhost", "127.0.0.1", "::1")
+        if u.scheme != "https" and not (u.scheme == "http" and local):
+            raise ValueError("oidc.issuer must be an https:// URL (http only for a provider on this machine)")
+        if not self.client_id:
+            raise ValueError("oidc.client_id is required when oidc is enabled")
+        if not self.role_map:
+            raise ValueError("oidc.role_map is required when oidc is enabled: which claim values give which roles")
+        if "openid" not in self.scopes:
+            raise ValueError("oidc.scopes must include openid")
+        return self
+
+
 class DeskConfig(Strict):
     queues: list[Queue] = Field(
         default_factory=lambda: [
@@ -229,6 +268,7 @@ class DeskConfig(Strict):
     canned: CannedReplies = Field(default_factory=CannedReplies)
     sla: Sla = Field(default_factory=Sla)
     cdr: Cdr = Field(default_factory=Cdr)
+    oidc: Oidc = Field(default_factory=Oidc)
 
     @model_validator(mode="after")
     def _queues_known(self) -> DeskConfig:

@@ -183,6 +183,9 @@ class Keys:
     def login_lock(self, username: str) -> str:
         return f"{self.p}:login:{username}:lock"  # present while the account is locked (TTL)
 
+    def oidc_state(self, digest: str) -> str:
+        return f"{self.p}:oidc:state:{digest}"  # a pending single sign-on (nonce, PKCE verifier), single use (TTL)
+
     def retention_cursor(self, kind: str) -> str:
         return f"{self.p}:retention:{kind}"  # score up to which the retention job has done this kind
 

@@ -457,16 +457,22 @@ class AuthService:
         await self.store.redis.delete(self.store.keys.login_failures(tid))
         if rehash:
             await self._rehash(u, password)
-        token = secrets.token_urlsafe(32)
         principal = Principal(id=f"user:{u.username}", name=u.name, roles=u.roles, agent_id=u.agent_id)
+        return await self.open_session(principal, u.username, "auth.login")
+
+    async def open_session(self, principal: Principal, username: str, action: str, audit: dict[str, Any] | None = None
+                           ) -> Session:
+        """A new session for an authenticated principal (a password login, or single sign-on in desk/oidc.py); it
+        ends with the user's other sessions (`end_sessions(username)`)."""
+        token = secrets.token_urlsafe(32)
         ttl = self.cfg.session_ttl_s
         k = self.store.keys
         async with self.store.redis.pipeline(transaction=True) as pipe:
             pipe.set(k.session(sha(token)), principal.model_dump_json(), ex=ttl)
-            pipe.sadd(k.user_sessions(u.username), sha(token))
-            pipe.expire(k.user_sessions(u.username), ttl)
+            pipe.sadd(k.user_sessions(username), sha(token))
+            pipe.expire(k.user_sessions(username), ttl)
             await pipe.execute()
-        await self.audit.record(principal.id, "auth.login", u.username)
+        await self.audit.record(principal.id, action, username, audit)
         expires = (self.clock.now() + timedelta(seconds=ttl)).isoformat()
         return Session(token=token, expires_at=expires, user=principal)
 

@@ -29,6 +29,7 @@ ROUTE_MODULES = [
     "desk_api.routes.desk",  # first: the hottest routes (ticket creation, status lookup) match without trying others
     "desk_api.routes.calendar",
     "desk_api.routes.calendar_import",
+    "desk_api.routes.oidc",
     "desk_api.routes.routing",
     "desk_api.routes.ivr",
     "desk_api.routes.learning",

@@ -99,7 +99,9 @@ async def test_apply_rechecks_against_the_current_calendar(client: httpx.AsyncCl
     assert r.status_code == 200
     assert [i["date"] for i in r.json()["added"]] == ["2026-12-28"]
     assert [(i["date"], i["status"]) for i in r.json()["not_added"]] == [("2026-12-24", "conflict")]
-    for bad in ({"items": []}, {"items": [{"date": "2026-02-30", "name": "x"}]}, {"items": [{"date": "2026-03-01"}]}):
+    bads: list[dict[str, Any]] = [{"items": []}, {"items": [{"date": "2026-02-30", "name": "x"}]},
+                                  {"items": [{"date": "2026-03-01"}]}]
+    for bad in bads:
         assert (await client.post(f"{ADMIN}/line/ical/apply", json=bad)).status_code == 422, bad
     assert (await client.post(f"{ADMIN}/nope/ical/apply", json={"items": items})).status_code == 404
 

@@ -50,6 +50,9 @@ DECISIONS: dict[tuple[str, str], Decision] = {
     # auth and accounts
     ("POST", "/api/v1/auth/login"): PUBLIC, ("POST", "/api/v1/auth/logout"): STAFF, ("GET", "/api/v1/auth/me"): STAFF,
     ("POST", "/api/v1/auth/password"): STAFF,
+    # single sign-on (OpenID Connect): the start and the provider's redirect back are for anyone (404 while off)
+    ("GET", "/api/v1/auth/oidc/config"): PUBLIC, ("GET", "/api/v1/auth/oidc/login"): PUBLIC,
+    ("GET", "/api/v1/auth/oidc/callback"): PUBLIC,
     ("GET", "/api/v1/users"): ADMINS, ("POST", "/api/v1/users"): ADMINS,
     ("PUT", "/api/v1/users/{username}/password"): ADMINS, ("POST", "/api/v1/users/{username}/disable"): ADMINS,
     ("POST", "/api/v1/users/{username}/enable"): ADMINS,
