@@ -215,14 +215,17 @@ async def http(host: str, port: int, method: str, path: str, body: dict[str, Any
     return status, rest, out_headers
 
 
-def start_service(port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def start_service(port: int, env: dict[str, str], log: Path, uvloop: bool = False) -> subprocess.Popen[bytes]:
     def _nofile() -> None:  # the service needs a descriptor per stream: LimitNOFILE in systemd
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     with log.open("wb") as err:
-        return subprocess.Popen([str(REPO / ".venv/bin/atiende"), "run", "--no-sip", "--http", f"127.0.0.1:{port}"],
-                                env=env, cwd=str(REPO), preexec_fn=_nofile, stdout=subprocess.DEVNULL, stderr=err)
+        run = ["run", "--no-sip", "--http", f"127.0.0.1:{port}"]
+        # --service-uvloop: the same service on uvloop's event loop (an experiment: `atiende run` uses asyncio's).
+        cmd = ([sys.executable, "-c", f"import sys, uvloop; uvloop.install(); from atiende.cli import main; "
+                f"sys.exit(main({run!r}))"] if uvloop else [str(REPO / ".venv/bin/atiende"), *run])
+        return subprocess.Popen(cmd, env=env, cwd=str(REPO), preexec_fn=_nofile, stdout=subprocess.DEVNULL, stderr=err)
 
 
 async def bench_one(args: argparse.Namespace, streams: int) -> dict[str, Any]:
@@ -252,7 +255,7 @@ async def bench_one(args: argparse.Namespace, streams: int) -> dict[str, Any]:
                                                         "chat": {"requests": 60, "per_seconds": 60},
                                                         "login": {"requests": 100000, "per_seconds": 60}})}
 
-        svc = start_service(port, env, tmp / "service.log")
+        svc = start_service(port, env, tmp / "service.log", args.service_uvloop)
         host = "127.0.0.1"
         deadline = time.monotonic() + 60
         while True:
@@ -461,6 +464,7 @@ def main() -> int:
     ap.add_argument("--idle", type=float, default=5.0, help="seconds measured with streams open and no events")
     ap.add_argument("--open-rate", type=float, default=500.0, help="streams opened per second at the start")
     ap.add_argument("--streams-per-user", type=int, default=10, help="streams each user opens (tabs)")
+    ap.add_argument("--service-uvloop", action="store_true", help="run the service on uvloop (experiment)")
     ap.add_argument("--show-log", type=int, default=0, metavar="CHARS", help="print the end of the service's log")
     ap.add_argument("--json", action="store_true", help="one JSON line per run instead of the table")
     args = ap.parse_args()
