@@ -123,6 +123,26 @@ class Engine:
         self._refresh_calendar()
         flow, index, count = self.doc.entry_flow, 0, 0
         try:
+            await self._flows(s, flow, index, count)
+            await self._survey()
+        except CallerGone:
+            s.ended_by = s.ended_by or "caller"
+        finally:
+            s.ended_at = self.deps.clock.now()
+            if s.outcome is None:
+                s.outcome = "self_service" if s.answered else "abandoned"
+            if not s.ended_by:
+                s.ended_by = "ivr"
+            if not io.ended:
+                try:
+                    await io.hangup()
+                except CallerGone:
+                    pass
+        return s
+
+    async def _flows(self, s: Session, flow: str, index: int, count: int) -> None:
+        """Run steps from `flow`[`index`] until the contact ends (a terminal step, the end of a flow, _End)."""
+        try:
             while True:
                 steps = self.doc.flows.get(flow, [])
                 if index >= len(steps):
@@ -150,24 +170,6 @@ class Engine:
                 await self._notify()
         except _End:
             pass
-        except CallerGone:
-            s.ended_by = s.ended_by or "caller"
-        try:
-            await self._survey()
-        except CallerGone:
-            s.ended_by = s.ended_by or "caller"
-        finally:
-            s.ended_at = self.deps.clock.now()
-            if s.outcome is None:
-                s.outcome = "self_service" if s.answered else "abandoned"
-            if not s.ended_by:
-                s.ended_by = "ivr"
-            if not io.ended:
-                try:
-                    await io.hangup()
-                except CallerGone:
-                    pass
-        return s
 
     async def _survey(self) -> None:
         """The post-contact survey, when the admin turned it on and this contact is one it follows."""

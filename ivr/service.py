@@ -30,7 +30,7 @@ from routing.router_service import RouterService
 
 log = logging.getLogger(__name__)
 SECTION = "ivr"
-RECORD_SAVE_S = 2.0  # a call record write that takes longer waits for later: the caller never waits on it
+RECORD_SAVE_S = 5.0  # a call record write that takes longer waits for later: the caller waits no more than this
 MAX_UNSAVED = 2000
 RETRY_STORE_S = 2.0
 
@@ -89,20 +89,22 @@ class IvrService:
             deps.on_update = self._save_record
         return Engine(doc, deps, version, answers=Answers)
 
-    async def _save_record(self, session: Session) -> None:
+    async def _save_record(self, session: Session, *, final: bool = False) -> None:
         """Save a contact's record, never failing the contact: while the store is away the newest record of each
         contact waits in memory (bounded) and `flush_records` writes it when the store is back."""
         if self._calls is None:
             return
-        if self._clock.monotonic() < self._store_down_until:  # don't add a failing round trip to every step
+        if not final and self._clock.monotonic() < self._store_down_until:  # no failing round trip on every step
             self._keep(session)
             return
         try:
             await asyncio.wait_for(self._calls.save(session), RECORD_SAVE_S)
-        except (*REDIS_ERRORS, TimeoutError) as exc:
+        except REDIS_ERRORS as exc:
             if not self._unsaved:
                 log.warning("call records wait in memory while the store is away: %s", exc)
             self._store_down_until = self._clock.monotonic() + RETRY_STORE_S
+            self._keep(session)
+        except TimeoutError:  # slow, not away: this version waits, the next step's save or the flush writes it
             self._keep(session)
         else:
             self._unsaved.pop(session.call_id, None)
@@ -134,7 +136,7 @@ class IvrService:
                 await eng.deps.on_update(session)
             done = await eng.run(io, session)
             if eng.deps.on_update is not None:
-                await eng.deps.on_update(done)
+                await self._save_record(done, final=True)
         log.info("contact ended", extra=logs.fields(call_id=done.call_id, outcome=done.outcome, intent=done.intent,
                                                     steps=len(done.path)))
         return done

@@ -130,7 +130,7 @@ async def test_friday_evening_voicemail_becomes_a_ticket_called_back_tuesday(
     assert match.score > 0.6, str(match)  # what was said is what was stored
 
     callbacks = [c for c in await rt.callbacks.query() if c.ticket_ref == rec.ticket_ref]
-    assert len(callbacks) == 1 and callbacks[0].due_at == TUESDAY_OPEN and callbacks[0].phone == caller
+    assert len(callbacks) == 1 and callbacks[0].due_at == TUESDAY_OPEN and callbacks[0].phone == "+34" + caller
 
     # a restart (a new runtime on the same Redis and data) serves the same recording
     import httpx
@@ -197,14 +197,24 @@ async def test_queued_call_reaches_the_longest_idle_agent_who_answers(
     assert (await desk.agents.get("ana")).presence == "available"  # back after the call
 
 
-async def test_callback_worker_places_a_due_callback(line: Runtime, baresips: Any, tmp_path: Path) -> None:
+async def test_callback_worker_places_a_due_callback(line: Runtime, baresips: Any, sip_endpoint: Any,
+                                                      tmp_path: Path) -> None:
     rt = line
-    citizen = await baresips(user="vecina", answer="auto", wav=tone_wav(tmp_path / "t.wav", 60))
+    # The citizen's phone, reached as a number through the trunk (numbers are never dialled any other way).
+    citizen = await baresips(user="+34600111333", answer="auto", wav=tone_wav(tmp_path / "t.wav", 60))
+
+    async def refuse(call: Any) -> None:
+        await call.reject(603)
+
+    trunked = await sip_endpoint(refuse, port=5064, rtp_port_min=21100, rtp_port_max=21199,
+                                 trunk={"proxy": f"sip:127.0.0.1:{citizen.sip_port}"})
+    rt.attach_line(trunked)
     desk: Any = rt.desk  # type: ignore[attr-defined]
     ticket = await desk.tickets.create(channel="phone", queue="N1", subject="Mensaje de voz", kind="voicemail",
                                        body="llámenme", actor="ivr")
     svc = rt.callbacks
-    cb = await svc.create(phone=citizen.aor, ticket_ref=ticket.ref, due_at=rt.clock.now())
+    cb = await svc.create(phone="600 111 333", ticket_ref=ticket.ref, due_at=rt.clock.now())
+    assert cb.phone == "+34600111333"
     done = await rt.callback_worker.run_once()
     assert done is not None and done.id == cb.id and done.status == "done" and done.outcome == "reached"
     await citizen.wait_event("CALL_CLOSED", within=30)
