@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 PREROLL_FRAMES = 75  # 1.5 s kept from before a question: speech that barged in continues into the answer
 QUEUE_FRAMES = 1500  # 30 s: what the caller says while we think is kept, older audio is dropped
 INTER_DIGIT_S = 3.0
+SPOKEN_CHARS_PER_S = 15.0  # espeak-ng at 160 words a minute: how long a question takes to say
 KEYPAD_INSTEAD = "En este momento no puedo atenderle por voz. Elija con el teclado."
 
 
@@ -37,7 +38,7 @@ class Admission(Protocol):
     """A speech service that knows its capacity (speech.service.Speech): True when a new utterance would wait
     past the recognition budget."""
 
-    def overloaded(self) -> bool: ...
+    def overloaded(self, in_s: float = 0.0) -> bool: ...
 
 
 def _beep(ms: int = 300, freq: float = 1000.0) -> list[bytes]:
@@ -173,8 +174,11 @@ class CallIO:
             digits += d
         return Heard(kind="dtmf", digits=digits) if digits else Heard(kind="no_input")
 
-    def _speech_overloaded(self) -> bool:
-        return isinstance(self.speech, Admission) and self.speech.overloaded()
+    def _speech_overloaded(self, ask: Ask) -> bool:
+        """Asked before the question plays: decodes queued now drain while the caller hears it and answers
+        (about 15 characters a second of speech, then at least 1 s of answer and end silence)."""
+        in_s = (0.0 if self._barged else len(ask.text) / SPOKEN_CHARS_PER_S) + 1.0
+        return isinstance(self.speech, Admission) and self.speech.overloaded(in_s)
 
     async def _keypad_instead(self, ask: Ask) -> Heard:
         """Recognition is over its wait budget: say so and offer the question's options on the keypad, rather
@@ -198,7 +202,7 @@ class CallIO:
     async def gather(self, ask: Ask) -> Heard:
         self._gone()
         offer_keys = "dtmf" in ask.input and "speech" in ask.input and bool(ask.options)
-        if offer_keys and self._speech_overloaded():
+        if offer_keys and self._speech_overloaded(ask):
             return await self._keypad_instead(ask)
         if ask.text and not self._barged:
             await self.say(ask.text, cached=ask.cached, barge_in=ask.barge_in, barge_in_ms=ask.barge_in_ms)

@@ -197,17 +197,21 @@ class Speech:
         """How long a new utterance would wait for its transcript now (0 when engines run in threads)."""
         return self._pool.expected_wait_s() if self._pool is not None else 0.0
 
-    def overloaded(self) -> bool:
+    def overloaded(self, in_s: float = 0.0) -> bool:
         """Recognition would exceed the wait budget because of decodes queued ahead: better offer the keypad than
         leave a caller in silence.
 
         Only a backlog makes it true. A slow engine with nothing queued is not overload (the keypad would not be
         faster), and an estimate that refuses speech with nothing queued could never recover: no decode would
         run to correct it (the regression of tests/test_ivr_e2e.py, where one slow decode on a busy box turned
-        every later question into a keypad offer)."""
-        if self._pool is None or self._pool.backlog_s() <= 0:
+        every later question into a keypad offer).
+
+        `in_s`: the earliest the transcript can be needed from now (the question still to be played, the answer
+        still to be said); work queued now that will be done by then does not count."""
+        if self._pool is None:
             return False
-        return self._pool.expected_wait_s() * 1000 > self.cfg.max_recognition_wait_ms
+        ahead = self._pool.backlog_s() - in_s
+        return ahead > 0 and (ahead + self._pool.decode_s) * 1000 > self.cfg.max_recognition_wait_ms
 
     # ---- recognition ----
 

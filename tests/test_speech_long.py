@@ -64,7 +64,7 @@ def test_loops_and_invented_text_are_recognised() -> None:
     assert looks_hallucinated(loop, 0.8, -0.3, 0.1) is not None
     assert looks_hallucinated("uno dos tres cuatro cinco seis siete ocho nueve diez once doce", 1.0, -0.2, 0.0) \
         == "too many words"
-    assert looks_hallucinated("Jun,", 0.6, -1.3, 0.5) == "short and unsure"
+    assert looks_hallucinated("Gracias.", 0.8, -1.2, 0.9) == "no speech"
     # what callers say is left alone, repeated words included
     for text, seconds in [("quiero pagar la tasa de la itv", 2.0), ("sí", 0.4), ("no, no, no quiero eso", 1.8),
                           ("cuatro cinco uno dos", 1.6), ("el teléfono del servicio extremeño de salud", 2.5)]:

@@ -164,7 +164,7 @@ class _BusySpeech:
         self.said: list[str] = []
         self.listened = 0
 
-    def overloaded(self) -> bool:
+    def overloaded(self, in_s: float = 0.0) -> bool:
         return True
 
     async def synth(self, text: str) -> AsyncIterator[bytes]:
@@ -222,6 +222,7 @@ async def test_admission_follows_the_backlog_and_recovers(tmp_path: Path) -> Non
         queued = asyncio.create_task(sp._decode(audio, [], None, second=False))
         await asyncio.sleep(0.05)
         assert sp._pool.backlog_s() >= 2.0 and sp.overloaded()
+        assert not sp.overloaded(in_s=10.0)  # drained by the time a 10 s question has been heard and answered
         queued.cancel()  # stale (the caller went on talking): skipped by the worker, out of the backlog
         await asyncio.gather(queued, return_exceptions=True)
         res = await first
