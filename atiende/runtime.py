@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from config.loader import ConfigError, Loaded, load
 from config.models import Settings
-from core.clock import Clock, SystemClock
+from core.clock import Clock, SwitchableClock, SystemClock
 from core.store import Store
 
 if TYPE_CHECKING:
@@ -49,13 +49,22 @@ class Runtime:
     ) -> None:
         self.loaded = loaded
         self._store = store
-        self.clock: Clock = clock or SystemClock()
+        self._clock = SwitchableClock(clock or SystemClock())
         self.config_dir = config_dir
         self.overrides = overrides or {}
         self.last_reload_error: str | None = None
         self._reload_listeners: list[Callable[[Settings], None]] = []
         # A test or embedder may serve another channels section than the files' one.
         self.channels_override: ChannelsConfig | None = None
+
+    @property
+    def clock(self) -> Clock:
+        """What services get: setting `runtime.clock` switches the source under every service already built."""
+        return self._clock
+
+    @clock.setter
+    def clock(self, source: Clock) -> None:
+        self._clock.source = source.source if isinstance(source, SwitchableClock) else source
 
     @property
     def settings(self) -> Settings:

@@ -65,3 +65,21 @@ class FixedClock:
     def advance(self, seconds: float) -> None:
         self._at += timedelta(seconds=seconds)
         self._mono += seconds
+
+
+class SwitchableClock:
+    """A clock whose source can be replaced while services hold it: the composition root hands this one out, so
+    `runtime.clock = ShiftedClock(...)` ("as if it were Friday 19:00") reaches every service already built."""
+
+    def __init__(self, source: Clock) -> None:
+        self.source = source
+
+    def now(self) -> datetime:
+        return self.source.now()
+
+    def monotonic(self) -> float:
+        return self.source.monotonic()
+
+    def __getattr__(self, name: str) -> object:
+        # A test's FixedClock keeps its own controls (set, advance) reachable through the switch.
+        return getattr(self.source, name)

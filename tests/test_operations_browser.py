@@ -44,11 +44,12 @@ async def _seed(redis_url: str, prefix: str, data: Path) -> dict[str, str]:
         ops = build_operations(rt.current_settings, rt.store, rt.clock, rt.desk, rt.calendars, rt.calls)
         doc = rt.settings.desk.dispositions.model_copy(update={"required": True})
         await ops.dispositions.update(doc.model_dump(), "user:admin", "obligatorias")
-        assert isinstance(rt.clock, FixedClock)
-        monday = rt.clock.now()
-        rt.clock.set(datetime(2026, 11, 20, 10, 0, tzinfo=MADRID))  # a ticket from last Friday, never answered
+        fixed = rt.clock.source  # the runtime's switchable clock over the test's FixedClock
+        assert isinstance(fixed, FixedClock)
+        monday = fixed.now()
+        fixed.set(datetime(2026, 11, 20, 10, 0, tzinfo=MADRID))  # a ticket from last Friday, never answered
         late = await rt.desk.tickets.create(channel="email", queue="N1", subject="Licencia de obras")
-        rt.clock.set(monday)
+        fixed.set(monday)
         citizen = await rt.desk.citizens.identify("phone", "+34600111222", name="María López")
         mine = await rt.desk.tickets.create(channel="webchat", queue="N1", subject="Empadronamiento",
                                             citizen_id=citizen.id, body="¿Qué papeles necesito?")

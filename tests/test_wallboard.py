@@ -70,8 +70,9 @@ async def _users(redis_url: str, prefix: str, data: Path) -> None:
     rt = make_runtime(redis_url, prefix, data)
     try:
         await rt.desk.auth.create_user("sara", "Sara Supervisora", ["supervisor"], PASSWORD)
-        assert isinstance(rt.clock, FixedClock)
-        await _seed(rt, rt.clock)
+        fixed = rt.clock.source  # the runtime's switchable clock over the test's FixedClock
+        assert isinstance(fixed, FixedClock)
+        await _seed(rt, fixed)
     finally:
         await rt.store.close()
 
