@@ -7,7 +7,9 @@ STAMP := $(VENV)/.installed
 APT_STAMP := var/.apt-installed
 # command -> Debian package that provides it
 APT_CMDS := redis-server:redis-server espeak-ng:espeak-ng sox:sox baresip:baresip kamailio:kamailio \
-	ip:iproute2 linphonec:linphone-cli chromium:chromium tshark:tshark node:nodejs npm:npm
+	ip:iproute2 linphonec:linphone-cli chromium:chromium tshark:tshark node:nodejs npm:npm rtpengine:rtpengine-daemon
+# Kamailio module -> Debian package (the softphone: SIP over WebSocket, ephemeral credentials)
+APT_KAMAILIO_MODULES := websocket:kamailio-websocket-modules auth_ephemeral:kamailio-autheph-modules
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS ?=
 # `make run` is a demo on this machine: demo accounts with one-time passwords printed at start (loopback only).
@@ -34,6 +36,8 @@ bench-deps:
 $(APT_STAMP):
 	@missing=""; for pair in $(APT_CMDS); do cmd=$${pair%%:*}; pkg=$${pair##*:}; \
 	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$pkg"; done; \
+	for pair in $(APT_KAMAILIO_MODULES); do mod=$${pair%%:*}; pkg=$${pair##*:}; \
+	  ls /usr/lib/*/kamailio/modules/$$mod.so >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing libsox-fmt-base; \
