@@ -3,9 +3,9 @@
 What may be dialled:
 - a number, `+` then digits or digits only: always through `sip.trunk.proxy`; with no trunk
   configured `dial` refuses (`DialFailed("no_trunk")`), so a number can never pick a host;
-- a `sip:`/`sips:` URI (agents' phones, from configuration): through the trunk when one is set,
-  else straight to its host; characters that could end the URI inside a header (`<>",?`,
-  whitespace) are refused.
+- a `sip:`/`sips:` URI (agents' phones, the softphone's Kamailio: from configuration): straight to its own
+  host, never through the trunk, and never given the trunk's credentials; characters that could end the
+  URI inside a header (`<>",?`, whitespace) are refused.
 Digest credentials go only to the trunk: a 401/407 from any other address is not answered.
 """
 
@@ -94,11 +94,14 @@ class Outgoing:
         for k, v in (headers or {}).items():
             if not TOKEN_RE.match(k) or "\r" in v or "\n" in v:
                 raise DialFailed("bad_header", detail=k[:40])
-        hop = proxy.hostport if proxy else target.hostport
+        # Numbers go out through the carrier's trunk; a configured sip: URI (an agent's phone, the softphone's
+        # Kamailio) is an internal destination and goes straight to its own host.
+        to_trunk = proxy is not None and NUMBER_RE.match(uri.strip()) is not None
+        hop = proxy.hostport if to_trunk and proxy is not None else target.hostport
         user = from_user if from_user and USER_RE.match(from_user) else trunk.from_user
         if from_user and user != from_user:
             log.warning("calling-party user %r is not a plain SIP user: sent as %s", from_user[:40], user)
-        domain = proxy.host if proxy else line.host
+        domain = proxy.host if to_trunk and proxy is not None else line.host
         local = Address(SipUri("sip", user=user, host=domain), params={"tag": new_token()})
         call_id = f"{uuid.uuid4().hex}@{line.host}"
         rtp = RtpSession(MediaParams(codec=cfg.codecs[0], pt=0, dtmf_pt=None, remote=("", 0)),
@@ -135,7 +138,7 @@ class Outgoing:
                     raise
                 if resp.status in (401, 407) and auth is None and trunk.user:
                     challenge = resp.headers.get("www-authenticate" if resp.status == 401 else "proxy-authenticate")
-                    if challenge and self._from_trunk(tx, dest, proxy):
+                    if challenge and self._from_trunk(tx, dest, proxy if to_trunk else None):
                         value = digest.authorization(challenge, user=trunk.user, password=trunk.password or "",
                                                      method="INVITE", uri=str(target))
                         auth = ("authorization" if resp.status == 401 else "proxy-authorization", value)

@@ -268,3 +268,26 @@ async def test_credentials_go_only_to_the_trunk(line: Any) -> None:
     seen = [m for m in [*await trunk.quiet(0.3), *await intruder.quiet(0.1)] if isinstance(m, Request)]
     assert all(m.method == "ACK" for m in seen)  # no second INVITE, with credentials, to anybody
     assert not any(b"authorization" in raw.lower() for raw in [*trunk.raw, *intruder.raw])
+
+
+async def test_an_agents_sip_uri_goes_to_its_host_not_the_trunk_and_gets_no_credentials(line: Any) -> None:
+    # Agents' phones (and the softphone's Kamailio) are internal: with a carrier trunk configured, ringing one
+    # must not go to the carrier, and a challenge from that host must not get the trunk's password.
+    trunk = await sip_peer()
+    agent_host = await sip_peer("127.0.0.2")
+    ep, _ = await line(trunk=Trunk(proxy=f"sip:127.0.0.1:{trunk.port}", user="atiende", password="s3cret"))
+
+    async def challenge() -> None:
+        inv, src = await agent_host.request("INVITE", within_s=3)
+        assert inv.uri.startswith("sip:ana@127.0.0.2")
+        h = inv.headers.copy()
+        h.set("to", (h.get("to") or "") + f";tag={new_token()}")
+        h.add("proxy-authenticate", 'Digest realm="pbx", nonce="n0nce", qop="auth", algorithm=MD5')
+        agent_host.send(Response(407, headers=h), src)
+
+    task = asyncio.create_task(challenge())
+    with pytest.raises(DialFailed):
+        await ep.dial(f"sip:ana@127.0.0.2:{agent_host.port}", ring_timeout=3)
+    await task
+    assert await trunk.quiet(0.2) == []  # the carrier never saw it
+    assert not any(b"authorization" in raw.lower() for raw in agent_host.raw)
