@@ -115,9 +115,18 @@ class CallIO:
         detector = self.speech.BargeIn()
         if barge_in_ms is not None:
             detector.set_min_speech_ms(barge_in_ms)
+        if barge_in:
+            # Speech that began over the previous prompt (the welcome, which a short word does not stop) counts
+            # here too: a fresh detector would see only the word's tail, and the word would be lost (measured:
+            # "cero" said across the welcome and the question came back as "Salud.").
+            for recent in list(self._preroll)[-25:]:
+                detector.feed(recent)
         barged = False
         try:
-            while not play.done():
+            if barge_in and detector.triggered:
+                barged = self._barged = True
+                self.call.stop_playback()
+            while not play.done() and not barged:
                 try:
                     frame = await asyncio.wait_for(self._frames.get(), 0.1)
                 except TimeoutError:
