@@ -41,7 +41,7 @@ def message(data_dir: Path, call_id: str, seconds: float) -> Path:
 
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def measure(name: str, store: RecordingStore, wavs: list[Path], redis: Store) -> None:

@@ -91,6 +91,15 @@ class CitizenService:
         cid = await self.store.redis.get(self.store.keys.citizen_by_identity(kind, normalize_identity(kind, value)))
         return await self.get(str(cid)) if cid else None
 
+    async def of(self, citizen_id: str | None) -> Citizen | None:
+        """A ticket's citizen, or None when it has none (anonymous) or it is gone (erased)."""
+        if not citizen_id:
+            return None
+        try:
+            return await self.get(citizen_id)
+        except NotFound:
+            return None
+
     async def get(self, citizen_id: str) -> Citizen:
         for _ in range(5):  # follow merges (chains are short: each merge repoints identities)
             c = await self.store.get_model(self.store.keys.citizen(citizen_id), Citizen)

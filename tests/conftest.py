@@ -16,6 +16,7 @@ from config.loader import Loaded, load
 from core.clock import FixedClock
 from core.redis_server import PrivateRedis
 from core.store import Store
+from voicemail.recording import VoicemailWriter
 
 MADRID = ZoneInfo("Europe/Madrid")
 REPO = Path(__file__).resolve().parent.parent
@@ -114,3 +115,15 @@ async def staff(runtime: Runtime) -> dict[str, str]:
     )
     await auth.create_api_key("ivr", ["supervisor"], key=IVR_KEY)
     return {"password": STAFF_PASSWORD, "ivr_key": IVR_KEY}
+
+
+def voicemail_message(data_dir: Path, call_id: str, seconds: float = 2.0) -> VoicemailWriter:
+    """A message being recorded as the IVR records one (a 300 Hz tone), ready to `finish()`."""
+    import math
+    import struct
+
+    w = VoicemailWriter(data_dir, call_id)
+    for f in range(int(seconds * 50)):
+        w.write(struct.pack("<160h", *(int(6000 * math.sin(2 * math.pi * 300 * (f * 160 + i) / 8000))
+                                       for i in range(160))))
+    return w

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from core.redis_server import PrivateRedis
-from tests.a11y import assert_accessible
 from tests._channels_support import LiveServer, make_runtime
+from tests.a11y import assert_accessible
 
 pytestmark = pytest.mark.e2e
 

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.anyio
 
 def test_waiting_text() -> None:
     assert speak.waiting_text(1, None, True) == "Es usted el siguiente."
-    assert speak.waiting_text(3, 250, True) == "Hay 2 personas delante de usted. El tiempo de espera estimado es de unos 4 minutos."
+    assert speak.waiting_text(3, 250, True) == ("Hay 2 personas delante de usted. El tiempo de espera estimado es de "
+                                                "unos 4 minutos.")
     assert speak.waiting_text(2, 30, False).endswith("será de más de 1 minuto.")
 
 

@@ -3,8 +3,6 @@ it; a node whose shared directory is not the others' (a missing mount) refuses t
 
 from __future__ import annotations
 
-import math
-import struct
 from pathlib import Path
 
 import httpx
@@ -15,18 +13,11 @@ from config.loader import Loaded
 from core.clock import FixedClock
 from core.errors import Unavailable
 from core.store import Store
-from voicemail.recording import Recording, VoicemailWriter, sha256_of
+from tests.conftest import voicemail_message
+from voicemail.recording import Recording, sha256_of
 from voicemail.storage import RedisRecordings, SharedDirRecordings, seconds_of
 
 pytestmark = pytest.mark.anyio
-
-
-def _message(data_dir: Path, call_id: str, seconds: float = 2.0) -> Path:
-    w = VoicemailWriter(data_dir, call_id)
-    for f in range(int(seconds * 50)):
-        w.write(struct.pack("<160h", *(int(6000 * math.sin(2 * math.pi * 300 * (f * 160 + i) / 8000))
-                                       for i in range(160))))
-    return Path(w.finish().path)
 
 
 def _node(loaded: Loaded, store: Store, clock: FixedClock, data: Path, node: str, **voicemail: object) -> Runtime:
@@ -45,7 +36,7 @@ async def test_a_message_recorded_on_one_node_plays_on_another(loaded: Loaded, s
     a = _node(loaded, store, clock, tmp_path / "node-a", "a")
     b = _node(loaded, store, clock, tmp_path / "node-b", "b")
     assert isinstance(a.recordings, RedisRecordings)
-    wav = _message(a.data_dir, "call-a")
+    wav = _recorded(a.data_dir, "call-a")
     ref, _ = await a.voicemail.complete(
         _rec(wav), caller="+34600111333", trace_id="t-a", queue="N1", transcript="hola", confidence=0.9)
     wav.unlink()  # node A and its disk are gone
@@ -56,6 +47,10 @@ async def test_a_message_recorded_on_one_node_plays_on_another(loaded: Loaded, s
         audio = await http.get(first["data"]["recording"])
     assert audio.status_code == 200 and audio.headers["content-type"] == "audio/wav"
     assert abs(seconds_of(audio.content) - 2.0) < 0.05
+
+
+def _recorded(data_dir: Path, call_id: str) -> Path:
+    return Path(voicemail_message(data_dir, call_id).finish().path)
 
 
 def _rec(wav: Path) -> Recording:
@@ -72,7 +67,7 @@ async def test_a_shared_directory_that_is_not_shared_is_refused(store: Store, tm
 
 
 async def test_shared_directory_round_trip(store: Store, tmp_path: Path) -> None:
-    wav = _message(tmp_path / "node", "call-s")
+    wav = _recorded(tmp_path / "node", "call-s")
     shared = SharedDirRecordings(tmp_path / "nfs", store, "a")
     await shared.put("call-s", wav)
     assert await shared.get("call-s") == wav.read_bytes()

@@ -83,7 +83,8 @@ DECISIONS: dict[tuple[str, str], Decision] = {
     ("GET", "/api/v1/reports/summary"): SUPERVISORS, ("GET", "/api/v1/reports/overdue"): SUPERVISORS,
     ("GET", "/api/v1/audit"): SUPERVISORS,
     # calls, callbacks, voicemail, softphone
-    ("GET", "/api/v1/calls"): STAFF, ("GET", "/api/v1/calls/containment"): STAFF, ("GET", "/api/v1/calls/surveys"): STAFF, ("GET", "/api/v1/calls/{call_id}"): STAFF,
+    ("GET", "/api/v1/calls"): STAFF, ("GET", "/api/v1/calls/containment"): STAFF,
+    ("GET", "/api/v1/calls/surveys"): STAFF, ("GET", "/api/v1/calls/{call_id}"): STAFF,
     ("POST", "/api/v1/calls/{call_id}/transfer"): STAFF,
     ("GET", "/api/v1/callbacks"): STAFF, ("POST", "/api/v1/callbacks"): STAFF,
     ("GET", "/api/v1/callbacks/{callback_id}"): STAFF, ("POST", "/api/v1/callbacks/next"): STAFF,

@@ -4,8 +4,6 @@ and started again on the same port and data directory."""
 
 from __future__ import annotations
 
-import math
-import struct
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -18,8 +16,8 @@ from core.clock import FixedClock
 from core.redis_server import PrivateRedis, free_port
 from core.store import Store
 from ivr.textio import ScriptedIO
-from tests.conftest import MADRID
-from voicemail.recording import PENDING_SUFFIX, VoicemailWriter, voicemail_dir
+from tests.conftest import MADRID, voicemail_message
+from voicemail.recording import PENDING_SUFFIX, voicemail_dir
 from voicemail.service import VoicemailPending
 
 pytestmark = pytest.mark.anyio
@@ -42,14 +40,6 @@ async def rt(own_redis: PrivateRedis, loaded: Loaded, tmp_path: Path) -> AsyncIt
     yield Runtime(Loaded(settings=settings, version=loaded.version, document=loaded.document), store=store,
                   clock=FixedClock(MONDAY))
     await store.close()
-
-
-def _message(data_dir: Path, call_id: str, seconds: float = 2.0) -> VoicemailWriter:
-    w = VoicemailWriter(data_dir, call_id)
-    for f in range(int(seconds * 50)):
-        w.write(struct.pack("<160h", *(int(6000 * math.sin(2 * math.pi * 300 * (f * 160 + i) / 8000))
-                                       for i in range(160))))
-    return w
 
 
 async def test_a_caller_who_asks_for_a_person_hears_an_apology_and_a_voicemail_offer(
@@ -89,7 +79,7 @@ async def test_call_records_wait_in_memory_and_are_written_when_the_store_is_bac
 async def test_a_voicemail_recorded_while_the_store_is_away_becomes_its_ticket_once(
         rt: Runtime, own_redis: PrivateRedis) -> None:
     own_redis.stop()
-    rec = _message(rt.data_dir, "call-outage").finish()
+    rec = voicemail_message(rt.data_dir, "call-outage").finish()
     with pytest.raises(VoicemailPending):
         await rt.voicemail.complete(rec, caller="+34600111222", trace_id="trace-outage", queue="N1",
                                     transcript="llamo por la beca de comedor", confidence=0.8)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import math
-import struct
 from datetime import datetime
-from pathlib import Path
 
 import httpx
 import pytest
@@ -13,27 +10,18 @@ import pytest
 from atiende.runtime import Runtime
 from core.clock import FixedClock
 from core.errors import Conflict
-from tests.conftest import MADRID
-from voicemail.recording import VoicemailWriter
+from tests.conftest import MADRID, voicemail_message
 
 pytestmark = pytest.mark.anyio
 FRIDAY_EVE = datetime(2026, 10, 9, 19, 0, tzinfo=MADRID)  # Monday 12 October is a national holiday
 TUESDAY_OPEN = datetime(2026, 10, 13, 8, 30, tzinfo=MADRID)
 
 
-def _message(data_dir: Path, call_id: str, seconds: float = 2.0) -> VoicemailWriter:
-    w = VoicemailWriter(data_dir, call_id)
-    for f in range(int(seconds * 50)):
-        w.write(struct.pack("<160h", *(int(6000 * math.sin(2 * math.pi * 300 * (f * 160 + i) / 8000))
-                                       for i in range(160))))
-    return w
-
-
 async def test_friday_evening_message_is_called_back_tuesday(runtime: Runtime, clock: FixedClock,
                                                               client: httpx.AsyncClient) -> None:
     clock.set(FRIDAY_EVE)
     vm = runtime.voicemail
-    rec = _message(runtime.data_dir, "call-fri").finish()
+    rec = voicemail_message(runtime.data_dir, "call-fri").finish()
     ref, cb = await vm.complete(rec, caller="+34600111222", trace_id="trace-fri", queue="N1",
                                 transcript="llamo por la ayuda del alquiler", confidence=0.8)
     assert cb.due_at == TUESDAY_OPEN and cb.ticket_ref == ref and cb.voicemail and cb.voicemail.complete
@@ -98,6 +86,6 @@ async def test_overflow_callback_keeps_the_queue_position(runtime: Runtime, cloc
     clock.set(datetime(2026, 11, 23, 10, 0, tzinfo=MADRID))
     assert not await runtime.agent_queue._closing_soon()
     vm = runtime.voicemail
-    rec = _message(runtime.data_dir, "call-over").finish()
+    rec = voicemail_message(runtime.data_dir, "call-over").finish()
     _, cb = await vm.complete(rec, caller="+34600555666", trace_id=None, queue="N1", transcript="x", priority=3)
     assert cb.reason == "overflow" and cb.priority == 3 and cb.due_at == clock.now()  # open now: due at once

@@ -501,13 +501,7 @@ async def get_ticket(ref: Ref, request: Request, who: Principal = Depends(requir
     t = await desk.tickets.get(ref)
     interactions = await desk.tickets.interactions(t.ref)
     await _may_see(desk, who, t, interactions)
-    citizen = None
-    if t.citizen_id:
-        try:
-            citizen = await desk.citizens.get(t.citizen_id)
-        except NotFound:
-            citizen = None
-    return TicketDetail(ticket=t, citizen=citizen, interactions=interactions)
+    return TicketDetail(ticket=t, citizen=await desk.citizens.of(t.citizen_id), interactions=interactions)
 
 
 class TraceOut(BaseModel):

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from config.desk import CannedReply, Disposition
 from config.models import Settings
 from core.clock import Clock
-from core.errors import Forbidden, InvalidInput, NotFound
+from core.errors import Forbidden, InvalidInput
 from core.store import Store
 from core.versioned import VersionInfo
 from desk import Desk
@@ -198,12 +198,7 @@ async def render_canned(ref: str, reply_id: str, request: Request,
     desk = desk_of(request)
     t = await desk.tickets.get(ref)
     _may_work(who, t)
-    citizen = None
-    if t.citizen_id:
-        try:
-            citizen = await desk.citizens.get(t.citizen_id)
-        except NotFound:
-            citizen = None
+    citizen = await desk.citizens.of(t.citizen_id)
     text = await operations_of(request).canned.render(reply_id[:64], t, citizen)
     return RenderedOut(id=reply_id[:64], text=text)
 
