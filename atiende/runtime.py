@@ -197,7 +197,8 @@ class Runtime:
         from ivr.distribution import AgentQueue
 
         return AgentQueue(lambda: self.settings.agents, self.store, self.clock, self.calendars,
-                          DeskAgents(self.desk, lambda: self.settings.agents.softphone))
+                          DeskAgents(self.desk, lambda: self.settings.agents.softphone),
+                          recordings=self.recordings, data_dir=lambda: self.data_dir)
 
     @cached_property
     def callback_worker(self) -> CallbackWorker:

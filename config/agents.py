@@ -22,6 +22,19 @@ class SoftphoneConfig(Strict):
     ice_servers: list[str] = Field(default_factory=list, description="STUN/TURN URIs for the page (none on a LAN)")
 
 
+CONSENT_TEXT = ("Le informamos de que esta llamada puede ser grabada para garantizar la calidad del servicio. "
+                "Si no desea que se grabe, indíqueselo a la persona que le atienda.")
+
+
+class RecordingConfig(Strict):
+    """Recording of agent calls (caller and agent mixed, stored like voicemails, deleted after
+    desk.retention.recordings_days). The caller hears `consent_text` before being put through."""
+
+    queues: list[str] = Field(default_factory=list, description="queues whose agent calls are recorded")
+    consent_text: str = Field(CONSENT_TEXT, min_length=10, max_length=600,
+                              description="said to the caller before an agent of a recorded queue is rung")
+
+
 class AgentsConfig(Strict):
     connect: Literal["bridge", "refer"] = Field(
         "bridge", description="bridge: Atiende calls the agent and relays audio (works with any phone); refer: blind transfer")
@@ -32,6 +45,7 @@ class AgentsConfig(Strict):
     overflow_before_close_s: float = Field(
         300.0, ge=0, description="a caller still waiting this close to closing time is offered a callback instead")
     softphone: SoftphoneConfig = Field(default_factory=SoftphoneConfig)
+    recording: RecordingConfig = Field(default_factory=RecordingConfig)
     estimate_window_s: float = Field(
         1800.0, gt=0, description="the estimated wait comes from the calls answered in this recent window")
     estimate_min_answers: int = Field(

@@ -212,6 +212,30 @@ class Keys:
     def call_transfer(self, call_id: str) -> str:
         return f"{self.p}:call:{call_id}:transfer"  # string, short TTL: the queue an agent transfers the caller to
 
+    # -- live agent calls: supervision and recording (ivr/distribution.py, desk_api/routes/supervision.py)
+    def call_live(self, call_id: str) -> str:
+        return f"{self.p}:call:{call_id}:live"  # JSON of a bridged agent call, refreshed by its node (TTL)
+
+    @property
+    def calls_live(self) -> str:
+        return f"{self.p}:calls:live"  # zset: call id -> bridged since (entries whose call_live expired are stale)
+
+    def call_supervise(self, call_id: str) -> str:
+        return f"{self.p}:call:{call_id}:supervise"  # JSON {id, mode, supervisor, uri}: what the supervisor asked
+
+    def call_recording_state(self, call_id: str) -> str:
+        return f"{self.p}:call:{call_id}:recording"  # "paused" | "recording": what the agent asked (TTL)
+
+    def call_recording(self, recording_id: str) -> str:
+        return f"{self.p}:recording:{recording_id}"  # JSON: a recorded agent call (call, queue, agent, pauses...)
+
+    @property
+    def call_recordings(self) -> str:
+        return f"{self.p}:recordings"  # zset: recording id -> started timestamp (retention walks it)
+
+    def call_recordings_of(self, call_id: str) -> str:
+        return f"{self.p}:call:{call_id}:recordings"  # list of recording ids of one call (one per agent leg)
+
     def callback(self, callback_id: str) -> str:
         return f"{self.p}:callback:{callback_id}"
 

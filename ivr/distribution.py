@@ -6,6 +6,11 @@ queue is offered: the desk reserves the longest-idle available agent with the qu
 with the IVR path, intent and transcript), and Atiende calls the agent's SIP phone and bridges
 the media, so any phone works. REFER (blind transfer) is the configurable alternative. An
 agent who lets it ring out is skipped (and set away, RONA); the caller keeps their place.
+
+While bridged, the node polls the store for what the desk asks of the call, from whichever node served the
+request: a transfer to another queue, a supervisor joining (listen, whisper, barge: ivr/conference.py) and the
+agent pausing or resuming the recording. Calls of the queues in `agents.recording.queues` are recorded; the
+caller hears the consent notice before any agent is rung.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from config.agents import AgentsConfig
@@ -23,6 +29,7 @@ from core.clock import Clock
 from core.store import REDIS_ERRORS, Store
 from ivr import speak
 from ivr.callio import CallIO
+from ivr.conference import BridgeControl, RecordingSink, as_dict
 from ivr.contact import ContactIO, Session
 from ivr.hooks import QueuePlace, WaitResult
 from ivr.ports import AgentDesk, CallLeg, Dialer
@@ -32,7 +39,8 @@ from telephony.errors import DialFailed
 log = logging.getLogger(__name__)
 
 
-TRANSFER_POLL_S = 1.0
+TRANSFER_POLL_S = 0.5  # how soon a transfer, a supervisor or a recording pause reaches the bridging node
+LIVE_REFRESH_S = 10.0
 TRANSFER_PROMPT = "Le paso con otro servicio. Por favor, no cuelgue."
 
 
@@ -45,10 +53,14 @@ class Transfer:
 
 class AgentQueue:
     def __init__(self, cfg: Callable[[], AgentsConfig], store: Store, clock: Clock, calendars: CalendarService,
-                 desk: AgentDesk) -> None:
+                 desk: AgentDesk, *, recordings: RecordingSink | None = None,
+                 data_dir: Callable[[], Path] | None = None) -> None:
         """`cfg` reads the agents section as it is now. Calls reach agents once `dialer` is set (the line's SIP
-        endpoint, when it runs)."""
+        endpoint, when it runs). Recordings of agent calls are written under `data_dir()` and handed to
+        `recordings` (the voicemails' RecordingStore); without `data_dir` nothing is recorded."""
         self._cfg = cfg
+        self._recordings = recordings
+        self._data_dir = data_dir
         self._store = store
         self._clock = clock
         self._calendars = calendars
@@ -109,6 +121,7 @@ class AgentQueue:
                     place.wait_s > cfg.offer_callback_above_s:
                 session.vars["overflow_reason"] = "estimated_wait"
                 return "overflow"  # better a callback now than a long wait first
+            await self._consent(session, io, place.queue)
             while True:
                 if io.ended:
                     await self._abandoned(place.queue, session.call_id)
@@ -131,6 +144,7 @@ class AgentQueue:
                         session.queue = place.queue
                         deadline = self._clock.monotonic() + timeout_s
                         await io.say(TRANSFER_PROMPT)
+                        await self._consent(session, io, place.queue)
                         continue
                     if result is not None:
                         return result
@@ -139,6 +153,15 @@ class AgentQueue:
                     return "hangup"
         finally:
             await r.zrem(waiting, place.item_id)
+
+    def recorded(self, queue: str) -> bool:
+        return queue in self._cfg().recording.queues and self._data_dir is not None
+
+    async def _consent(self, session: Session, io: ContactIO, queue: str) -> None:
+        """Before an agent of a recorded queue is rung, the caller is told (once per call); not interruptible."""
+        if self.recorded(queue) and not session.vars.get("recording_notice"):
+            await io.say(self._cfg().recording.consent_text, cached=True, barge_in=False)
+            session.vars["recording_notice"] = True
 
     async def _announce(self, session: Session, io: ContactIO, place: QueuePlace) -> None:
         """Position and estimated wait again, for a caller who has been holding a while."""
@@ -191,7 +214,8 @@ class AgentQueue:
             await desk.publish({"type": "call.connected", "agent": agent.id, "call_id": session.call_id})
             transfer: Transfer | None = None
             try:
-                transfer = await self._bridge_until_transfer(io, agent_call, session.call_id)
+                transfer = await self._bridge_until_transfer(io, agent_call, session.call_id, session=session,
+                                                             queue=place.queue, agent_id=agent.id)
             finally:
                 with contextlib.suppress(Exception):
                     await agent_call.hangup()
@@ -203,24 +227,55 @@ class AgentQueue:
                 return transfer
             return "connected"
 
-    async def _bridge_until_transfer(self, io: CallIO, agent_call: CallLeg, call_id: str) -> Transfer | None:
-        """Relay audio both ways until either side hangs up, or the agent transfers the caller (a key the desk's
-        API sets, read here on whatever node serves the call)."""
-        r, key = self._store.redis, self._store.keys.call_transfer(call_id)
+    async def _bridge_until_transfer(self, io: CallIO, agent_call: CallLeg, call_id: str, *,
+                                     session: Session | None = None, queue: str = "",
+                                     agent_id: str = "") -> Transfer | None:
+        """Relay audio both ways until either side hangs up, or the agent transfers the caller; meanwhile join a
+        supervisor and pause or resume the recording as asked (keys the desk's API sets, read here on whatever
+        node serves the call)."""
+        r, k = self._store.redis, self._store.keys
         bridge = asyncio.create_task(io.bridge(agent_call), name=f"bridge-{call_id}")
+        now = self._clock.now()
+        live = {"call_id": call_id, "queue": queue, "agent": agent_id, "since": now.isoformat(),
+                "since_ts": now.timestamp(), "caller": logs.mask_number(session.caller) if session else "",
+                "ticket_ref": session.ticket_ref if session else None}
+        control = BridgeControl(store=self._store, clock=self._clock, dialer=self.dialer, call_id=call_id,
+                                trace_id=session.trace_id if session else "", caller=getattr(io, "call", None),
+                                agent=agent_call,
+                                live=live, ring_timeout_s=self._cfg().ring_timeout_s, publish=self._desk.publish)
         try:
+            if await control.attach() and session is not None:
+                if self.recorded(queue) and self._data_dir is not None:
+                    rec_id = await control.start_recording(self._data_dir(), {
+                        "queue": queue, "agent": agent_id, "ticket_ref": session.ticket_ref,
+                        "caller": logs.mask_number(session.caller)})
+                    if rec_id:
+                        session.vars.setdefault("recordings", []).append(rec_id)
+                        live["recording_id"] = rec_id
+            await control.save_live()
+            refreshed = self._clock.monotonic()
             while not bridge.done():
                 await asyncio.wait([bridge], timeout=TRANSFER_POLL_S)
                 if bridge.done():
                     break
                 try:
-                    target = await r.getdel(key)
+                    async with r.pipeline(transaction=False) as pipe:
+                        pipe.getdel(k.call_transfer(call_id))
+                        pipe.get(k.call_supervise(call_id))
+                        pipe.get(k.call_recording_state(call_id))
+                        target, supervise, rec_state = await pipe.execute()
                 except REDIS_ERRORS:
-                    continue  # the store is away: the call goes on, a transfer waits for it
+                    continue  # the store is away: the call goes on, requests wait for it
                 if target:
                     await agent_call.hangup()
                     await bridge
                     return Transfer(queue=str(target))
+                await control.poll_dial()
+                await control.supervise(as_dict(supervise) if supervise else None)
+                await control.recording_state(str(rec_state) if rec_state else None)
+                if self._clock.monotonic() - refreshed >= LIVE_REFRESH_S:
+                    refreshed = self._clock.monotonic()
+                    await control.save_live()
             await bridge
             return None
         finally:
@@ -228,6 +283,9 @@ class AgentQueue:
                 bridge.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await bridge
+            if session is not None and control.joined:
+                session.vars.setdefault("supervised_by", []).extend(control.joined)
+            await control.close(self._recordings)
 
     async def _ring(self, io: CallIO, dialer: Dialer, uri: str, session: Session) -> CallLeg | None:
         """Call the agent's phone; gives up when the ring timeout passes or the caller hangs up meanwhile."""

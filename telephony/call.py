@@ -26,6 +26,7 @@ from pydantic import BaseModel
 
 from core.audio import FRAME_BYTES as PCM_FRAME
 from core.audio import put_dropping_oldest
+from telephony.mixer import Conference
 from telephony.rtp import RtpSession
 from telephony.sdp import Sdp
 from telephony.sip.dialog import Dialog
@@ -108,6 +109,7 @@ class Call:
         self._play_lock = asyncio.Lock()
         self._play_gen = 0
         self._interrupt_on_dtmf = False
+        self.conference: Conference | None = None  # while bridged: the mixer others may join (supervision, taps)
 
     def __repr__(self) -> str:
         return f"<Call {self.direction} {self.caller}->{self.callee} {self.state} {self.call_id}>"
@@ -251,7 +253,10 @@ class Call:
         return await self._control.transfer(self, uri, within_s)
 
     async def bridge(self, other: Call) -> None:
-        """Relay audio (and DTMF) both ways until either call ends. Neither call is hung up here."""
+        """Relay audio (and DTMF) both ways until either call ends. Neither call is hung up here.
+
+        The audio goes through a `Conference` (telephony/mixer.py), kept in `conference` on both calls while the
+        bridge lasts, so a third leg can join it (`join`) and a recorder can tap it."""
         a, b = await self._media(), await other._media()
         if a is None or b is None:
             return
@@ -260,15 +265,32 @@ class Call:
             async for d in src.dtmf():
                 await dst.send_dtmf(d)
 
-        tasks = [asyncio.create_task(relay_audio(self, other)), asyncio.create_task(relay_audio(other, self)),
-                 asyncio.create_task(relay_dtmf(self, other)), asyncio.create_task(relay_dtmf(other, self)),
+        conf = Conference(f"bridge-{self.call_id}")
+        conf.add(self.call_id, a, hears=[other.call_id])
+        conf.add(other.call_id, b, hears=[self.call_id])
+        self.conference = other.conference = conf
+        conf.start()
+        tasks = [asyncio.create_task(relay_dtmf(self, other)), asyncio.create_task(relay_dtmf(other, self)),
                  asyncio.create_task(self.ended.wait()), asyncio.create_task(other.ended.wait())]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            conf.close()
+            for call in (self, other):
+                if call.conference is conf:
+                    call.conference = None
             for t in tasks:
                 t.cancel()
             await asyncio.wait(tasks, timeout=1.0)
+
+    async def join(self, conference: Conference, hears: list[str]) -> bool:
+        """Add this call to another call's bridge, hearing the legs named in `hears` (call ids); False when this
+        call has no media (ended). Leave with `conference.remove(call.call_id)`."""
+        rtp = await self._media()
+        if rtp is None:
+            return False
+        conference.add(self.call_id, rtp, hears)
+        return True
 
     # ---- state transitions the endpoint drives -------------------------------------------
 
