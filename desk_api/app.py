@@ -31,6 +31,7 @@ ROUTE_MODULES = [
     "desk_api.routes.calendar_import",
     "desk_api.routes.oidc",
     "desk_api.routes.routing",
+    "desk_api.routes.supervision",  # before ivr: /api/v1/calls/live is not a call id
     "desk_api.routes.ivr",
     "desk_api.routes.learning",
     "desk_api.routes.voicemail",

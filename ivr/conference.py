@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 Mode = Literal["listen", "whisper", "barge"]
 MODES: tuple[Mode, ...] = ("listen", "whisper", "barge")
+RECORDING_PREFIX = "rec-"  # recording ids: "rec-" + 20 hex digits, never a call id (the voicemail route refuses them)
 LIVE_TTL_S = 30  # a node that dies stops refreshing its calls' live entries: they vanish from the wallboard
 
 
@@ -332,7 +333,7 @@ class BridgeControl:
     async def start_recording(self, data_dir: Path, meta: dict[str, Any]) -> str | None:
         if self.conference is None or self.caller is None:
             return None
-        rec = Recorder(data_dir / "voicemail", "rec-" + uuid.uuid4().hex[:20])
+        rec = Recorder(data_dir / "voicemail", RECORDING_PREFIX + uuid.uuid4().hex[:20])
         try:
             await rec.open()
         except OSError as exc:

@@ -91,6 +91,11 @@ DECISIONS: dict[tuple[str, str], Decision] = {
     ("POST", "/api/v1/callbacks/{callback_id}/claim"): STAFF, ("POST", "/api/v1/callbacks/{callback_id}/attempts"): STAFF,
     ("GET", "/api/v1/voicemails/{call_id}/audio"): STAFF,
     ("GET", "/api/v1/softphone/credentials"): STAFF, ("POST", "/api/v1/softphone/offline"): STAFF,
+    # supervision and recording of agent calls (issue 18.2, 18.6)
+    ("GET", "/api/v1/calls/live"): SUPERVISORS, ("POST", "/api/v1/calls/{call_id}/supervise"): SUPERVISORS,
+    ("POST", "/api/v1/calls/{call_id}/recording"): STAFF, ("GET", "/api/v1/calls/{call_id}/recordings"): SUPERVISORS,
+    ("GET", "/api/v1/recordings/{recording_id}"): SUPERVISORS,
+    ("GET", "/api/v1/recordings/{recording_id}/audio"): SUPERVISORS,
     # operations (issue 18: dispositions, canned replies, SLA, CDRs; their admin lists are under /api/v1/admin/)
     ("GET", "/api/v1/dispositions"): STAFF, ("POST", "/api/v1/tickets/{ref}/disposition"): STAFF,
     ("POST", "/api/v1/calls/{call_id}/disposition"): STAFF, ("GET", "/api/v1/reports/dispositions"): SUPERVISORS,

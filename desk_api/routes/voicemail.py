@@ -67,7 +67,8 @@ async def record_attempt(request: Request, callback_id: str, body: AttemptIn, ac
 async def voicemail_audio(request: Request, call_id: str) -> Response:
     """The recording as WAV, from the shared store, so any node plays what any node recorded."""
     safe = Path(call_id).name
-    wav = await services_of(request).recordings.get(safe) if safe == call_id else None
+    # agent-call recordings share the store but are heard through /api/v1/recordings/{id}/audio (supervisors, audited)
+    wav = await services_of(request).recordings.get(safe) if safe == call_id and not safe.startswith("rec-") else None
     if wav is None:
         raise NotFound(f"no voicemail recording for call {call_id}", {"call_id": call_id})
     return Response(wav, media_type="audio/wav", headers={"Content-Disposition": f'inline; filename="{safe}.wav"',
