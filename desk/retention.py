@@ -1,7 +1,8 @@
 """Retention: each kind of personal data is kept `desk.retention.<kind>_days` (0 = forever), then anonymised where
 a record must stay (tickets, call records) or deleted (citizens, recordings, audit entries).
 
-    summary = await desk.retention.run_once()   # {"tickets": n, "citizens": n, "calls": n, "recordings": n, "audit": n}
+    summary = await desk.retention.run_once()   # {"tickets": n, "citizens": n, "calls": n, "recordings": n,
+                                                #  "call_recordings": n, "audit": n}
 
 `atiende run` calls it every `retention.interval_s` (atiende/components.py); one node at a time does a round
 (a lock with a TTL in Redis), and each round does at most `retention.batch` items of each kind, so a first run on
@@ -13,6 +14,7 @@ circle, since a citizen's age says nothing of their last contact.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -67,7 +69,8 @@ class RetentionService:
         tickets = await self._tickets(p)  # a ticket's anonymisation may let its citizen go too
         await self._citizens(p)
         out = {"tickets": tickets, "citizens": self._erased, "calls": await self._calls(p),
-               "recordings": await self._recordings(p), "audit": await self._audit(p)}
+               "recordings": await self._recordings(p), "call_recordings": await self._call_recordings(p),
+               "audit": await self._audit(p)}
         if any(out.values()):
             await self.audit.record(ACTOR, "retention.run", "retention", out)
             log.info("retention round", extra={"fields": out})
@@ -170,6 +173,26 @@ class RetentionService:
         for call_id in await asyncio.to_thread(old_files):
             done += await self.privacy.delete_recording(call_id)
         return done
+
+    async def _call_recordings(self, p: Retention) -> int:
+        """Recordings of agent calls (ivr/conference.py) go after `recordings_days` like voicemails: the file, the
+        shared copy and the audio; their record stays, marked deleted, so the call still says it was recorded."""
+        cutoff = self._cutoff(p.recordings_days)
+        if cutoff is None:
+            return 0
+        r, k = self.store.redis, self.store.keys
+        rows: Any = await r.zrangebyscore(k.call_recordings, "-inf", cutoff, start=0, num=p.batch, withscores=True)
+        for rec_id, _score in rows:
+            rid = str(rec_id)
+            await self.privacy.delete_recording(rid)
+            raw = await r.get(k.call_recording(rid))
+            async with r.pipeline(transaction=True) as pipe:
+                pipe.delete(k.voicemail_audio(rid))
+                if raw:
+                    pipe.set(k.call_recording(rid), json.dumps({**json.loads(raw), "deleted": True}))
+                pipe.zrem(k.call_recordings, rid)
+                await pipe.execute()
+        return len(rows)
 
     async def _audit(self, p: Retention) -> int:
         cutoff = self._cutoff(p.audit_days)
