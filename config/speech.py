@@ -31,9 +31,9 @@ class SpeechConfig(Strict):
     end_silence_ms: int = Field(600, ge=100, le=5000)
     no_input_timeout_ms: int = Field(5000, ge=500)
     max_utterance_ms: int = Field(15000, ge=1000)
-    barge_in_ms: int = Field(600, ge=40, le=5000, description="caller speech needed to interrupt a prompt (a "
-                                                             "cough or a '¿hola?' is shorter); per prompt: the "
-                                                             "flows' barge_in_ms")
+    barge_in_ms: int = Field(200, ge=40, le=5000, description="caller speech that interrupts a prompt; per prompt: "
+                                                             "the flows' barge_in_ms (600 lets a welcome play on "
+                                                             "over a cough or a '¿hola?')")
     max_transcribe_ms: int = Field(600_000, ge=1000, description="longer recordings are cut (and flagged truncated)")
     stt_threads: int = Field(2, ge=1, description="decoder threads per utterance (CTranslate2 / onnxruntime)")
     stt_workers: int = Field(2, ge=1, description="utterances decoded in parallel")

@@ -30,10 +30,6 @@ PREROLL_FRAMES = 75  # 1.5 s kept from before a question: speech that barged in 
 QUEUE_FRAMES = 1500  # 30 s: what the caller says while we think is kept, older audio is dropped
 INTER_DIGIT_S = 3.0
 SPOKEN_CHARS_PER_S = 15.0  # espeak-ng at 160 words a minute: how long a question takes to say
-# A question is interrupted by less speech than a statement: its answer may be one short word ("sí", "cero")
-# said before it ends, while a welcome should not stop for a "¿hola?" (speech.barge_in_ms). Measured in
-# tests/test_ivr_e2e.py: with 600 ms on questions, "cero" said over the main question was heard as "Salud.".
-ANSWER_BARGE_IN_MS = 240  # "sí", "no", "cero": 14-17 voiced frames; a cough about 9
 KEYPAD_INSTEAD = "En este momento no puedo atenderle por voz. Elija con el teclado."
 
 
@@ -219,7 +215,7 @@ class CallIO:
             return await self._keypad_instead(ask)
         if ask.text and not self._barged:
             await self.say(ask.text, cached=ask.cached, barge_in=ask.barge_in,
-                           barge_in_ms=ask.barge_in_ms if ask.barge_in_ms is not None else ANSWER_BARGE_IN_MS)
+                           barge_in_ms=ask.barge_in_ms)
         self._barged = False
         if "dtmf" in ask.input and not self._digits.empty():
             first = self._digits.get_nowait()

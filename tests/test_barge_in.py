@@ -206,25 +206,3 @@ async def test_voicemail_starts_where_the_caller_started(tmp_path: Path) -> None
     assert "expediente" in text and "telefono" in text, got.text
 
 
-
-async def test_a_one_word_answer_interrupts_a_question(tmp_path: Path) -> None:
-    """A question stops for a short answer ("cero") that would not stop a welcome."""
-    from ivr.contact import Ask
-
-    cero = speech_frames("cero", tmp_path)
-    leg = Leg([SILENT] * 50 + cero + [SILENT] * 200)
-    io = CallIO(leg, PromptSpeech())  # type: ignore[arg-type]
-    try:
-        task = asyncio.create_task(io.gather(Ask(text="¿En qué puedo ayudarle?", input=["dtmf"])))
-        for _ in range(300):
-            if leg.played:
-                break
-            await asyncio.sleep(0.02)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-    finally:
-        leg.ended.set()
-        await io.close()
-    assert leg.played and not leg.played[0][1], "the question stopped for 'cero'"
-    _, whole = await play_over([SILENT] * 50 + cero)
-    assert whole, "a welcome plays on over it"
