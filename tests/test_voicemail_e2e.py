@@ -44,7 +44,7 @@ TUESDAY_OPEN = datetime(2026, 10, 13, 8, 30, tzinfo=MADRID)
 async def line(runtime: Runtime, netns_redis: str, sip_endpoint: Any) -> AsyncIterator[Runtime]:
     runtime.clock = ShiftedClock(datetime(2026, 11, 23, 10, 0, tzinfo=MADRID))
     comp = LineComponent(runtime)
-    runtime.attach_line(await sip_endpoint(comp.on_call))
+    runtime.attach_line(await sip_endpoint(comp.on_call, trusted_proxies=["127.0.0.1"]))  # loopback = the proxy
     await runtime.speech.warm_up()
     yield runtime
     runtime.speech.close()
