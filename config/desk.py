@@ -254,6 +254,7 @@ class DeskConfig(Strict):
             "status": RateLimit(requests=30, per_seconds=60),
             "chat": RateLimit(requests=60, per_seconds=60),
             "login": RateLimit(requests=10, per_seconds=60),
+            "route": RateLimit(requests=120, per_seconds=60),  # public POST /api/v1/route: a few ms of CPU each
         }
     )
     events_maxlen: int = Field(10_000, ge=100)

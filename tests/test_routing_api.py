@@ -121,3 +121,11 @@ def test_cli_eval(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["route", "--eval", str(shared_file("eval/routing_dev.tsv")), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["in_scope_accuracy"] >= 0.97 and report["none_rejected"] == report["none"]
+
+
+async def test_the_public_route_endpoint_is_throttled_per_address(runtime: Runtime, client: httpx.AsyncClient) -> None:
+    # Each request costs milliseconds of CPU: without a limit, one address could keep a node's cores busy.
+    runtime.settings.desk.rate_limits["route"] = runtime.settings.desk.rate_limits["route"].model_copy(
+        update={"requests": 5})
+    codes = [(await client.post("/api/v1/route", json={"text": "pagar la itv"})).status_code for _ in range(7)]
+    assert codes[:5] == [200] * 5 and codes[5:] == [429, 429]

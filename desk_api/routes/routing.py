@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from config.routing import Intent, RoutingConfig
 from core.errors import NotFound
 from core.versioned import VersionInfo
-from desk_api.auth import actor_of
+from desk_api.auth import actor_of, rate_limited
 from desk_api.deps import services_of
 from desk_api.schemas import EditResult, RollbackRequest
 from routing.router import Router
@@ -54,7 +54,7 @@ class RoutingView(BaseModel):
     config: RoutingConfig
 
 
-@router.post("/api/v1/route", response_model=RouteView, tags=["routing"])
+@router.post("/api/v1/route", response_model=RouteView, tags=["routing"], dependencies=[Depends(rate_limited("route"))])
 async def route(request: Request, body: RouteRequest) -> RouteView:
     """Intent, confidence, queue, entities and alternatives of one utterance (null intent = out of scope)."""
     svc = services_of(request).router
