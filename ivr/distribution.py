@@ -160,7 +160,9 @@ class AgentQueue:
     async def _consent(self, session: Session, io: ContactIO, queue: str) -> None:
         """Before an agent of a recorded queue is rung, the caller is told (once per call); not interruptible."""
         if self.recorded(queue) and not session.vars.get("recording_notice"):
-            await io.say(self._cfg().recording.consent_text, cached=True, barge_in=False)
+            text = self._cfg().recording.consent_text
+            await io.say(text, cached=True, barge_in=False)
+            session.said.append(text)  # the call record shows the caller was told
             session.vars["recording_notice"] = True
 
     async def _announce(self, session: Session, io: ContactIO, place: QueuePlace) -> None:
