@@ -213,7 +213,8 @@ class AgentQueue:
                 return "hangup" if io.ended else None
             session.vars["agent"] = agent.id
             await self._answered(place.queue, session)
-            await desk.publish({"type": "call.connected", "agent": agent.id, "call_id": session.call_id})
+            await desk.publish({"type": "call.connected", "agent": agent.id, "call_id": session.call_id,
+                                "recording": self.recorded(place.queue)})
             transfer: Transfer | None = None
             try:
                 transfer = await self._bridge_until_transfer(io, agent_call, session.call_id, session=session,

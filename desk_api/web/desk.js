@@ -31,7 +31,55 @@ async function init() {
   document.getElementById("top").replaceWith(Atiende.header("/desk", state.user));
   await setupQueues();
   setupPresence();
+  setupCallState();
   connectLive();
+}
+
+// ---- the agent's call: its state, and pausing the recording while the caller gives sensitive data ---------
+const CALL_STATES = { "call.offered": "Sonando", "call.connected": "En llamada" };
+
+function setupCallState() {
+  const box = el("div", { id: "call-state", class: "row small", "data-testid": "call-state", role: "status",
+    "aria-live": "polite", hidden: true });
+  document.getElementById("presence").after(box);
+  const call = { id: null, recording: false, paused: false, supervision: "" };
+  const render = () => {
+    box.hidden = !call.id;
+    if (!call.id) { box.replaceChildren(); return; }
+    const parts = [el("b", {}, call.state || "En llamada")];
+    if (call.supervision) parts.push(el("span", {}, call.supervision));
+    if (call.recording) {
+      parts.push(el("span", { "data-testid": "recording-state" }, call.paused ? "Grabación en pausa" : "Grabando"));
+      parts.push(el("button", { type: "button", class: "secondary", "data-testid": "recording-toggle",
+        onclick: async () => {
+          try {
+            await api("POST", `/api/v1/calls/${encodeURIComponent(call.id)}/recording`,
+              { action: call.paused ? "resume" : "pause" });
+            call.paused = !call.paused; render();
+          } catch (e) { box.append(el("span", { class: "error" }, Atiende.describeError(e))); }
+        } }, call.paused ? "Reanudar grabación" : "Pausar grabación"));
+    }
+    box.replaceChildren(...parts);
+  };
+  window.addEventListener("atiende:event", (e) => {
+    const ev = e.detail || {};
+    if (!ev.type || !ev.type.startsWith("call.") || (ev.agent && ev.agent !== state.agentId)) return;
+    if (ev.type === "call.offered" || ev.type === "call.connected") {
+      if (!ev.agent) return;
+      Object.assign(call, { id: ev.call_id, state: CALL_STATES[ev.type], paused: false, supervision: "",
+        recording: ev.type === "call.connected" ? Boolean(ev.recording) : false });
+    } else if (ev.call_id !== call.id) {
+      return;
+    } else if (ev.type === "call.ended") {
+      call.id = null;
+    } else if (ev.type === "call.recording") {
+      call.paused = Boolean(ev.paused);
+    } else if (ev.type === "call.supervision") {
+      const names = { listen: "Supervisión: escucha", whisper: "Supervisión: le habla a usted", barge: "Supervisión: en la llamada" };
+      call.supervision = ev.state === "joined" ? names[ev.mode] || "" : "";
+    }
+    render();
+  });
 }
 
 async function setupQueues() {
