@@ -106,6 +106,6 @@ async def test_pause_resume_listen_and_retention(runtime: Runtime, client: httpx
     out = await desk.retention.run_once()
     assert out["call_recordings"] == 1 and not wav.exists()
     assert await store.redis.get(store.keys.voicemail_audio(rec_id)) is None
-    assert json.loads(await store.redis.get(store.keys.call_recording(rec_id)))["deleted"] is True
+    assert json.loads(str(await store.redis.get(store.keys.call_recording(rec_id))))["deleted"] is True
     r = await client.get(f"/api/v1/recordings/{rec_id}/audio", headers=sup)
     assert r.status_code == 404 and r.json()["error_id"] == "recording-deleted"

@@ -147,11 +147,11 @@ async def test_supervise_rings_the_supervisors_own_phone_and_is_audited(
     r = await client.post("/api/v1/calls/c-1/supervise", headers=sara, json={"mode": "listen",
                                                                            "uri": "sip:premium@evil.example"})
     assert r.status_code == 202, r.text
-    want = json.loads(await store.redis.get(store.keys.call_supervise("c-1")))
+    want = json.loads(str(await store.redis.get(store.keys.call_supervise("c-1"))))
     assert want["uri"] == "sip:sara@127.0.0.1:5092" and want["mode"] == "listen" and want["supervisor"] == "user:sara"
     first_id = want["id"]
     r = await client.post("/api/v1/calls/c-1/supervise", headers=sara, json={"mode": "barge"})
-    want = json.loads(await store.redis.get(store.keys.call_supervise("c-1")))
+    want = json.loads(str(await store.redis.get(store.keys.call_supervise("c-1"))))
     assert r.status_code == 202 and want["mode"] == "barge" and want["id"] != first_id
     # one supervisor at a time
     r = await client.post("/api/v1/calls/c-1/supervise", headers=rosa, json={"mode": "listen"})
@@ -162,7 +162,7 @@ async def test_supervise_rings_the_supervisors_own_phone_and_is_audited(
     assert (await client.post("/api/v1/calls/no-such/supervise", headers=sara, json={"mode": "listen"})).json()[
         "error_id"] == "call-not-live"
     assert (await client.post("/api/v1/calls/%0a%20x/supervise", headers=sara, json={"mode": "listen"})).status_code == 422
-    assert json.loads(await store.redis.get(store.keys.call_supervise("c-1")))["mode"] == "barge"
+    assert json.loads(str(await store.redis.get(store.keys.call_supervise("c-1"))))["mode"] == "barge"
     r = await client.post("/api/v1/calls/c-1/supervise", headers=sara, json={"mode": "off"})
     assert r.status_code == 202 and await store.redis.get(store.keys.call_supervise("c-1")) is None
 
