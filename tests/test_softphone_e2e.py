@@ -159,10 +159,10 @@ async def test_agent_answers_in_the_desk_and_audio_flows_both_ways(stack: dict[s
     url = f"http://127.0.0.1:{HTTP_PORT}"
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(_browser_in(netns, tmp_path)), args=args)
+        console: list[str] = []  # written in `finally`: a file left open here outlives a failed test
         try:
             page = await (await browser.new_context(viewport={"width": 1280, "height": 900}, locale="es-ES")).new_page()
-            console = (tmp_path / "browser-console.log").open("w")
-            page.on("console", lambda m: console.write(f"{m.type}: {m.text}\n"))
+            page.on("console", lambda m: console.append(f"{m.type}: {m.text}\n"))
             if os.environ.get("ATIENDE_SOFTPHONE_DEBUG"):
                 await page.add_init_script("localStorage.debug = 'JsSIP:*'")
             await page.goto(f"{url}/desk")
@@ -204,6 +204,7 @@ async def test_agent_answers_in_the_desk_and_audio_flows_both_ways(stack: dict[s
             await page.close(run_before_unload=True)
             assert await _presence(stack["svc"].http_url, stack["key"], "ana") == "away"
         finally:
+            (tmp_path / "browser-console.log").write_text("".join(console))
             await browser.close()
     await caller.stop()
     down = correlate(agent_phrase, read_wav(caller.recordings()[0]))
