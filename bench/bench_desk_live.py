@@ -43,18 +43,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchstats import pct  # noqa: E402
+
 from core.redis_server import PrivateRedis, free_port  # noqa: E402
 
 PASSWORD = "bench-live-pass-2026"
 API_KEY = "bench-live-key-0123456789abcdef"
 ID_RE = re.compile(rb"^id: ([0-9]+)-([0-9]+)$", re.M)
-
-
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
 def bucket_quantiles(text: str, name: str, qs: tuple[int, ...]) -> list[float | None]:

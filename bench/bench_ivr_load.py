@@ -249,6 +249,7 @@ class Run:
     measured: int = 0
     lat_p50: float | None = None
     lat_p95: float | None = None
+    lat_p99: float | None = None
     lat_max: float | None = None
     latencies: list[float] = field(default_factory=list)
     still_playing: int = 0
@@ -484,8 +485,9 @@ def analyse(run: Run, streams: list[Stream]) -> None:
     run.measured = len(lats)
     if lats:
         a = np.asarray(lats)
-        run.lat_p50, run.lat_p95, run.lat_max = (round(float(np.percentile(a, 50)), 3),
-                                                 round(float(np.percentile(a, 95)), 3), round(float(a.max()), 3))
+        run.lat_p50, run.lat_p95, run.lat_p99, run.lat_max = (
+            round(float(np.percentile(a, 50)), 3), round(float(np.percentile(a, 95)), 3),
+            round(float(np.percentile(a, 99)), 3), round(float(a.max()), 3))
     if server:
         g = np.concatenate([gaps_ms(s) for s in server.values()])
         run.gap_p50, run.gap_p99 = round(float(np.percentile(g, 50)), 2), round(float(np.percentile(g, 99)), 2)
@@ -498,7 +500,7 @@ def analyse(run: Run, streams: list[Stream]) -> None:
         run.baresip_gap_p99, run.baresip_gap_max = round(float(np.percentile(cg, 99)), 2), round(float(cg.max()), 1)
 
 
-COLS = ["engine", "nb", "callers", "every s", "answered", "lat p50", "p95", "max", "right", "sent %", "gap p99",
+COLS = ["engine", "nb", "callers", "every s", "answered", "lat p50", "p95", "p99", "max", "right", "sent %", "gap p99",
         "p99.9", "max", "baresip p99/max", "cpu %", "redis %", "rss MB", "lag>50ms", "others %", "load1"]
 
 
@@ -506,7 +508,7 @@ def row(r: Run) -> list[str]:
     def f(x: float | None) -> str:
         return "-" if x is None else f"{x:.2f}"
     return [r.engine, "yes" if r.neighbour else "no", str(r.callers), f"{r.interval_s:g}", f"{r.answered}/{r.callers}",
-            f(r.lat_p50), f(r.lat_p95), f(r.lat_max), f"{r.right}/{r.callers}", f"{r.sent_pct:.2f}",
+            f(r.lat_p50), f(r.lat_p95), f(r.lat_p99), f(r.lat_max), f"{r.right}/{r.callers}", f"{r.sent_pct:.2f}",
             f"{r.gap_p99:.1f}", f"{r.gap_p999:.1f}", f"{r.gap_max:.0f}", f"{r.baresip_gap_p99:.1f}/{r.baresip_gap_max:.0f}",
             f"{r.cpu_pct:.0f}", f"{r.redis_cpu_pct:.0f}", f"{r.rss_peak_mb:.0f}", f"{r.lag_over_50ms}/{r.lag_count}",
             f"{r.others_cpu_pct:.0f}", f"{r.loadavg[0]:.1f}"]

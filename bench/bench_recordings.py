@@ -5,7 +5,7 @@ service's setting), the shared directory on this machine's disk (an NFS mount ad
 
     .venv/bin/python bench/bench_recordings.py [--messages 40] [--seconds 60]
 
-Prints, per store: put (copy after the message ends) and get (the API serving it) p50/p95/max, bytes kept per
+Prints, per store: put (copy after the message ends) and get (the API serving it) p50/p95/p99/max, bytes kept per
 minute of audio, and Redis memory growth.
 """
 
@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import math
 import os
-import statistics
 import struct
 import sys
 import tempfile
@@ -24,6 +23,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from benchstats import summary  # noqa: E402
 
 from core.redis_server import PrivateRedis  # noqa: E402
 from core.store import Store  # noqa: E402
@@ -37,11 +38,6 @@ def message(data_dir: Path, call_id: str, seconds: float) -> Path:
         w.write(struct.pack("<160h", *(int(6000 * math.sin(2 * math.pi * (200 + f % 300) * (f * 160 + i) / 8000))
                                        for i in range(160))))
     return Path(w.finish().path)
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def measure(name: str, store: RecordingStore, wavs: list[Path], redis: Store) -> None:
@@ -59,8 +55,9 @@ async def measure(name: str, store: RecordingStore, wavs: list[Path], redis: Sto
         assert got is not None and len(got) == wav.stat().st_size, name
         size = len(got)
     grown = int((await redis.redis.info("memory"))["used_memory"]) - before
-    print(f"{name:11} put ms p50 {statistics.median(puts):6.1f} p95 {pct(puts, 95):6.1f} max {max(puts):6.1f} | "
-          f"get ms p50 {statistics.median(gets):6.1f} p95 {pct(gets, 95):6.1f} max {max(gets):6.1f} | "
+    put, get = summary(puts), summary(gets)
+    print(f"{name:11} put ms p50 {put['p50']:6.1f} p95 {put['p95']:6.1f} p99 {put['p99']:6.1f} max {put['max']:6.1f} | "
+          f"get ms p50 {get['p50']:6.1f} p95 {get['p95']:6.1f} p99 {get['p99']:6.1f} max {get['max']:6.1f} | "
           f"redis +{grown / len(wavs) / 1024:7.1f} KiB per message (WAV {size / 1024:.0f} KiB)")
 
 

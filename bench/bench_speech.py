@@ -1,4 +1,4 @@
-"""Speech benchmark: end of speech -> final transcript (p50/p95) per backend, first TTS frame latency,
+"""Speech benchmark: end of speech -> final transcript (p50/p95/p99/max) per backend, first TTS frame latency,
 real-time factors and memory, with 1, 4, 8 and 16 concurrent streams.
 
     .venv/bin/python bench/bench_speech.py                       # everything (about 3-4 minutes on 2 cores)
@@ -23,6 +23,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchstats import summary
 
 from config.speech import SpeechConfig
 from core.audio import FRAME_BYTES, RATE
@@ -50,13 +52,6 @@ def rss_mb() -> float:
     return 0.0
 
 
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
-
-
 def phone(text: str, voice: str) -> list[bytes]:
     return split_frames(ulaw_roundtrip(b"".join(frames_8k(EspeakTts(voice, speed=150), text))))
 
@@ -75,12 +70,14 @@ async def stt_level(engine: SttEngine, utterances: list[list[bytes]], n: int, wo
     sp = Speech(SpeechConfig(stt_workers=workers), Path("/tmp"), stt=engine)
     streams = [[SILENCE] * 10 + utterances[i % len(utterances)] + [SILENCE] * 100 for i in range(n)]
     t = time.perf_counter()
-    results = await asyncio.gather(*(sp.listen(realtime(s, i / max(n, 1))) for i, s in enumerate(streams)))
+    # bounded: a decode that never ends stops the bench instead of hanging it
+    budget = 60.0 + 10.0 * n
+    results = await asyncio.wait_for(
+        asyncio.gather(*(sp.listen(realtime(s, i / max(n, 1))) for i, s in enumerate(streams))), budget)
     wall = time.perf_counter() - t
     sp.close()
     lat = [r.latency_ms for r in results if r.status in ("ok", "no_match", "max_length")]
-    return {"p50": pct(lat, 0.5), "p95": pct(lat, 0.95), "ok": sum(r.status == "ok" for r in results), "wall": wall,
-            "rss": rss_mb()}
+    return {**summary(lat), "ok": sum(r.status == "ok" for r in results), "wall": wall, "rss": rss_mb()}
 
 
 def stt_rtf(engine: SttEngine, utterances: list[list[bytes]]) -> float:
@@ -112,7 +109,7 @@ async def tts_level(engine: TtsEngine, n: int, threads: int) -> dict[str, float]
     sp.close()
     firsts = [r[0] for r in res]
     rtf = statistics.mean(r[1] / (r[2] * 0.02) for r in res)
-    return {"p50": pct(firsts, 0.5), "p95": pct(firsts, 0.95), "rtf": rtf, "rss": rss_mb()}
+    return {**summary(firsts), "rtf": rtf, "rss": rss_mb()}
 
 
 def main() -> int:
@@ -146,10 +143,11 @@ def main() -> int:
         print(f"\nwhisper-base int8: load {time.perf_counter() - t:.1f} s, +{rss_mb() - before:.0f} MB RSS")
         es = [phone(u, "es-419") for u in ES_UTTERANCES]
         print(f"  real-time factor (1 stream, decode time / audio time): {stt_rtf(whisper, es):.2f}")
-        print("  streams  end-of-speech->final p50 / p95 ms   recognised  wall s  RSS MB")
+        print("  streams  end-of-speech->final p50 / p95 / p99 / max ms   recognised  wall s  RSS MB")
         for n in levels:
             r = asyncio.run(stt_level(whisper, es, n, args.workers))
-            print(f"  {n:7d}  {r['p50']:10.0f} / {r['p95']:6.0f}              {int(r['ok']):3d}/{n:<3d}   {r['wall']:6.1f}  "
+            print(f"  {n:7d}  {r['p50']:10.0f} / {r['p95']:6.0f} / {r['p99']:6.0f} / {r['max']:6.0f}   "
+                  f"{int(r['ok']):3d}/{n:<3d}   {r['wall']:6.1f}  "
                   f"{r['rss']:6.0f}")
         del whisper
 
@@ -165,10 +163,11 @@ def main() -> int:
                   f"+{rss_mb() - before:.0f} MB RSS")
             ko = [phone(u, "ko") for u in KO_UTTERANCES]
             print(f"  real-time factor (1 stream): {stt_rtf(vosk, ko):.2f}")
-            print("  streams  end-of-speech->final p50 / p95 ms   recognised  wall s  RSS MB")
+            print("  streams  end-of-speech->final p50 / p95 / p99 / max ms   recognised  wall s  RSS MB")
             for n in levels:
                 r = asyncio.run(stt_level(vosk, ko, n, args.workers))
-                print(f"  {n:7d}  {r['p50']:10.0f} / {r['p95']:6.0f}              {int(r['ok']):3d}/{n:<3d}   "
+                print(f"  {n:7d}  {r['p50']:10.0f} / {r['p95']:6.0f} / {r['p99']:6.0f} / {r['max']:6.0f}   "
+                  f"{int(r['ok']):3d}/{n:<3d}   "
                       f"{r['wall']:6.1f}  {r['rss']:6.0f}")
 
     tts_engines: list[TtsEngine] = []
@@ -182,11 +181,12 @@ def main() -> int:
               f"+{rss_mb() - before:.0f} MB RSS")
     for eng in tts_engines:
         print(f"\nTTS {eng.name} ({eng.voice}), tts_threads 1 and 2")
-        print("  streams  threads  first frame p50 / p95 ms   real-time factor  RSS MB")
+        print("  streams  threads  first frame p50 / p95 / p99 / max ms   real-time factor  RSS MB")
         for threads in (1, 2):
             for n in levels:
                 r = asyncio.run(tts_level(eng, n, threads))
-                print(f"  {n:7d}  {threads:7d}  {r['p50']:9.0f} / {r['p95']:6.0f}        {r['rtf']:8.3f}      {r['rss']:6.0f}")
+                print(f"  {n:7d}  {threads:7d}  {r['p50']:9.0f} / {r['p95']:6.0f} / {r['p99']:6.0f} / {r['max']:6.0f}        "
+                      f"{r['rtf']:8.3f}      {r['rss']:6.0f}")
 
     if args.testset:
         from atiende import testset

@@ -36,16 +36,17 @@ async def test_writes_are_acknowledged_only_once_a_replica_holds_them(loaded: Lo
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t",
                                      headers={"X-API-Key": ADMIN_KEY}) as http:
             body = {"channel": "phone", "queue": "N1", "subject": "prueba", "body": "hola"}
-            r = await http.post("/api/v1/tickets", json=body)
-            assert r.status_code == 201, r.text
+            r0 = await http.post("/api/v1/tickets", json=body)
+            assert r0.status_code == 201, r0.text
             replica = next(p for p in ha.data_ports if p != primary)
             with ha.client(replica) as replica_client:
-                assert replica_client.exists(f"dw:ticket:{r.json()['ref']}")
+                assert replica_client.exists(f"dw:ticket:{r0.json()['ref']}")
             ha.kill(replica)
             await asyncio.sleep(0.2)
             r = await http.post("/api/v1/tickets", json=body)
             assert r.status_code == 503 and r.json()["error_id"] == "store-not-durable", r.text
-            assert (await http.get("/healthz")).status_code in (200, 503)  # reads are not held back
+            # reads are not held back by a missing replica
+            assert (await http.get(f"/api/v1/tickets/{r0.json()['ref']}")).status_code == 200
         await store.close()
     finally:
         ha.stop()

@@ -117,7 +117,7 @@ def test_the_window_never_overflows(whisper: WhisperEngine) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="issue 17, open: with the packaged model this 120 s voicemail decodes "
+@pytest.mark.xfail(strict=True, reason="issue 17, open: with the packaged model this 120 s voicemail decodes "
                    "'exceliente' for 'expediente' and writes one 4-word sentence twice (a piece overlap or a loop "
                    "the 5-word rule misses); failing since the test was added, kept visible rather than weakened")
 def test_a_voicemail_of_the_maximum_length(whisper: WhisperEngine) -> None:
