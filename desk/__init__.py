@@ -33,7 +33,7 @@ from desk.audit import AuditLog
 from desk.auth import AuthService, RateLimiter
 from desk.citizens import CitizenService
 from desk.events import EventBus
-from desk.models import Interaction, Ticket
+from desk.models import Interaction, Principal, Ticket
 from desk.privacy import PrivacyService
 from desk.reports import Reports
 from desk.retention import RetentionService
@@ -80,6 +80,18 @@ class Desk:
         self.retention = RetentionService(store, clock, lambda: settings().desk.retention, self.privacy, self.citizens,
                                           self.tickets, self.audit, lambda: settings().service.data_dir)
         self._due_cache: dict[tuple[str, str], tuple[datetime, datetime | None]] = {}
+
+    async def queues_visible_to(self, p: Principal) -> frozenset[str] | None:
+        """The queues whose tickets, citizens, calls and events `p` may see; None: all (supervisors, admins,
+        supervisor machines). An agent sees the queues of their agent record, or without one those of their level.
+        The one rule for the desk's lists, the live stream and the call records."""
+        if p.has("supervisor"):
+            return None
+        agent = await self.agents.find(p.agent_id) if p.agent_id else None
+        if agent is not None:
+            return frozenset(self.assign.queues_for(agent))
+        level = 2 if "agent_n2" in p.roles else 1
+        return frozenset(q.id for q in self.cfg.queues if q.level <= level)
 
     def register_sender(self, channel: str, sender: Sender) -> None:
         self.senders[channel] = sender

@@ -83,8 +83,8 @@ DECISIONS: dict[tuple[str, str], Decision] = {
     ("GET", "/api/v1/reports/summary"): SUPERVISORS, ("GET", "/api/v1/reports/overdue"): SUPERVISORS,
     ("GET", "/api/v1/audit"): SUPERVISORS,
     # calls, callbacks, voicemail, softphone
-    ("GET", "/api/v1/calls"): STAFF, ("GET", "/api/v1/calls/containment"): STAFF,
-    ("GET", "/api/v1/calls/surveys"): STAFF, ("GET", "/api/v1/calls/{call_id}"): STAFF,
+    ("GET", "/api/v1/calls"): SUPERVISORS, ("GET", "/api/v1/calls/containment"): SUPERVISORS,
+    ("GET", "/api/v1/calls/surveys"): SUPERVISORS, ("GET", "/api/v1/calls/{call_id}"): SUPERVISORS,
     ("POST", "/api/v1/calls/{call_id}/transfer"): STAFF,
     ("GET", "/api/v1/callbacks"): STAFF, ("POST", "/api/v1/callbacks"): STAFF,
     ("GET", "/api/v1/callbacks/{callback_id}"): STAFF, ("POST", "/api/v1/callbacks/next"): STAFF,
@@ -265,7 +265,7 @@ async def test_agents_see_only_their_queues(client: httpx.AsyncClient, runtime: 
     assert (await client.get("/api/v1/tickets", headers=ana, params={"queue": "N2"})).status_code == 403
     assert (await client.get("/api/v1/tickets", headers=ana, params={"citizen_id": n2["citizen_id"]})).json()["count"] == 0
     for path in (f"/api/v1/tickets/{n2['ref']}", f"/api/v1/tickets/{n2['ref']}/interactions", "/api/v1/traces/tr-n2",
-                 f"/api/v1/citizens/{n2['citizen_id']}"):
+                 f"/api/v1/citizens/{n2['citizen_id']}", f"/api/v1/tickets/{n2['ref']}/attachments/{'0' * 64}"):
         r = await client.get(path, headers=ana)
         assert r.status_code == 403 and r.json()["error_id"] == "not-your-queue", path
     citizens = {c["id"] for c in (await client.get("/api/v1/citizens", headers=ana)).json()}

@@ -23,6 +23,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse
 
 from core.errors import AtiendeError, RateLimited
+from desk_api.auth import client_of
 from desk_api.channels import assistant, deskport
 from desk_api.channels.base import Contact, Inbound, channels_config, clean_text
 from desk_api.context import Services
@@ -98,7 +99,7 @@ async def _on_message(ws: WebSocket, rt: Services, session: str, frame: Any) -> 
     try:
         await deskport.rate_hit(rt, f"webchat:{session}", cfg.rate_limit, cfg.rate_window_s)
         # The session id is the client's choice: the limit that holds is per client address (desk.rate_limits.chat).
-        await deskport.address_hit(rt, "chat", client_address(ws))
+        await deskport.address_hit(rt, "chat", client_of(ws))
     except RateLimited:
         await ws.send_json({"type": "error", "message": "Está escribiendo muy deprisa. Espere un momento, por favor."})
         return
@@ -114,10 +115,6 @@ async def _on_message(ws: WebSocket, rt: Services, session: str, frame: Any) -> 
 _SOCKETS: dict[str, int] = {}  # open sockets per client address on this node
 
 
-def client_address(ws: WebSocket) -> str:
-    return ws.client.host if ws.client else "unknown"
-
-
 RESUME_WAIT_S = 1.0
 
 
@@ -128,7 +125,7 @@ async def webchat_socket(websocket: WebSocket, session: str | None = None) -> No
     if not cfg.enabled:
         await websocket.close(code=1008, reason="web chat disabled")
         return
-    address = client_address(websocket)
+    address = client_of(websocket)
     try:
         await deskport.rate_hit(rt, f"wsconn:{address}", cfg.connect_limit, cfg.connect_window_s)
     except RateLimited:

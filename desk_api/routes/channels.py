@@ -12,9 +12,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse
 
 from core.errors import NotFound
+from desk.models import Principal
 from desk_api.auth import require
 from desk_api.channels import email, outbound, telegram, webchat, whatsapp
 from desk_api.deps import services_of
+from desk_api.scope import may_see
 
 router = APIRouter()
 SENDERS = outbound.WRITTEN_CHANNELS
@@ -30,15 +32,17 @@ def _inside(data_dir: Path, rel: str) -> Path | None:
     return path if root in path.parents and path.is_file() else None
 
 
-@router.get("/api/v1/tickets/{ref}/attachments/{sha256}", tags=["channels"],
-            dependencies=[Depends(require("agent_n1", "agent_n2", "supervisor"))])
-async def attachment(request: Request, ref: str, sha256: str) -> FileResponse:
+@router.get("/api/v1/tickets/{ref}/attachments/{sha256}", tags=["channels"])
+async def attachment(request: Request, ref: str, sha256: str,
+                     who: Principal = Depends(require("agent_n1", "agent_n2", "supervisor"))) -> FileResponse:
     """A file a citizen sent, served only through a ticket that holds it (the path comes from the ticket, never
-    from the request)."""
+    from the request) and only to who may see that ticket."""
     rt = services_of(request)
     if not _SHA256.match(sha256):
         raise NotFound("no such attachment", {"sha256": sha256[:80]})
-    for it in await rt.desk.tickets.interactions(ref):
+    interactions = await rt.desk.tickets.interactions(ref)
+    await may_see(rt.desk, who, await rt.desk.tickets.get(ref), interactions)
+    for it in interactions:
         for item in it.data.get("attachments") or []:
             if isinstance(item, dict) and item.get("sha256") == sha256 and isinstance(item.get("path"), str):
                 path = await asyncio.to_thread(_inside, Path(rt.data_dir), str(item["path"]))

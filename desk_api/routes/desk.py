@@ -3,11 +3,11 @@
 Every endpoint declares its roles with `require(...)` (admin passes all); citizen-facing ones are rate-limited.
 Errors are `{"error_id", "message", "details"}` with the right status code (see atiende/errors.py).
 
-Rights beyond the role, checked here on every action: agents see and act only on the tickets and citizens of
-their queues (`_scope`: the queues of their level and skills, as `Assignment.queues_for`) and on tickets assigned
-to them; they change a ticket only when it is theirs; through `/interactions` a person adds notes only (a reply
-goes through `/reply`, a citizen's message comes from a channel, so a person cannot fake either); an identity
-that belongs to another citizen (which would merge the two) is linked by supervisors only.
+Rights beyond the role, checked here on every action: agents see and act only on the tickets and citizens of their
+queues (`Desk.queues_visible_to`: those of their agent record, as `Assignment.queues_for`, or of their level) and on
+tickets assigned to them; they change a ticket only when it is theirs; through `/interactions` a person adds notes
+only (a reply goes through `/reply`, a citizen's message comes from a channel, so a person cannot fake either); an
+identity that belongs to another citizen (which would merge the two) is linked by supervisors only.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from desk.tickets import Reply
 from desk_api.auth import client_of, credential_of, desk_of, is_https, rate_limited, require
 from desk_api.deps import services_of
 from desk_api.routes.operations import operations_of
+from desk_api.scope import may_see, may_see_citizen, may_work, visible
 
 router = APIRouter(prefix="/api/v1")
 
@@ -271,51 +272,6 @@ def _is_supervisor(p: Principal) -> bool:
     return p.has("supervisor")
 
 
-def _may_work(p: Principal, t: Ticket) -> None:
-    """Agents act on tickets assigned to them; supervisors (and machines with that role) on any."""
-    if _is_supervisor(p):
-        return
-    if p.agent_id is None or t.assignee != p.agent_id:
-        raise Forbidden("this ticket is not assigned to you; claim it first", {"ref": t.ref, "assignee": t.assignee},
-                        error_id="not-assignee")
-
-
-async def _scope(desk: Desk, p: Principal) -> set[str] | None:
-    """The queues whose tickets and citizens `p` may see; None: all (supervisors, admins, supervisor machines)."""
-    if _is_supervisor(p):
-        return None
-    level = 2 if "agent_n2" in p.roles else 1
-    agent = await desk.agents.find(p.agent_id) if p.agent_id else None
-    if agent is not None:
-        return set(desk.assign.queues_for(agent))
-    return {q.id for q in desk.cfg.queues if q.level <= level}
-
-
-def _visible(scope: set[str] | None, p: Principal, t: Ticket) -> bool:
-    return scope is None or t.queue in scope or (p.agent_id is not None and t.assignee == p.agent_id)
-
-
-async def _may_see(desk: Desk, p: Principal, t: Ticket, interactions: list[Interaction] | None = None) -> None:
-    """Agents see the tickets of their queues, those assigned to them, and those they escalated (to follow them
-    up; read only: changing one needs it assigned)."""
-    if _visible(await _scope(desk, p), p, t):
-        return
-    items = interactions if interactions is not None else await desk.tickets.interactions(t.ref)
-    if not any(i.kind == "escalation" and i.actor == p.id for i in items):
-        raise Forbidden("this ticket is in a queue you do not work", {"ref": t.ref, "queue": t.queue},
-                        error_id="not-your-queue")
-
-
-async def _may_see_citizen(desk: Desk, p: Principal, citizen_id: str) -> None:
-    scope = await _scope(desk, p)
-    if scope is None:
-        return
-    tickets = await desk.tickets.get_many(await desk.citizens.tickets(citizen_id, limit=500))
-    if not any(_visible(scope, p, t) for t in tickets):
-        raise Forbidden("this citizen has no ticket in your queues", {"citizen_id": citizen_id},
-                        error_id="not-your-queue")
-
-
 def _may_claim(desk: Desk, p: Principal, t: Ticket) -> str:
     if p.agent_id is None:
         raise Forbidden("only agents claim tickets", {"roles": p.roles}, error_id="not-an-agent")
@@ -479,12 +435,12 @@ async def list_tickets(
     who: Principal = Depends(require(*AGENTS)),
 ) -> TicketList:
     desk = desk_of(request)
-    scope = await _scope(desk, who)
+    scope = await desk.queues_visible_to(who)
     if scope is not None and queue is not None and queue not in scope:
         raise Forbidden("you do not work this queue", {"queue": queue, "queues": sorted(scope)}, error_id="not-your-queue")
     items = await desk.tickets.query(queue=queue, status=status, assignee=assignee, citizen_id=citizen_id,
                                      waiting=waiting, limit=limit, offset=offset,
-                                     visible=None if scope is None else (lambda t: _visible(scope, who, t)))
+                                     visible=None if scope is None else (lambda t: visible(scope, who, t)))
     return TicketList(tickets=items, count=len(items))
 
 
@@ -500,7 +456,7 @@ async def get_ticket(ref: Ref, request: Request, who: Principal = Depends(requir
     desk = desk_of(request)
     t = await desk.tickets.get(ref)
     interactions = await desk.tickets.interactions(t.ref)
-    await _may_see(desk, who, t, interactions)
+    await may_see(desk, who, t, interactions)
     return TicketDetail(ticket=t, citizen=await desk.citizens.of(t.citizen_id), interactions=interactions)
 
 
@@ -517,20 +473,20 @@ async def get_trace(trace_id: str, request: Request, who: Principal = Depends(re
     entries = await desk.tickets.trace(trace_id[:128])
     refs = [str(e["id"]) for e in entries if e.get("kind") == "ticket" and isinstance(e.get("id"), str)]
     tickets = await desk.tickets.get_many(refs)
-    scope = await _scope(desk, who)
+    scope = await desk.queues_visible_to(who)
     if scope is not None:
-        visible = [t for t in tickets if _visible(scope, who, t)]
-        if tickets and not visible:
+        shown = [t for t in tickets if visible(scope, who, t)]
+        if tickets and not shown:
             raise Forbidden("this contact has no ticket in your queues", {"trace_id": trace_id[:128]},
                             error_id="not-your-queue")
-        tickets = visible
+        tickets = shown
     return TraceOut(trace_id=trace_id[:128], entries=entries, tickets=tickets)
 
 
 @router.get("/tickets/{ref}/interactions", response_model=list[Interaction], tags=["tickets"])
 async def get_interactions(ref: Ref, request: Request, who: Principal = Depends(require(*AGENTS))) -> list[Interaction]:
     desk = desk_of(request)
-    await _may_see(desk, who, await desk.tickets.get(ref))
+    await may_see(desk, who, await desk.tickets.get(ref))
     return await desk.tickets.interactions(ref)
 
 
@@ -542,13 +498,13 @@ async def add_interaction(ref: Ref, body: InteractionIn, request: Request,
     channels and from `/reply`. Machines (API keys: the IVR, gateways) record calls, messages and callbacks."""
     desk = desk_of(request)
     t = await desk.tickets.get(ref)
-    await _may_see(desk, who, t)
+    await may_see(desk, who, t)
     if not who.id.startswith("key:"):
         if body.kind != "note" or body.direction != "internal":
             raise Forbidden("people add notes here; answer the citizen with /reply", {"kind": body.kind,
                             "direction": body.direction}, error_id="notes-only")
     elif body.kind != "note":
-        _may_work(who, t)
+        may_work(who, t)
     it = Interaction.model_validate({**body.model_dump(), "actor": who.id})
     return await desk.tickets.add_interaction(t.ref, it, actor=who.id)
 
@@ -556,7 +512,7 @@ async def add_interaction(ref: Ref, body: InteractionIn, request: Request,
 @router.post("/tickets/{ref}/notes", response_model=Interaction, status_code=201, tags=["tickets"])
 async def add_note(ref: Ref, body: TextIn, request: Request, who: Principal = Depends(require(*AGENTS))) -> Interaction:
     desk = desk_of(request)
-    await _may_see(desk, who, await desk.tickets.get(ref))
+    await may_see(desk, who, await desk.tickets.get(ref))
     return await desk.tickets.note(ref, body.text, actor=who.id)
 
 
@@ -564,7 +520,7 @@ async def add_note(ref: Ref, body: TextIn, request: Request, who: Principal = De
 async def reply(ref: Ref, body: TextIn, request: Request, who: Principal = Depends(require(*AGENTS))) -> Reply:
     desk = desk_of(request)
     t = await desk.tickets.get(ref)
-    _may_work(who, t)
+    may_work(who, t)
     if t.status not in ("open", "assigned", "escalated"):
         raise InvalidInput(f"ticket is {t.status}; reopen it to reply", {"status": t.status})
     return await desk.tickets.reply(t.ref, body.text, actor=who.id)
@@ -575,7 +531,7 @@ async def claim(ref: Ref, request: Request, who: Principal = Depends(require("ag
     desk = desk_of(request)
     t = await desk.tickets.get(ref)
     agent_id = _may_claim(desk, who, t)
-    await _may_see(desk, who, t)
+    await may_see(desk, who, t)
     return await desk.tickets.claim(t.ref, agent_id, actor=who.id)
 
 
@@ -593,7 +549,7 @@ async def escalate(ref: Ref, body: EscalateIn, request: Request,
     desk = desk_of(request)
     t = await desk.tickets.get(ref)
     if t.status == "assigned" or not _is_supervisor(who):
-        _may_work(who, t)
+        may_work(who, t)
     return await desk.tickets.escalate(t.ref, actor=who.id, note=body.note, queue=body.queue)
 
 
@@ -601,7 +557,7 @@ async def escalate(ref: Ref, body: EscalateIn, request: Request,
 async def set_status(ref: Ref, body: StatusIn, request: Request, who: Principal = Depends(require(*AGENTS))) -> Ticket:
     desk = desk_of(request)
     t = await desk.tickets.get(ref)
-    _may_work(who, t)
+    may_work(who, t)
     await operations_of(request).dispositions.before_close(t.ref, body.status, body.disposition, actor=who.id)
     return await desk.tickets.set_status(t.ref, body.status, actor=who.id, note=body.note)
 
@@ -610,7 +566,7 @@ async def set_status(ref: Ref, body: StatusIn, request: Request, who: Principal 
 async def close(ref: Ref, body: NoteIn, request: Request, who: Principal = Depends(require(*AGENTS))) -> Ticket:
     desk = desk_of(request)
     t = await desk.tickets.get(ref)
-    _may_work(who, t)
+    may_work(who, t)
     await operations_of(request).dispositions.before_close(t.ref, "closed", body.disposition, actor=who.id)
     return await desk.tickets.close(t.ref, actor=who.id, note=body.note)
 
@@ -623,11 +579,11 @@ async def list_citizens(request: Request, limit: int = Query(50, ge=1, le=500), 
                         who: Principal = Depends(require(*AGENTS))) -> list[Citizen]:
     """Newest first. Agents get only the citizens with a ticket in their queues (newest tickets first)."""
     desk = desk_of(request)
-    scope = await _scope(desk, who)
+    scope = await desk.queues_visible_to(who)
     if scope is None:
         return await desk.citizens.recent(limit=limit, offset=offset)
     ids: list[str] = []
-    for t in await desk.tickets.query(limit=min(5000, 10 * (limit + offset)), visible=lambda t: _visible(scope, who, t)):
+    for t in await desk.tickets.query(limit=min(5000, 10 * (limit + offset)), visible=lambda t: visible(scope, who, t)):
         if t.citizen_id and t.citizen_id not in ids:
             ids.append(t.citizen_id)
     out = []
@@ -648,7 +604,7 @@ async def identify_citizen(body: IdentityIn, request: Request, who: Principal = 
 async def get_citizen(citizen_id: str, request: Request, who: Principal = Depends(require(*AGENTS))) -> CitizenDetail:
     desk = desk_of(request)
     c = await desk.citizens.get(citizen_id)
-    await _may_see_citizen(desk, who, c.id)
+    await may_see_citizen(desk, who, c.id)
     return CitizenDetail(citizen=c, tickets=await desk.citizens.tickets(c.id))
 
 
@@ -658,7 +614,7 @@ async def link_identity(citizen_id: str, body: IdentityIn, request: Request,
     """Add an identity. If it is someone else's, the two citizens merge: supervisors only."""
     desk = desk_of(request)
     c = await desk.citizens.get(citizen_id)
-    await _may_see_citizen(desk, who, c.id)
+    await may_see_citizen(desk, who, c.id)
     return await desk.citizens.link(c.id, body.kind, body.value, actor=who.id, may_merge=_is_supervisor(who))
 
 

@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field, model_validator
 from config.flows import Gather, locate_problems
 from core.errors import InvalidInput, NotFound, Unavailable
 from core.versioned import VersionInfo
-from desk_api.auth import actor_of
+from desk_api.auth import actor_of, require
 from desk_api.deps import services_of
 from desk_api.schemas import RollbackRequest
 
@@ -36,8 +36,12 @@ if TYPE_CHECKING:
 
 router = APIRouter(tags=["ivr"])
 
+# Call records hold callers' numbers and what they said in every queue: supervisors read them (agents see the call
+# they are on through the desk's live events, and act on it through the POST routes under /api/v1/calls/{id}).
+_RECORDS_READERS = [Depends(require("supervisor"))]
 
-@router.get("/api/v1/calls", summary="Call records, newest first")
+
+@router.get("/api/v1/calls", summary="Call records, newest first", dependencies=_RECORDS_READERS)
 async def list_calls(request: Request, since: datetime | None = None, until: datetime | None = None,
                      outcome: Literal["self_service", "queued", "transferred", "voicemail", "abandoned"] | None = None,
                      limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> dict[str, Any]:
@@ -46,7 +50,8 @@ async def list_calls(request: Request, since: datetime | None = None, until: dat
     return {"calls": [r.model_dump(mode="json", exclude={"said", "vars"}) for r in records], "count": len(records)}
 
 
-@router.get("/api/v1/calls/containment", summary="Share of self-service among calls whose intent has a self-service answer")
+@router.get("/api/v1/calls/containment", dependencies=_RECORDS_READERS,
+            summary="Share of self-service among calls whose intent has a self-service answer")
 async def containment_report(request: Request, since: datetime | None = None, until: datetime | None = None) -> dict[str, Any]:
     from ivr.records import containment
 
@@ -55,7 +60,8 @@ async def containment_report(request: Request, since: datetime | None = None, un
     return containment(records, await rt.ivr.self_service_intents())
 
 
-@router.get("/api/v1/calls/surveys", summary="Post-contact survey answers (1-5) by who served the contact")
+@router.get("/api/v1/calls/surveys", dependencies=_RECORDS_READERS,
+            summary="Post-contact survey answers (1-5) by who served the contact")
 async def surveys_report(request: Request, since: datetime | None = None, until: datetime | None = None) -> dict[str, Any]:
     from ivr.records import survey_summary
 
@@ -63,7 +69,8 @@ async def surveys_report(request: Request, since: datetime | None = None, until:
     return survey_summary(records)
 
 
-@router.get("/api/v1/calls/{call_id}", summary="One call record: path with timings, transcripts, intent, outcome")
+@router.get("/api/v1/calls/{call_id}", dependencies=_RECORDS_READERS,
+            summary="One call record: path with timings, transcripts, intent, outcome")
 async def get_call(call_id: str, request: Request) -> dict[str, Any]:
     rec = await services_of(request).calls.get(call_id)
     return rec.model_dump(mode="json")

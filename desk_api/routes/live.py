@@ -28,11 +28,11 @@ READY_WAIT_S = 2.0
 
 
 async def view_of(desk: Desk, who: Principal) -> EventView:
-    """What this principal may see: supervisors (and admins) everything; an agent their queues and their own."""
-    if who.has("supervisor"):
+    """What this principal may see (`Desk.queues_visible_to`, as the desk's lists): supervisors (and admins)
+    everything; an agent their queues and their own."""
+    queues = await desk.queues_visible_to(who)
+    if queues is None:
         return EventView(everything=True, principal=who.id)
-    agent = await desk.agents.find(who.agent_id) if who.agent_id else None
-    queues = frozenset(desk.assign.queues_for(agent)) if agent is not None else frozenset()
     return EventView(everything=False, principal=who.id, agent=who.agent_id, queues=queues)
 
 

@@ -33,6 +33,7 @@ from desk.sla import SlaService, SlaState
 from desk_api.auth import actor_of, desk_of, require
 from desk_api.deps import services_of
 from desk_api.routes.pages import WEB
+from desk_api.scope import may_work
 from ivr.cdr import CallDetail, CdrService
 from ivr.records import CallRecords
 from routing.calendar_service import CalendarService
@@ -85,14 +86,6 @@ def operations_of(request: Request) -> Operations:
                            services.calendars, services.calls)
     request.app.state.operations = ops
     return ops
-
-
-def _may_work(who: Principal, t: Ticket) -> None:
-    if who.has("supervisor"):
-        return
-    if who.agent_id is None or t.assignee != who.agent_id:
-        raise Forbidden("this ticket is not assigned to you; claim it first", {"ref": t.ref, "assignee": t.assignee},
-                        error_id="not-assignee")
 
 
 # ---- bodies ---------------------------------------------------------------------------------------------
@@ -152,7 +145,7 @@ async def list_dispositions(request: Request, queue: str | None = Query(None, ma
 async def set_ticket_disposition(ref: str, body: CodeIn, request: Request,
                                  who: Principal = Depends(require(*STAFF))) -> Ticket:
     t = await desk_of(request).tickets.get(ref)
-    _may_work(who, t)
+    may_work(who, t)
     return await operations_of(request).dispositions.set_on_ticket(t.ref, body.code, actor=who.id)
 
 
@@ -197,7 +190,7 @@ async def render_canned(ref: str, reply_id: str, request: Request,
     """The reply with the ticket's citizen name, reference and the queue's next opening filled in."""
     desk = desk_of(request)
     t = await desk.tickets.get(ref)
-    _may_work(who, t)
+    may_work(who, t)
     citizen = await desk.citizens.of(t.citizen_id)
     text = await operations_of(request).canned.render(reply_id[:64], t, citizen)
     return RenderedOut(id=reply_id[:64], text=text)
