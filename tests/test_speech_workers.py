@@ -226,7 +226,9 @@ async def test_admission_follows_the_backlog_and_recovers(tmp_path: Path) -> Non
         queued.cancel()  # stale (the caller went on talking): skipped by the worker, out of the backlog
         await asyncio.gather(queued, return_exceptions=True)
         res = await first
-        assert res is not None and "itv" in res.text.lower()
+        # what was decoded is speech/'s accuracy tests' business (espeak through whisper base varies by machine:
+        # CI heard "tasha de la IT"); here the decode only has to complete
+        assert res is not None and res.text
         assert sp._pool.backlog_s() == 0 and not sp.overloaded()
         assert sp._pool.decode_s != 2.0  # moved by the worker's own time on the decode (its reply says it)
         again = await sp._decode(audio, [], None, second=False)  # the worker skipped the cancelled one and goes on
