@@ -135,13 +135,20 @@ async def serve(rt: Runtime, private_redis: PrivateRedis | None = None) -> int:
             log.info("SIGTERM: draining before stopping")
             drain_task.append(asyncio.create_task(_drain_then_stop(), name="drain"))
 
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def _hup() -> None:
+        task = asyncio.create_task(rt.reload_async(), name="reload")
+        reloads.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(reloads.discard)
+
     def line_calls() -> int:
         return sum(c.live_calls() for c in components if isinstance(c, LineComponent))
 
     loop.add_signal_handler(signal.SIGINT, _stop, "SIGINT")
     loop.add_signal_handler(signal.SIGTERM, _term)
     with contextlib.suppress(AttributeError, NotImplementedError):
-        loop.add_signal_handler(signal.SIGHUP, rt.reload)
+        loop.add_signal_handler(signal.SIGHUP, _hup)
         loop.add_signal_handler(signal.SIGUSR1, rt.node.drain, True)
         loop.add_signal_handler(signal.SIGUSR2, rt.node.drain, False)
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -87,6 +90,33 @@ def test_runtime_reload_keeps_old_config_on_error(tmp_path: Path) -> None:
     assert rt.settings.http.port == 9002 and rt.last_reload_error is None
 
 
+@pytest.mark.anyio
+async def test_sighup_reload_reads_the_files_off_the_event_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The files are parsed and validated in a thread (0.3-0.4 s of CPU that would stall every call's audio);
+    the swap and the listeners run on the loop, where the services they touch live."""
+    import atiende.runtime as runtime_module
+
+    _write(tmp_path, "http.yaml", "port: 9001\n")
+    rt = Runtime(load(tmp_path, env={}), config_dir=tmp_path)
+    loop_thread = threading.get_ident()
+    read_in: list[int] = []
+    heard: list[tuple[int, int]] = []
+
+    def _load(*args: Any, **kwargs: Any) -> Any:
+        read_in.append(threading.get_ident())
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(runtime_module, "load", _load)
+    rt.on_reload(lambda s: heard.append((threading.get_ident(), s.http.port)))
+    _write(tmp_path, "http.yaml", "port: 9002\n")
+    assert await rt.reload_async() is True
+    assert read_in and read_in[0] != loop_thread
+    assert heard == [(loop_thread, 9002)]
+    _write(tmp_path, "http.yaml", "port: [broken\n")
+    assert await rt.reload_async() is False
+    assert rt.settings.http.port == 9002 and rt.last_reload_error
+
+
 def test_keys_are_prefixed() -> None:
     k = Keys("p")
     assert k.ticket("ABC").startswith("p:") and k.config_current("calendar").startswith("p:")
@@ -151,6 +181,15 @@ def _check_run(proc: subprocess.Popen[bytes], port: int, tmp_path: Path, log_pat
         assert ok, log_path.read_text()
         children = subprocess.run(["pgrep", "-P", str(proc.pid), "redis-server"], capture_output=True, text=True)
         redis_pid = int(children.stdout.split()[0])
+        proc.send_signal(signal.SIGHUP)  # a reload (read in a thread) leaves the service serving
+        served = False
+        for _ in range(50):
+            with contextlib.suppress(httpx.HTTPError):
+                served = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+            if served:
+                break
+            time.sleep(0.1)
+        assert served and proc.poll() is None, log_path.read_text()
         proc.send_signal(signal.SIGINT)
         assert proc.wait(20) == 0
         assert not Path(f"/proc/{redis_pid}").exists()
