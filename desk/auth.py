@@ -25,6 +25,7 @@ A password change or a disabled user ends every session of that user at once.
 
     await desk.auth.create_user("ana", "Ana", ["agent_n1"], "secret-pass-2026", level=1, skills=["general"])
     session = await desk.auth.login("ana", "secret-pass-2026")   # {"token", "expires_at", "user"}
+    await desk.auth.verify("ana", "secret-pass-2026")            # re-authentication: login's checks, no session
     key = await desk.auth.create_api_key("ivr-node-2", ["supervisor"])
     await desk.auth.set_password("ana", "...", actor=...); await desk.auth.set_active("ana", False, actor=...)
     await desk.auth.revoke_key("ivr-node-2", actor=...)
@@ -442,7 +443,9 @@ class AuthService:
         if lock_s:
             await self.store.redis.set(k.login_lock(tid), "1", ex=lock_s)
 
-    async def login(self, username: str, password: str) -> Session:
+    async def _verify(self, username: str, password: str, failed_action: str) -> User:
+        """The one password check behind login and verify: the per-username lock, exactly one hash verification
+        in the password threads whoever asks, a failure counted toward the lock and audited as `failed_action`."""
         await self.bootstrap()
         tid = self._throttle_id(username)
         await self._check_lock(tid)
@@ -452,13 +455,23 @@ class AuthService:
         ok, rehash = await off_loop(check_password, password[:256], stored)
         if u is None or not ok or not u.active:
             await self._failed(tid)
-            await self.audit.record(f"user:{username[:32]}", "auth.login-failed", username[:32])
+            await self.audit.record(f"user:{username[:32]}", failed_action, username[:32])
             raise Unauthorized("wrong username or password")
         await self.store.redis.delete(self.store.keys.login_failures(tid))
         if rehash:
             await self._rehash(u, password)
+        return u
+
+    async def login(self, username: str, password: str) -> Session:
+        u = await self._verify(username, password, "auth.login-failed")
         principal = Principal(id=f"user:{u.username}", name=u.name, roles=u.roles, agent_id=u.agent_id)
         return await self.open_session(principal, u.username, "auth.login")
+
+    async def verify(self, username: str, password: str) -> User:
+        """Check a user's password without logging in (re-authentication, e.g. before a password change): the
+        lock, timing and failure counting of `login`, but no session is opened and no login is audited (a failure
+        is, as `auth.verify-failed`). Raises Unauthorized or RateLimited as `login` does."""
+        return await self._verify(username, password, "auth.verify-failed")
 
     async def open_session(self, principal: Principal, username: str, action: str, audit: dict[str, Any] | None = None
                            ) -> Session:

@@ -11,6 +11,7 @@ import logging
 import threading
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -248,3 +249,63 @@ async def test_old_scrypt_hashes_are_rehashed_on_login(runtime: Runtime) -> None
     await auth.login("vieja", "clave-de-antes-2020")
     assert (await auth.get_user("vieja")).password_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
     await auth.login("vieja", "clave-de-antes-2020")
+
+
+async def test_changing_ones_password_checks_it_without_logging_in(client: httpx.AsyncClient, runtime: Runtime,
+                                                                    staff: dict[str, str],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Review: the current password was checked by a full login, which opened a throwaway session and wrote a
+    false "auth.login" entry. It is now checked by `verify`: no session, no login entry, the same lockout."""
+    auth, store = runtime.desk.auth, runtime.store
+    session = await auth.login("ana", STAFF_PASSWORD)
+    mine = {"Authorization": f"Bearer {session.token}"}
+    sessions = store.keys.user_sessions("ana")
+    assert await store.redis.scard(sessions) == 1
+
+    def logins(entries: list[dict[str, object]]) -> list[dict[str, object]]:
+        return [e for e in entries if e["action"] == "auth.login" and e["target"] == "ana"]
+
+    before = logins(await runtime.desk.audit.entries(count=500))
+    opened: list[str] = []
+    real_open = auth.open_session
+
+    async def spy_open(principal: Any, username: str, action: str, audit: Any = None) -> Any:
+        opened.append(username)
+        return await real_open(principal, username, action, audit)
+
+    monkeypatch.setattr(auth, "open_session", spy_open)
+    old_hash = (await auth.get_user("ana")).password_hash
+    # A wrong current password: refused, and it counts toward the account's lock like a failed login. (Few
+    # requests over HTTP: the route shares login's per-address limit, `rate_limits.login`.)
+    wrong = {"current": "no-es-esta", "password": "ana-nueva-clave-1"}
+    r = await client.post("/api/v1/auth/password", headers=mine, json=wrong)
+    assert r.status_code == 401, r.text
+    failures = store.keys.login_failures(auth._throttle_id("ana"))
+    assert int(await store.redis.get(failures)) == 1
+    # verify opens nothing, right or wrong; a right password resets the count as a login does
+    assert (await auth.verify("ana", STAFF_PASSWORD)).username == "ana"
+    assert not await store.redis.exists(failures)
+    assert await store.redis.scard(sessions) == 1
+    limit = runtime.settings.desk.login_throttle.max_failures
+    for _ in range(limit - 1):
+        with pytest.raises(Exception, match="wrong username or password"):
+            await auth.verify("ana", "no-es-esta")
+    r = await client.post("/api/v1/auth/password", headers=mine, json=wrong)
+    assert r.status_code == 401, r.text
+    r = await client.post("/api/v1/auth/password", headers=mine, json={"current": STAFF_PASSWORD,
+                                                                      "password": "ana-nueva-clave-1"})
+    assert r.status_code == 429 and r.json()["error_id"] == "account-locked"  # locked, even with the right one
+    assert (await auth.get_user("ana")).password_hash == old_hash  # and the password did not change
+    assert await store.redis.scard(sessions) == 1
+    await store.redis.delete(store.keys.login_lock(auth._throttle_id("ana")))
+    # The right current password: changed, this session ended, no new session opened, no login recorded.
+    r = await client.post("/api/v1/auth/password", headers=mine, json={"current": STAFF_PASSWORD,
+                                                                      "password": "ana-nueva-clave-1"})
+    assert r.status_code == 204, r.text
+    assert not await store.redis.exists(sessions)
+    assert (await client.get("/api/v1/auth/me", headers=mine)).status_code == 401
+    entries = await runtime.desk.audit.entries(count=500)
+    assert logins(entries) == before and opened == []
+    actions = [e["action"] for e in entries if e["target"] == "ana"]
+    assert "user.password" in actions and actions.count("auth.verify-failed") == limit + 1
+    assert (await auth.login("ana", "ana-nueva-clave-1")).user.id == "user:ana"

@@ -345,7 +345,7 @@ async def logout(request: Request, response: Response, who: Principal = Depends(
     return out
 
 
-@router.post("/auth/password", status_code=204, tags=["auth"])
+@router.post("/auth/password", status_code=204, tags=["auth"], dependencies=[Depends(rate_limited("login"))])
 async def change_own_password(body: OwnPasswordIn, request: Request,
                               who: Principal = Depends(require(*AGENTS))) -> Response:
     """A user changes their own password (the current one is checked); every session ends, this one included."""
@@ -353,7 +353,8 @@ async def change_own_password(body: OwnPasswordIn, request: Request,
         raise Forbidden("API keys have no password", {"principal": who.id})
     desk = desk_of(request)
     username = who.id.split(":", 1)[1]
-    await desk.auth.login(username, body.current)  # the same throttled, constant-time check
+    # The throttled, constant-time check of login, without opening a session or recording a login.
+    await desk.auth.verify(username, body.current)
     await desk.auth.set_password(username, body.password, actor=who.id)
     return Response(status_code=204)
 
