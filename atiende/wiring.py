@@ -86,6 +86,12 @@ class DeskAgents:
     async def set_away(self, agent_id: str) -> None:
         await self.desk.agents.set_presence(agent_id, "away", actor=ACTOR)
 
+    async def hold(self, agent_id: str, item: str) -> None:
+        await self.desk.agents.set_presence(agent_id, "busy", actor=ACTOR, current=item, only_from=("available", None))
+
+    async def unhold(self, agent_id: str, item: str) -> None:
+        await self.desk.agents.set_presence(agent_id, "available", actor=ACTOR, only_from=("busy", item))
+
     async def publish(self, event: dict[str, Any]) -> None:
         await self.desk.events.publish(event)
 

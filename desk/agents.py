@@ -74,8 +74,11 @@ class AgentService:
             pipe.xadd(k.audit, self.audit.entry(actor, "agent.delete", a.id))  # type: ignore[arg-type]
             await pipe.execute()
 
-    async def set_presence(self, agent_id: str, presence: str, *, actor: str, current: str | None = None) -> Agent:
-        """available: enters the idle sets (idle since now); busy/away/offline: leaves them."""
+    async def set_presence(self, agent_id: str, presence: str, *, actor: str, current: str | None = None,
+                           only_from: tuple[str, str | None] | None = None) -> Agent:
+        """available: enters the idle sets (idle since now); busy/away/offline: leaves them. With `only_from`
+        (presence, current) the change happens only if the agent is in exactly that state, atomically; otherwise
+        the agent is returned unchanged (a conditional hold cannot undo an offer or a presence set meanwhile)."""
         if presence not in PRESENCES:
             raise InvalidInput(f"unknown presence {presence!r}", {"presences": list(PRESENCES)})
         k = self.store.keys
@@ -88,6 +91,9 @@ class AgentService:
                     if raw is None:
                         raise NotFound(f"no agent {agent_id!r}", {"agent_id": agent_id})
                     a = Agent.model_validate_json(raw)
+                    if only_from is not None and (a.presence, a.current) != only_from:
+                        await pipe.unwatch()
+                        return a
                     now = self.clock.now()
                     was = a.presence
                     a.presence = presence  # type: ignore[assignment]

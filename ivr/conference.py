@@ -151,12 +151,18 @@ class Recorder:
         return self.path, await asyncio.to_thread(close)
 
 
+class AgentHold(Protocol):
+    async def hold(self, agent_id: str, item: str) -> None: ...
+
+    async def unhold(self, agent_id: str, item: str) -> None: ...
+
+
 class BridgeControl:
     """The supervisor's leg and the recorder of one bridged call, driven by what the store asks for."""
 
     def __init__(self, *, store: Store, clock: Clock, dialer: Dialer | None, call_id: str, trace_id: str,
                  caller: CallLeg | None, agent: CallLeg, live: dict[str, Any], ring_timeout_s: float,
-                 publish: Callable[[dict[str, Any]], Any]) -> None:
+                 publish: Callable[[dict[str, Any]], Any], agents: AgentHold | None = None) -> None:
         self.store, self.clock, self.dialer = store, clock, dialer
         self.call_id, self.trace_id = call_id, trace_id
         self.caller, self.agent = caller, agent
@@ -173,6 +179,10 @@ class BridgeControl:
         self.recording_meta: dict[str, Any] | None = None
         self._tap: int | None = None
         self.joined: list[str] = []  # the supervisors who were on the call, for its record
+        # A supervisor's phone is in this call: while it rings or is joined, their agent record is busy so the
+        # queue offers them no caller (their phone would not answer and they would be set away).
+        self.agents = agents
+        self.held: str | None = None
 
     # ---- the bridge's mixer -------------------------------------------------------------------------------
 
@@ -253,6 +263,7 @@ class BridgeControl:
         self.supervisor_id = str(want.get("supervisor") or "")
         if self.supervisor is None and self.dialing is None:
             uri = str(want.get("uri") or "")
+            await self._hold(str(want.get("agent_id") or ""))
             self.dialing = asyncio.create_task(self._dial(uri), name=f"supervise-{self.call_id}")
         self._apply_routes()
         await self.publish({"type": "call.supervision", "call_id": self.call_id, "agent": self.live.get("agent"),
@@ -301,6 +312,29 @@ class BridgeControl:
             if raw and as_dict(raw).get("id") == self.applied:
                 await self.store.redis.delete(key)
         self.mode = None
+        await self._unhold()
+
+    @property
+    def _hold_item(self) -> str:
+        return f"supervise:{self.call_id}"
+
+    async def _hold(self, agent_id: str) -> None:
+        if self.agents is None or not agent_id:
+            return
+        try:
+            await self.agents.hold(agent_id, self._hold_item)
+            self.held = agent_id
+        except Exception as exc:  # the call goes on without the hold: an offer may ring the supervisor's phone
+            log.warning("could not mark supervisor agent %s busy: %s", agent_id, exc)
+
+    async def _unhold(self) -> None:
+        agent_id, self.held = self.held, None
+        if self.agents is None or agent_id is None:
+            return
+        try:
+            await self.agents.unhold(agent_id, self._hold_item)
+        except Exception as exc:  # they set themselves available from the desk
+            log.warning("could not release supervisor agent %s: %s", agent_id, exc)
 
     async def _supervisor_left(self) -> None:
         leg, self.supervisor = self.supervisor, None
@@ -327,6 +361,7 @@ class BridgeControl:
                                 "supervisor": self.supervisor_id, "mode": None, "state": "left"})
         self.mode = None
         self._apply_routes()
+        await self._unhold()
 
     # ---- recording ------------------------------------------------------------------------------------------
 

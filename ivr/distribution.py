@@ -245,7 +245,8 @@ class AgentQueue:
         control = BridgeControl(store=self._store, clock=self._clock, dialer=self.dialer, call_id=call_id,
                                 trace_id=session.trace_id if session else "", caller=getattr(io, "call", None),
                                 agent=agent_call,
-                                live=live, ring_timeout_s=self._cfg().ring_timeout_s, publish=self._desk.publish)
+                                live=live, ring_timeout_s=self._cfg().ring_timeout_s, publish=self._desk.publish,
+                                agents=self._desk)
         try:
             if await control.attach() and session is not None:
                 if self.recorded(queue) and self._data_dir is not None:

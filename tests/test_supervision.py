@@ -182,3 +182,55 @@ async def test_a_supervisor_without_a_phone_or_on_their_own_call_is_refused(
     assert r.status_code == 409 and r.json()["error_id"] == "no-phone"
     r = await client.post("/api/v1/calls/c-2/supervise", headers=await _login(client, "sara"), json={"mode": "listen"})
     assert r.status_code == 403 and r.json()["error_id"] == "own-call"
+
+
+class _AgentLeg:
+    call_id = "agent-leg"
+    ended = asyncio.Event()
+
+
+async def test_a_supervisor_on_a_call_is_offered_no_caller_and_comes_back_as_they_were(
+        runtime: Runtime, staff: dict[str, str]) -> None:
+    """While the supervisor's phone rings or is in the call, their agent record is busy: the queue would ring a
+    phone that cannot answer and set them away. Afterwards they are available again, unless they changed their
+    presence meanwhile."""
+    from atiende.wiring import DeskAgents
+    from ivr.conference import BridgeControl
+
+    desk, store = runtime.desk, runtime.store
+    await desk.auth.create_user("sara", "Sara", ["supervisor"], STAFF_PASSWORD, level=2, skills=["general"],
+                                sip_uri="sip:sara@127.0.0.1:5092")
+    await desk.agents.set_presence("sara", "available", actor="test")
+    events: list[dict[str, Any]] = []
+
+    async def publish(ev: dict[str, Any]) -> None:
+        events.append(ev)
+
+    def control(call_id: str) -> BridgeControl:
+        return BridgeControl(store=store, clock=runtime.clock, dialer=None, call_id=call_id, trace_id="t",
+                             caller=None, agent=_AgentLeg(), live={}, ring_timeout_s=1.0,  # type: ignore[arg-type]
+                             publish=publish, agents=DeskAgents(desk, lambda: runtime.settings.agents.softphone))
+
+    async def supervise(c: BridgeControl, request_id: str) -> None:
+        want = {"id": request_id, "mode": "listen", "supervisor": "user:sara", "agent_id": "sara",
+                "uri": "sip:sara@127.0.0.1:5092"}
+        await store.redis.set(store.keys.call_supervise(c.call_id), json.dumps(want))
+        await c.supervise(want)
+
+    c = control("c-9")
+    await supervise(c, "r1")
+    sara = await desk.agents.get("sara")
+    assert (sara.presence, sara.current) == ("busy", "supervise:c-9")
+    assert await desk.assign.reserve("N1", item="c-other") is None  # nobody else is free, and not sara
+    assert c.dialing is not None
+    await c.dialing  # no bridge here: the ring gives up at once, as a phone that does not answer
+    await c.poll_dial()
+    sara = await desk.agents.get("sara")
+    assert (sara.presence, sara.current) == ("available", None)
+    assert await store.redis.get(store.keys.call_supervise("c-9")) is None
+
+    c = control("c-10")
+    await supervise(c, "r2")
+    await desk.agents.set_presence("sara", "away", actor="user:sara")  # she went for a coffee meanwhile
+    await c.close(None)
+    assert (await desk.agents.get("sara")).presence == "away"

@@ -114,7 +114,8 @@ async def supervise(call_id: str, body: SuperviseIn, request: Request,
     if not uri:
         raise Conflict("your agent record has no phone to ring (a SIP URI, or the softphone)", error_id="no-phone")
     same = bool(current and current.get("supervisor") == who.id)
-    doc = {"id": uuid.uuid4().hex, "mode": body.mode, "supervisor": who.id, "uri": (current or {}).get("uri") if same else uri,
+    doc = {"id": uuid.uuid4().hex, "mode": body.mode, "supervisor": who.id, "agent_id": who.agent_id,
+           "uri": (current or {}).get("uri") if same else uri,
            "at": services.clock.now().isoformat()}
     await store.redis.set(key, json.dumps(doc), ex=SUPERVISE_TTL_S)
     await desk.audit.record(who.id, "call.supervise", call_id, {"mode": body.mode, "agent": live.get("agent"),
