@@ -47,6 +47,11 @@ log = logging.getLogger(__name__)
 
 ListenStatus = Literal["ok", "no_input", "no_match", "max_length", "error"]
 
+# How long a retired worker pool (config reload) may go on answering the requests sent to it before its processes
+# are closed anyway. Every request is bounded by its caller's own timeout (a 120 s voicemail: 240 s), after which
+# nobody waits for the answer; this only bounds a request whose waiter vanished without saying so.
+RETIRE_WAIT_S = 300.0
+
 
 class ListenResult(BaseModel):
     """One answer of the caller.
@@ -98,7 +103,14 @@ class Speech:
         self._stt = stt
         self._tts = tts
         self._cache: PromptCache | None = None
-        self._load_lock = threading.Lock()
+        self._load_lock = threading.Lock()  # one engine load at a time (held for seconds: never on the loop)
+        # The configuration's generation, bumped by `reconfigure`; an engine loaded for an older one is not kept.
+        # `_swap` guards the swap itself (a few assignments), so the loop never waits behind a load.
+        self._generation = 0
+        self._swap = threading.Lock()
+        # Old worker pools being closed by threads after a reload; `close()` joins them.
+        self._retiring: list[threading.Thread] = []
+        self._closing = threading.Event()
         # Injected engines (tests) live here; otherwise the configuration chooses processes or threads.
         self._pool: WorkerPool | None = WorkerPool(cfg) if cfg.processes and stt is None and tts is None else None
         self._info: dict[str, dict[str, object]] = {}
@@ -115,17 +127,36 @@ class Speech:
         return cls(s.speech, s.service.data_dir, default_hints=list(dict.fromkeys(hints)))
 
     def reconfigure(self, settings: Settings) -> None:
-        """A new config: engines reload on next use if their settings changed; cached prompts rekey themselves."""
+        """A new config: engines reload on next use if their settings changed; cached prompts rekey themselves.
+
+        Called on the event loop (SIGHUP) that paces every call's RTP, so it never waits: the new configuration
+        and worker pool are swapped in at once (the new workers start on first use) and the old pool is closed
+        by a thread once the requests already sent to it are answered (`_retire`): a decode or a render in
+        progress at the reload finishes on the engine it started on."""
         new: SpeechConfig = settings.speech
-        if new != self.cfg:
-            with self._load_lock:
-                self.cfg = new
-                self._stt = self._tts = None
-                self._cache = None
-                self._info = {}
-                if self._pool is not None:
-                    old, self._pool = self._pool, WorkerPool(new) if new.processes else None
-                    old.close()
+        if new == self.cfg:
+            return
+        with self._swap:
+            self.cfg = new
+            self._generation += 1
+            self._stt = self._tts = None
+            self._cache = None
+            self._info = {}
+            old = self._pool
+            if old is not None:
+                self._pool = WorkerPool(new) if new.processes else None
+        if old is not None:
+            self._retire(old)
+
+    def _retire(self, pool: WorkerPool) -> None:
+        """Close a replaced pool in a thread: closing waits for its processes to exit (seconds when one is busy)."""
+        def run() -> None:
+            pool.drain(self._closing, RETIRE_WAIT_S)
+            pool.close()
+
+        thread = threading.Thread(target=run, name="speech-retire", daemon=True)
+        self._retiring = [t for t in self._retiring if t.is_alive()] + [thread]
+        thread.start()
 
     def BargeIn(self) -> BargeInDetector:  # called like the contract's nested class: speech.BargeIn()
         """A detector for one prompt: `feed(frame)` is True once the caller talks over it."""
@@ -135,21 +166,35 @@ class Speech:
 
     @property
     def stt(self) -> SttEngine:
-        if self._stt is None:
+        engine = self._stt
+        if engine is None:
             with self._load_lock:
-                if self._stt is None:
+                engine = self._stt
+                if engine is None:
+                    with self._swap:
+                        generation, cfg = self._generation, self.cfg
                     t = time.perf_counter()
-                    self._stt = load_stt(self.cfg)
-                    log.info("speech-to-text engine %s loaded in %.1f s", self._stt.name, time.perf_counter() - t)
-        return self._stt
+                    engine = load_stt(cfg)
+                    log.info("speech-to-text engine %s loaded in %.1f s", engine.name, time.perf_counter() - t)
+                    with self._swap:
+                        if generation == self._generation:  # else a reload came during the load: not kept
+                            self._stt = engine
+        return engine
 
     @property
     def tts(self) -> TtsEngine:
-        if self._tts is None:
+        engine = self._tts
+        if engine is None:
             with self._load_lock:
-                if self._tts is None:
-                    self._tts = load_tts(self.cfg)
-        return self._tts
+                engine = self._tts
+                if engine is None:
+                    with self._swap:
+                        generation, cfg = self._generation, self.cfg
+                    engine = load_tts(cfg)
+                    with self._swap:
+                        if generation == self._generation:
+                            self._tts = engine
+        return engine
 
     @property
     def cache(self) -> PromptCache:
@@ -173,9 +218,13 @@ class Speech:
 
     async def warm_up(self) -> None:
         """Load both engines now (service start) instead of on the first call."""
-        if self._pool is not None:
+        pool = self._pool
+        if pool is not None:
             t = time.perf_counter()
-            self._info = await self._pool.warm_up()
+            info = await pool.warm_up()
+            if pool is not self._pool:
+                return  # a reload during the warm-up: that pool is retired, its voice is not the cache's key
+            self._info = info
             self._cache = None  # keyed by the worker's real voice from now on
             log.info("speech-to-text engine %s loaded in %.1f s (%d worker processes)", self._info["stt"]["name"],
                      time.perf_counter() - t, max(1, self.cfg.stt_workers))
@@ -185,6 +234,10 @@ class Speech:
                              loop.run_in_executor(self._tts_pool, lambda: self.tts))
 
     def close(self) -> None:
+        # Pools retired by a reload stop waiting for their requests (nobody will read the answers now) and close.
+        self._closing.set()
+        for thread in self._retiring:
+            thread.join()
         if self._pool is not None:
             self._pool.close()
         self._stt_pool.shutdown(wait=False, cancel_futures=True)
@@ -216,10 +269,13 @@ class Speech:
     # ---- recognition ----
 
     async def _engine_info(self) -> tuple[str, bool]:
-        if self._pool is not None:
-            if "stt" not in self._info:
-                self._info["stt"] = await self._pool.stt_worker().call("load", "stt", within=180)
-            info = self._info["stt"]
+        # The pool and its info taken once: a reload during the await swaps both, and this call goes on with the
+        # pool it started on.
+        pool, known = self._pool, self._info
+        if pool is not None:
+            if "stt" not in known:
+                known["stt"] = await pool.stt_worker().call("load", "stt", within=180)
+            info = known["stt"]
             return str(info["name"]), bool(info["streaming"])
         loop = asyncio.get_running_loop()
         engine = await loop.run_in_executor(self._stt_pool, lambda: self.stt)
@@ -227,13 +283,13 @@ class Speech:
 
     async def _decode(self, pcm: bytes, hints: list[str], grammar: list[str] | None, second: bool) -> SttResult | None:
         """One decode of an endpointed utterance (None: the engine has no second opinion)."""
-        if self._pool is not None:
-            worker = self._pool.stt_worker()
+        pool = self._pool  # once: a reload may swap it during the decode
+        if pool is not None:
+            worker = pool.stt_worker()
             out: SttResult | None
             window = second != bool(grammar)  # as WhisperEngine chooses: the padded window costs ~3x
-            out, busy_s = await worker.call_timed("transcribe", pcm, hints, grammar, second,
-                                                  cost_s=self._pool.cost_s(window))
-            self._pool.observe_decode(busy_s, window=window)
+            out, busy_s = await worker.call_timed("transcribe", pcm, hints, grammar, second, cost_s=pool.cost_s(window))
+            pool.observe_decode(busy_s, window=window)
             return out
         loop = asyncio.get_running_loop()
         engine = self.stt
@@ -257,7 +313,8 @@ class Speech:
             assert first is not None
         if accept is None or (first.text and await self._judge(accept, first.text)):
             return first
-        if self._pool is not None and self._pool.queued_decodes() >= max(1, self.cfg.stt_workers):
+        pool = self._pool
+        if pool is not None and pool.queued_decodes() >= max(1, self.cfg.stt_workers):
             # Every worker is busy: the second opinion (a 30 s padded window, ~3x a first decode) would delay
             # this caller and everyone queued behind; the IVR's retry or keypad handles the miss instead.
             return first
@@ -413,12 +470,13 @@ class Speech:
         data = pcm8k[:limit]
         data = data[:len(data) - len(data) % 2]  # an odd trailing byte is not a sample
         hint_list = hints if hints is not None else self.default_hints
-        if self._pool is not None:
+        pool = self._pool
+        if pool is not None:
             # Counted in the worker's backlog (about one utterance's decode per 3 s of audio), so a long voicemail
             # being transcribed turns new questions to the keypad rather than making them wait behind it.
-            cost = self._pool.decode_s * max(1.0, len(data) / 16000 / 3)
+            cost = pool.decode_s * max(1.0, len(data) / 16000 / 3)
             res: SttResult
-            res, _ = await self._pool.stt_worker().call_timed("transcribe_f32", to_float(data).tobytes(), RATE,
+            res, _ = await pool.stt_worker().call_timed("transcribe_f32", to_float(data).tobytes(), RATE,
                                                               hint_list, within=max(60.0, len(data) / 16000 * 2),
                                                               cost_s=cost)
         else:

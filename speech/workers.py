@@ -360,6 +360,7 @@ class WorkerPool:
         self._stt: list[WorkerProcess] = []
         self._tts: WorkerProcess | None = None
         self._lock = threading.Lock()
+        self.closed = False  # closed pools start no worker again (a retired pool's stragglers get Unavailable)
         # Running means of one decode's worker time (not its wall time: a wall time includes the queue, which
         # `backlog_s` already counts). Only completed decodes move them, so they describe the engine, never a
         # stale backlog.
@@ -368,6 +369,8 @@ class WorkerPool:
 
     def _stt_workers(self) -> list[WorkerProcess]:
         with self._lock:
+            if self.closed:
+                raise Unavailable("the speech workers were closed (config reload or shutdown)")
             while len(self._stt) < max(1, self.cfg.stt_workers):
                 self._stt.append(WorkerProcess("stt", self.cfg, threads=1, nice=self.cfg.worker_nice))
             for i, w in enumerate(self._stt):
@@ -378,6 +381,8 @@ class WorkerPool:
 
     def tts_worker(self) -> WorkerProcess:
         with self._lock:
+            if self.closed:
+                raise Unavailable("the speech workers were closed (config reload or shutdown)")
             if self._tts is None or not self._tts.alive:
                 if self._tts is not None:
                     self._tts.close()
@@ -417,8 +422,21 @@ class WorkerPool:
         results = await asyncio.gather(*loads, tts)
         return {"stt": results[0], "tts": results[-1]}
 
+    def busy(self) -> bool:
+        """Some request sent to these workers still has someone waiting for its answer. Read from another thread
+        (`drain`): a look at dicts the loop thread changes, which is all a poll needs."""
+        return any(w._calls for w in [*self._stt, *([self._tts] if self._tts else [])])
+
+    def drain(self, stop: threading.Event, timeout: float) -> None:
+        """Wait (in a thread, never on the loop) until no request is waiting for an answer here, `stop` is set or
+        `timeout` has passed: a retired pool finishes what it was asked before it is closed."""
+        deadline = time.monotonic() + timeout
+        while self.busy() and time.monotonic() < deadline and not stop.wait(0.05):
+            pass
+
     def close(self) -> None:
         with self._lock:
+            self.closed = True
             for w in [*self._stt, *([self._tts] if self._tts else [])]:
                 w.close()
             self._stt, self._tts = [], None

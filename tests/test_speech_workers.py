@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from config.models import Settings
 from config.speech import SpeechConfig
 from core.audio import FRAME_BYTES
 from core.errors import Unavailable
@@ -31,6 +33,30 @@ def _cfg(**kw: object) -> SpeechConfig:
     from config.loader import load
 
     return load(None, env={}).settings.speech.model_copy(update=kw)
+
+
+def _settings(speech: SpeechConfig) -> Settings:
+    from config.loader import load
+
+    return load(None, env={}).settings.model_copy(update={"speech": speech})
+
+
+def _watch_close(pool: object, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The threads that closed `pool` (its close wrapped)."""
+    closed_in: list[int] = []
+    real = pool.close  # type: ignore[attr-defined]
+
+    def close() -> None:
+        closed_in.append(threading.get_ident())
+        real()
+
+    monkeypatch.setattr(pool, "close", close)
+    return closed_in
+
+
+async def _retired(sp: Speech) -> None:
+    """Until the pools replaced by reloads are closed (their threads joined off the loop)."""
+    await asyncio.to_thread(lambda: [t.join() for t in sp._retiring])
 
 
 async def test_synthesis_in_a_worker_then_from_the_cache(tmp_path: Path) -> None:
@@ -66,6 +92,69 @@ async def test_a_dead_worker_is_replaced(tmp_path: Path) -> None:
         assert not old.alive
         assert len([f async for f in sp.synth("Hola otra vez.")]) > 5
         assert sp._pool._tts is not old
+    finally:
+        sp.close()
+
+
+async def test_a_reload_swaps_the_workers_at_once_and_the_old_ones_close_in_a_thread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGHUP calls `reconfigure` on the loop that paces RTP: closing the old workers there waited seconds. Now
+    the new pool serves at once, a render sent before the reload completes on the old workers, and these are
+    closed by another thread once it has."""
+    sp = Speech(_cfg(stt_workers=1), tmp_path)
+    try:
+        assert len([f async for f in sp.synth("Hola.")]) > 5
+        old = sp._pool
+        assert old is not None and old._tts is not None
+        old_worker = old._tts
+        closed_in = _watch_close(old, monkeypatch)
+        rendering = sp.synth_uncached("Una frase que se está diciendo cuando llega la nueva configuración.")
+        first = await anext(rendering)  # the render is in flight on the old worker
+        sp.reconfigure(_settings(_cfg(stt_workers=1, espeak_speed=150)))
+        assert sp._pool is not None and sp._pool is not old and sp.cfg.espeak_speed == 150
+        rest = [f async for f in rendering]
+        assert first and len(rest) > 20  # finished on the old worker, not cut by the reload
+        assert len([f async for f in sp.synth("Hola otra vez.")]) > 5  # the new pool answers
+        assert sp._pool._tts is not None and sp._pool._tts is not old_worker
+        await _retired(sp)
+        assert closed_in and closed_in[0] != threading.get_ident()  # not on the event loop's thread
+        assert old_worker.proc.poll() is not None and not old_worker.alive
+        assert old.closed
+        with pytest.raises(Unavailable, match="closed"):
+            old.tts_worker()  # a retired pool starts no process again
+        sp.reconfigure(_settings(_cfg(stt_workers=1, espeak_speed=140)))  # one more, retired by a thread...
+        assert len(sp._retiring) == 1  # (the finished ones are forgotten)
+    finally:
+        sp.close()  # ...which close() joins
+    assert all(not t.is_alive() for t in sp._retiring)
+
+
+@pytest.mark.slow
+async def test_a_decode_across_a_reload(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A decode sent before the reload is answered by the old worker; the next one by the new pool."""
+    if prepared_whisper_base() is None:
+        pytest.skip("whisper base not prepared (atiende models prepare)")
+    sp = Speech(_cfg(stt_workers=1), tmp_path)
+    try:
+        await sp.warm_up()
+        pcm = read_wav(espeak_wav("quiero pagar la tasa de la itv", tmp_path / "itv.wav", speed=130))
+        audio = np.concatenate([np.zeros(2000, "<i2"), pcm, np.zeros(4000, "<i2")]).tobytes()
+        old = sp._pool
+        assert old is not None
+        closed_in = _watch_close(old, monkeypatch)
+        before = asyncio.create_task(sp._decode(audio, [], None, second=False))
+        await asyncio.sleep(0)  # the task runs up to its wait for the answer: the request is sent
+        assert old.busy()
+        sp.reconfigure(_settings(_cfg(stt_workers=1, end_silence_ms=sp.cfg.end_silence_ms + 100)))
+        assert sp._pool is not old
+        # what was decoded is the accuracy tests' business; here both decodes have to complete
+        res = await before
+        assert res is not None and res.text
+        after = await sp._decode(audio, [], None, second=False)
+        assert after is not None and after.text
+        assert sp._pool is not None and sp._pool.busy() is False and sp._pool._stt
+        await _retired(sp)
+        assert closed_in and closed_in[0] != threading.get_ident()
     finally:
         sp.close()
 
