@@ -345,13 +345,15 @@ async def logout(request: Request, response: Response, who: Principal = Depends(
     return out
 
 
-@router.post("/auth/password", status_code=204, tags=["auth"], dependencies=[Depends(rate_limited("login"))])
+@router.post("/auth/password", status_code=204, tags=["auth"])
 async def change_own_password(body: OwnPasswordIn, request: Request,
                               who: Principal = Depends(require(*AGENTS))) -> Response:
     """A user changes their own password (the current one is checked); every session ends, this one included."""
     if not who.id.startswith("user:"):
         raise Forbidden("API keys have no password", {"principal": who.id})
     desk = desk_of(request)
+    # Login's per-address limit too, counted once the caller is known (a stranger gets 401, not a spent limit).
+    await desk.limiter.check("login", client_of(request))
     username = who.id.split(":", 1)[1]
     # The throttled, constant-time check of login, without opening a session or recording a login.
     await desk.auth.verify(username, body.current)
