@@ -103,6 +103,7 @@ async def acquire(store: Store, name: str, holder: str, ttl: float) -> Lease | N
     replicas before the lease counts as taken, so a failover cannot hand out the same token twice."""
     if ttl <= 0:
         raise ValueError("a lease needs a positive TTL")
+    since = await store.primary() if store.min_replicas_ack > 0 else None
     sent = time.monotonic()
     token = int(await store.redis.eval(_ACQUIRE, 2, store.keys.lease(name), store.keys.lease_fence(name), holder,
                                        int(ttl * 1000)))
@@ -110,7 +111,7 @@ async def acquire(store: Store, name: str, holder: str, ttl: float) -> Lease | N
         return None
     lease = Lease(store, name, holder, ttl, token, valid_until=sent + ttl * (1 - DRIFT))
     try:
-        await store.durable()
+        await store.durable(since)
     except NotDurable:
         with contextlib.suppress(*REDIS_ERRORS):
             await lease.release()

@@ -107,6 +107,12 @@ class _DurableWrites:
         if scope["type"] != "http" or scope["method"] not in self.WRITES or self.services.store.min_replicas_ack <= 0:
             await self.app(scope, receive, send)
             return
+        store = self.services.store
+        try:
+            # Before the app writes: the WAIT must run on the primary that took those writes (Store.durable).
+            since = await store.primary()
+        except REDIS_ERRORS:
+            since = ""  # unknown: a 2xx cannot be confirmed, the store answers the app itself meanwhile
         state: dict[str, Any] = {"start": None, "failed": False}
 
         async def _send(message: Any) -> None:
@@ -118,7 +124,7 @@ class _DurableWrites:
             if state["start"] is not None and message["type"] == "http.response.body":
                 start, state["start"] = state["start"], None
                 try:
-                    await self.services.store.durable()
+                    await store.durable(since)
                 except REDIS_ERRORS as exc:
                     log.warning("write not confirmed by the replicas: %s", exc)
                     state["failed"] = True
