@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -15,7 +16,12 @@ from pathlib import Path
 import pytest
 
 from core.audio import FRAME_BYTES
-from voicemail.recording import VoicemailWriter, read_pcm, recover
+from core.clock import FixedClock
+from core.store import Store
+from ivr.conference import RECORDING_PREFIX, Recorder
+from voicemail import call_recordings
+from voicemail.recording import VoicemailWriter, file_id, read_pcm, recover
+from voicemail.storage import LocalRecordings
 
 
 def _tone(n_frames: int) -> list[bytes]:
@@ -40,9 +46,40 @@ def test_finished_message_is_a_valid_wav(tmp_path: Path) -> None:
     assert len(rec.sha256) == 64
 
 
-def test_bad_call_id_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError):
-        VoicemailWriter(tmp_path, "../etc/passwd")
+@pytest.mark.parametrize("call_id", ["../etc/passwd", "..", ".hidden", "x/y", "a" * 300, "rec-0123456789abcdef0123",
+                                     "a\x00b", "ñandú@host"])
+def test_a_call_id_the_caller_chose_stays_a_safe_name_in_the_directory(tmp_path: Path, call_id: str) -> None:
+    """The Call-ID is the caller's text: a path, a name too long for the disk (the message would be lost), or the
+    shape of an agent-call recording's id (whose files share the directory) is hashed, not refused."""
+    w = VoicemailWriter(tmp_path, call_id)
+    try:
+        assert w.part_path.parent == tmp_path / "voicemail" and w.call_id.startswith("vm-")
+        assert w.call_id == file_id(call_id) == file_id(w.call_id)  # stable: the same call, the same message
+    finally:
+        w.abort()
+    assert file_id("5f2a9c@10.0.0.1") == "5f2a9c@10.0.0.1"  # an ordinary Call-ID is kept, so logs match
+
+
+@pytest.mark.anyio
+async def test_a_crash_during_a_recorded_agent_call_is_not_a_voicemail(tmp_path: Path, store: Store,
+                                                                       clock: FixedClock) -> None:
+    """Agent-call recordings are written beside the voicemails: after a crash the part was filed as a voicemail
+    (a private conversation as a ticket in the voicemail queue) and the recording stayed "recording" for ever."""
+    rec = Recorder(tmp_path / "voicemail", RECORDING_PREFIX + "0" * 20)
+    await rec.open()
+    for f in _tone(100):
+        rec.sink(f)
+    await rec.flush()  # then the node dies: no finish(), the header still says 0 frames
+    await store.redis.set(store.keys.call_recording(rec.recording_id),
+                          json.dumps({"id": rec.recording_id, "call_id": "c-1", "state": "recording"}))
+    assert recover(tmp_path) == []
+    assert await call_recordings.recover(tmp_path, store, LocalRecordings(tmp_path), clock) == [rec.recording_id]
+    meta = json.loads(str(await store.redis.get(store.keys.call_recording(rec.recording_id))))
+    assert meta["state"] == "done" and meta["recovered"] and meta["incomplete"] and meta["call_id"] == "c-1"
+    assert meta["duration_s"] == pytest.approx(2.0)
+    wav = await LocalRecordings(tmp_path).get(rec.recording_id)
+    assert wav is not None and len(wav) == 44 + 100 * FRAME_BYTES
+    assert await call_recordings.recover(tmp_path, store, None, clock) == []  # once
 
 
 _CHILD = """

@@ -11,15 +11,28 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from core.audio import RATE, SAMPLE_BYTES
+from ivr.conference import RECORDING_PREFIX
 
 HEADER_BYTES = 44
 SYNC_EVERY_FRAMES = 50
+# What a SIP Call-ID may be used as a file name and a key as it is; anything else (the caller's side writes it)
+# is hashed: too long for a file name, dots and slashes, or shaped like an agent-call recording's id, whose
+# files share this directory.
+_FILE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,119}$")
+
+
+def file_id(call_id: str) -> str:
+    """The id a voicemail is filed and stored under for a call."""
+    if _FILE_ID.match(call_id) and not call_id.startswith(RECORDING_PREFIX) and ".." not in call_id:
+        return call_id
+    return "vm-" + hashlib.sha256(call_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def wav_header(data_bytes: int, rate: int = RATE) -> bytes:
@@ -63,11 +76,9 @@ class VoicemailWriter:
     """Appends 20 ms frames to a durable WAV file. Not thread-safe; one writer per call."""
 
     def __init__(self, data_dir: Path, call_id: str) -> None:
-        if not call_id or "/" in call_id or call_id.startswith("."):
-            raise ValueError(f"unusable call id for a file name: {call_id!r}")
         self.dir = voicemail_dir(data_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.call_id = call_id
+        self.call_id = call_id = file_id(call_id)
         self.final_path = self.dir / f"{call_id}.wav"
         self.part_path = self.dir / f"{call_id}.wav.part"
         self._fh = self.part_path.open("wb")
@@ -144,10 +155,14 @@ def finalize_part(part: Path) -> Recording:
 
 
 def recover(data_dir: Path) -> list[Recording]:
+    """The voicemails a crash cut; agent-call recordings cut with them are `call_recordings.recover`'s (filed as
+    a voicemail, a private conversation would become a ticket in the voicemail queue)."""
+    return [finalize_part(p) for p in parts(data_dir) if not p.name.startswith(RECORDING_PREFIX)]
+
+
+def parts(data_dir: Path) -> list[Path]:
     d = voicemail_dir(data_dir)
-    if not d.is_dir():
-        return []
-    return [finalize_part(p) for p in sorted(d.glob("*.wav.part"))]
+    return sorted(d.glob("*.wav.part")) if d.is_dir() else []
 
 
 def read_pcm(path: Path) -> bytes:
