@@ -196,7 +196,8 @@ class Oidc(Strict):
     issuer: str = Field("", max_length=500)  # https://...; http only for a provider on this machine (loopback)
     client_id: str = Field("", max_length=200)
     client_secret: str = Field("", max_length=500)
-    redirect_uri: str = Field("", max_length=500)  # empty: http.public_url (or the request's host) + the callback path
+    # empty: http.public_url + the callback path; with neither, sign-in is refused (never built from the Host header)
+    redirect_uri: str = Field("", max_length=500)
     scopes: list[str] = Field(default_factory=lambda: ["openid", "profile", "email"])
     roles_claim: str = Field("groups", min_length=1, max_length=100)
     role_map: dict[str, list[Role]] = Field(default_factory=dict)  # claim value -> Atiende roles

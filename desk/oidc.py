@@ -16,8 +16,14 @@ What is checked, and why:
   clock), `nonce` equal to the one sent.
 - Roles: the values of `roles_claim` mapped by `role_map`; none mapped means refused, never a default role.
 
-The principal is `user:oidc:<username>`: the colon cannot appear in a local username, so a provider's "admin"
-never becomes the local `admin`. Its sessions end with `end_sessions("oidc:<username>")` like anyone's.
+Accounts: a person at the provider is (issuer, sub), never a name: `preferred_username` is chosen or reassigned
+at the provider, and two providers (or two people over time) may both say "marta.garcia". The first sign-in of a
+subject derives an account name from the claims and links the subject to it (stored, keyed on a digest of
+(issuer, sub)); later sign-ins use the link whatever the claims say then. A name already taken, by a local user
+or by another subject's account, is refused (`sso-account-conflict`) unless an admin links the subject to it
+explicitly (`link`, e.g. when the organisation moves to another provider). The principal is
+`user:oidc:<account>`: the colon cannot appear in a local username, so a provider's "admin" never becomes the
+local `admin`. Its sessions end with `end_sessions("oidc:<account>")` like anyone's.
 """
 
 from __future__ import annotations
@@ -36,11 +42,13 @@ import httpx
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
+from pydantic import BaseModel
 
 from config.desk import Oidc
 from core.clock import Clock
-from core.errors import AtiendeError, Forbidden, NotFound, Unavailable
+from core.errors import AtiendeError, Forbidden, InvalidInput, NotFound, Unavailable
 from core.store import Store
+from desk.audit import AuditLog
 from desk.auth import Session, sha
 from desk.models import Principal
 
@@ -48,6 +56,7 @@ STATE_TTL_S = 600
 _CACHE_S = 3600.0
 _REFETCH_S = 60.0  # an unknown kid refetches the JWKS at most once a minute (a flood of bad tokens costs one GET)
 _SLUG = re.compile(r"[^a-z0-9._-]+")
+ACCOUNT = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")  # what a derived name can be, and what an admin may link to
 
 
 class SignInFailed(AtiendeError):
@@ -65,14 +74,38 @@ def pkce_challenge(verifier: str) -> str:
     return _b64(hashlib.sha256(verifier.encode()).digest())
 
 
+def subject_digest(issuer: str, sub: str) -> str:
+    """One key for a person at a provider: `sub` is unique and stable only within its issuer."""
+    return sha(f"{issuer}\n{sub}")
+
+
+class Link(BaseModel):
+    """A provider's subject and the Atiende account it signs in as."""
+
+    issuer: str
+    sub: str
+    account: str
+    linked_by: str  # "sign-in" (first sign-in, name from the claims) or the admin who linked it
+    at: str
+
+
+class OidcAccount(BaseModel):
+    """Who first claimed an account name: a later subject deriving the same name is refused, not merged in."""
+
+    owner: str  # subject_digest of the first subject
+
+
 class OidcService:
     def __init__(self, cfg: Callable[[], Oidc], store: Store, clock: Clock,
-                 open_session: Callable[[Principal, str, str, dict[str, Any]], Awaitable[Session]]) -> None:
-        """`cfg` reads the `desk.oidc` section as it is now; `open_session` is `desk.auth.open_session`."""
+                 open_session: Callable[[Principal, str, str, dict[str, Any]], Awaitable[Session]],
+                 audit: AuditLog, end_sessions: Callable[[str], Awaitable[int]]) -> None:
+        """`cfg` reads the `desk.oidc` section as it is now; `open_session` and `end_sessions` are desk.auth's."""
         self._cfg = cfg
         self._store = store
         self._clock = clock
         self._open_session = open_session
+        self._audit = audit
+        self._end_sessions = end_sessions
         self._discovery: tuple[float, str, dict[str, Any]] | None = None
         self._jwks: tuple[float, str, KeySet] | None = None
 
@@ -163,10 +196,81 @@ class OidcService:
                                {"reason": "state not bound to this browser"})
         tokens = await self._exchange(cfg, code, pending)
         claims = await self.verify_id_token(str(tokens.get("id_token", "")), pending["nonce"])
-        principal, username = self._principal(cfg, claims)
+        principal, username = await self._principal(cfg, claims)
         session = await self._open_session(principal, f"oidc:{username}", "auth.sso-login",
                                            {"issuer": cfg.issuer, "sub": str(claims.get("sub"))[:200]})
         return session, str(pending["next"])
+
+    # ---- accounts: (issuer, sub) -> account name -------------------------------------------------------------
+
+    # Stored in the users' key space (keys.user) under names a local username cannot take (they hold a colon):
+    # "oidc:<account>" for the account's first owner, "oidc-subject:<digest>" for a subject's link.
+    def _link_key(self, digest: str) -> str:
+        return self._store.keys.user(f"oidc-subject:{digest}")
+
+    def _account_key(self, account: str) -> str:
+        return self._store.keys.user(f"oidc:{account}")
+
+    async def linked(self, issuer: str, sub: str) -> Link | None:
+        return await self._store.get_model(self._link_key(subject_digest(issuer, sub)), Link)
+
+    async def link(self, sub: str, account: str, actor: str, issuer: str | None = None) -> Link:
+        """An admin links a provider's subject to an account name explicitly: it may be a name already taken (the
+        same person at a new provider, or a local user's name acknowledged as the same person's). The subject's
+        sessions under a previous link end."""
+        issuer = issuer or self.cfg.issuer
+        if not ACCOUNT.match(account):
+            raise InvalidInput("account: 1-64 lower-case letters, digits, '.', '_' or '-'", {"account": account[:64]})
+        if not sub or len(sub) > 255 or not issuer or len(issuer) > 500:
+            raise InvalidInput("sub (1-255 characters) and issuer are required", {"sub": sub[:64]})
+        digest = subject_digest(issuer, sub)
+        previous = await self.linked(issuer, sub)
+        link = Link(issuer=issuer, sub=sub, account=account, linked_by=actor, at=self._clock.now().isoformat())
+        await self._store.set_model(self._link_key(digest), link)
+        await self._store.redis.set(self._account_key(account), OidcAccount(owner=digest).model_dump_json(), nx=True)
+        if previous is not None and previous.account != account:
+            await self._end_sessions(f"oidc:{previous.account}")
+        await self._audit.record(actor, "oidc.link", f"oidc:{account}",
+                                 {"issuer": issuer, "sub": sub[:200],
+                                  "previous": previous.account if previous is not None else None})
+        return link
+
+    async def unlink(self, sub: str, actor: str, issuer: str | None = None) -> None:
+        """The subject no longer signs in as its account (its next sign-in is a first one again; the name stays
+        claimed, so it cannot silently take it back). The account's sessions end."""
+        issuer = issuer or self.cfg.issuer
+        link = await self.linked(issuer, sub)
+        if link is None:
+            raise NotFound("no link for this subject", {"issuer": issuer[:200], "sub": sub[:200]})
+        await self._store.redis.delete(self._link_key(subject_digest(issuer, sub)))
+        await self._end_sessions(f"oidc:{link.account}")
+        await self._audit.record(actor, "oidc.unlink", f"oidc:{link.account}", {"issuer": issuer, "sub": sub[:200]})
+
+    async def _account_for(self, issuer: str, sub: str, wanted: str) -> str:
+        """The subject's account: its link, or on its first sign-in the name from the claims if nobody has it."""
+        digest = subject_digest(issuer, sub)
+        link = await self.linked(issuer, sub)
+        if link is not None:
+            return link.account
+        conflict = Forbidden(
+            f"Ya existe en Atiende otra cuenta con el nombre «{wanted}». Pida a la administración que vincule su "
+            "cuenta corporativa.", {"account": wanted, "issuer": issuer[:200], "sub": sub[:200]},
+            error_id="sso-account-conflict")
+        if await self._store.redis.exists(self._store.keys.user(wanted)):
+            raise conflict  # a local user's name: the same person or not, only an admin can tell
+        claim = OidcAccount(owner=digest).model_dump_json()
+        if not await self._store.redis.set(self._account_key(wanted), claim, nx=True):
+            owner = await self._store.get_model(self._account_key(wanted), OidcAccount)
+            if owner is None or owner.owner != digest:  # another subject's account: never merged by a name
+                raise conflict
+        new = Link(issuer=issuer, sub=sub, account=wanted, linked_by="sign-in", at=self._clock.now().isoformat())
+        if not await self._store.redis.set(self._link_key(digest), new.model_dump_json(), nx=True):
+            link = await self.linked(issuer, sub)  # the same subject's other sign-in won the race: its link holds
+            if link is not None:
+                return link.account
+        await self._audit.record("system", "oidc.link", f"oidc:{wanted}", {"issuer": issuer, "sub": sub[:200],
+                                                                        "previous": None, "by": "sign-in"})
+        return wanted
 
     async def _exchange(self, cfg: Oidc, code: str, pending: dict[str, Any]) -> dict[str, Any]:
         doc = await self.discovery()
@@ -228,16 +332,18 @@ class OidcService:
                                {"reason": "id_token: " + ", ".join(problems)})
         return claims
 
-    def _principal(self, cfg: Oidc, claims: dict[str, Any]) -> tuple[Principal, str]:
+    async def _principal(self, cfg: Oidc, claims: dict[str, Any]) -> tuple[Principal, str]:
         values = claims.get(cfg.roles_claim)
         listed = [values] if isinstance(values, str) else [str(v) for v in values] if isinstance(values, list) else []
         roles = sorted({r for v in listed for r in cfg.role_map.get(v, [])})
         raw_name = claims.get(cfg.username_claim) or claims.get("email") or claims.get("sub")
-        username = _SLUG.sub("-", str(raw_name).lower()).strip("-")[:64] or sha(str(claims.get("sub")))[:16]
+        wanted = _SLUG.sub("-", str(raw_name).lower()).strip("-._")[:64] or sha(str(claims.get("sub")))[:16]
         if not roles:
             raise Forbidden("Su cuenta corporativa no tiene ningún perfil de Atiende asignado. Pida a la administración "
-                            "que le asigne uno.", {"claim": cfg.roles_claim, "values": listed[:20], "username": username},
+                            "que le asigne uno.", {"claim": cfg.roles_claim, "values": listed[:20], "username": wanted},
                             error_id="sso-no-role")
+        # The claims' issuer was checked equal to cfg.issuer; sub is present (verify_id_token).
+        username = await self._account_for(cfg.issuer, str(claims["sub"]), wanted)
         name = str(claims.get(cfg.name_claim) or username)[:120]
         return Principal(id=f"user:oidc:{username}", name=name, roles=roles, agent_id=None), username
 

@@ -32,6 +32,7 @@ def setup(redis_server: PrivateRedis, tmp_path_factory: pytest.TempPathFactory) 
         rt = make_runtime(redis_server.url, prefix, tmp_path_factory.mktemp("sso"))
         rt.settings.desk.oidc = Oidc(enabled=True, issuer=op.issuer, client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
                                      role_map={"atiende-admin": ["admin"], "atiende-agentes-n1": ["agent_n1"]})
+        rt.settings.http.public_url = live.url
         return rt
 
     live = LiveServer(build)
@@ -49,7 +50,7 @@ def test_sso_in_the_browser(setup: tuple[LiveServer, TestProvider]) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     live, op = setup
-    op.user.update(preferred_username="marta.garcia", name="Marta García", groups=["atiende-admin"])
+    op.user.update(sub="u-1001", preferred_username="marta.garcia", name="Marta García", groups=["atiende-admin"])
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
         try:
@@ -71,7 +72,7 @@ def test_sso_in_the_browser(setup: tuple[LiveServer, TestProvider]) -> None:
             assert "atiende_session" not in page.evaluate("() => document.cookie")  # HttpOnly
 
             # someone the provider knows but whose groups give no Atiende role
-            op.user.update(preferred_username="pepe", name="Pepe", groups=["biblioteca"])
+            op.user.update(sub="u-1003", preferred_username="pepe", name="Pepe", groups=["biblioteca"])
             other = browser.new_context(locale="es-ES").new_page()
             other.goto(f"{live.url}/login")
             other.get_by_test_id("sso-login").click()
@@ -93,7 +94,7 @@ def test_ical_import_in_the_admin_page(setup: tuple[LiveServer, TestProvider], t
     from playwright.sync_api import expect, sync_playwright
 
     live, op = setup
-    op.user.update(preferred_username="admin.calendario", name="Admin Calendario", groups=["atiende-admin"])
+    op.user.update(sub="u-1004", preferred_username="admin.calendario", name="Admin Calendario", groups=["atiende-admin"])
     ics = Path(__file__).resolve().parent / "data" / "ical" / "cierres_2026.ics"
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)

@@ -32,6 +32,7 @@ def op() -> Iterator[TestProvider]:
 def sso(runtime: Runtime, op: TestProvider) -> TestProvider:
     runtime.settings.desk.oidc = Oidc(enabled=True, issuer=op.issuer, client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
                                       roles_claim="groups", role_map=ROLE_MAP)
+    runtime.settings.http.public_url = "http://test"  # the callback address is configured, never the Host header
     return op
 
 
@@ -80,8 +81,8 @@ async def test_code_flow_gives_a_desk_session(client: httpx.AsyncClient, sso: Te
     assert await runtime.desk.auth.authenticate(token) is None
     audit = [e for e in await runtime.desk.audit.entries() if e["action"] == "auth.sso-login"]
     assert audit and audit[0]["actor"] == "user:oidc:marta.garcia"
-    # a provider's "admin" is never the local admin
-    sso.user.update(preferred_username="admin", groups=["atiende-agentes-n1"])
+    # a provider's "admin" (another person there) is never the local admin
+    sso.user.update(sub="u-1002", preferred_username="admin", groups=["atiende-agentes-n1"])
     client.cookies.clear()
     await callback(client, await consent(sso, await start(client)))
     me = (await client.get("/api/v1/auth/me")).json()
@@ -168,3 +169,82 @@ async def test_provider_error_and_open_redirect(client: httpx.AsyncClient, sso: 
     sso.user["groups"] = ["atiende-agentes-n1"]
     r = await callback(client, await consent(sso, await start(client, "//evil.example/robar")))
     assert r.status_code == 303 and r.headers["location"] == "/desk"
+
+
+async def sign_in(client: httpx.AsyncClient, op: TestProvider) -> httpx.Response:
+    client.cookies.clear()
+    return await callback(client, await consent(op, await start(client)))
+
+
+async def test_accounts_are_keyed_on_issuer_and_subject(client: httpx.AsyncClient, sso: TestProvider,
+                                                        runtime: Runtime, staff: dict[str, str]) -> None:
+    """Review: the account came from preferred_username, so another person with the same name (at another
+    provider, or one reassigned the name at this one) signed in as the same account. Now (iss, sub) is linked."""
+    limits = runtime.settings.desk.rate_limits  # many sign-ins from one address here; the limit has its own test
+    limits["login"] = limits["login"].model_copy(update={"requests": 1000})
+    sso.user.update(groups=["atiende-supervision"])
+    assert (await sign_in(client, sso)).status_code == 303
+    assert (await client.get("/api/v1/auth/me")).json()["id"] == "user:oidc:marta.garcia"
+    # the same person renamed at the provider keeps her account
+    sso.user.update(preferred_username="marta.garcia.lopez")
+    assert (await sign_in(client, sso)).status_code == 303
+    assert (await client.get("/api/v1/auth/me")).json()["id"] == "user:oidc:marta.garcia"
+    # another subject now called marta.garcia at the provider: refused, not merged into Marta's account
+    sso.user.update(sub="u-2002", preferred_username="marta.garcia", name="Otra Marta")
+    r = await sign_in(client, sso)
+    assert r.status_code == 403 and "Ya existe en Atiende otra cuenta" in r.text, r.text
+    assert "atiende_session=" not in r.headers.get("set-cookie", "")
+    assert (await client.get("/api/v1/auth/me")).status_code == 401
+    # the same sub from another issuer is another person too
+    other = TestProvider(redirect_uris=[CALLBACK]).start()
+    try:
+        runtime.settings.desk.oidc = runtime.settings.desk.oidc.model_copy(update={"issuer": other.issuer})
+        other.user.update(sub="u-1001", preferred_username="marta.garcia", groups=["atiende-admin"])
+        r = await sign_in(client, other)
+        assert r.status_code == 403 and "otra cuenta" in r.text
+    finally:
+        other.stop()
+        runtime.settings.desk.oidc = runtime.settings.desk.oidc.model_copy(update={"issuer": sso.issuer})
+    # a local user's name is refused too (only an admin can tell whether it is the same person)
+    sso.user.update(sub="u-3003", preferred_username="ana", name="Ana de la provincia")
+    r = await sign_in(client, sso)
+    assert r.status_code == 403 and "«ana»" in r.text
+    # unless an admin links the subject explicitly
+    admin = {"Authorization": f"Bearer {(await runtime.desk.auth.login('admin', STAFF_PASSWORD)).token}"}
+    ana = {"Authorization": f"Bearer {(await runtime.desk.auth.login('ana', STAFF_PASSWORD)).token}"}
+    body = {"sub": "u-3003", "account": "ana"}
+    assert (await client.put("/api/v1/auth/oidc/links", json=body, headers=ana)).status_code == 403
+    r = await client.put("/api/v1/auth/oidc/links", json=body, headers=admin)
+    assert r.status_code == 200 and r.json()["linked_by"] == "user:admin" and r.json()["issuer"] == sso.issuer, r.text
+    assert (await sign_in(client, sso)).status_code == 303
+    me = (await client.get("/api/v1/auth/me")).json()
+    assert me["id"] == "user:oidc:ana" and me["roles"] == ["supervisor"]  # an SSO account (its provider roles), never
+    assert me["agent_id"] is None  # the local user ana
+    token = client.cookies["atiende_session"]
+    r = await client.delete("/api/v1/auth/oidc/links", params={"sub": "u-3003"}, headers=admin)
+    assert r.status_code == 204
+    assert await runtime.desk.auth.authenticate(token) is None  # unlinking ends the account's sessions
+    assert (await sign_in(client, sso)).status_code == 403  # and the name is a conflict again
+    actions = [(e["action"], e["target"]) for e in await runtime.desk.audit.entries(count=200)]
+    assert ("oidc.link", "oidc:ana") in actions and ("oidc.unlink", "oidc:ana") in actions
+    assert ("oidc.link", "oidc:marta.garcia") in actions
+
+
+async def test_the_callback_address_never_comes_from_the_host_header(client: httpx.AsyncClient, sso: TestProvider,
+                                                                     runtime: Runtime) -> None:
+    """Review: the redirect_uri was built from the Host header, which the client sets: with a forged Host the
+    provider (if lenient about registered addresses) would send the code to another site."""
+    r = await client.get("/api/v1/auth/oidc/login", headers={"Host": "evil.example"})
+    assert r.status_code == 302
+    assert parse_qs(urlsplit(r.headers["location"]).query)["redirect_uri"] == [CALLBACK]  # http.public_url's
+    runtime.settings.desk.oidc = runtime.settings.desk.oidc.model_copy(
+        update={"redirect_uri": "https://atiende.example.es/api/v1/auth/oidc/callback"})
+    r = await client.get("/api/v1/auth/oidc/login", headers={"Host": "evil.example"})
+    assert parse_qs(urlsplit(r.headers["location"]).query)["redirect_uri"] == [
+        "https://atiende.example.es/api/v1/auth/oidc/callback"]
+    # neither set: the sign-in does not start, and the page says what is missing
+    runtime.settings.desk.oidc = runtime.settings.desk.oidc.model_copy(update={"redirect_uri": ""})
+    runtime.settings.http.public_url = None
+    r = await client.get("/api/v1/auth/oidc/login")
+    assert r.status_code == 503 and "http.public_url" in r.text and "location" not in r.headers
+    assert "atiende_oidc=" not in r.headers.get("set-cookie", "")

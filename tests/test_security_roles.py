@@ -53,6 +53,7 @@ DECISIONS: dict[tuple[str, str], Decision] = {
     # single sign-on (OpenID Connect): the start and the provider's redirect back are for anyone (404 while off)
     ("GET", "/api/v1/auth/oidc/config"): PUBLIC, ("GET", "/api/v1/auth/oidc/login"): PUBLIC,
     ("GET", "/api/v1/auth/oidc/callback"): PUBLIC,
+    ("PUT", "/api/v1/auth/oidc/links"): ADMINS, ("DELETE", "/api/v1/auth/oidc/links"): ADMINS,  # explicit links
     ("GET", "/api/v1/users"): ADMINS, ("POST", "/api/v1/users"): ADMINS,
     ("PUT", "/api/v1/users/{username}/password"): ADMINS, ("POST", "/api/v1/users/{username}/disable"): ADMINS,
     ("POST", "/api/v1/users/{username}/enable"): ADMINS,
