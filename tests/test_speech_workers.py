@@ -24,6 +24,7 @@ from speech.cache import PromptCache
 from speech.endpoint import BargeIn, Endpointer
 from speech.models import prepared_whisper_base
 from speech.service import Speech
+from speech.workers import WorkerPool
 from tests.sip_harness import espeak_wav, read_wav
 
 pytestmark = pytest.mark.anyio
@@ -157,6 +158,28 @@ async def test_a_decode_across_a_reload(tmp_path: Path, monkeypatch: pytest.Monk
         assert closed_in and closed_in[0] != threading.get_ident()
     finally:
         sp.close()
+
+
+async def test_closed_workers_end_on_their_own(tmp_path: Path) -> None:
+    """Closing a pool ends its processes by the end of file on their socket, not by SIGKILL after close() waited
+    2 s: an idle worker, and one with work running and queued (whose waiters get an error, not a hang)."""
+    pool = WorkerPool(_cfg(stt_workers=1, tts_threads=1))
+    worker = pool.tts_worker()
+    assert (await worker.call("load", "tts"))["name"]
+    text = " ".join(f"Esta es la frase número {i} de un texto largo que nadie va a escuchar." for i in range(25))
+    # Whole renders (one reply at the end, as a decode): a worker that finished its requests before exiting would
+    # take ~3 s here (measured), and close() kills after 2 s. One runs, five wait in the worker's queue.
+    calls = [worker.start("render", text)[1] for _ in range(6)]
+    pool.close()
+    assert worker.proc.returncode == 0  # exited by itself (killed: -9)
+    for call in calls:  # every waiter is told
+        with pytest.raises(Unavailable, match="exited"):
+            await call.done
+    idle = WorkerPool(_cfg(stt_workers=1))
+    worker = idle.tts_worker()
+    assert (await worker.call("load", "tts"))["name"]
+    idle.close()
+    assert worker.proc.returncode == 0
 
 
 @pytest.mark.slow
