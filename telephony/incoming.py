@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 SUPPORTED: frozenset[str] = frozenset()  # no extensions required of peers; we never Require any
 DIALOG_METHODS = {"BYE", "INFO", "UPDATE", "NOTIFY", "REFER", "PRACK"}
 ACCEPTED_BODIES = {"application/sdp", "multipart/mixed", ""}
+# X-Trace-Id continues a trace our own outgoing legs started; from anyone else it is the caller's text, which
+# lands in logs, records and the contact's trace: only an id of our shape is kept.
+_TRACE_ID = re.compile(r"^[0-9a-f]{16,32}$")
 
 OnCall = Callable[[Call], Awaitable[None]]
 
@@ -164,7 +167,8 @@ class Incoming:
             return
         line.respond(tx, 100)
         frm = req.from_
-        call = Call(self.control, call_id=req.call_id, trace_id=req.headers.get("x-trace-id") or uuid.uuid4().hex[:16],
+        trace = req.headers.get("x-trace-id") or ""
+        call = Call(self.control, call_id=req.call_id, trace_id=trace if _TRACE_ID.match(trace) else uuid.uuid4().hex[:16],
                     direction="in", caller=frm.uri.user or str(frm.uri), callee=ruri.user or req.to.uri.user or "",
                     started_at=line.clock.now())
         for k, v in req.headers.items:

@@ -7,6 +7,7 @@ proxy (Kamailio) can be 127.0.0.1 in the tests that need one.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -177,6 +178,23 @@ async def test_rtp_latches_to_a_caller_that_sends_media_before_its_ack(line: Any
 
 
 # ---- message size and transaction memory ------------------------------------------------------
+
+
+@pytest.mark.parametrize("given, kept", [("0123456789abcdef", True), ("../../x\tdrop table", False),
+                                         ("f" * 200, False), ("", False)])
+async def test_a_callers_trace_id_is_kept_only_in_our_shape(line: Any, given: str, kept: bool) -> None:
+    """X-Trace-Id continues our own legs' traces; from a caller it is text for logs, records and the trace page."""
+    ep, calls = await line(ring_forever)
+    caller = await sip_peer("127.0.0.2")
+    text = caller.make("INVITE", f"sip:900@127.0.0.1:{ep.port}", body=offer_sdp(40000),
+                       extra=f"X-Trace-Id: {given}\r\n" if given else "")
+    caller.send(text, ("127.0.0.1", ep.port))
+    for _ in range(150):
+        if calls:
+            break
+        await asyncio.sleep(0.02)
+    assert len(calls) == 1
+    assert (calls[0].trace_id == given) is kept and re.fullmatch("[0-9a-f]{16,32}", calls[0].trace_id)
 
 
 async def test_oversized_message_gets_513_and_no_call(line: Any) -> None:
