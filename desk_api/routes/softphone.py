@@ -11,12 +11,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
+import re
 import time
 
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 
-from core.errors import Conflict, Forbidden, InvalidInput, Unavailable
+from core.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
 from desk.models import Principal
 from desk_api.auth import desk_of, require
 from desk_api.deps import services_of
@@ -75,21 +77,43 @@ async def offline(request: Request, who: Principal = Depends(require(*AGENTS))) 
 
 
 class TransferIn(BaseModel):
+    # A queue only: the node bridging the call reads the request as a queue to put the caller in (at its head,
+    # ivr/distribution.py); it has no way to ring an agent or a number directly.
     queue: str = Field(..., min_length=1, max_length=64, description="the queue the caller goes to (at its head)")
+
+
+# Call ids are the SIP Call-ID of the caller's INVITE (chosen by the caller's side) or an IVR id (16 hex digits):
+# the characters of both, as desk_api/routes/supervision.py accepts them; anything else names no call and must not
+# reach a store key.
+_CALL_ID = re.compile(r"^[A-Za-z0-9._@:+-]{1,200}$")
 
 
 @router.post("/api/v1/calls/{call_id}/transfer", status_code=202)
 async def transfer(call_id: str, body: TransferIn, request: Request,
                    who: Principal = Depends(require(*AGENTS))) -> dict[str, str]:
     """The agent on this call hands the caller to another queue; the node serving the call acts within a second.
-    Works the same whether the agent answered in the desk or on a SIP phone."""
+    Works the same whether the agent answered in the desk or on a SIP phone. Supervisors may transfer any call
+    an agent is on now. Audited."""
+    if not _CALL_ID.match(call_id):
+        raise InvalidInput("not a call id", {"call_id": call_id[:80]})
     services = services_of(request)
     if services.settings.desk.queue(body.queue) is None:
         raise InvalidInput(f"no queue {body.queue!r}", {"queue": body.queue})
-    if not who.has("supervisor"):
-        agent = await desk_of(request).agents.get(who.agent_id or "")
-        if agent.current != f"call:{call_id}":
-            raise Forbidden("you are not on this call", {"call_id": call_id})
+    desk = desk_of(request)
     store = services.store
+    if who.has("supervisor"):
+        # Not their call: it must be one an agent is on now (its node publishes it while bridged), so a request
+        # for a made-up or finished call is refused rather than left in the store.
+        raw = await store.redis.get(store.keys.call_live(call_id))
+        if raw is None:
+            raise NotFound("no agent is on this call now", {"call_id": call_id}, error_id="call-not-live")
+        live = json.loads(raw)
+        on_call = str(live.get("agent") or "") if isinstance(live, dict) else ""
+    else:
+        agent = await desk.agents.find(who.agent_id) if who.agent_id else None
+        if agent is None or agent.current != f"call:{call_id}":
+            raise Forbidden("you are not on this call", {"call_id": call_id})
+        on_call = agent.id
     await store.redis.set(store.keys.call_transfer(call_id), body.queue, ex=TRANSFER_TTL_S)
+    await desk.audit.record(who.id, "call.transfer", call_id, {"queue": body.queue, "agent": on_call})
     return {"call_id": call_id, "queue": body.queue, "status": "requested"}
