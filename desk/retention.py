@@ -2,7 +2,11 @@
 a record must stay (tickets, call records) or deleted (citizens, recordings, audit entries).
 
     summary = await desk.retention.run_once()   # {"tickets": n, "citizens": n, "calls": n, "recordings": n,
-                                                #  "call_recordings": n, "audit": n}
+                                                #  "call_recordings": n, "attachments": n, "audit": n}
+
+What a ticket or a call record takes with it when it is anonymised is deleted in the same round and counted:
+the recordings of its calls (voicemails, agent calls) and the files sent on it, whatever `recordings_days` says
+(an anonymous record beside a recording of the person would undo the anonymisation).
 
 `atiende run` calls it every `retention.interval_s` (atiende/components.py); one node at a time does a round
 (a lock with a TTL in Redis), and each round does at most `retention.batch` items of each kind, so a first run on
@@ -14,10 +18,10 @@ circle, since a citizen's age says nothing of their last contact.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -29,7 +33,7 @@ from core.store import Store
 from desk.audit import AuditLog
 from desk.citizens import CitizenService
 from desk.models import ACTIVE_STATUSES, Citizen
-from desk.privacy import PrivacyService, anonymous_call
+from desk.privacy import ATTACHMENTS, CALL_RECORDINGS, RECORDINGS, PrivacyService, anonymous_call
 from desk.tickets import TicketService
 
 log = logging.getLogger(__name__)
@@ -48,6 +52,7 @@ class RetentionService:
         self.audit = audit
         self.data_dir = data_dir
         self._erased = 0
+        self._deleted: Counter[str] = Counter()  # files deleted this round along with tickets, calls, citizens
 
     def _cutoff(self, days: int) -> float | None:
         return None if days <= 0 else (self.clock.now() - timedelta(days=days)).timestamp()
@@ -66,11 +71,16 @@ class RetentionService:
     async def run_once(self) -> dict[str, int]:
         p = self.policy()
         self._erased = 0
+        self._deleted = Counter()
         tickets = await self._tickets(p)  # a ticket's anonymisation may let its citizen go too
         await self._citizens(p)
-        out = {"tickets": tickets, "citizens": self._erased, "calls": await self._calls(p),
-               "recordings": await self._recordings(p), "call_recordings": await self._call_recordings(p),
-               "audit": await self._audit(p)}
+        calls = await self._calls(p)
+        recordings = await self._recordings(p)
+        call_recordings = await self._call_recordings(p)
+        out = {"tickets": tickets, "citizens": self._erased, "calls": calls,
+               "recordings": recordings + self._deleted[RECORDINGS],
+               "call_recordings": call_recordings + self._deleted[CALL_RECORDINGS],
+               "attachments": self._deleted[ATTACHMENTS], "audit": await self._audit(p)}
         if any(out.values()):
             await self.audit.record(ACTOR, "retention.run", "retention", out)
             log.info("retention round", extra={"fields": out})
@@ -94,7 +104,7 @@ class RetentionService:
             for ref, score in rows:
                 t = await self.tickets.find(str(ref))
                 citizen_id = t.citizen_id if t else None
-                if await self.privacy.anonymise_ticket(str(ref)):
+                if await self.privacy.anonymise_ticket(str(ref), self._deleted):
                     done += 1
                     if citizen_id:
                         await self._maybe_erase(citizen_id, self._cutoff(p.citizens_days))
@@ -116,8 +126,10 @@ class RetentionService:
             return False
         if not await self._erasable(c, cutoff):
             return False
-        await self.privacy.erase(c.id, actor=ACTOR)
+        summary = await self.privacy.erase(c.id, actor=ACTOR)
         self._erased += 1
+        for kind in (RECORDINGS, CALL_RECORDINGS, ATTACHMENTS):
+            self._deleted[kind] += int(summary.get(f"{kind}_deleted", 0))
         return True
 
     async def _citizens(self, p: Retention) -> int:
@@ -146,6 +158,7 @@ class RetentionService:
             raw = await self.store.redis.get(k.call(str(cid)))
             if raw is not None and '"anonymised":true' not in str(raw).replace(" ", ""):
                 await self.store.redis.set(k.call(str(cid)), anonymous_call(str(raw)))
+                self._deleted[CALL_RECORDINGS] += await self.privacy.delete_call_recordings(str(cid))
                 done += 1
             await self._advance("calls", float(score))
         return done
@@ -175,24 +188,17 @@ class RetentionService:
         return done
 
     async def _call_recordings(self, p: Retention) -> int:
-        """Recordings of agent calls (ivr/conference.py) go after `recordings_days` like voicemails: the file, the
-        shared copy and the audio; their record stays, marked deleted, so the call still says it was recorded."""
+        """Recordings of agent calls (ivr/conference.py) go after `recordings_days` like voicemails: the file and
+        every shared copy; their record stays, marked deleted, so the call still says it was recorded."""
         cutoff = self._cutoff(p.recordings_days)
         if cutoff is None:
             return 0
-        r, k = self.store.redis, self.store.keys
-        rows: Any = await r.zrangebyscore(k.call_recordings, "-inf", cutoff, start=0, num=p.batch, withscores=True)
+        rows: Any = await self.store.redis.zrangebyscore(self.store.keys.call_recordings, "-inf", cutoff, start=0,
+                                                         num=p.batch, withscores=True)
+        done = 0
         for rec_id, _score in rows:
-            rid = str(rec_id)
-            await self.privacy.delete_recording(rid)
-            raw = await r.get(k.call_recording(rid))
-            async with r.pipeline(transaction=True) as pipe:
-                pipe.delete(k.voicemail_audio(rid))
-                if raw:
-                    pipe.set(k.call_recording(rid), json.dumps({**json.loads(raw), "deleted": True}))
-                pipe.zrem(k.call_recordings, rid)
-                await pipe.execute()
-        return len(rows)
+            done += await self.privacy.delete_call_recording(str(rec_id))  # also leaves the index: no rescan
+        return done
 
     async def _audit(self, p: Retention) -> int:
         cutoff = self._cutoff(p.audit_days)

@@ -107,6 +107,6 @@ async def test_retention_job_anonymises_and_deletes_what_is_old(runtime: Runtime
     assert all(c["caller"] == "" and c["transcripts"] == [] for c in calls)
     assert "viejo" not in {e["action"] for e in await desk.audit.entries(count=1000)}  # audit older than a day: gone
     assert await desk.retention.run_once() == {"tickets": 0, "citizens": 0, "calls": 0, "recordings": 0, "call_recordings": 0,
-                                                   "audit": 0}
+                                                   "attachments": 0, "audit": 0}
     entries = await desk.audit.entries(count=50, actor="retention")
     assert "retention.run" in {e["action"] for e in entries}
