@@ -247,6 +247,10 @@ class Keys:
     def callbacks_all(self) -> str:
         return f"{self.p}:callbacks:all"  # zset: callback id -> created timestamp
 
+    @property
+    def callbacks_claimed(self) -> str:
+        return f"{self.p}:callbacks:claimed"  # zset: in-progress callback id -> when its claim runs out (reclaimed then)
+
     def voicemail(self, call_id: str) -> str:
         return f"{self.p}:voicemail:{call_id}"
 

@@ -17,7 +17,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -25,7 +25,7 @@ from config.models import Settings
 from core import logs
 from core.clock import Clock
 from core.errors import InvalidInput, Unavailable
-from core.lease import LeaseRunner
+from core.lease import Lease, LeaseLost, LeaseRunner
 from core.store import REDIS_ERRORS, Store
 from ivr import speak
 from ivr.contact import CallerGone, ContactIO, Session
@@ -279,6 +279,9 @@ class DurableVoicemail:
 
 # ---- the callback worker ------------------------------------------------------------------------
 
+WORKER = "worker"
+CALL_HOLD_S = 600.0  # beyond the ring timeout: the message played, the hang-up, the outcome written
+
 CALLBACK_PROMPT = ("Buenos días. Le llamamos del servicio de {line} en respuesta a su mensaje, "
                    "referencia {ref}. {status}")
 
@@ -299,11 +302,12 @@ class CallbackWorker:
 
     def start(self, runner: LeaseRunner | None = None) -> None:
         """Run the worker; with `runner`, only while this node holds its lease (one worker across the nodes, and
-        another node's takes over within the lease's TTL when this one dies)."""
+        another node's takes over within the lease's TTL when this one dies). Its claims carry the lease's fencing
+        check, so a holder that lost the lease without knowing it (paused, cut off) takes nothing."""
         if runner is None:
             self._task = asyncio.create_task(self._loop(), name="callback-worker")
         else:
-            self._task = asyncio.create_task(runner.run(lambda _lease: self._loop()), name="callback-worker")
+            self._task = asyncio.create_task(runner.run(self._loop), name="callback-worker")
 
     async def stop(self) -> None:
         self._stop.set()
@@ -311,24 +315,37 @@ class CallbackWorker:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
-    async def _loop(self) -> None:
+    async def _loop(self, lease: Lease | None = None) -> None:
         interval = self._settings().voicemail.worker_interval_s
         while not self._stop.is_set():
             try:
                 if self._settings().voicemail.auto_dial and self.dialer is not None:
-                    await self.run_once()
+                    await self.run_once(lease)
+            except LeaseLost as exc:
+                log.warning("callback worker stops: %s", exc)
+                return  # the runner competes for the lease again
             except Exception:
                 log.exception("callback worker round failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), interval)
 
-    async def run_once(self) -> Callback | None:
-        cb = await self.callbacks.claim_next("worker")
+    async def run_once(self, lease: Lease | None = None) -> Callback | None:
+        # The claim outlives the longest call this worker places; a node killed mid-call leaves it to be reclaimed.
+        hold = timedelta(seconds=self._settings().voicemail.dial_ring_timeout_s + CALL_HOLD_S)
+        cb = await self.callbacks.claim_next(WORKER, lease=lease, hold=hold)
         if cb is None:
             return None
         with logs.bound(trace_id=cb.trace_id, ticket_id=cb.ticket_ref):
-            outcome, note = await self.place(cb)
-            return await self._record(cb, outcome, note)
+            try:
+                outcome, note = await self.place(cb)
+            except BaseException:
+                # Stopping (drain, lost lease) or a fault before an outcome: give the callback back now, not when
+                # its claim runs out; shielded, as the cancellation that brought us here would cancel it too.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.callbacks.release(cb.id, WORKER))
+                raise
+            # The call was made: its outcome is recorded even when the worker is being stopped meanwhile.
+            return await asyncio.shield(self._record(cb, outcome, note))
 
     async def place(self, cb: Callback) -> tuple[Outcome, str]:
         if self.dialer is None:
@@ -356,7 +373,7 @@ class CallbackWorker:
                 await call.hangup()
 
     async def _record(self, cb: Callback, outcome: Outcome, note: str) -> Callback:
-        done = await self.callbacks.record_attempt(cb.id, outcome, "worker", note)
+        done = await self.callbacks.record_attempt(cb.id, outcome, WORKER, note)
         if cb.ticket_ref:
             with contextlib.suppress(Exception):
                 await self._desk.note_callback_attempt(cb.ticket_ref, cb.id, outcome, note)

@@ -1,0 +1,117 @@
+"""Callback claims that nothing can strand (issue 15): the claim is one atomic step with its status, a worker whose
+lease went to another node cannot claim (fencing), a worker stopped mid-call gives its callback back, and a claim
+abandoned by a killed node is handed out again once it runs out. Real Redis, real leases, real worker."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from atiende.runtime import Runtime
+from core.clock import FixedClock
+from core.lease import LeaseLost, acquire
+from voicemail.callbacks import CLAIM_HOLD, CallbackService
+
+pytestmark = pytest.mark.anyio
+
+
+async def _state(svc: CallbackService, runtime: Runtime, cb_id: str) -> tuple[str, bool, bool]:
+    """(status, in the due list, in the claimed list): what the claim must keep consistent."""
+    r, k = runtime.store.redis, runtime.store.keys
+    cb = await svc.get(cb_id)
+    return (cb.status, await r.zscore(k.callbacks_due, cb_id) is not None,
+            await r.zscore(k.callbacks_claimed, cb_id) is not None)
+
+
+async def test_a_worker_whose_lease_was_taken_over_cannot_claim(runtime: Runtime, clock: FixedClock) -> None:
+    svc = runtime.callbacks
+    cb = await svc.create(phone="600000001", ticket_ref=None, due_at=clock.now())
+    store = runtime.store
+    stale = await acquire(store, "callbacks", "node-a", ttl=30.0)
+    assert stale is not None
+    # node A is paused past its TTL: its key expires and node B takes the lease
+    await store.redis.delete(store.keys.lease("callbacks"))
+    fresh = await acquire(store, "callbacks", "node-b", ttl=30.0)
+    assert fresh is not None and fresh.token > stale.token
+    with pytest.raises(LeaseLost):
+        await runtime.callback_worker.run_once(stale)  # node A wakes up believing it still holds the lease
+    assert await _state(svc, runtime, cb.id) == ("pending", True, False)
+    taken = await svc.claim_next("worker", lease=fresh)
+    assert taken is not None and taken.id == cb.id and taken.claimed_by == "worker"
+    assert await _state(svc, runtime, cb.id) == ("in_progress", False, True)
+
+
+async def test_a_claim_interrupted_anywhere_leaves_the_callback_claimed_or_due(runtime: Runtime,
+                                                                              clock: FixedClock) -> None:
+    """A task cancelled at any point of claim_next (node draining, request aborted): never out of both lists."""
+    svc = runtime.callbacks
+    outcomes: set[str] = set()
+    for steps in range(40):
+        cb = await svc.create(phone="600000002", ticket_ref=None, due_at=clock.now())
+        task = asyncio.create_task(svc.claim_next("ana"))
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        state = await _state(svc, runtime, cb.id)
+        assert state in (("pending", True, False), ("in_progress", False, True)), (steps, state)
+        outcomes.add(state[0])
+        if state[0] == "in_progress":
+            await svc.release(cb.id)
+        await svc.record_attempt(cb.id, "resolved", "ana")  # out of the way of the next round
+    assert outcomes == {"pending", "in_progress"}  # both sides of the claim were interrupted
+
+
+class _RingingForever:
+    """A line whose callee never answers (the worker is stopped while the phone rings)."""
+
+    def __init__(self) -> None:
+        self.dialing = asyncio.Event()
+
+    async def dial(self, uri: str, *, ring_timeout: float = 30.0, trace_id: str | None = None, **_: Any) -> Any:
+        self.dialing.set()
+        await asyncio.Event().wait()
+
+
+async def test_a_worker_stopped_mid_call_gives_the_callback_back(runtime: Runtime, clock: FixedClock) -> None:
+    svc = runtime.callbacks
+    cb = await svc.create(phone="600000003", ticket_ref=None, due_at=clock.now())
+    worker = runtime.callback_worker
+    line = _RingingForever()
+    worker.dialer = line  # type: ignore[assignment]
+    task = asyncio.create_task(worker.run_once())
+    await line.dialing.wait()
+    assert await _state(svc, runtime, cb.id) == ("in_progress", False, True)
+    task.cancel()  # the node drains, or the lease runner stops the job
+    await asyncio.gather(task, return_exceptions=True)
+    for _ in range(100):  # the release runs shielded, beside the cancelled task
+        if (await svc.get(cb.id)).status == "pending":
+            break
+        await asyncio.sleep(0.01)
+    assert await _state(svc, runtime, cb.id) == ("pending", True, False)
+    again = await svc.claim_next("ana")
+    assert again is not None and again.id == cb.id
+
+
+async def test_a_claim_abandoned_by_a_dead_node_is_handed_out_once_it_runs_out(runtime: Runtime,
+                                                                               clock: FixedClock) -> None:
+    svc = runtime.callbacks
+    cb = await svc.create(phone="600000004", ticket_ref=None, due_at=clock.now())
+    held = await svc.claim_next("worker", hold=timedelta(minutes=10))
+    assert held is not None and held.claimed_until == clock.now() + timedelta(minutes=10)
+    # the worker's node is killed here: nobody records an attempt or releases the claim
+    assert await svc.claim_next("ana") is None  # still held
+    clock.set(clock.now() + timedelta(minutes=9))
+    assert await svc.claim_next("ana") is None
+    clock.set(clock.now() + timedelta(minutes=2))
+    taken = await svc.claim_next("ana")
+    assert taken is not None and taken.id == cb.id and taken.claimed_by == "ana"
+    assert taken.claimed_until == clock.now() + CLAIM_HOLD
+    # the late worker's release does not take the callback from the agent who has it now
+    assert (await svc.release(cb.id, "worker")).claimed_by == "ana"
+    done = await svc.record_attempt(cb.id, "reached", "ana")
+    assert done.status == "done" and done.claimed_by is None
+    assert await _state(svc, runtime, cb.id) == ("done", False, False)
