@@ -172,6 +172,10 @@ class CallDetail(BaseModel):
     disposition: str | None
     disposition_label: str | None
     survey: int | None
+    wait_s: float | None = None  # queued until an agent answered
+    estimated_wait_s: int | None = None  # what the caller was told
+    supervised_by: list[str] = []
+    recordings: list[str] = []
 
 
 CSV_FIELDS = list(CallDetail.model_fields)
@@ -188,16 +192,26 @@ def call_detail(rec: Session, disposition: dict[str, Any] | None, keep_digits: i
         ended_by=rec.ended_by, ticket_ref=rec.ticket_ref,
         disposition=str(disposition["code"]) if disposition else None,
         disposition_label=str(disposition.get("label") or "") or None if disposition else None,
-        survey=rec.survey)
+        survey=rec.survey, wait_s=_number(rec.vars.get("waited_s")), estimated_wait_s=_int(rec.vars.get("estimated_wait_s")),
+        supervised_by=[str(x) for x in rec.vars.get("supervised_by") or []],
+        recordings=[str(x) for x in rec.vars.get("recordings") or []])
 
 
-def _cell(value: Any) -> str:
+def _number(value: Any) -> float | None:
+    return round(float(value), 1) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _cell(value: Any, field: str = "") -> str:
     """A CSV cell that a spreadsheet will not run: text starting with = + - @ (or a tab/CR) gets a leading
     apostrophe, so a caller's words or a crafted disposition label cannot become a formula (CSV injection)."""
     if value is None:
         return ""
     if isinstance(value, list):
-        text = " > ".join(str(v) for v in value)
+        text = (" > " if field == "ivr_path" else "; ").join(str(v) for v in value)  # a path, or a set
     elif isinstance(value, datetime):
         text = value.isoformat()
     else:
@@ -259,7 +273,7 @@ class CdrService:
         writer.writerow(CSV_FIELDS)
         n = 0
         async for row in self.rows(since, until):
-            writer.writerow([_cell(getattr(row, f)) for f in CSV_FIELDS])
+            writer.writerow([_cell(getattr(row, f), f) for f in CSV_FIELDS])
             n += 1
             if n % 200 == 0:
                 yield buf.getvalue()

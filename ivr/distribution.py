@@ -101,6 +101,7 @@ class AgentQueue:
     async def _answered(self, queue: str, session: Session) -> None:
         now = self._clock.now().timestamp()
         waited = max(0.0, now - float(session.vars.get("enqueued_at") or now))
+        session.vars["waited_s"] = round(waited, 1)  # the CDR's queue time
         with contextlib.suppress(*REDIS_ERRORS):
             await self._store.redis.zadd(self._store.keys.queue_answers(queue), {f"{session.call_id}|{waited:.1f}": now})
 

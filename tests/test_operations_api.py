@@ -110,7 +110,9 @@ async def _call(runtime: Runtime, call_id: str, *, caller: str = "+34 600 123 12
     rec = Session(call_id=call_id, trace_id=f"tr-{call_id}", channel="voice", caller=caller, started_at=start,
                   ended_at=runtime.clock.now() if ended else None, intent="padron", queue="N1",
                   outcome="transferred" if agent else "self_service", survey=4, ended_by="caller",
-                  vars={"agent": agent, "utterance": said} if agent else {"utterance": said},
+                  vars={"agent": agent, "utterance": said, "waited_s": 42.04, "estimated_wait_s": 60,
+                        "supervised_by": ["user:sara"], "recordings": ["rec-1", "rec-2"]}
+                  if agent else {"utterance": said},
                   path=[PathEntry(flow="main", index=0, verb="say", id="saludo", at=start),
                         PathEntry(flow="main", index=1, verb="enqueue", at=start)])
     await runtime.calls.save(rec)
@@ -353,6 +355,10 @@ async def test_cdr_export_and_disposition_on_calls(client: httpx.AsyncClient, ru
     assert row["disposition"] == "cita" and row["disposition_label"] == "Cita concertada"
     assert row["agent"] == "ana" and row["queue"] == "N1" and row["survey"] == "4" and row["outcome"] == "transferred"
     assert row["ivr_path"] == "main:say:saludo > main:enqueue"
+    assert (row["wait_s"], row["estimated_wait_s"], row["supervised_by"], row["recordings"]) == (
+        "42.0", "60", "user:sara", "rec-1; rec-2")
+    selfservice = next(x for x in rows if x["call_id"] == "c-self")
+    assert (selfservice["wait_s"], selfservice["supervised_by"], selfservice["recordings"]) == ("", "", "")
     assert not any(v.startswith(("=", "+", "-", "@")) for x in rows for v in x.values())
     assert (await client.get("/api/v1/cdr.csv?since=2026-11-24", headers=sup)).text.count("\n") == 1  # header only
     one = (await client.get("/api/v1/calls/c-ana/cdr", headers=sup)).json()
