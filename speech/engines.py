@@ -59,8 +59,17 @@ def load_tts(cfg: SpeechConfig) -> TtsEngine:
     return EspeakTts(cfg.espeak_voice, speed=cfg.espeak_speed, pitch=cfg.espeak_pitch)
 
 
-def tts_id(cfg: SpeechConfig, engine: TtsEngine) -> str:
-    """Everything that changes the rendered audio: the prompt cache key."""
-    if engine.name == "piper":
-        return f"piper|{engine.voice}|{cfg.piper_length_scale}"
+def tts_id(cfg: SpeechConfig, engine: TtsEngine | None = None) -> str:
+    """Everything that changes the rendered audio: the prompt cache key.
+
+    Without the engine (it lives in a worker process that has not said yet), from the configured choice; for piper
+    that names the phonemiser voice only when the configuration overrides it, so the key can change once the
+    worker gives the loaded voice's (the cache then rekeys)."""
+    if engine is None:
+        kind, path = _tts_choice(cfg)
+        voice = f"{path.stem if path else ''}:{cfg.piper_espeak_voice or ''}"
+    else:
+        kind, voice = engine.name, engine.voice
+    if kind == "piper":
+        return f"piper|{voice}|{cfg.piper_length_scale}"
     return f"espeak|{cfg.espeak_voice}|{cfg.espeak_speed}|{cfg.espeak_pitch}"

@@ -200,21 +200,12 @@ class Speech:
     def cache(self) -> PromptCache:
         if self._cache is None:
             if self._pool is not None:
-                engine_id = str(self._info.get("tts", {}).get("id", "")) or self._tts_id_from_config()
+                # The engine lives in a worker: its own id once it has said (warm-up), else the configured choice.
+                engine_id = str(self._info.get("tts", {}).get("id", "")) or tts_id(self.cfg)
             else:
                 engine_id = tts_id(self.cfg, self.tts)
             self._cache = PromptCache(self.data_dir / "prompts", engine_id, max_bytes=self.cfg.prompt_cache_mb << 20)
         return self._cache
-
-    def _tts_id_from_config(self) -> str:
-        """The cache key without loading the engine here (it lives in a worker): the configured choice."""
-        from speech.engines import _tts_choice
-
-        kind, path = _tts_choice(self.cfg)
-        if kind == "piper":
-            voice = f"{path.stem if path else ''}:{self.cfg.piper_espeak_voice or ''}"
-            return f"piper|{voice}|{self.cfg.piper_length_scale}"
-        return f"espeak|{self.cfg.espeak_voice}|{self.cfg.espeak_speed}|{self.cfg.espeak_pitch}"
 
     async def warm_up(self) -> None:
         """Load both engines now (service start) instead of on the first call."""
@@ -476,9 +467,9 @@ class Speech:
             # being transcribed turns new questions to the keypad rather than making them wait behind it.
             cost = pool.decode_s * max(1.0, len(data) / 16000 / 3)
             res: SttResult
-            res, _ = await pool.stt_worker().call_timed("transcribe_f32", to_float(data).tobytes(), RATE,
-                                                              hint_list, within=max(60.0, len(data) / 16000 * 2),
-                                                              cost_s=cost)
+            # The worker's one decode operation, as for an utterance (the PCM as it is: half the bytes of floats).
+            res, _ = await pool.stt_worker().call_timed("transcribe", data, hint_list, None, False,
+                                                        within=max(60.0, len(data) / 16000 * 2), cost_s=cost)
         else:
             audio = to_float(data)
             res = await asyncio.get_running_loop().run_in_executor(

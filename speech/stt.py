@@ -502,10 +502,13 @@ class WhisperEngine:
     def _clean(hyps: list[tuple[str, float, float]], audio_s: float) -> tuple[list[tuple[str, float, float]], list[str]]:
         """(the hypotheses that look like speech, the texts dropped as loops or hallucinations)."""
         kept: list[tuple[str, float, float]] = []
-        dropped: list[tuple[str, float, float]] = []
+        dropped: list[str] = []
         for h in hyps:
-            (dropped if looks_hallucinated(h[0], audio_s, h[1], h[2]) else kept).append(h)
-        return kept, [h[0] for h in hyps if h not in kept]
+            if looks_hallucinated(h[0], audio_s, h[1], h[2]):
+                dropped.append(h[0])
+            else:
+                kept.append(h)
+        return kept, dropped
 
     def _usable(self, text: str, logprob: float, no_speech: float) -> bool:
         norm = normalize(text)

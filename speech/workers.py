@@ -79,13 +79,11 @@ class _Engines:
 
 
 def _handle(eng: _Engines, rid: int, op: str, args: tuple[Any, ...], reply: Callable[[int, str, Any], None]) -> None:
-    import numpy as np
-
     from core.audio import RATE
     from speech.audio import to_float
     from speech.tts import frames_8k
 
-    if rid in eng.cancelled and op in ("transcribe", "transcribe_f32"):
+    if rid in eng.cancelled and op == "transcribe":
         # Abandoned while queued (a stale early decode, a hung-up caller): its decode would only delay the next.
         eng.cancelled.discard(rid)
         reply(rid, "err", "cancelled")
@@ -101,7 +99,7 @@ def _handle(eng: _Engines, rid: int, op: str, args: tuple[Any, ...], reply: Call
 
                 t = eng.tts
                 reply(rid, "ok", {"name": t.name, "voice": t.voice, "id": tts_id(eng.cfg, t)})
-        elif op == "transcribe":  # (pcm 8 kHz, hints, grammar, second opinion?)
+        elif op == "transcribe":  # (pcm 8 kHz, hints, grammar, second opinion?): utterances and whole recordings
             pcm, hints, grammar, second = args
             audio = to_float(pcm)
             e = eng.stt
@@ -110,9 +108,6 @@ def _handle(eng: _Engines, rid: int, op: str, args: tuple[Any, ...], reply: Call
                 reply(rid, "ok", None if again is None else again(audio, RATE, hints, grammar))
             else:
                 reply(rid, "ok", e.transcribe(audio, RATE, hints, grammar))
-        elif op == "transcribe_f32":  # (float32 bytes, rate, hints): long recordings
-            raw, rate, hints = args
-            reply(rid, "ok", eng.stt.transcribe(np.frombuffer(raw, dtype=np.float32), rate, hints))
         elif op == "open":
             sid, hints, grammar = args
             eng.streams[sid] = eng.stt.stream(hints, grammar)
