@@ -103,17 +103,36 @@ async def test_prompts_list_every_text_with_real_values(client: httpx.AsyncClien
     assert (await client.post("/api/v1/editor/prompts/preview", json={"text": "x" * 1001})).status_code == 422
 
 
-async def test_listen_renders_the_prompt_as_wav(client: httpx.AsyncClient, runtime: Runtime) -> None:
+async def test_listen_renders_the_prompt_as_wav(client: httpx.AsyncClient, runtime: Runtime,
+                                                staff: dict[str, str]) -> None:
+    """A prompt of the flows in force is rendered into the prompt cache the line plays it from; any other text is
+    rendered for the answer only, so the editors cannot fill the cache's disk (or push the line's prompts out of
+    its memory) with texts of their own. Supervisors and admins listen; agents may not."""
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed")
-    r = await client.get("/api/v1/editor/prompts/audio", params={"text": "Nuestro horario es {hours}."})
+    closed = yaml.safe_load(IVR_YAML.read_text(encoding="utf-8"))["prompts"]["closed"]
+    r = await client.get("/api/v1/editor/prompts/audio", params={"text": closed})
     assert r.status_code == 200 and r.headers["content-type"] == "audio/wav"
     with wave.open(io.BytesIO(r.content)) as w:
         assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (8000, 1, 2)
         seconds = w.getnframes() / w.getframerate()
     assert seconds > 1.0 and abs(float(r.headers["x-duration-s"]) - seconds) < 0.02
-    assert list((runtime.data_dir / "prompts").glob("*.wav")), "the prompt cache rendered it"
+    cached = set((runtime.data_dir / "prompts").glob("*.wav"))
+    assert len(cached) == 1, "the prompt cache rendered the flows' prompt"
+
+    typed = "Texto de prueba que ningún flujo dice: {hours}."
+    r = await client.get("/api/v1/editor/prompts/audio", params={"text": typed})
+    assert r.status_code == 200 and r.headers["content-type"] == "audio/wav"
+    with wave.open(io.BytesIO(r.content)) as w:
+        assert w.getnframes() / w.getframerate() > 1.0
+    assert set((runtime.data_dir / "prompts").glob("*.wav")) == cached, "a typed text left no file"
+    values = (await client.get("/api/v1/editor/prompts")).json()["values"]
+    assert runtime.speech.cache.peek(typed.replace("{hours}", values["hours"])) is None, "nor an entry in memory"
     assert (await client.get("/api/v1/editor/prompts/audio", params={"text": " "})).status_code == 422
+
+    login = await client.post("/api/v1/auth/login", json={"username": "ana", "password": staff["password"]})
+    ana = {"Authorization": f"Bearer {login.json()['token']}"}
+    assert (await client.get("/api/v1/editor/prompts/audio", params={"text": typed}, headers=ana)).status_code == 403
 
 
 async def test_simulator_runs_a_draft_step_by_step_and_stores_nothing(client: httpx.AsyncClient) -> None:

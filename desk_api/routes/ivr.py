@@ -8,6 +8,7 @@ simulation and the editors' read-only helpers and drafts (/api/v1/editor) for su
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import io
 import json
@@ -318,11 +319,31 @@ async def preview_prompt(body: PreviewBody, request: Request) -> dict[str, Any]:
     return {"text": body.text, "preview": preview, "unknown": unknown}
 
 
+def _flow_texts(doc: IvrConfig) -> set[str]:
+    """The texts the line says as written in the flows in force: named prompts and texts written in steps."""
+    texts = set(doc.prompts.values())
+    for steps in doc.flows.values():
+        texts |= {t for t in (getattr(step, "text", None) for step in steps) if isinstance(t, str)}
+    return texts
+
+
+def _preview_gate(request: Request) -> asyncio.Semaphore:
+    """One preview render at a time per node: they share the TTS workers with the calls in progress. Kept on the
+    app (created on its loop), not at module level (a module-level one would outlive the loop it was bound to)."""
+    state = request.app.state
+    gate: asyncio.Semaphore | None = getattr(state, "prompt_preview_gate", None)
+    if gate is None:
+        gate = state.prompt_preview_gate = asyncio.Semaphore(1)
+    return gate
+
+
 @router.get("/api/v1/editor/prompts/audio", summary="A prompt as the line says it: WAV, 8 kHz, the configured voice",
             response_class=Response, responses={200: {"content": {"audio/wav": {}}}})
 async def prompt_audio(request: Request, text: str = Query(..., min_length=1, max_length=MAX_PROMPT)) -> Response:
-    """Placeholders are filled as in `preview`; the audio comes from the prompt cache (rendered once per text and
-    voice), so listening to a prompt also warms the cache the line plays it from."""
+    """Placeholders are filled as in `preview`. A text of the flows in force comes from the prompt cache (rendered
+    once per text and voice), so listening to it also warms the cache the line plays it from; any other text (a
+    prompt being edited) is rendered for this answer only: the persistent cache holds what the line says, and a
+    text anyone with the editors can type would otherwise fill its disk and push the line's prompts out of it."""
     rt = services_of(request)
     _, doc = await rt.flows.current()
     spoken, _ = fill(text, await placeholder_values(rt, doc))
@@ -330,8 +351,17 @@ async def prompt_audio(request: Request, text: str = Query(..., min_length=1, ma
         raise InvalidInput("nothing to say", [{"loc": "text", "reason": "empty after filling placeholders"}])
     from core.audio import RATE
 
+    speech = rt.speech
     try:
-        frames = await rt.speech.prompt(spoken)
+        if text in _flow_texts(doc):
+            frames = await speech.prompt(spoken)
+        else:
+            known = speech.cache.peek(spoken) if speech.cfg.prompt_cache else None  # memory only, no disk
+            if known is not None:
+                frames = known
+            else:
+                async with _preview_gate(request):
+                    frames = [f async for f in speech.synth_uncached(spoken)]
     except OSError as exc:
         raise Unavailable("the voice could not render this text", {"reason": str(exc)}) from None
     pcm = b"".join(frames)
