@@ -15,7 +15,8 @@ import json
 import re
 import uuid
 import wave
-from datetime import datetime
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
@@ -33,6 +34,7 @@ from desk_api.schemas import RollbackRequest
 if TYPE_CHECKING:
     from config.ivr import IvrConfig
     from desk_api.context import Services
+    from ivr.records import CallRecord
     from routing.router import Router
 
 router = APIRouter(tags=["ivr"])
@@ -51,23 +53,80 @@ async def list_calls(request: Request, since: datetime | None = None, until: dat
     return {"calls": [r.model_dump(mode="json", exclude={"said", "vars"}) for r in records], "count": len(records)}
 
 
+# The reports over call records read a window of them: without one they read every call ever recorded.
+REPORT_DEFAULT_DAYS = 31  # no `since`: the month up to `until` (default now)
+REPORT_MAX_DAYS = 366  # a year (a leap one) at most per request
+REPORT_MAX_CALLS = 100_000  # records read at most (newest first), whatever the window holds
+_REPORT_CHUNK = 1000
+
+
+def report_window(rt: Services, since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
+    """The window a report reads: defaulted and bounded (422 past REPORT_MAX_DAYS or reversed). A time without
+    an offset is the service's local time, as the simulator reads it."""
+    now = rt.clock.now()
+    since, until = (t.replace(tzinfo=now.tzinfo) if t is not None and t.tzinfo is None else t for t in (since, until))
+    hi = until or now
+    lo = since or hi - timedelta(days=REPORT_DEFAULT_DAYS)
+    if lo > hi:
+        raise InvalidInput("El periodo empieza después de terminar",
+                           [{"loc": "since", "reason": "since es posterior a until"}])
+    if hi - lo > timedelta(days=REPORT_MAX_DAYS):
+        raise InvalidInput(f"El periodo no puede pasar de {REPORT_MAX_DAYS} días: pida el informe por partes",
+                           [{"loc": "since", "reason": f"más de {REPORT_MAX_DAYS} días entre since y until"}])
+    return lo, hi
+
+
+async def _walk_calls(rt: Services, lo: datetime, hi: datetime, pick: Callable[[CallRecord], Any]) -> list[Any]:
+    """What `pick` keeps of each call record that started in [lo, hi], newest first, at most REPORT_MAX_CALLS.
+    Records are read a chunk at a time and validated in a thread: tens of thousands of them are seconds of CPU,
+    which must not stall the loop that paces the calls' audio."""
+    from ivr.records import CallRecord
+
+    def parse(raws: list[Any]) -> list[Any]:
+        out = []
+        for raw in raws:
+            if raw is not None:
+                kept = pick(CallRecord.model_validate_json(raw))
+                if kept is not None:
+                    out.append(kept)
+        return out
+
+    r, k = rt.store.redis, rt.store.keys
+    picked: list[Any] = []
+    for start in range(0, REPORT_MAX_CALLS, _REPORT_CHUNK):
+        ids = await r.zrevrangebyscore(k.calls, hi.timestamp(), lo.timestamp(), start=start, num=_REPORT_CHUNK)
+        if not ids:
+            break
+        picked += await asyncio.to_thread(parse, await r.mget([k.call(str(i)) for i in ids]))
+        if len(ids) < _REPORT_CHUNK:
+            break
+    return picked
+
+
 @router.get("/api/v1/calls/containment", dependencies=_RECORDS_READERS,
             summary="Share of self-service among calls whose intent has a self-service answer")
 async def containment_report(request: Request, since: datetime | None = None, until: datetime | None = None) -> dict[str, Any]:
-    from ivr.records import containment
+    """Over `since`..`until` (default: the last 31 days; at most 366)."""
+    from ivr.records import CallRecord, containment
 
     rt = services_of(request)
-    records = await rt.calls.list(since=since, until=until, limit=100_000)
+    lo, hi = report_window(rt, since, until)
+    # Only what the share needs is kept of each record (a slim record, not the whole path and transcripts).
+    records = await _walk_calls(rt, lo, hi, lambda rec: CallRecord.model_construct(
+        call_id=rec.call_id, trace_id=rec.trace_id, started_at=rec.started_at, intent=rec.intent, outcome=rec.outcome))
     return containment(records, await rt.ivr.self_service_intents())
 
 
 @router.get("/api/v1/calls/surveys", dependencies=_RECORDS_READERS,
             summary="Post-contact survey answers (1-5) by who served the contact")
 async def surveys_report(request: Request, since: datetime | None = None, until: datetime | None = None) -> dict[str, Any]:
+    """Over `since`..`until` (default: the last 31 days; at most 366)."""
     from ivr.records import survey_summary
 
-    records = await services_of(request).calls.list(since=since, until=until, limit=100_000)
-    return survey_summary(records)
+    rt = services_of(request)
+    lo, hi = report_window(rt, since, until)
+    answered = await _walk_calls(rt, lo, hi, lambda rec: rec if rec.survey is not None else None)
+    return survey_summary(answered)
 
 
 @router.get("/api/v1/calls/{call_id}", dependencies=_RECORDS_READERS,
