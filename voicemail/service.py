@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
+import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -47,8 +49,16 @@ class VoicemailPending(Exception):
     """The message is safe on disk but not filed yet: the store is away."""
 
 
+FILED = ("done", "incomplete")  # the voicemail note's status once ticket and callback are stored and replicated
+
+
 def audio_url(call_id: str) -> str:
     return f"/api/v1/voicemails/{call_id}/audio"
+
+
+def callback_id_for(call_id: str) -> str:
+    """The id of a voicemail's callback: the same on every try of filing it, so a retry cannot make a second one."""
+    return "vm" + hashlib.sha256(call_id.encode()).hexdigest()[:10]
 
 
 class VoicemailDesk(Protocol):
@@ -152,48 +162,85 @@ class VoicemailService:
 
     async def _complete(self, rec: Recording, *, caller: str, trace_id: str | None, queue: str, transcript: str,
                         confidence: float, priority: int | None) -> tuple[str, Callback]:
+        """File the message once, whatever fails on the way and however often it is retried.
+
+        The ticket is made by the desk and its reference noted here afterwards, so a failure between the two (a lost
+        connection, NotDurable, a kill) must not make a second ticket on the retry. Before filing, the voicemail's
+        note records the trace the ticket will be listed under and how long that trace was; the desk lists a new
+        ticket in its trace in the same step as it creates it, so a retry finds the earlier ticket there. The
+        callback's id derives from the voicemail's, so it is made once too. Only once ticket and callback are on
+        the replicas (`Store.durable`) is the message marked filed (and its sidecar on disk removed)."""
         r, k = self._store.redis, self._store.keys
+        since = await self._store.primary() if self._store.min_replicas_ack > 0 else None
         raw = await r.get(k.voicemail(rec.call_id))
-        filed: dict[str, Any] = json.loads(raw) if raw else {}
-        if filed.get("ticket"):  # filed already (a retry after a failure that came after the ticket): once only
-            if not filed.get("callback"):
+        note: dict[str, Any] = json.loads(raw) if raw else {}
+        if note.get("status") in FILED:  # filed already: once only
+            if not note.get("callback"):
                 raise ValueError("no caller number: ticket created without a callback")
-            return str(filed["ticket"]), await self.callbacks.get(str(filed["callback"]))
-        if not transcript and rec.duration_s >= MIN_MESSAGE_S:
-            with contextlib.suppress(Exception):
-                pcm = await asyncio.to_thread(read_pcm, rec.path)
-                res = await self._speech.transcribe(pcm)
-                transcript, confidence = res.text, float(res.confidence)
-        # Every node must be able to play it before the ticket that links it exists.
-        await self.recordings.put(rec.call_id, Path(rec.path))
+            return str(note["ticket"]), await self.callbacks.get(str(note["callback"]))
+        caller = caller or str(note.get("caller") or "")  # a sidecar written while the store was away lacks it
+        trace_id = trace_id or note.get("trace_id") or note.get("filing_trace") or uuid.uuid4().hex[:16]
+        ref = note.get("ticket")
+        callable_back = bool(note.get("callable", caller))
+        if not ref and note.get("filing_trace"):
+            ref = await self._filed_earlier(rec.call_id, str(note["filing_trace"]), int(note.get("filing_from", 0)))
+            callable_back = bool(caller)
         cb_due = await self.callbacks.next_due_time(self._clock.now())
         info = VoicemailInfo(call_id=rec.call_id, path=str(rec.path), sha256=rec.sha256, duration_s=round(rec.duration_s, 2),
                              complete=rec.complete, transcript=transcript, confidence=round(confidence, 3))
-        subject = "Mensaje de voz" + ("" if rec.complete else " (incompleto)")
-        ref, callable_back = await self._desk.file_voicemail(
-            caller=caller, queue=queue, subject=subject, transcript=transcript, due=cb_due, trace_id=trace_id,
-            data={"recording": audio_url(rec.call_id), "sha256": rec.sha256, "duration_s": info.duration_s,
-                  "complete": rec.complete, "confidence": info.confidence, "call_id": rec.call_id},
-            meta={"voicemail": rec.call_id, "incomplete": not rec.complete})
+        if not ref:
+            if not transcript and rec.duration_s >= MIN_MESSAGE_S:
+                with contextlib.suppress(Exception):
+                    pcm = await asyncio.to_thread(read_pcm, rec.path)
+                    res = await self._speech.transcribe(pcm)
+                    transcript, confidence = res.text, float(res.confidence)
+                    info.transcript, info.confidence = transcript, round(confidence, 3)
+            # Every node must be able to play it before the ticket that links it exists.
+            await self.recordings.put(rec.call_id, Path(rec.path))
+            note.update(filing_trace=trace_id, filing_from=int(await r.llen(k.trace(trace_id))))
+            await r.set(k.voicemail(rec.call_id), json.dumps(note, ensure_ascii=False, default=str))
+            subject = "Mensaje de voz" + ("" if rec.complete else " (incompleto)")
+            ref, callable_back = await self._desk.file_voicemail(
+                caller=caller, queue=queue, subject=subject, transcript=transcript, due=cb_due, trace_id=trace_id,
+                data={"recording": audio_url(rec.call_id), "sha256": rec.sha256, "duration_s": info.duration_s,
+                      "complete": rec.complete, "confidence": info.confidence, "call_id": rec.call_id},
+                meta={"voicemail": rec.call_id, "incomplete": not rec.complete})
+        note.update(ticket=ref, callable=callable_back, status="filing")
+        await r.set(k.voicemail(rec.call_id), json.dumps(note, ensure_ascii=False, default=str))
         reason: Literal["voicemail", "overflow"] = "overflow" if priority is not None else "voicemail"
         cb = None
         if callable_back:
             try:
                 cb = await self.callbacks.create(phone=caller, ticket_ref=ref, trace_id=trace_id, voicemail=info,
-                                                 due_at=cb_due, reason=reason, priority=priority or 0)
+                                                 due_at=cb_due, reason=reason, priority=priority or 0,
+                                                 callback_id=callback_id_for(rec.call_id))
             except InvalidInput as exc:  # a caller ID we must not dial (premium, foreign, not a number): ticket only
                 log.warning("voicemail without a callback", extra=logs.fields(call_id=rec.call_id, reason=exc.message))
-        r, k = self._store.redis, self._store.keys
+        # A failover now must not lose what the caller was told is filed, nor what the sidecar on disk still holds.
+        await self._store.durable(since)
         await r.set(k.voicemail(rec.call_id), json.dumps({
             "call_id": rec.call_id, "status": "done" if rec.complete else "incomplete", "ticket": ref,
-            "callback": cb.id if cb else None, "path": str(rec.path), "sha256": rec.sha256,
+            "callback": cb.id if cb else None, "path": str(rec.path), "sha256": rec.sha256, "trace_id": trace_id,
         }))
         await self._mark(rec.call_id, None)
         log.info("voicemail filed", extra=logs.fields(call_id=rec.call_id, ticket=ref, complete=rec.complete,
                                                        due=cb_due.isoformat()))
         if cb is None:
             raise ValueError("no caller number: ticket created without a callback")
-        return ref, cb
+        return str(ref), cb
+
+    async def _filed_earlier(self, call_id: str, trace_id: str, start: int) -> str | None:
+        """The ticket an interrupted earlier try made for this message: listed in its trace after `start`, with the
+        voicemail's id in its meta (the trace is shared with whatever else the contact did)."""
+        r, k = self._store.redis, self._store.keys
+        for raw in await r.lrange(k.trace(trace_id), start, -1):
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                item = json.loads(raw)
+                if item.get("kind") == "ticket":
+                    ticket = json.loads(await r.get(k.ticket(str(item["id"]))) or "{}")
+                    if (ticket.get("meta") or {}).get("voicemail") == call_id:
+                        return str(item["id"])
+        return None
 
     async def recover(self) -> list[str]:
         """Messages cut by a crash of this node: keep what was recorded, file them marked incomplete."""
@@ -202,14 +249,18 @@ class VoicemailService:
         recordings = await asyncio.to_thread(recover, self._data_dir)
         refs: list[str] = []
         for rec in recordings:
-            raw = await r.get(k.voicemail(rec.call_id))
-            meta: dict[str, Any] = json.loads(raw) if raw else {}
+            # Every .part is a .wav by now: one message's failure must not leave the next ones unfiled and
+            # without a sidecar. Without the store, filing reads who called from its note later.
+            meta: dict[str, Any] = {}
+            with contextlib.suppress(*REDIS_ERRORS):
+                raw = await r.get(k.voicemail(rec.call_id))
+                meta = json.loads(raw) if raw else {}
             try:
                 ref, _ = await self.complete(rec, caller=str(meta.get("caller", "")), trace_id=meta.get("trace_id"),
                                              queue=str(meta.get("queue") or self._settings().voicemail.queue))
                 refs.append(ref)
-            except ValueError:
-                pass
+            except (ValueError, VoicemailPending):
+                pass  # no callback for it, or it waits on disk for file_pending
             log.warning("recovered a voicemail cut by a restart", extra=logs.fields(call_id=rec.call_id))
         await r.delete(k.voicemails_recording(node))
         return refs
