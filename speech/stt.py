@@ -11,6 +11,7 @@ Engines are blocking; `speech.service.Speech` runs them in its thread pools.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -264,11 +265,18 @@ def compression_ratio(text: str) -> float:
     return len(raw) / max(1, len(zlib.compress(raw))) if raw else 0.0
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+")
+
+
 def repeated_ngram(text: str, times: int = 3, longest: int = 6) -> bool:
     """True when some run of 2-4 words follows itself `times` times or more ("del teo del teo del teo"), one word
-    does `times + 1` times ("Analid. Analid. Analid. Analid."), or a sentence of 5 or more words comes twice in a
-    row ("Mi teléfono es el de siempre. Mi teléfono es el de siempre." for one said once, measured on a 2.5 s
-    piece of a voicemail): a loop, not what a caller says (who may well say "no, no, no")."""
+    does `times + 1` times ("Analid. Analid. Analid. Analid."), a run of 5 or more words comes twice in a row
+    ("Mi teléfono es el de siempre. Mi teléfono es el de siempre." for one said once, measured on a 2.5 s
+    piece of a voicemail), or a whole sentence of 4 or more words is written twice in a row ("Es sonre la ayuda.
+    Es sonre la ayuda." for "es sobre la ayuda" said once in a 1.7 s piece of a voicemail, issue 17): a loop,
+    not what a caller says (who may well say "no, no, no"). The sentence rule needs Whisper's own sentence ends
+    around both copies, the mark of its decoder starting the same sentence again; shorter sentences are left
+    alone, as callers do say a short command twice to a machine ("Agente. Agente.", "Cita previa. Cita previa.")."""
     keys = normalize(re.sub(r"\b(\w+)(?:-\1){2,}", r"\1 \1 \1 \1", text)).split()
     for n in range(1, max(longest, 12) + 1):
         need = times + 1 if n == 1 else (times if n < 5 else 2)
@@ -276,7 +284,8 @@ def repeated_ngram(text: str, times: int = 3, longest: int = 6) -> bool:
             unit = keys[i:i + n]
             if all(keys[i + k * n:i + (k + 1) * n] == unit for k in range(1, need)):
                 return True
-    return False
+    sentences = [normalize(s) for s in _SENTENCE_END.split(text.strip())]
+    return any(a == b and len(a.split()) >= 4 for a, b in itertools.pairwise(sentences))
 
 
 # Words a second of speech can carry at most (fast Spanish is ~4 words/s): more is invented text.

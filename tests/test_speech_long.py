@@ -7,6 +7,7 @@ The pure checks run in milliseconds; the ones that decode load the real faster-w
 from __future__ import annotations
 
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -61,6 +62,13 @@ def test_loops_and_invented_text_are_recognised() -> None:
     assert repeated_ngram("El teo del teo del teo del") and repeated_ngram("1-1-1-1-1")
     assert not repeated_ngram("no, no, no quiero eso") and not repeated_ngram("seis cero cero, seis cero cero")
     assert repeated_ngram("Mi teléfono es el de siempre. Mi teléfono es el de siempre.")
+    # a whole sentence written twice (issue 17: the 1.7 s piece "es sobre la ayuda" of a voicemail), also inside
+    # a longer transcript; short commands said twice, and repeats inside one sentence, are what callers do
+    assert repeated_ngram("Es sonre la ayuda. Es sonre la ayuda.")
+    assert repeated_ngram("Llamo por mi expediente. Es sobre la ayuda. Es sobre la ayuda. La del alquiler.")
+    for said in ("Agente. Agente.", "Cita previa. Cita previa.", "Hablar con agente. Hablar con agente.",
+                 "Es sobre la ayuda. La del alquiler de vivienda."):
+        assert not repeated_ngram(said), said
     assert looks_hallucinated(loop, 0.8, -0.3, 0.1) is not None
     assert looks_hallucinated("uno dos tres cuatro cinco seis siete ocho nueve diez once doce", 1.0, -0.2, 0.0) \
         == "too many words"
@@ -116,15 +124,33 @@ def test_the_window_never_overflows(whisper: WhisperEngine) -> None:
     assert hyps and "funcionario" in normalize(hyps[0][0])
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 17, open: with the packaged model this 120 s voicemail decodes "
-                   "'exceliente' for 'expediente' and writes one 4-word sentence twice (a piece overlap or a loop "
-                   "the 5-word rule misses); failing since the test was added, kept visible rather than weakened")
-def test_a_voicemail_of_the_maximum_length(whisper: WhisperEngine) -> None:
-    words = ["expediente", "ayuda", "alquiler", "telefono"]
+def _voicemail() -> tuple[list[str], np.ndarray]:
+    """120 s of line noise with four short sentences, one every 30 s."""
     sentences = ["llamo por mi expediente", "es sobre la ayuda", "la del alquiler de vivienda",
                  "llámenme a este teléfono"]
-    x = at(120.0, *[(3.0 + 30.0 * i, spoken(s)) for i, s in enumerate(sentences)])
+    return sentences, at(120.0, *[(3.0 + 30.0 * i, spoken(s)) for i, s in enumerate(sentences)])
+
+
+@pytest.mark.slow
+def test_a_voicemail_of_the_maximum_length_writes_each_sentence_once(whisper: WhisperEngine) -> None:
+    """Issue 17: the 1.7 s piece "es sobre la ayuda" was decoded "Es sonre la ayuda. Es sonre la ayuda." and kept
+    (a 4-word sentence twice passed the loop rules), so the transcript said it twice. Each sentence is its own
+    piece (no overlap: the test above), so one sentence out per sentence said, none twice."""
+    sentences, x = _voicemail()
+    res = whisper.transcribe(x, RATE16)
+    heard = [normalize(s) for s in re.split(r"(?<=[.!?])\s+", res.text) if normalize(s)]
+    assert len(heard) == len(sentences) and len(set(heard)) == len(heard), res.text
+    assert not repeated_ngram(res.text), res.text
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue 17, open (accuracy): whisper base hears espeak's 'expediente' as "
+                   "'exceliente' and 'la del alquiler de vivienda' as 'la nela ... mienta/vienda', the same when each "
+                   "sentence is decoded on its own in 4 s of audio: the model, not the cutting and joining of long "
+                   "audio (whose duplicated sentence is fixed, see the test above); kept visible rather than weakened")
+def test_a_voicemail_of_the_maximum_length(whisper: WhisperEngine) -> None:
+    words = ["expediente", "ayuda", "alquiler", "telefono"]
+    _, x = _voicemail()
     res = whisper.transcribe(x, RATE16)
     text = normalize(res.text)
     assert all(w in text for w in words), res.text
