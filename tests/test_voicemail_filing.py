@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import signal
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -158,3 +159,27 @@ async def test_recovery_keeps_every_cut_message_when_the_replica_does_not_confir
     finally:
         await store.close()
         ha.stop()
+
+
+async def test_a_ticket_lost_in_a_failover_after_it_was_noted_is_filed_again(loaded: Loaded, clock: FixedClock,
+                                                                            tmp_path: Path, redis_server: Any) -> None:
+    """The ticket went to the old primary and was lost; the note naming it and the callback reached the new one
+    (the try ended NotDurable). The retry must not mark filed a ticket that does not exist."""
+    store = Store(redis_server.url, prefix=f"vmg{uuid.uuid4().hex[:8]}", min_replicas_ack=1, wait_timeout_ms=20)
+    try:
+        rt = _runtime(loaded, store, clock, tmp_path)
+        rec = voicemail_message(rt.data_dir, "call-ghost").finish()
+        with pytest.raises(VoicemailPending):  # this server has no replica: nothing is confirmed
+            await rt.voicemail.complete(rec, caller="+34600777888", trace_id="trace-ghost", queue="N1", transcript="x")
+        note = json.loads(await store.redis.get(store.keys.voicemail("call-ghost")))
+        lost = note["ticket"]
+        # what the new primary lacks: the ticket and its trace entry, written on the old one only
+        await store.redis.delete(store.keys.ticket(lost), store.keys.trace("trace-ghost"))
+        store.min_replicas_ack = 0  # the retry's writes are confirmed
+        refs = await rt.voicemail.file_pending()
+        assert len(refs) == 1 and refs[0] != lost
+        assert (await rt.desk.tickets.get(refs[0])).meta["voicemail"] == "call-ghost"
+        cbs = await rt.callbacks.query()
+        assert [(c.id, c.ticket_ref) for c in cbs] == [(callback_id_for("call-ghost"), refs[0])]
+    finally:
+        await store.close()

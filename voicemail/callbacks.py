@@ -283,6 +283,20 @@ class CallbackService:
                 return self._flag(cb, now)
         raise Conflict(f"callback {callback_id} is changing, retry", {"id": callback_id})
 
+    async def relink(self, callback_id: str, ticket_ref: str) -> Callback:
+        """Point a callback at another ticket (its voicemail filed again after a failover lost the first ticket)."""
+        for _ in range(CAS_ROUNDS):
+            got = await self._read(callback_id)
+            if got is None:
+                raise NotFound(f"no callback {callback_id}", {"id": callback_id})
+            before, cb = got
+            if cb.ticket_ref == ticket_ref:
+                return self._flag(cb, self._clock.now())
+            cb.ticket_ref = ticket_ref
+            if await self._swap(before, cb):
+                return self._flag(cb, self._clock.now())
+        raise Conflict(f"callback {callback_id} is changing, retry", {"id": callback_id})
+
     async def release(self, callback_id: str, actor: str | None = None) -> Callback:
         """Give a claimed callback back untouched (agent logged out, dial could not start, the worker stopping);
         with `actor`, only that claimer's claim (not one handed to someone else after it ran out)."""

@@ -181,6 +181,9 @@ class VoicemailService:
         caller = caller or str(note.get("caller") or "")  # a sidecar written while the store was away lacks it
         trace_id = trace_id or note.get("trace_id") or note.get("filing_trace") or uuid.uuid4().hex[:16]
         ref = note.get("ticket")
+        if ref and not await r.exists(k.ticket(str(ref))):
+            # Noted on a new primary after the ticket was lost with the old one (the try ended NotDurable): again.
+            ref = None
         callable_back = bool(note.get("callable", caller))
         if not ref and note.get("filing_trace"):
             ref = await self._filed_earlier(rec.call_id, str(note["filing_trace"]), int(note.get("filing_from", 0)))
@@ -214,6 +217,8 @@ class VoicemailService:
                 cb = await self.callbacks.create(phone=caller, ticket_ref=ref, trace_id=trace_id, voicemail=info,
                                                  due_at=cb_due, reason=reason, priority=priority or 0,
                                                  callback_id=callback_id_for(rec.call_id))
+                if cb.ticket_ref != ref:  # made by a try whose ticket was lost: it calls back about this one
+                    cb = await self.callbacks.relink(cb.id, str(ref))
             except InvalidInput as exc:  # a caller ID we must not dial (premium, foreign, not a number): ticket only
                 log.warning("voicemail without a callback", extra=logs.fields(call_id=rec.call_id, reason=exc.message))
         # A failover now must not lose what the caller was told is filed, nor what the sidecar on disk still holds.
