@@ -104,6 +104,30 @@ class Incoming:
             return
         local_tag = req.to.tag
         tx = line.layer.create_server(req, reply_to, local_tag or new_token(), source=addr[0])
+        try:
+            self._on_new_request(req, tx, addr)
+        except Exception:
+            # Defence in depth: an INVITE server transaction only expires once it has a final response, so a
+            # request whose handling raised would otherwise stay in the table for good (and, repeated, fill the
+            # per-source share or the whole table: then every request gets 503, BYE included).
+            log.exception("error handling %s from %s", req.method, addr[0])
+            self._fail(req, tx)
+
+    def _fail(self, req: Request, tx: ServerTransaction) -> None:
+        """500 through the transaction (its final status starts its expiry); a call it had created ends."""
+        call = self.dialogs.get(req.call_id, tx.to_tag)
+        if call is not None and call.invite_tx is tx and call.state == "ringing":
+            self.dialogs.end(call, "error", sip_status=500)
+        if tx.final_status is None:
+            try:
+                self.line.respond(tx, 500)
+            except Exception:
+                self.line.layer.discard(tx)  # not even a 500 could be built: the transaction goes now, not never
+                raise
+
+    def _on_new_request(self, req: Request, tx: ServerTransaction, addr: tuple[str, int]) -> None:
+        line = self.line
+        local_tag = req.to.tag
         unsupported = [o for o in req.headers.get_all("require") if o.lower() not in SUPPORTED]  # Proxy-Require: not ours
         if unsupported:
             line.respond(tx, 420, extra=[("unsupported", ", ".join(unsupported))])
@@ -162,7 +186,12 @@ class Incoming:
         ok, offer = self._check_body(req, tx)
         if not ok:
             return
-        if offer is not None and sdp.negotiate(offer, list(cfg.codecs)) is None:
+        try:
+            neg = sdp.negotiate(offer, list(cfg.codecs)) if offer is not None else None
+        except sdp.SdpError as exc:
+            line.respond(tx, 400, reason=f"Bad SDP: {exc}"[:60])
+            return
+        if offer is not None and neg is None:
             line.respond(tx, 488, extra=[("warning", f'305 {cfg.host} "Incompatible media format"')])
             return
         line.respond(tx, 100)
@@ -203,6 +232,14 @@ class Incoming:
         line = self.line
         inv = line.layer.find_invite(req)
         tx = line.layer.create_server(req, reply_to, new_token(), source=source)
+        try:
+            self._cancel_invite(tx, inv)
+        except Exception:  # as in on_request: answered through its transaction, never left open
+            log.exception("error handling CANCEL from %s", source)
+            self._fail(req, tx)
+
+    def _cancel_invite(self, tx: ServerTransaction, inv: ServerTransaction | None) -> None:
+        line = self.line
         if inv is None:
             line.respond(tx, 481)
             return
@@ -287,7 +324,11 @@ class Incoming:
             body = self._offer_body(call, rtp.local_port)
             self._send_2xx(call, tx, body, late=True)
             return
-        neg = sdp.negotiate(offer, list(cfg.codecs), prefer=call.codec or None)
+        try:
+            neg = sdp.negotiate(offer, list(cfg.codecs), prefer=call.codec or None)
+        except sdp.SdpError as exc:
+            line.respond(tx, 400, reason=f"Bad SDP: {exc}"[:60])
+            return
         if neg is None or rtp is None:
             line.respond(tx, 488, extra=[("warning", f'305 {cfg.host} "Incompatible media format"')])
             return

@@ -184,8 +184,10 @@ class Outgoing:
             ctx.ack = ack_bytes  # 2xx retransmissions get this ACK again
         call.acked.set()
         neg = None
-        with contextlib.suppress(sdp.SdpError):
+        try:
             neg = sdp.negotiate_answer(sdp.parse(resp.body), list(cfg.codecs)) if resp.body else None
+        except Exception as exc:  # any unreadable answer, not only SdpError: the callee is answered, so it gets a BYE
+            log.warning("unusable SDP answer: %s", str(exc)[:80], extra=logs.fields(call_id=call.call_id))
         call.mark_answered(line.clock.now(), resp.status)
         call.mark_up()
         if neg is None:

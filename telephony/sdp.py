@@ -21,6 +21,18 @@ class SdpError(ValueError):
     pass
 
 
+def _int(text: str, hi: int, what: str) -> int:
+    """A decimal field of at most `hi`. The length is checked before int(): past 4300 digits int() raises a plain
+    ValueError (not SdpError), which escaped every handler and left the INVITE's transaction unanswered."""
+    if not is_num(text) or len(text) > 10 or int(text) > hi:
+        raise SdpError(f"bad {what} {text[:20]!r}")
+    return int(text)
+
+
+def _is_rtp(proto: str) -> bool:
+    return proto.upper().startswith("RTP/")
+
+
 @dataclass
 class MediaLine:
     kind: str
@@ -95,11 +107,14 @@ def parse(body: bytes | str) -> Sdp:
                 cur.address = addr
         elif k == "m":
             parts = v.split()
-            if len(parts) < 4 or not is_num(parts[1].split("/")[0]):
-                raise SdpError(f"bad m= line {v!r}")
-            cur = MediaLine(kind=parts[0], port=int(parts[1].split("/")[0]), proto=parts[2], formats=parts[3:])
-            if cur.port > 65535:
-                raise SdpError(f"bad port in m= line {v!r}")
+            if len(parts) < 4:
+                raise SdpError(f"bad m= line {v[:40]!r}")
+            cur = MediaLine(kind=parts[0], port=_int(parts[1].split("/")[0], 65535, "port"), proto=parts[2],
+                            formats=parts[3:])
+            if _is_rtp(cur.proto):  # RTP formats are payload types (RFC 3551): 0-127
+                for f in cur.formats:
+                    if f.isdigit():
+                        _int(f, 127, "payload type")
             sdp.media.append(cur)
         elif k == "a":
             name, _, val = v.partition(":")
@@ -111,13 +126,13 @@ def parse(body: bytes | str) -> Sdp:
             elif cur is not None and name == "rtpmap":
                 pt, _, enc = val.partition(" ")
                 if is_num(pt):
-                    cur.rtpmap[int(pt)] = enc.strip()
+                    cur.rtpmap[_int(pt, 127, "payload type")] = enc.strip()
             elif cur is not None and name == "fmtp":
                 pt, _, params = val.partition(" ")
                 if is_num(pt):
-                    cur.fmtp[int(pt)] = params.strip()
+                    cur.fmtp[_int(pt, 127, "payload type")] = params.strip()
             elif cur is not None and name == "ptime" and is_num(val.strip()):
-                cur.ptime = int(val)
+                cur.ptime = _int(val.strip(), 10000, "ptime")
         if cur is not None and k != "m":
             cur.raw_lines.append(line)
     if not seen_v:
@@ -143,7 +158,8 @@ class Negotiated:
 
 
 def negotiate(offer: Sdp, codecs: list[str], prefer: str | None = None) -> Negotiated | None:
-    """Choose our codec from an offer; `prefer` keeps the current codec on a re-offer. None: nothing in common."""
+    """Choose our codec from an offer; `prefer` keeps the current codec on a re-offer. None: nothing in common.
+    SdpError for what parse() would have refused (an Sdp built by hand) or an unusable connection address."""
     m = offer.audio
     if m is None or "RTP/AVP" not in m.proto.upper():
         return None
@@ -152,7 +168,7 @@ def negotiate(offer: Sdp, codecs: list[str], prefer: str | None = None) -> Negot
     for f in m.formats:
         if not is_num(f):
             continue
-        pt = int(f)
+        pt = _int(f, 127, "payload type")
         c = codec_of(m, pt)
         if c is None:
             continue
@@ -205,10 +221,10 @@ def answer(offer: Sdp, neg: Negotiated, *, address: str, port: int, session_id: 
 
 
 def negotiate_answer(ans: Sdp, codecs: list[str]) -> Negotiated | None:
-    """Read the answer to our offer: the answerer's first codec among ours wins."""
+    """Read the answer to our offer: the answerer's first codec among ours wins. SdpError as for negotiate()."""
     m = ans.audio
     if m is None:
         return None
-    names = [(codec_of(m, int(f)) or "").split("/")[0] for f in m.formats if is_num(f)]
+    names = [(codec_of(m, _int(f, 127, "payload type")) or "").split("/")[0] for f in m.formats if is_num(f)]
     first = next((n for n in names if n in codecs), None)
     return negotiate(ans, codecs, prefer=first) if first else None

@@ -309,3 +309,89 @@ async def test_an_agents_sip_uri_goes_to_its_host_not_the_trunk_and_gets_no_cred
     await task
     assert await trunk.quiet(0.2) == []  # the carrier never saw it
     assert not any(b"authorization" in raw.lower() for raw in agent_host.raw)
+
+
+# ---- hostile numbers in SDP ---------------------------------------------------------------------
+
+_HUGE = "9" * 5000  # past int()'s 4300-digit limit: a plain ValueError unless the digits are bounded first
+_HOSTILE_SDP = {
+    "port": offer_sdp(4000).replace("m=audio 4000", f"m=audio {_HUGE}"),
+    "format": offer_sdp(4000, pts=f"8 {_HUGE}"),
+    "rtpmap": offer_sdp(4000) + f"a=rtpmap:{_HUGE} PCMA/8000\r\n",
+    "fmtp": offer_sdp(4000) + f"a=fmtp:{_HUGE} 0-16\r\n",
+    "ptime": offer_sdp(4000).replace("a=ptime:20", f"a=ptime:{_HUGE}"),
+    "port 65536": offer_sdp(65536),
+    "payload type 128": offer_sdp(4000, pts="8 128"),
+}
+
+
+async def test_hostile_sdp_numbers_get_a_final_answer_and_leave_no_open_transaction(line: Any) -> None:
+    """Each such INVITE used to leave an INVITE transaction with no final response, which never expires: 64 locked
+    the source out, and through a trusted proxy they filled the table until the line answered 503 to everything."""
+    ep, calls = await line(ring_forever, request_burst_per_source=100)
+    peer = await sip_peer("127.0.0.2")
+    for body in _HOSTILE_SDP.values():
+        peer.send(peer.make("INVITE", f"sip:900@127.0.0.1:{ep.port}", body=body), ("127.0.0.1", ep.port))
+    got = await finals(peer, 1.0)
+    assert {r.status for r in got} == {400}  # (each re-sent until its ACK, which this peer never sends)
+    assert len({r.call_id for r in got}) == len(_HOSTILE_SDP)
+    assert calls == [] and ep.active_calls == 0
+    assert len(ep.layer.server) == len(_HOSTILE_SDP)
+    assert all(tx.final_status == 400 and tx.expire is not None for tx in ep.layer.server.values())
+    invite(peer, ep, 4000)  # the source is still served
+    assert (await peer.response(180, within_s=2)).status == 180
+
+
+async def test_hostile_sdp_in_a_reinvite_is_refused_and_the_call_goes_on(line: Any) -> None:
+    ep, calls = await line(answer_and_wait)
+    peer = await sip_peer("127.0.0.2")
+    inv = invite(peer, ep, 4000)
+    ok = await peer.response(200, within_s=3)
+    ruri = f"sip:900@127.0.0.1:{ep.port}"
+    peer.send(peer.make("ACK", ruri, call_id=inv.call_id, from_tag=inv.from_.tag, to_tag=ok.to.tag), ("127.0.0.1", ep.port))
+    peer.send(peer.make("INVITE", ruri, call_id=inv.call_id, from_tag=inv.from_.tag, to_tag=ok.to.tag, cseq=2,
+                        body=_HOSTILE_SDP["format"]), ("127.0.0.1", ep.port))
+    assert (await peer.response(method="INVITE", within_s=2)).status == 400
+    assert calls[0].state == "up"
+    assert all(tx.final_status is not None for tx in ep.layer.server.values())
+
+
+async def test_a_failure_handling_a_request_is_answered_through_its_transaction(line: Any, monkeypatch: Any) -> None:
+    """Whatever goes wrong once the transaction exists, it gets a final 500 (and so expires) and no call is left."""
+    from telephony import incoming
+
+    def broken(*_a: Any, **_k: Any) -> None:
+        raise RuntimeError("a handler bug")
+
+    monkeypatch.setattr(incoming.sdp, "negotiate", broken)
+    ep, calls = await line(ring_forever)
+    peer = await sip_peer("127.0.0.2")
+    invite(peer, ep, 4000)
+    got = await finals(peer, 1.0)
+    assert got and {r.status for r in got} == {500}
+    assert calls == [] and ep.active_calls == 0
+    [tx] = ep.layer.server.values()
+    assert tx.final_status == 500 and tx.expire is not None
+
+
+async def test_an_unreadable_sdp_answer_ends_the_outbound_call_with_a_bye(line: Any) -> None:
+    uas = await sip_peer()
+    ep, _ = await line()
+
+    async def answer_with_a_hostile_sdp() -> None:
+        inv, src = await uas.request("INVITE", within_s=3)
+        h = inv.headers.copy()
+        h.set("to", (h.get("to") or "") + ";tag=uas1")
+        h.set("contact", f"<sip:700@127.0.0.1:{uas.port}>")
+        h.set("content-type", "application/sdp")
+        uas.send(Response(200, headers=h, body=_HOSTILE_SDP["port"].encode()), src)
+
+    task = asyncio.create_task(answer_with_a_hostile_sdp())
+    with pytest.raises(DialFailed) as exc:
+        await ep.dial(f"sip:700@127.0.0.1:{uas.port}", ring_timeout=3)
+    await task
+    assert exc.value.reason == "no_common_codec"
+    await uas.request("ACK", within_s=2)
+    bye, _ = await uas.request("BYE", within_s=2)
+    assert bye.to.tag == "uas1"
+    assert ep.active_calls == 0

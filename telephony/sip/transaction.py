@@ -137,6 +137,11 @@ class TransactionLayer:
         elif tx.last_response is not None:
             self.send(tx.last_response, tx.addr)
 
+    def discard(self, tx: ServerTransaction) -> None:
+        """Remove a transaction now (one that could not even be answered)."""
+        if self.server.get(tx.key) is tx:
+            self._drop(tx.key)
+
     def _drop(self, key: tuple[str, ...]) -> None:
         tx = self.server.pop(key, None)
         if tx is not None:
