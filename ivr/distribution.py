@@ -32,7 +32,7 @@ from ivr.callio import CallIO
 from ivr.conference import BridgeControl, RecordingSink, as_dict
 from ivr.contact import ContactIO, Session
 from ivr.hooks import QueuePlace, WaitResult
-from ivr.ports import AgentDesk, CallLeg, Dialer
+from ivr.ports import AgentDesk, CallLeg, Dialer, OfferedAgent
 from routing.calendar_service import CalendarService
 from telephony.errors import DialFailed
 
@@ -186,11 +186,30 @@ class AgentQueue:
 
     async def _offer(self, session: Session, io: CallIO, place: QueuePlace, dialer: Dialer) -> WaitResult | Transfer | None:
         """Ring one agent; None when nobody took the call (the caller keeps waiting at the head)."""
-        desk = self._desk
-        cfg = self._cfg()
-        agent = await desk.reserve(place.queue, item=place.item_id)
+        agent = await self._desk.reserve(place.queue, item=place.item_id)
         if agent is None:
             return None
+        # Out of the waiting set while offered: the next caller's turn comes at once (another agent may be free),
+        # and a caller talking to an agent is not "waiting" on the wallboard. Put back in place (its enqueue
+        # score) when nobody took the call.
+        r, waiting = self._store.redis, self._store.keys.calls_waiting(place.queue)
+        score: Any = None
+        with contextlib.suppress(*REDIS_ERRORS):
+            score = await r.zscore(waiting, place.item_id)
+            await r.zrem(waiting, place.item_id)
+        result: WaitResult | Transfer | None = None
+        try:
+            result = await self._offer_to(agent, session, io, place, dialer)
+            return result
+        finally:
+            if result is None and score is not None and not io.ended:
+                with contextlib.suppress(*REDIS_ERRORS):
+                    await r.zadd(waiting, {place.item_id: float(score)}, nx=True)
+
+    async def _offer_to(self, agent: OfferedAgent, session: Session, io: CallIO, place: QueuePlace,
+                        dialer: Dialer) -> WaitResult | Transfer | None:
+        desk = self._desk
+        cfg = self._cfg()
         if not agent.sip_uri:
             log.warning("agent %s has no SIP URI; skipped", agent.id)
             await desk.release(agent.id)
