@@ -258,8 +258,8 @@ class CdrService:
                 if raw is None:
                     continue
                 rec = Session.model_validate_json(raw)
-                if rec.channel != "voice":
-                    continue  # chats are contacts too, but not calls: they have no CDR
+                if rec.channel != "voice" or rec.ended_at is None:
+                    continue  # chats are contacts, not calls; a call in progress has its CDR when it ends
                 try:
                     dv = json.loads(d) if d else None
                 except ValueError:

@@ -341,6 +341,14 @@ async def test_cdr_export_and_disposition_on_calls(client: httpx.AsyncClient, ru
     entries = await runtime.desk.audit.entries(5, target="c-ana")
     assert entries[0]["action"] == "call.disposition" and entries[0]["actor"] == "user:ana"
 
+    # during the call: its record does not name the agent yet (saved when the queue step ends); the live entry does
+    await _call(runtime, "c-now", agent=None, ended=False)
+    await runtime.store.redis.set(runtime.store.keys.call_live("c-now"), json.dumps({"agent": "ana", "queue": "N1"}))
+    r = await client.post("/api/v1/calls/c-now/disposition", json={"code": "cita"}, headers=luis)
+    assert r.status_code == 403 and r.json()["error_id"] == "not-your-call"
+    r = await client.post("/api/v1/calls/c-now/disposition", json={"code": "cita"}, headers=ana)
+    assert r.status_code == 200 and r.json()["disposition"]["code"] == "cita", r.text
+
     sup = {"X-API-Key": staff["ivr_key"]}
     assert (await client.get("/api/v1/cdr.csv", headers=ana)).status_code == 403
     assert (await client.get("/api/v1/cdr.csv?since=ayer", headers=sup)).status_code == 422

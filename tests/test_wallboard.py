@@ -29,7 +29,8 @@ async def _seed(rt: Runtime, clock: FixedClock) -> None:
     # answered in the last hour after 5, 12, 25 and 60 s; one caller gave up
     await r.zadd(k.queue_answers("N1"), {f"a{i}|{w}": now - 600 * i for i, w in enumerate((5.0, 12.0, 25.0, 60.0))})
     await r.zadd(k.queue_abandons("N1"), {"gone": now - 100})
-    for name, presence, current in (("ana", "available", None), ("eva", "busy", "call:x"), ("leo", "away", None)):
+    for name, presence, current in (("ana", "available", None), ("eva", "busy", "call:x"), ("leo", "away", None),
+                                    ("sol", "busy", "supervise:y")):  # a supervisor (with the skill) listening
         await rt.desk.auth.create_user(name, name.title(), ["agent_n1"], PASSWORD, level=1, skills=["general"])
         await rt.desk.agents.set_presence(name, presence, actor="test", current=current)
     await rt.callbacks.create(phone="600000001", ticket_ref=None, due_at=clock.now() - timedelta(minutes=5))
@@ -46,7 +47,8 @@ async def test_wallboard_figures(runtime: Runtime, clock: FixedClock, client: ht
     assert n1["answered"] == 4 and n1["abandoned"] == 1
     assert n1["service_level"] == round(2 / 5, 3)  # 5 and 12 s within 20 s, of 4 answered + 1 abandoned
     assert n1["abandon_rate"] == 0.2 and n1["average_wait_s"] == 25.5
-    assert n1["agents"]["available"] == 1 and n1["agents"]["on_call"] == 1 and n1["agents"]["away"] == 1
+    assert n1["agents"]["available"] == 1 and n1["agents"]["on_call"] == 2 and n1["agents"]["away"] == 1
+    assert n1["agents"]["wrap_up"] == 0
     assert board["callbacks_due"] == 1
 
 

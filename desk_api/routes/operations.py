@@ -10,6 +10,7 @@ report and export CDRs; admins edit the two lists (`/api/v1/admin/...`, versione
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -157,12 +158,20 @@ async def set_call_disposition(call_id: str, body: CodeIn, request: Request,
     """The agent who took the call (or a supervisor) sets its disposition, during the call or after it."""
     services = services_of(request)
     record = await services.calls.get(call_id[:128])
-    agent = record.vars.get("agent")
+    # During the call its record is saved only as each IVR step ends, and the queue step lasts the whole agent
+    # call: who took it and from which queue is in the live entry the bridging node keeps.
+    live: dict[str, Any] = {}
+    if record.ended_at is None:
+        raw = await services.store.redis.get(services.store.keys.call_live(record.call_id))
+        doc = json.loads(raw) if raw else {}
+        live = doc if isinstance(doc, dict) else {}
+    agent = record.vars.get("agent") or live.get("agent")
     if not who.has("supervisor") and (who.agent_id is None or agent != who.agent_id):
         raise Forbidden("only the agent who took this call (or a supervisor) sets its disposition",
                         {"call_id": record.call_id}, error_id="not-your-call")
     ops = operations_of(request)
-    value = await ops.dispositions.set_on_call(record.call_id, body.code, record.queue, actor=who.id)
+    queue = record.queue or (str(live["queue"]) if live.get("queue") else None)
+    value = await ops.dispositions.set_on_call(record.call_id, body.code, queue, actor=who.id)
     if record.ended_at is not None:
         ops.cdr.disposition_set(record)  # the CDR already went out at the end of the call: send the completed one
     return CallDispositionOut(call_id=record.call_id, disposition=value)

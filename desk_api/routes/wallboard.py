@@ -20,7 +20,8 @@ SUPERVISORS = ("supervisor",)
 
 def _state(presence: str, current: str | None) -> str:
     if presence == "busy":
-        return "on_call" if (current or "").startswith("call:") else "wrap_up"
+        # a supervisor listening to a call is on that call too
+        return "on_call" if (current or "").startswith(("call:", "supervise:")) else "wrap_up"
     return presence  # available, away, offline
 
 
