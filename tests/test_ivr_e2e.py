@@ -12,8 +12,6 @@ Needs root (ip netns), baresip, espeak-ng, sox and the speech models of the `mod
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,18 +19,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from atiende.components import LineComponent
 from atiende.runtime import Runtime
 from core.clock import ShiftedClock
 from ivr.contact import Session
 from ivr.records import containment
+from tests.atiende_line import LINE, live
 from tests.conftest import MADRID
-from tests.sip_harness import RATE, Baresip, HarnessError, correlate, espeak_wav, read_wav, write_wav
+from tests.sip_harness import RATE, Baresip, correlate, espeak_wav, read_wav, write_wav
 
-pytest_plugins = ["tests.sip_harness"]
+pytest_plugins = ["tests.sip_harness", "tests.atiende_line"]
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.anyio]
 
-LINE = "sip:900@127.0.0.1:5060"
 Script = list[tuple[float, str]]  # (seconds of silence before, what the caller says)
 
 
@@ -44,33 +41,6 @@ def caller_wav(directory: Path, name: str, script: Script, tail_s: float = 90.0)
         parts.append(read_wav(espeak_wav(text, directory / f"{name}-{i}.wav", speed=130)))
     parts.append(np.zeros(int(tail_s * RATE), dtype="<i2"))
     return write_wav(directory / f"{name}.wav", np.concatenate(parts))
-
-
-@pytest.fixture
-async def line(runtime: Runtime, netns_redis: str, sip_endpoint: Any) -> AsyncIterator[Runtime]:
-    """The line answering inside the namespace, with the service's real clock running from Monday 10:00."""
-    runtime.clock = ShiftedClock(datetime(2026, 11, 23, 10, 0, tzinfo=MADRID))
-    comp = LineComponent(runtime)
-    # every caller here comes from loopback, like calls through a Kamailio in front: trusted, no per-source cap
-    await sip_endpoint(comp.on_call, trusted_proxies=["127.0.0.1"])
-    await runtime.speech.warm_up()
-    yield runtime
-    runtime.speech.close()
-
-
-async def live(rt: Runtime, caller: str, ok: Callable[[Session], bool], within: float) -> Session:
-    """Poll the call records until the caller's call satisfies `ok`."""
-    deadline = time.monotonic() + within
-    last: Session | None = None
-    while time.monotonic() < deadline:
-        for rec in await rt.calls.list(limit=50):
-            if caller in rec.caller:
-                last = rec
-                if ok(rec):
-                    return rec
-        await asyncio.sleep(0.3)
-    raise HarnessError(f"call from {caller} did not get there in {within} s; last record: "
-                       f"{last.model_dump_json(include={'path', 'transcripts', 'said'}) if last else None}")
 
 
 def flows(rec: Session) -> list[str]:

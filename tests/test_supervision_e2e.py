@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,39 +19,18 @@ import httpx
 import numpy as np
 import pytest
 
-from atiende.components import LineComponent
 from atiende.runtime import Runtime
-from core.clock import ShiftedClock
 from desk.models import Agent
-from tests.conftest import MADRID, STAFF_PASSWORD
+from tests.atiende_line import LINE, Heard, live
+from tests.conftest import STAFF_PASSWORD
 from tests.sip_harness import RATE, correlate, espeak_wav, pad_wav, read_wav, write_wav
-from tests.test_ivr_e2e import live
 
-pytest_plugins = ["tests.sip_harness"]
+pytest_plugins = ["tests.sip_harness", "tests.atiende_line"]
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.anyio]
 
-LINE = "sip:900@127.0.0.1:5060"
 PHASE_S = 6.0
 LEAD_S = 1.8  # a mode change takes a poll (0.5 s) and reaches the far phone's jitter buffer
 HEARD, NOT_HEARD = 0.35, 0.2
-
-
-@pytest.fixture
-async def line(runtime: Runtime, netns_redis: str, sip_endpoint: Any) -> AsyncIterator[Runtime]:
-    runtime.clock = ShiftedClock(datetime(2026, 11, 23, 10, 0, tzinfo=MADRID))
-    comp = LineComponent(runtime)
-    runtime.attach_line(await sip_endpoint(comp.on_call))
-    await runtime.speech.warm_up()
-    yield runtime
-    runtime.speech.close()
-
-
-@pytest.fixture
-async def phone(sip_endpoint: Any) -> Any:
-    async def refuse(call: Any) -> None:
-        await call.reject(603)
-
-    return await sip_endpoint(refuse, port=5062, rtp_port_min=21000, rtp_port_max=21099)
 
 
 def sentence(text: str, path: Path, speed: int, voice: str = "es") -> np.ndarray:
@@ -63,22 +40,6 @@ def sentence(text: str, path: Path, speed: int, voice: str = "es") -> np.ndarray
 def looped(one: np.ndarray, seconds: float, gap_s: float = 0.3) -> np.ndarray:
     period = np.concatenate([one, np.zeros(int(gap_s * RATE), dtype=one.dtype)])
     return np.tile(period, int(seconds * RATE / len(period)) + 1)
-
-
-class Heard:
-    def __init__(self, call: Any) -> None:
-        self.pcm = bytearray()
-        self.task = asyncio.create_task(self._run(call))
-
-    async def _run(self, call: Any) -> None:
-        async for frame in call.audio():
-            self.pcm.extend(frame)
-
-    def at(self) -> int:
-        return len(self.pcm) // 2
-
-    def samples(self) -> np.ndarray:
-        return np.frombuffer(bytes(self.pcm), dtype="<i2")
 
 
 def window(samples: np.ndarray, start: float, end: float) -> np.ndarray:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import time
 import wave
-from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,73 +23,18 @@ from typing import Any
 import numpy as np
 import pytest
 
-from atiende.components import LineComponent
 from atiende.runtime import Runtime
 from core.clock import ShiftedClock
 from desk.models import Agent
+from tests.atiende_line import LINE, Heard, live
 from tests.conftest import MADRID
-from tests.sip_harness import RATE, HarnessError, correlate, espeak_wav, pad_wav, read_wav, tone_wav, wav_frames
-from tests.test_ivr_e2e import live
+from tests.sip_harness import RATE, correlate, espeak_wav, pad_wav, read_wav, tone_wav, wav_frames
 
-pytest_plugins = ["tests.sip_harness"]
+pytest_plugins = ["tests.sip_harness", "tests.atiende_line"]
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.anyio]
 
-LINE = "sip:900@127.0.0.1:5060"
 FRIDAY_EVE = datetime(2026, 10, 9, 19, 0, tzinfo=MADRID)  # Monday 12 October: Fiesta Nacional
 TUESDAY_OPEN = datetime(2026, 10, 13, 8, 30, tzinfo=MADRID)
-
-
-@pytest.fixture
-async def line(runtime: Runtime, netns_redis: str, sip_endpoint: Any) -> AsyncIterator[Runtime]:
-    runtime.clock = ShiftedClock(datetime(2026, 11, 23, 10, 0, tzinfo=MADRID))
-    comp = LineComponent(runtime)
-    runtime.attach_line(await sip_endpoint(comp.on_call, trusted_proxies=["127.0.0.1"]))  # loopback = the proxy
-    await runtime.speech.warm_up()
-    yield runtime
-    runtime.speech.close()
-
-
-@pytest.fixture
-async def phone(sip_endpoint: Any) -> Any:
-    """The citizen's phone: a SIP UA that only places calls."""
-
-    async def refuse(call: Any) -> None:
-        await call.reject(603)
-
-    return await sip_endpoint(refuse, port=5062, rtp_port_min=21000, rtp_port_max=21099)
-
-
-class Heard:
-    """Everything a call receives, kept as it arrives."""
-
-    def __init__(self, call: Any) -> None:
-        self.pcm = bytearray()
-        self.task = asyncio.create_task(self._run(call))
-
-    async def _run(self, call: Any) -> None:
-        async for frame in call.audio():
-            self.pcm.extend(frame)
-
-    def samples(self) -> np.ndarray:
-        return np.frombuffer(bytes(self.pcm), dtype="<i2")
-
-    async def beep(self, within: float, freq: float = 1000.0) -> None:
-        """Until the recording beep (a pure tone) has been heard: the moment to start talking."""
-        deadline = time.monotonic() + within
-        window = int(0.2 * RATE)
-        while time.monotonic() < deadline:
-            tail = self.samples()[-window:].astype(np.float64)
-            if len(tail) == window and np.abs(tail).mean() > 200:
-                spectrum = np.abs(np.fft.rfft(tail)) ** 2
-                band = spectrum[int((freq - 50) * window / RATE): int((freq + 50) * window / RATE)].sum()
-                if band > 0.8 * spectrum.sum():
-                    await asyncio.sleep(0.4)  # let the beep end
-                    return
-            await asyncio.sleep(0.05)
-        tail = self.samples()[-window:].astype(np.float64)
-        peak = float(np.argmax(np.abs(np.fft.rfft(tail)))) * RATE / window if len(tail) else 0.0
-        raise HarnessError(f"no {freq:.0f} Hz beep heard within {within} s (heard {len(self.pcm) / 16000:.1f} s, "
-                           f"last level {np.abs(tail).mean() if len(tail) else 0:.0f}, peak {peak:.0f} Hz)")
 
 
 async def test_friday_evening_voicemail_becomes_a_ticket_called_back_tuesday(
