@@ -42,6 +42,12 @@ TS_STEP = audio.FRAME_SAMPLES
 DTMF_EVENTS = "0123456789*#ABCD"
 DTMF_TONE_TICKS = 5  # 100 ms of tone, then three end packets
 DTMF_END_PACKETS = 3
+# Symmetric RTP latches to the first source that sends after start/update(); from then on another source is
+# dropped (its audio and digits never reach the call: anyone who guesses the port could otherwise take the call
+# over with one packet). A NAT rebinding still works: once the latched source has been silent this long, a new
+# source that sends this many packets in a row takes over.
+RELATCH_SILENCE_S = 1.5
+RELATCH_PACKETS = 5
 
 
 # Set False to send through the asyncio transport only (bench comparison).
@@ -266,7 +272,12 @@ class RtpSession(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-        self._latched_ssrc: int | None = None
+        self._signalled = params.remote  # the address the SDP named (params.remote becomes the latched one)
+        self._source: tuple[str, int] | None = None  # the latched source; None: the next sender is latched
+        self._source_rx = 0.0  # when the latched source last sent
+        self._candidate: tuple[str, int, int] | None = None  # another source (address, SSRC) wanting to take over
+        self._candidate_run = 0  # its packets in a row
+        self.foreign_dropped = 0  # packets from sources other than the latched one, dropped
         self._dtmf_queue: deque[str] = deque()
         self._dtmf_cur: tuple[int, int, int] | None = None  # (event, start tick, ticks sent)
         self._transit: float | None = None
@@ -312,13 +323,11 @@ class RtpSession(asyncio.DatagramProtocol):
         if pkt.pt not in (p.pt, p.dtmf_pt):
             return
         loop_time = asyncio.get_running_loop().time()
-        self._last_rx = loop_time
-        if self._latched_ssrc != pkt.ssrc:  # symmetric RTP: answer where the media really comes from
-            self._latched_ssrc = pkt.ssrc
-            if tuple(addr[:2]) != tuple(p.remote):
-                log.debug("RTP latched to %s:%s (SDP said %s:%s)", addr[0], addr[1], *p.remote)
-                p.remote = (addr[0], addr[1])
-            self.verified = True  # that address sends us media itself: streaming back to it amplifies nothing
+        source = (addr[0], addr[1])
+        if source != self._source and not self._admit(source, pkt.ssrc, loop_time):
+            self.foreign_dropped += 1
+            return
+        self._last_rx = self._source_rx = loop_time
         self.stats.received += 1
         if pkt.pt == p.dtmf_pt:
             digit = self.dtmf_rx.feed(pkt)  # at once, not after reordering: a digit should stop a prompt now
@@ -338,6 +347,26 @@ class RtpSession(asyncio.DatagramProtocol):
             frame = audio.SILENCE if item is None else g711.fit_frame(g711.decode(p.codec, item.payload))
             audio.put_dropping_oldest(self.frames_in, frame)  # nobody is listening: keep the newest second
 
+    def _admit(self, source: tuple[str, int], ssrc: int, now: float) -> bool:
+        """Whether a packet from a source other than the latched one is taken, latching to it if so."""
+        if self._source is not None:
+            if now - self._source_rx < RELATCH_SILENCE_S:
+                self._candidate, self._candidate_run = None, 0  # the latched source is alive: no takeover
+                return False
+            if self._candidate == (*source, ssrc):
+                self._candidate_run += 1
+            else:
+                self._candidate, self._candidate_run = (*source, ssrc), 1
+            if self._candidate_run < RELATCH_PACKETS:
+                return False
+        # symmetric RTP: answer where the media really comes from
+        if source != tuple(self.params.remote):
+            log.debug("RTP latched to %s:%s (SDP said %s:%s)", *source, *self._signalled)
+        self._source, self.params.remote = source, source
+        self._candidate, self._candidate_run = None, 0
+        self.verified = True  # that address sends us media itself: streaming back to it amplifies nothing
+        return True
+
     def error_received(self, exc: Exception) -> None:
         log.debug("RTP socket error: %s", exc)
 
@@ -347,8 +376,11 @@ class RtpSession(asyncio.DatagramProtocol):
         """New SDP on the same session (re-INVITE, UPDATE, hold): same socket, same sender."""
         if params.codec != self.params.codec:
             self._marker = True
-        if params.remote != self.params.remote:
-            self._latched_ssrc = None
+        if params.remote != self._signalled:  # a new address: the next sender is latched (symmetric RTP)
+            self._signalled = params.remote
+            self._source, self._candidate, self._candidate_run = None, None, 0
+        elif self._source is not None:
+            params.remote = self._source  # same SDP address: keep answering where the media comes from
         self.params = params
 
     def start(self) -> None:

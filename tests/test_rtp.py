@@ -14,7 +14,7 @@ import time
 import pytest
 
 from telephony import g711
-from telephony.rtp import DtmfReceiver, JitterBuffer, MediaParams, RtpPacket, RtpSession
+from telephony.rtp import RELATCH_PACKETS, RELATCH_SILENCE_S, DtmfReceiver, JitterBuffer, MediaParams, RtpPacket, RtpSession
 from telephony.testing import RtpPeer, snr_db, tone
 
 PORTS = (43000, 43999)
@@ -148,3 +148,33 @@ async def test_receive_path_decodes_reorders_latches_and_reports_dtmf() -> None:
     assert s.jitter.duplicates == 1
     await s.close()
     peer.close()
+
+
+@pytest.mark.anyio
+async def test_latched_source_holds_until_silent_then_a_steady_new_source_takes_over() -> None:
+    """Symmetric RTP latches once; a NAT rebinding (the caller's port changes after a silence) still re-latches,
+    while a stray source next to a live caller never does."""
+    digits: list[str] = []
+    s = RtpSession(MediaParams(codec="PCMA", pt=8, dtmf_pt=101, remote=("127.0.0.1", 9)), on_dtmf=digits.append)
+    port = await s.open("127.0.0.1", *PORTS)
+    a, b = await RtpPeer.open(), await RtpPeer.open()
+    dest = ("127.0.0.1", port)
+    silence = [bytes(320)] * 3
+    await a.send_audio(silence, "PCMA", dest)
+    assert s.params.remote == ("127.0.0.1", a.port) and s.stats.received == 3
+    await b.send_audio(silence * 3, "PCMA", dest)  # a live source next to it: dropped, however many
+    b.send_dtmf("7", dest)
+    await asyncio.sleep(0.05)
+    assert s.params.remote == ("127.0.0.1", a.port) and s.stats.received == 3 and digits == []
+    await asyncio.sleep(RELATCH_SILENCE_S + 0.1)  # a falls silent (its NAT binding changed, say)
+    await b.send_audio(silence[:1] * (RELATCH_PACKETS - 1), "PCMA", dest)
+    assert s.params.remote == ("127.0.0.1", a.port)  # not yet: a few packets in a row are needed
+    await b.send_audio(silence[:1], "PCMA", dest)
+    assert s.params.remote == ("127.0.0.1", b.port) and s.stats.received == 3 + 1  # its packets until then: dropped
+    b.send_dtmf("4", dest)
+    await a.send_audio(silence, "PCMA", dest)  # now a is the stranger
+    await asyncio.sleep(0.05)
+    assert s.params.remote == ("127.0.0.1", b.port) and digits == ["4"] and s.stats.received == 3 + 1 + 7
+    await s.close()
+    a.close()
+    b.close()

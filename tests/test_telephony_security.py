@@ -18,7 +18,7 @@ from telephony.call import Call
 from telephony.endpoint import SipEndpoint
 from telephony.errors import DialFailed
 from telephony.sip.message import Request, Response, new_token, parse
-from telephony.testing import RtpPeer, SipPeer, offer_sdp
+from telephony.testing import RtpPeer, SipPeer, offer_sdp, tone
 
 pytestmark = pytest.mark.anyio
 
@@ -395,3 +395,55 @@ async def test_an_unreadable_sdp_answer_ends_the_outbound_call_with_a_bye(line: 
     bye, _ = await uas.request("BYE", within_s=2)
     assert bye.to.tag == "uas1"
     assert ep.active_calls == 0
+
+
+# ---- RTP from someone else ------------------------------------------------------------------------
+
+
+async def _answered_call(line: Any, handler: Handler) -> tuple[SipEndpoint, Call, RtpPeer, tuple[str, int]]:
+    """A call answered and ACKed, media flowing from the caller's RtpPeer; returns the endpoint's media address."""
+    ep, calls = await line(handler)
+    media_peer = await rtp_peer()
+    caller = await sip_peer("127.0.0.2")
+    inv = invite(caller, ep, media_peer.port)
+    ok = await caller.response(200, within_s=3)
+    caller.send(caller.make("ACK", f"sip:900@127.0.0.1:{ep.port}", call_id=inv.call_id, from_tag=inv.from_.tag,
+                            to_tag=ok.to.tag), ("127.0.0.1", ep.port))
+    media = ("127.0.0.1", int(ok.body.decode().split("m=audio ")[1].split()[0]))
+    await media_peer.send_audio(tone(0.1, amplitude=0), "PCMA", media)
+    return ep, calls[0], media_peer, media
+
+
+async def test_rtp_from_another_source_cannot_take_over_the_call(line: Any) -> None:
+    heard: list[bytes] = []
+    digits: list[str] = []
+
+    async def listen(call: Call) -> None:
+        await call.answer()
+
+        async def collect_digits() -> None:
+            async for d in call.dtmf():
+                digits.append(d)
+
+        task = asyncio.create_task(collect_digits())
+        async for frame in call.audio():
+            heard.append(frame)
+        await task
+
+    _ep, call, legit, media = await _answered_call(line, listen)
+    assert call.rtp is not None
+    latched = call.rtp.params.remote
+    assert latched == ("127.0.0.1", legit.port)
+    attacker = await rtp_peer()  # a new SSRC with the right payload type, from another port
+    for _ in range(3):
+        await attacker.send_audio(tone(0.2, amplitude=12000), "PCMA", media)
+        attacker.send_dtmf("5", media)
+        await legit.send_audio(tone(0.1, amplitude=0), "PCMA", media)  # the caller keeps talking (silence)
+    await asyncio.sleep(0.1)
+    assert call.rtp.params.remote == latched
+    assert digits == []
+    assert heard and max(max(abs(x) for x in memoryview(f).cast("h")) for f in heard) < 100  # no attacker audio
+    assert call.rtp.foreign_dropped >= 3 * (10 + 7)
+    legit.send_dtmf("1", media)
+    await asyncio.sleep(0.1)
+    assert digits == ["1"]  # the caller's own digits still count
