@@ -203,6 +203,9 @@ class Keys:
     def calls_waiting(self, queue: str) -> str:
         return f"{self.p}:calls:waiting:{queue}"  # zset: "call:<id>" -> enqueued timestamp (IVR callers on hold)
 
+    def call_waiting_alive(self, item: str) -> str:
+        return f"{self.p}:calls:waiting-alive:{item}"  # set (TTL) while the node holding a waiting caller lives
+
     def queue_answers(self, queue: str) -> str:
         return f"{self.p}:queue:{queue}:answered"  # zset: "<call id>|<wait s>" -> answer timestamp (recent window)
 

@@ -40,6 +40,12 @@ log = logging.getLogger(__name__)
 
 
 TRANSFER_POLL_S = 0.5  # how soon a transfer, a supervisor or a recording pause reaches the bridging node
+# A waiting caller's node refreshes its "alive" key at every poll (and after each announcement or offer); a head
+# without one belonged to a node that died, and is dropped so the callers behind it are offered again.
+ALIVE_TTL_S = 60.0
+# Dial failures that are the agent's phone's (rang out, busy, refused, not registered): only these set the agent
+# away (RONA); ours (no RTP port, codec, capacity) and the caller leaving do not.
+AGENTS_FAULT = frozenset({"no_answer", "busy", "rejected", "not_found", "unavailable"})
 LIVE_REFRESH_S = 10.0
 TRANSFER_PROMPT = "Le paso con otro servicio. Por favor, no cuelgue."
 
@@ -66,11 +72,15 @@ class AgentQueue:
         self._calendars = calendars
         self._desk = desk
         self.dialer: Dialer | None = None
+        self._wrap_ups: set[asyncio.Task[None]] = set()
 
     async def enqueue(self, session: Session, queue: str) -> QueuePlace:
         r, k = self._store.redis, self._store.keys
         item = f"call:{session.call_id}"
-        await r.zadd(k.calls_waiting(queue), {item: self._clock.now().timestamp()}, nx=True)
+        async with r.pipeline(transaction=False) as pipe:
+            pipe.set(k.call_waiting_alive(item), "1", ex=int(ALIVE_TTL_S))
+            pipe.zadd(k.calls_waiting(queue), {item: self._clock.now().timestamp()}, nx=True)
+            await pipe.execute()
         rank: Any = await r.zrank(k.calls_waiting(queue), item)
         position = int(rank or 0) + 1
         session.vars["queue_position"] = position  # an overflow callback keeps it as its priority
@@ -133,7 +143,15 @@ class AgentQueue:
                 if self._clock.monotonic() - announced >= cfg.announce_every_s:
                     announced = self._clock.monotonic()
                     await self._announce(session, io, place)
-                head = await r.zrange(waiting, 0, 0)
+                async with r.pipeline(transaction=False) as pipe:
+                    pipe.set(k.call_waiting_alive(place.item_id), "1", ex=int(ALIVE_TTL_S))
+                    pipe.zrange(waiting, 0, 0)
+                    _, head = await pipe.execute()
+                if head and head[0] != place.item_id and not await r.exists(k.call_waiting_alive(str(head[0]))):
+                    log.warning("a waiting caller whose node is gone was at the head of %s: dropped", place.queue,
+                                extra=logs.fields(item=str(head[0])))
+                    await r.zrem(waiting, str(head[0]))
+                    continue
                 # Only a live call can be bridged to an agent's phone; a simulated voice contact just waits.
                 if head and head[0] == place.item_id and self.dialer is not None and isinstance(io, CallIO):
                     result = await self._offer(session, io, place, self.dialer)
@@ -141,7 +159,10 @@ class AgentQueue:
                         await r.zrem(waiting, place.item_id)
                         place = QueuePlace(queue=result.queue, item_id=place.item_id, position=1)
                         waiting = k.calls_waiting(place.queue)
-                        await r.zadd(waiting, {place.item_id: 0})  # ahead of everyone who is queuing normally
+                        async with r.pipeline(transaction=False) as pipe:
+                            pipe.set(k.call_waiting_alive(place.item_id), "1", ex=int(ALIVE_TTL_S))
+                            pipe.zadd(waiting, {place.item_id: 0})  # ahead of everyone who is queuing normally
+                            await pipe.execute()
                         session.queue = place.queue
                         deadline = self._clock.monotonic() + timeout_s
                         await io.say(TRANSFER_PROMPT)
@@ -153,7 +174,15 @@ class AgentQueue:
                     await self._abandoned(place.queue, session.call_id)
                     return "hangup"
         finally:
-            await r.zrem(waiting, place.item_id)
+            await self.leave(place)
+
+    async def leave(self, place: QueuePlace) -> None:
+        r, k = self._store.redis, self._store.keys
+        with contextlib.suppress(*REDIS_ERRORS):
+            async with r.pipeline(transaction=False) as pipe:
+                pipe.zrem(k.calls_waiting(place.queue), place.item_id)
+                pipe.delete(k.call_waiting_alive(place.item_id))
+                await pipe.execute()
 
     def recorded(self, queue: str) -> bool:
         return queue in self._cfg().recording.queues and self._data_dir is not None
@@ -201,10 +230,19 @@ class AgentQueue:
         try:
             result = await self._offer_to(agent, session, io, place, dialer)
             return result
+        except BaseException:
+            # Whatever went wrong (a store error, no RTP port, a bug), the agent must not stay reserved for a
+            # call that is not coming: only if still held for this caller (wrap-up or a new offer are left be).
+            with contextlib.suppress(Exception):
+                await self._desk.unhold(agent.id, place.item_id)
+            raise
         finally:
             if result is None and score is not None and not io.ended:
                 with contextlib.suppress(*REDIS_ERRORS):
-                    await r.zadd(waiting, {place.item_id: float(score)}, nx=True)
+                    async with r.pipeline(transaction=False) as pipe:
+                        pipe.set(self._store.keys.call_waiting_alive(place.item_id), "1", ex=int(ALIVE_TTL_S))
+                        pipe.zadd(waiting, {place.item_id: float(score)}, nx=True)
+                        await pipe.execute()
 
     async def _offer_to(self, agent: OfferedAgent, session: Session, io: CallIO, place: QueuePlace,
                         dialer: Dialer) -> WaitResult | Transfer | None:
@@ -212,10 +250,9 @@ class AgentQueue:
         cfg = self._cfg()
         if not agent.sip_uri:
             log.warning("agent %s has no SIP URI; skipped", agent.id)
-            await desk.release(agent.id)
             await desk.set_away(agent.id)
             return None
-        await desk.publish({
+        await self._publish({
             "type": "call.offered", "agent": agent.id, "queue": place.queue, "call_id": session.call_id,
             "trace_id": session.trace_id, "caller": session.caller, "intent": session.intent,
             "path": [f"{p.flow}/{p.verb}" for p in session.path],
@@ -223,28 +260,37 @@ class AgentQueue:
         })
         with logs.bound(call_id=session.call_id, trace_id=session.trace_id):
             if cfg.connect == "refer":
-                ok = await io.transfer(agent.sip_uri)
-                await self._after_call(agent.id, connected=ok)
-                return "connected" if ok else None
+                if await io.transfer(agent.sip_uri):
+                    # The caller now talks to the agent's phone outside Atiende, which cannot tell when that
+                    # ends: the agent stays busy with this call until they set themselves available.
+                    await self._publish({"type": "call.referred", "agent": agent.id, "call_id": session.call_id})
+                    return "connected"
+                await self._after_call(agent.id, place.item_id, outcome="failed")
+                return None
             agent_call = await self._ring(io, dialer, agent.sip_uri, session)
-            if agent_call is None:
-                log.info("agent %s did not answer", agent.id)
-                await self._after_call(agent.id, connected=False)
-                return "hangup" if io.ended else None
-            session.vars["agent"] = agent.id
-            await self._answered(place.queue, session)
-            await desk.publish({"type": "call.connected", "agent": agent.id, "call_id": session.call_id,
-                                "recording": self.recorded(place.queue)})
+            if isinstance(agent_call, str):
+                if io.ended:
+                    log.info("the caller left while agent %s's phone rang", agent.id)
+                    await self._after_call(agent.id, place.item_id, outcome="abandoned")
+                    return "hangup"
+                log.info("agent %s did not take the call (%s)", agent.id, agent_call)
+                await self._after_call(agent.id, place.item_id,
+                                       outcome="no_answer" if agent_call in AGENTS_FAULT else "failed")
+                return None
             transfer: Transfer | None = None
             try:
+                session.vars["agent"] = agent.id
+                await self._answered(place.queue, session)
+                await self._publish({"type": "call.connected", "agent": agent.id, "call_id": session.call_id,
+                                     "recording": self.recorded(place.queue)})
                 transfer = await self._bridge_until_transfer(io, agent_call, session.call_id, session=session,
                                                              queue=place.queue, agent_id=agent.id)
             finally:
                 with contextlib.suppress(Exception):
                     await agent_call.hangup()
-                await desk.publish({"type": "call.ended", "agent": agent.id, "call_id": session.call_id,
-                                    "transferred_to": transfer.queue if transfer else None})
-                await self._after_call(agent.id, connected=True)
+                await self._after_call(agent.id, place.item_id, outcome="connected")
+                await self._publish({"type": "call.ended", "agent": agent.id, "call_id": session.call_id,
+                                     "transferred_to": transfer.queue if transfer else None})
             if transfer is not None and not io.ended:
                 log.info("agent %s transferred the caller to queue %s", agent.id, transfer.queue)
                 return transfer
@@ -311,8 +357,16 @@ class AgentQueue:
                 session.vars.setdefault("supervised_by", []).extend(control.joined)
             await control.close(self._recordings)
 
-    async def _ring(self, io: CallIO, dialer: Dialer, uri: str, session: Session) -> CallLeg | None:
-        """Call the agent's phone; gives up when the ring timeout passes or the caller hangs up meanwhile."""
+    async def _publish(self, event: dict[str, Any]) -> None:
+        """Desk events are news, not state: the store being away must not cut a call or strand an agent."""
+        try:
+            await self._desk.publish(event)
+        except REDIS_ERRORS as exc:
+            log.warning("desk event %s not published: %s", event.get("type"), exc)
+
+    async def _ring(self, io: CallIO, dialer: Dialer, uri: str, session: Session) -> CallLeg | str:
+        """Call the agent's phone; gives up when the ring timeout passes or the caller hangs up meanwhile. The
+        answered leg, or why there is none ("abandoned", a DialFailed reason, "error")."""
         dial = asyncio.create_task(dialer.dial(uri, from_user=session.caller or None,
                                                ring_timeout=self._cfg().ring_timeout_s, trace_id=session.trace_id))
         gone = asyncio.create_task(io.call.ended.wait())
@@ -320,25 +374,39 @@ class AgentQueue:
             await asyncio.wait([dial, gone], return_when=asyncio.FIRST_COMPLETED)
             if not dial.done():
                 dial.cancel()  # the endpoint CANCELs the INVITE
-                with contextlib.suppress(asyncio.CancelledError, DialFailed):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await dial
-                return None
+                return "abandoned"
             try:
                 return dial.result()
             except DialFailed as exc:
                 log.info("dialling %s failed: %s", uri, exc)
-                return None
+                return str(exc.reason)
+            except Exception as exc:  # no RTP port, DNS, the line going down: ours, not the agent's
+                log.warning("dialling %s failed: %r", uri, exc)
+                return "error"
         finally:
             gone.cancel()
 
-    async def _after_call(self, agent_id: str, *, connected: bool) -> None:
+    async def _after_call(self, agent_id: str, item: str, *, outcome: str) -> None:
+        """The agent's presence after an offer. Every release is conditional on the agent still being busy with
+        this caller: meanwhile they may have set themselves away, or become available and taken another call,
+        which a late release would undo (and offer them a second caller)."""
         desk = self._desk
         cfg = self._cfg()
-        if not connected and cfg.away_after_no_answer:
-            await desk.set_away(agent_id)
-            return
-        if connected and cfg.wrap_up_s > 0:
-            asyncio.get_running_loop().call_later(
-                cfg.wrap_up_s, lambda: asyncio.ensure_future(desk.release(agent_id)))
-            return
-        await desk.release(agent_id)
+        try:
+            if outcome == "no_answer" and cfg.away_after_no_answer:
+                await desk.set_away(agent_id)
+            elif outcome == "connected" and cfg.wrap_up_s > 0:
+                task = asyncio.create_task(self._wrap_up(agent_id, item, cfg.wrap_up_s), name=f"wrap-up-{agent_id}")
+                self._wrap_ups.add(task)
+                task.add_done_callback(self._wrap_ups.discard)
+            else:
+                await desk.unhold(agent_id, item)
+        except Exception as exc:  # the store is away: the agent sets themselves available from the desk
+            log.warning("agent %s left busy after the call: %s", agent_id, exc)
+
+    async def _wrap_up(self, agent_id: str, item: str, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        with contextlib.suppress(Exception):
+            await self._desk.unhold(agent_id, item)

@@ -332,12 +332,18 @@ class Engine:
         place = await hooks.enqueue(s, step.queue)
         s.outcome, s.queue = "queued", step.queue
         entry.detail.update({"queue": step.queue, "position": place.position})
-        if step.announce:
-            if s.channel == "voice":
-                await self.say(speak.waiting_text(place.position, place.wait_s, place.wait_certain) + " Por favor, no cuelgue.")
-            else:
-                await self.say("Le paso con una persona del servicio; le responderá en esta misma conversación.")
-        result = await hooks.wait(s, self.io, place, step.overflow_after_s)
+        try:
+            if step.announce:
+                if s.channel == "voice":
+                    await self.say(speak.waiting_text(place.position, place.wait_s, place.wait_certain)
+                                   + " Por favor, no cuelgue.")
+                else:
+                    await self.say("Le paso con una persona del servicio; le responderá en esta misma conversación.")
+            result = await hooks.wait(s, self.io, place, step.overflow_after_s)
+        finally:
+            # A caller who hangs up during the announcement never reaches wait(), whose own cleanup they would
+            # skip: left at the head, they would block everyone behind them.
+            await hooks.leave(place)
         entry.detail["wait"] = result
         if result == "hangup":
             s.ended_by = "caller"

@@ -49,6 +49,10 @@ class QueueHook(Protocol):
         """Until an agent takes the contact ("connected"), the wait passes timeout ("overflow"), or the caller leaves."""
         ...
 
+    async def leave(self, place: QueuePlace) -> None:
+        """Out of the queue, whatever happened since `enqueue` (idempotent, never raises)."""
+        ...
+
 
 class VoicemailHook(Protocol):
     async def leave(self, session: Session, io: ContactIO, queue: str) -> str | None:
@@ -86,6 +90,9 @@ class DryRunHooks:
 
         async def wait(self, session: Session, io: ContactIO, place: QueuePlace, timeout_s: float) -> WaitResult:
             return "handed_over"
+
+        async def leave(self, place: QueuePlace) -> None:
+            return None
 
     class _Voicemail:
         async def leave(self, session: Session, io: ContactIO, queue: str) -> str | None:
