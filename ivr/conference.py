@@ -184,6 +184,13 @@ class BridgeControl:
         self.agents = agents
         self.held: str | None = None
 
+    async def _publish(self, event: dict[str, Any]) -> None:
+        """Desk events are news: the store being away must not end the bridge (this runs in its poll loop)."""
+        try:
+            await self.publish(event)
+        except REDIS_ERRORS as exc:
+            log.warning("desk event %s of call %s not published: %s", event.get("type"), self.call_id, exc)
+
     # ---- the bridge's mixer -------------------------------------------------------------------------------
 
     async def attach(self, within_s: float = 2.0) -> bool:
@@ -266,7 +273,7 @@ class BridgeControl:
             await self._hold(str(want.get("agent_id") or ""))
             self.dialing = asyncio.create_task(self._dial(uri), name=f"supervise-{self.call_id}")
         self._apply_routes()
-        await self.publish({"type": "call.supervision", "call_id": self.call_id, "agent": self.live.get("agent"),
+        await self._publish({"type": "call.supervision", "call_id": self.call_id, "agent": self.live.get("agent"),
                             "supervisor": self.supervisor_id, "mode": mode,
                             "state": "joined" if self.supervisor is not None else "ringing"})
         await self.save_live()
@@ -280,7 +287,7 @@ class BridgeControl:
                                          trace_id=self.trace_id)
         except DialFailed as exc:
             log.info("supervisor's phone %s did not answer: %s", uri, exc)
-            await self.publish({"type": "call.supervision", "call_id": self.call_id, "supervisor": self.supervisor_id,
+            await self._publish({"type": "call.supervision", "call_id": self.call_id, "supervisor": self.supervisor_id,
                                 "mode": self.mode, "state": "no_answer"})
             return
         if self.conference is None or self.caller is None or self.caller.ended.is_set() or self.agent.ended.is_set() \
@@ -293,7 +300,7 @@ class BridgeControl:
             self.joined.append(self.supervisor_id)
         self._apply_routes()
         log.info("supervisor %s joined call %s (%s)", self.supervisor_id, self.call_id, self.mode)
-        await self.publish({"type": "call.supervision", "call_id": self.call_id, "agent": self.live.get("agent"),
+        await self._publish({"type": "call.supervision", "call_id": self.call_id, "agent": self.live.get("agent"),
                             "supervisor": self.supervisor_id, "mode": self.mode, "state": "joined"})
 
     async def poll_dial(self) -> None:
@@ -342,7 +349,7 @@ class BridgeControl:
             self.conference.remove(leg.call_id)
         self._apply_routes()
         await self._forget_request()
-        await self.publish({"type": "call.supervision", "call_id": self.call_id, "supervisor": self.supervisor_id,
+        await self._publish({"type": "call.supervision", "call_id": self.call_id, "supervisor": self.supervisor_id,
                             "mode": None, "state": "left"})
 
     async def _stop_supervision(self) -> None:
@@ -357,7 +364,7 @@ class BridgeControl:
                 self.conference.remove(leg.call_id)
             with contextlib.suppress(Exception):
                 await leg.hangup()
-            await self.publish({"type": "call.supervision", "call_id": self.call_id,
+            await self._publish({"type": "call.supervision", "call_id": self.call_id,
                                 "supervisor": self.supervisor_id, "mode": None, "state": "left"})
         self.mode = None
         self._apply_routes()
@@ -389,6 +396,28 @@ class BridgeControl:
         return rec.recording_id
 
     async def recording_state(self, want: str | None) -> None:
+        try:
+            await self._recording_state(want)
+        except OSError as exc:
+            # A full disk or a lost mount stops the recording, never the call it records.
+            await self._recording_failed(exc)
+
+    async def _recording_failed(self, exc: OSError) -> None:
+        rec, self.recorder = self.recorder, None
+        if self.conference is not None and self._tap is not None:
+            self.conference.untap(self._tap)
+        self._tap = None
+        log.error("recording of call %s stopped: %s", self.call_id, exc)
+        if rec is not None:
+            meta = {**(self.recording_meta or {}), "state": "failed", "error": str(exc)[:200],
+                    "ended_at": self.clock.now().isoformat(), "duration_s": round(rec.duration_s, 2)}
+            with contextlib.suppress(*REDIS_ERRORS):
+                await self.store.redis.set(self.store.keys.call_recording(rec.recording_id), _json(meta))
+            await self._publish({"type": "call.recording", "call_id": self.call_id, "agent": self.live.get("agent"),
+                                 "recording": rec.recording_id, "failed": True})
+        await self.save_live()
+
+    async def _recording_state(self, want: str | None) -> None:
         rec = self.recorder
         if rec is None:
             return
@@ -401,7 +430,7 @@ class BridgeControl:
             await rec.flush()
             return
         await rec.flush()
-        await self.publish({"type": "call.recording", "call_id": self.call_id, "agent": self.live.get("agent"),
+        await self._publish({"type": "call.recording", "call_id": self.call_id, "agent": self.live.get("agent"),
                             "recording": rec.recording_id, "paused": rec.paused})
         await self.save_live()
 
@@ -431,9 +460,13 @@ class BridgeControl:
             await self.store.redis.set(self.store.keys.call_recording(rec.recording_id), _json(meta))
 
     async def close(self, sink: RecordingSink | None) -> None:
-        await self._stop_supervision()
-        await self.finish_recording(sink)
-        await self.drop_live()
+        try:
+            await self._stop_supervision()
+        finally:
+            try:
+                await self.finish_recording(sink)
+            finally:
+                await self.drop_live()
 
 
 def _json(doc: dict[str, Any]) -> str:

@@ -234,3 +234,35 @@ async def test_a_supervisor_on_a_call_is_offered_no_caller_and_comes_back_as_the
     await desk.agents.set_presence("sara", "away", actor="user:sara")  # she went for a coffee meanwhile
     await c.close(None)
     assert (await desk.agents.get("sara")).presence == "away"
+
+
+class _FullDisk:
+    def writeframesraw(self, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    def close(self) -> None:
+        raise OSError(28, "No space left on device")
+
+
+async def test_a_recording_that_cannot_be_written_stops_but_the_call_goes_on(runtime: Runtime, tmp_path: Any) -> None:
+    """A full disk or a lost mount raised out of the bridge's poll loop, which then cut caller and agent."""
+    from ivr.conference import BridgeControl, Recorder
+
+    store = runtime.store
+    events: list[dict[str, Any]] = []
+
+    async def publish(ev: dict[str, Any]) -> None:
+        events.append(ev)
+
+    c = BridgeControl(store=store, clock=runtime.clock, dialer=None, call_id="c-rec", trace_id="t", caller=None,
+                      agent=_AgentLeg(), live={}, ring_timeout_s=1.0, publish=publish)  # type: ignore[arg-type]
+    rec = Recorder(tmp_path, "rec-" + "1" * 20)
+    rec._wav = _FullDisk()  # type: ignore[assignment]
+    rec.sink(SILENCE)
+    c.recorder, c.recording_meta = rec, {"id": rec.recording_id, "call_id": "c-rec", "state": "recording"}
+    await c.recording_state(None)  # the poll loop's call: must not raise
+    assert c.recorder is None
+    meta = json.loads(str(await store.redis.get(store.keys.call_recording(rec.recording_id))))
+    assert meta["state"] == "failed" and "No space" in meta["error"]
+    assert events and events[-1].get("failed") is True
+    await c.close(None)  # and the call's end still tidies up
