@@ -20,6 +20,7 @@ from ivr.contact import CallerGone
 from telephony.call import Call
 from telephony.endpoint import SipEndpoint
 from telephony.errors import CallEnded
+from voicemail import call_recordings
 from voicemail.storage import SharedDirRecordings
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,12 @@ class VoicemailComponent:
                 log.warning("filed %d voicemail(s) cut by the last stop: %s", len(refs), ", ".join(refs))
         except Exception:
             log.exception("voicemail recovery failed; the .part files stay for the next start")
+        try:
+            cut = await call_recordings.recover(self.rt.data_dir, self.rt.store, recordings, self.rt.clock)
+            if cut:
+                log.warning("finished %d agent-call recording(s) cut by the last stop: %s", len(cut), ", ".join(cut))
+        except Exception:
+            log.exception("agent-call recording recovery failed; the .part files stay for the next start")
         self.rt.callback_worker.start(
             LeaseRunner(self.rt.store, "callbacks", holder=self.rt.settings.service.node_id, ttl=10.0))
         self._catch_up = asyncio.create_task(self._catch_up_loop(), name="store-catch-up")

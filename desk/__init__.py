@@ -41,6 +41,7 @@ from desk.tickets import TicketService, business_days_fallback
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
     from config.models import Settings
     from core.clock import Clock
@@ -76,7 +77,7 @@ class Desk:
         self.limiter = RateLimiter(store, clock, cfg)
         self.reports = Reports(store, clock, self.tz, self.tickets)
         self.privacy = PrivacyService(store, clock, self.citizens, self.tickets, self.audit,
-                                      lambda: settings().service.data_dir)
+                                      lambda: settings().service.data_dir, shared_dir=lambda: _shared_dir(settings()))
         self.retention = RetentionService(store, clock, lambda: settings().desk.retention, self.privacy, self.citizens,
                                           self.tickets, self.audit, lambda: settings().service.data_dir)
         self._due_cache: dict[tuple[str, str], tuple[datetime, datetime | None]] = {}
@@ -141,3 +142,9 @@ class Desk:
         if kind in ("voicemail", "callback"):
             return cal.next_open(now + timedelta(seconds=1))
         return cal.add_business_hours(now, cfg.ticket_due_business_hours)
+
+
+def _shared_dir(settings: Settings) -> Path | None:
+    """Where every node's recordings are copied, when they are (erasure and retention delete them there too)."""
+    vm = settings.voicemail
+    return vm.shared_dir if vm.storage == "shared_dir" else None

@@ -109,3 +109,27 @@ async def test_pause_resume_listen_and_retention(runtime: Runtime, client: httpx
     assert json.loads(str(await store.redis.get(store.keys.call_recording(rec_id))))["deleted"] is True
     r = await client.get(f"/api/v1/recordings/{rec_id}/audio", headers=sup)
     assert r.status_code == 404 and r.json()["error_id"] == "recording-deleted"
+
+
+async def test_a_recording_cut_by_a_crash_is_finished_at_start_up_and_not_filed_as_a_voicemail(
+        runtime: Runtime, client: httpx.AsyncClient, staff: dict[str, str]) -> None:
+    from atiende.components import VoicemailComponent
+
+    rec_id = "rec-" + "c" * 20
+    store = runtime.store
+    await store.redis.set(store.keys.call_recording(rec_id), json.dumps({"id": rec_id, "call_id": "c-crash",
+                                                                         "state": "recording"}))
+    rec = Recorder(runtime.data_dir / "voicemail", rec_id)
+    await rec.open()
+    for _ in range(50):
+        rec.sink(level(1500))
+    await rec.flush()  # and the node is killed: the part stays, its header says nothing was written
+    component = VoicemailComponent(runtime)
+    await component.start()
+    try:
+        meta = json.loads(str(await store.redis.get(store.keys.call_recording(rec_id))))
+        assert meta["state"] == "done" and meta["recovered"] and meta["duration_s"] == 1.0
+        assert await runtime.recordings.get(rec_id) is not None  # in the shared store, playable from any node
+        assert (await runtime.desk.tickets.query(limit=10)) == []  # no "voicemail" made of the conversation
+    finally:
+        await component.stop()

@@ -183,3 +183,19 @@ async def test_a_ticket_lost_in_a_failover_after_it_was_noted_is_filed_again(loa
         assert [(c.id, c.ticket_ref) for c in cbs] == [(callback_id_for("call-ghost"), refs[0])]
     finally:
         await store.close()
+
+
+async def test_a_message_cut_on_a_call_whose_id_the_caller_made_unusable_is_recovered_with_its_caller(
+        runtime: Runtime) -> None:
+    """The Call-ID is the caller's text; the message is filed under a hashed id, and its note (the caller to call
+    back) under the same one, so a crash's recovery still finds who to call."""
+    odd = "../" + "x" * 300
+    writer = await runtime.voicemail.begin(odd, caller="+34600555666", trace_id="t-odd", queue="N1")
+    assert writer.call_id.startswith("vm-") and writer.part_path.parent == runtime.data_dir / "voicemail"
+    for _ in range(100):
+        writer.write(b"\x10\x00" * 160)
+    writer.abort()  # the node dies mid-message
+    refs = await runtime.voicemail.recover()
+    assert len(refs) == 1
+    callbacks = await runtime.callbacks.query()
+    assert [c.phone for c in callbacks] == ["+34600555666"]

@@ -36,7 +36,7 @@ from ivr.ports import Dialer, Speech
 from routing.calendar_service import CalendarService
 from telephony.errors import DialFailed
 from voicemail.callbacks import Callback, CallbackService, Outcome, VoicemailInfo
-from voicemail.recording import Recording, VoicemailWriter, pending, read_pcm, recover, write_pending
+from voicemail.recording import Recording, VoicemailWriter, file_id, pending, read_pcm, recover, write_pending
 from voicemail.storage import RecordingStore
 
 log = logging.getLogger(__name__)
@@ -104,9 +104,12 @@ class VoicemailService:
     async def forget(self, call_id: str) -> None:
         """A message with nothing in it: no longer being recorded (best effort; a leftover mark is harmless)."""
         with contextlib.suppress(*REDIS_ERRORS):
-            await self._mark(call_id, None)
+            await self._mark(file_id(call_id), None)
 
     async def begin(self, call_id: str, *, caller: str, trace_id: str, queue: str) -> VoicemailWriter:
+        # The message is filed under its file id (the Call-ID when it is a safe name), which recovery reads back
+        # from the file name: its note must be under the same id.
+        call_id = file_id(call_id)
         writer = await asyncio.to_thread(VoicemailWriter, self._data_dir, call_id)
         try:
             await self._mark(call_id, {"call_id": call_id, "caller": caller, "trace_id": trace_id, "queue": queue,
