@@ -376,6 +376,11 @@ class RtpSession(asyncio.DatagramProtocol):
         """New SDP on the same session (re-INVITE, UPDATE, hold): same socket, same sender."""
         if params.codec != self.params.codec:
             self._marker = True
+        if params.direction != self.params.direction or params.remote != self._signalled:
+            # the media timeout counts from now: after a long a=inactive hold the resume must not look like
+            # silence since the hold began (it hung up the call on the next tick)
+            with contextlib.suppress(RuntimeError):  # (no running loop: nothing is ticking either)
+                self._last_rx = asyncio.get_running_loop().time()
         if params.remote != self._signalled:  # a new address: the next sender is latched (symmetric RTP)
             self._signalled = params.remote
             self._source, self._candidate, self._candidate_run = None, None, 0
@@ -452,7 +457,9 @@ class RtpSession(asyncio.DatagramProtocol):
 
     def _tick(self, n: int, now: float) -> None:
         p = self.params
-        if (self.media_timeout and not self._timed_out and p.direction in ("sendrecv", "recvonly")
+        # Only a two-way stream times out: recvonly means the far end put us on hold (a=sendonly, c=0.0.0.0), and
+        # a holding phone may well send nothing for as long as the hold lasts.
+        if (self.media_timeout and not self._timed_out and p.direction == "sendrecv"
                 and now - self._last_rx > self.media_timeout):
             self._timed_out = True
             if self.on_timeout:

@@ -379,6 +379,39 @@ async def test_media_timeout_ends_the_call(rig_factory: Any) -> None:
     assert rig.ep.records[-1].end_reason == "media_timeout"
 
 
+@pytest.mark.parametrize("hold", ["inactive", "sendonly", "c=0.0.0.0"])
+async def test_a_hold_longer_than_the_media_timeout_then_a_resume_keeps_the_call(rig_factory: Any, hold: str) -> None:
+    """A phone on hold may send nothing: neither the hold (we are recvonly or inactive) nor the resume (whose
+    first tick saw silence since the hold began) is a media timeout. The timeout still counts after the resume."""
+    rig = await rig_factory(answer_and_wait, media_timeout_s=0.5)
+    inv, ok = await rig.answered_call()
+    media = ("127.0.0.1", int(ok.body.decode().split("m=audio ")[1].split()[0]))
+    silence = [bytes(320)] * 10
+    await rig.rtp.send_audio(silence, "PCMA", media)
+
+    async def reinvite(cseq: int, body: str) -> None:
+        rig.in_dialog("INVITE", inv, ok, cseq=cseq, body=body)
+        for _ in range(10):
+            resp = await rig.sip.response(method="INVITE", within_s=2)
+            if resp.cseq[0] == cseq:
+                break
+        assert resp.status == 200
+        rig.in_dialog("ACK", inv, ok, cseq=cseq)
+
+    held = (offer_sdp(rig.rtp.port, host="0.0.0.0") if hold == "c=0.0.0.0"
+            else offer_sdp(rig.rtp.port, direction=hold))
+    await reinvite(2, held)
+    await asyncio.sleep(1.2)  # on hold, not a packet: more than twice the media timeout
+    assert rig.calls[0].state == "up"
+    await reinvite(3, offer_sdp(rig.rtp.port))
+    await asyncio.sleep(0.1)  # the phone's audio follows its resume a few packet times later
+    await rig.rtp.send_audio(silence * 2, "PCMA", media)  # the caller talks again
+    assert rig.calls[0].state == "up"
+    assert not [m for m in await rig.sip.quiet(0.05) if isinstance(m, Request) and m.method == "BYE"]
+    await rig.sip.request("BYE", within_s=3)  # and then falls silent on a two-way stream: that is a timeout
+    assert rig.ep.records[-1].end_reason == "media_timeout"
+
+
 async def test_blind_transfer_with_refer(rig_factory: Any) -> None:
     outcome: list[bool] = []
 
