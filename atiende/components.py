@@ -10,7 +10,7 @@ from typing import Protocol
 
 from atiende.runtime import Runtime
 from core import logs
-from core.lease import Lease, LeaseRunner
+from core.lease import Lease, LeaseLost, LeaseRunner
 from core.looplag import LoopLagMonitor
 from desk.sla import SlaService
 from desk_api.routes.operations import Operations, build_operations
@@ -207,10 +207,11 @@ class SlaComponent:
         assert self.sla is not None
         while True:
             try:
-                if await lease.check():
-                    sent = await self.sla.run_once()
-                    if sent:
-                        log.info("SLA: %d alert(s) sent", sent)
+                sent = await self.sla.run_once(lease)
+                if sent:
+                    log.info("SLA: %d alert(s) sent", sent)
+            except LeaseLost:
+                raise  # the runner stops this holder's rounds and competes for the lease again
             except Exception:
                 log.exception("SLA round failed; trying again next interval")
             await asyncio.sleep(self.rt.settings.desk.sla.interval_s)

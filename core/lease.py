@@ -189,7 +189,10 @@ class LeaseRunner:
                 if done:
                     if not task.cancelled() and (exc := task.exception()) is not None:
                         # A crashing job must not take the runner down: log it, give the lease back, compete again.
-                        log.error("lease %s: job failed", self.name, exc_info=exc)
+                        if isinstance(exc, LeaseLost):  # the job's own fenced write found the lease gone
+                            log.warning("lease %s lost (seen by its job): %s", self.name, exc)
+                        else:
+                            log.error("lease %s: job failed", self.name, exc_info=exc)
                     return True
                 if not await self._renew(lease):
                     log.warning("lease %s lost: stopping its job", self.name, extra={"token": lease.token})

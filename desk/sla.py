@@ -15,6 +15,7 @@ computes the same states on demand for the API and the reports page.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -26,6 +27,7 @@ from pydantic import BaseModel
 from config.desk import Sla
 from config.models import Settings
 from core.clock import Clock
+from core.lease import Lease, LeaseLost
 from core.refs import display_ref
 from core.store import Store
 from desk.events import EventBus
@@ -37,6 +39,14 @@ from routing.calendar_service import CalendarService
 
 log = logging.getLogger(__name__)
 ALERTED_TTL_S = 400 * 86400
+# KEYS[1] the ticket's alerted hash, KEYS[2] (optional) the job's lease; ARGV: field, time, ttl, lease value.
+# 1: first time (alert), 0: alerted before, -1: the lease is not ours any more.
+_NOTE_ALERT = """
+if KEYS[2] and redis.call('GET', KEYS[2]) ~= ARGV[4] then return -1 end
+local first = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return first
+"""
 MAX_DAYS = 400  # business time is summed day by day; a due date further out is far from any alert
 
 SlaKind = Literal["first_response", "resolution"]
@@ -153,34 +163,43 @@ class SlaService:
             out.extend(await self.tickets.get_many(refs))
         return out
 
+    async def _fetched(self) -> tuple[list[Ticket], dict[str, Calendar | None]]:
+        tickets = await self._active()
+        calendars: dict[str, Calendar | None] = {}
+        for queue in sorted({t.queue for t in tickets}):
+            await self._calendar(queue, calendars)
+        return tickets, calendars
+
     async def states(self) -> list[SlaState]:
-        cfg = self._settings().desk.sla
-        now = self.clock.now()
-        cache: dict[str, Calendar | None] = {}
-        out: list[SlaState] = []
-        for t in await self._active():
-            out.extend(assess(t, await self._calendar(t.queue, cache), cfg, now))
-        return out
+        """Every SLA clock of the active tickets. Fetched on the loop (Redis I/O), assessed in a worker thread:
+        business time summed day by day over up to `max_scan` tickets is tens of milliseconds of CPU, and the
+        loop also paces every call's RTP."""
+        tickets, calendars = await self._fetched()
+        return await asyncio.to_thread(states_of, tickets, calendars, self._settings().desk.sla, self.clock.now())
+
+    async def risky(self) -> list[SlaState]:
+        """Warnings and breaches, the nearest due first (breaches are past due, so they come first)."""
+        tickets, calendars = await self._fetched()
+        return await asyncio.to_thread(risky_of, tickets, calendars, self._settings().desk.sla, self.clock.now())
 
     async def at_risk(self, limit: int = 200) -> list[SlaState]:
-        """Warnings and breaches, the nearest due first (breaches are past due, so they come first)."""
-        risky = [s for s in await self.states() if s.level != "ok"]
-        risky.sort(key=lambda s: s.due)
-        return risky[:limit]
+        return (await self.risky())[:limit]
 
-    async def run_once(self) -> int:
-        """One round of the job: emit each new warning or breach once. Returns how many went out."""
+    async def run_once(self, lease: Lease | None = None) -> int:
+        """One round of the job: emit each new warning or breach once. Returns how many went out. With the job's
+        `lease`, each alert is noted only while the lease is still this holder's (checked in the same script):
+        a holder paused past its lease (GC, a frozen VM) stops with LeaseLost instead of alerting on what it
+        assessed before the pause."""
         if not self._settings().desk.sla.enabled:
             return 0
         sent = 0
-        for s in await self.states():
-            if s.level == "ok":
-                continue
-            key = self.store.keys.sla_alerted(s.ref)
-            async with self.store.redis.pipeline(transaction=True) as pipe:
-                pipe.hsetnx(key, f"{s.sla}:{s.level}", self.clock.now().isoformat())
-                pipe.expire(key, ALERTED_TTL_S)
-                first, _ = await pipe.execute()
+        fence = [self.store.keys.lease(lease.name)] if lease is not None else []
+        for s in await self.risky():
+            first = await self.store.redis.eval(
+                _NOTE_ALERT, 1 + len(fence), self.store.keys.sla_alerted(s.ref), *fence,
+                f"{s.sla}:{s.level}", self.clock.now().isoformat(), ALERTED_TTL_S, lease.value if lease else "")
+            if first == -1:
+                raise LeaseLost(f"the sla lease is no longer {lease.value if lease else ''}")
             if not first:
                 continue
             await self._emit(s)
@@ -202,3 +221,15 @@ class SlaService:
 
     async def close(self) -> None:
         await self.webhook.close()
+
+
+def states_of(tickets: list[Ticket], calendars: dict[str, Calendar | None], cfg: Sla, now: datetime) -> list[SlaState]:
+    """Pure computation over data already fetched (no I/O), for a worker thread. The calendars are only read
+    (their day plans are cached in a dict, safe to fill from another thread)."""
+    return [s for t in tickets for s in assess(t, calendars.get(t.queue), cfg, now)]
+
+
+def risky_of(tickets: list[Ticket], calendars: dict[str, Calendar | None], cfg: Sla, now: datetime) -> list[SlaState]:
+    risky = [s for s in states_of(tickets, calendars, cfg, now) if s.level != "ok"]
+    risky.sort(key=lambda s: s.due)
+    return risky

@@ -440,3 +440,25 @@ async def test_sla_job_runs_on_one_node_under_its_lease(runtime: Runtime, clock:
     finally:
         for node in nodes:
             await node.stop()
+
+
+async def test_a_holder_that_lost_the_sla_lease_sends_no_alert(runtime: Runtime, clock: FixedClock) -> None:
+    """Check-then-act: a node paused past its lease (GC, a frozen VM) assessed the tickets, woke up and alerted on
+    what it saw before, beside the new holder. The alert is noted only while the lease is still its own."""
+    from core.lease import LeaseLost, acquire
+
+    await runtime.desk.tickets.create(channel="email", queue="N1", subject="Licencia")
+    clock.set(datetime(2026, 11, 23, 13, 30, tzinfo=MADRID))
+    ops = _ops(runtime)
+    try:
+        stale = await acquire(runtime.store, "sla", "node-a", 15.0)
+        assert stale is not None
+        await runtime.store.redis.delete(runtime.store.keys.lease("sla"))  # expired while node-a was paused
+        fresh = await acquire(runtime.store, "sla", "node-b", 15.0)
+        assert fresh is not None and fresh.token > stale.token
+        with pytest.raises(LeaseLost):
+            await ops.sla.run_once(stale)
+        assert not [e for _, e in await runtime.desk.events.recent(50) if e.get("type", "").startswith("sla.")]
+        assert await ops.sla.run_once(fresh) == 1  # nothing was noted by the stale one: the holder alerts once
+    finally:
+        await ops.close()

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-import desk_api.routes.operations as operations_mod
+import desk.sla as sla_mod
 from atiende.runtime import Runtime
 from core.clock import FixedClock
 from desk_api.routes.operations import build_operations
@@ -33,13 +33,13 @@ async def test_at_risk_is_assessed_off_the_loop_with_the_same_answer(
 
     loop_thread = threading.get_ident()
     threads: list[int] = []
-    real = operations_mod.assess
+    real = sla_mod.assess
 
     def spy(*args: Any) -> Any:
         threads.append(threading.get_ident())
         return real(*args)
 
-    monkeypatch.setattr(operations_mod, "assess", spy)
+    monkeypatch.setattr(sla_mod, "assess", spy)
     r = await client.get("/api/v1/sla/at-risk", params={"limit": 15}, headers={"X-API-Key": ADMIN_KEY})
     assert r.status_code == 200, r.text
     got = r.json()

@@ -9,7 +9,6 @@ report and export CDRs; admins edit the two lists (`/api/v1/admin/...`, versione
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
-from config.desk import CannedReply, Disposition, Sla
+from config.desk import CannedReply, Disposition
 from config.models import Settings
 from core.clock import Clock
 from core.errors import Forbidden, InvalidInput
@@ -31,14 +30,13 @@ from desk import Desk
 from desk.canned import CannedService, canned_section
 from desk.dispositions import DispositionService, dispositions_section
 from desk.models import Principal, Ticket
-from desk.sla import SlaService, SlaState, assess
+from desk.sla import SlaService, SlaState
 from desk_api.auth import actor_of, desk_of, require
 from desk_api.deps import services_of
 from desk_api.routes.pages import WEB
 from desk_api.scope import may_work
 from ivr.cdr import CallDetail, CdrService
 from ivr.records import CallRecords
-from routing.calendar import Calendar
 from routing.calendar_service import CalendarService
 
 router = APIRouter()
@@ -215,25 +213,9 @@ async def sla_at_risk(request: Request, limit: int = Query(200, ge=1, le=2000),
                       who: Principal = Depends(require(*SUPERVISORS))) -> AtRiskOut:
     """Active tickets past `warn_at` of their first-response or resolution time (business time), or past due."""
     cfg = services_of(request).settings.desk.sla
-    sla = operations_of(request).sla
-    # Fetched on the loop (Redis I/O), assessed in a worker thread: business time summed day by day over up to
-    # `max_scan` tickets is tens of milliseconds of CPU, and this loop also paces every call's RTP.
-    tickets = await sla._active()
-    calendars: dict[str, Calendar | None] = {}
-    for queue in sorted({t.queue for t in tickets}):
-        await sla._calendar(queue, calendars)
-    items = await asyncio.to_thread(at_risk_of, tickets, calendars, cfg, sla.clock.now(), limit)
+    items = await operations_of(request).sla.at_risk(limit)
     return AtRiskOut(tickets=items, count=len(items), warn_at=cfg.warn_at,
                      first_response_business_hours=cfg.first_response_business_hours)
-
-
-def at_risk_of(tickets: list[Ticket], calendars: dict[str, Calendar | None], cfg: Sla, now: datetime,
-               limit: int) -> list[SlaState]:
-    """SlaService.at_risk's answer from data already fetched: pure computation (no I/O, no loop), for a thread.
-    The calendars are only read (their day plans are cached in a dict, safe to fill from another thread)."""
-    risky = [s for t in tickets for s in assess(t, calendars.get(t.queue), cfg, now) if s.level != "ok"]
-    risky.sort(key=lambda s: s.due)  # the nearest due first (breaches are past due, so they come first)
-    return risky[:limit]
 
 
 # ---- call detail records --------------------------------------------------------------------------------
