@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from datetime import datetime
 from typing import Literal, Protocol
 
 from pydantic import BaseModel
 
+from core import logs
 from core.audio import FRAME_BYTES as PCM_FRAME
 from core.audio import put_dropping_oldest
 from telephony.mixer import Conference
@@ -35,6 +37,13 @@ from telephony.sip.transaction import ServerTransaction
 log = logging.getLogger(__name__)
 
 _HOLD_S = 0.030  # a bridged frame waits at most this long for the next one (1.5 packet times)
+# DTMF from the line, per call: a keypad gives a few digits a second, RFC 4733 senders (dialers) up to ~10; past
+# DTMF_RATE (with a DTMF_BURST allowance) digits are dropped, so a flood costs neither memory nor a bridged agent's
+# ear. At most DTMF_QUEUED wait for a reader, and the record keeps the last DTMF_RECORDED.
+DTMF_RATE = 20.0
+DTMF_BURST = 20.0
+DTMF_QUEUED = 64
+DTMF_RECORDED = 256
 
 State = Literal["ringing", "answering", "up", "ended"]
 
@@ -105,7 +114,10 @@ class Call:
         self.media_ready = asyncio.Event()
         self.transfer_status: asyncio.Queue[int] = asyncio.Queue()
         # app side
-        self._dtmf: asyncio.Queue[str | None] = asyncio.Queue()
+        self._dtmf: asyncio.Queue[str | None] = asyncio.Queue(maxsize=DTMF_QUEUED)
+        self._dtmf_tokens = DTMF_BURST
+        self._dtmf_at = time.monotonic()
+        self.dtmf_dropped = 0
         self._play_lock = asyncio.Lock()
         self._play_gen = 0
         self._interrupt_on_dtmf = False
@@ -225,8 +237,20 @@ class Call:
     # ---- DTMF -----------------------------------------------------------------------------
 
     def deliver_dtmf(self, digit: str) -> None:
-        """A digit from the line (RTP event or SIP INFO): recorded, queued for dtmf(), and a barge-in if asked."""
-        self._record.dtmf_received += digit
+        """A digit from the line (RTP event or SIP INFO): recorded, queued for dtmf(), and a barge-in if asked.
+        Past the rate, or with the queue full, it is dropped (logged once per call)."""
+        now = time.monotonic()
+        self._dtmf_tokens = min(DTMF_BURST, self._dtmf_tokens + (now - self._dtmf_at) * DTMF_RATE)
+        self._dtmf_at = now
+        if self._dtmf_tokens < 1 or self._dtmf.full():
+            if not self.dtmf_dropped:
+                log.warning("DTMF over %s digits/s or %d unread: dropping digits", DTMF_RATE, DTMF_QUEUED,
+                            extra=logs.fields(call_id=self.call_id))
+            self.dtmf_dropped += 1
+            return
+        self._dtmf_tokens -= 1
+        # bounded, and a short string rebuilt per digit: += on an ever longer string was quadratic
+        self._record.dtmf_received = (self._record.dtmf_received + digit)[-DTMF_RECORDED:]
         if self._interrupt_on_dtmf and self.playing:
             self.stop_playback()
         self._dtmf.put_nowait(digit)
@@ -314,7 +338,7 @@ class Call:
         r.ended_at = at
         if r.answered_at:
             r.duration_s = round((at - r.answered_at).total_seconds(), 3)
-        self._dtmf.put_nowait(None)
+        put_dropping_oldest(self._dtmf, None)  # the end must reach the reader even past a full queue
         self.ended.set()
 
 

@@ -42,6 +42,9 @@ TS_STEP = audio.FRAME_SAMPLES
 DTMF_EVENTS = "0123456789*#ABCD"
 DTMF_TONE_TICKS = 5  # 100 ms of tone, then three end packets
 DTMF_END_PACKETS = 3
+DTMF_GAP_TICKS = 5  # at least 100 ms of audio between two events we send: a burst of relayed digits leaves the
+# far end hearing the call between its tones, not tones alone
+DTMF_QUEUE = 32  # digits waiting to be sent; past it (a flood relayed from the other leg of a bridge) they are dropped
 # Symmetric RTP latches to the first source that sends after start/update(); from then on another source is
 # dropped (its audio and digits never reach the call: anyone who guesses the port could otherwise take the call
 # over with one packet). A NAT rebinding still works: once the latched source has been silent this long, a new
@@ -208,19 +211,28 @@ class JitterBuffer:
 
 
 class DtmfReceiver:
-    """RFC 4733: one digit per event (keyed by its RTP timestamp), whatever the number of updates
-    and retransmitted end packets."""
+    """RFC 4733: one digit per event, whatever the number of updates and retransmitted end packets.
+
+    An event is keyed by its RTP timestamp, and a new event starts after the previous one (RFC 4733 2.5.1.3), so
+    only a timestamp beyond the last event's (modulo 2**32) opens a digit. A memory of recent timestamps (it was
+    the last 16) let any older event through again once it had dropped out: a replayed or cycling stream became
+    a digit per packet."""
 
     def __init__(self) -> None:
-        self._seen: deque[int] = deque(maxlen=16)
+        self._last: int | None = None
+        self._ssrc: int | None = None
 
     def feed(self, pkt: RtpPacket) -> str | None:
         if len(pkt.payload) < 4:
             return None
         event = pkt.payload[0]
-        if event >= len(DTMF_EVENTS) or pkt.timestamp in self._seen:
+        if event >= len(DTMF_EVENTS):
             return None
-        self._seen.append(pkt.timestamp)
+        if pkt.ssrc != self._ssrc:  # a new sender (restarted, re-latched) counts from its own timestamp base
+            self._ssrc, self._last = pkt.ssrc, None
+        if self._last is not None and not 0 < (pkt.timestamp - self._last) & 0xFFFFFFFF < 0x80000000:
+            return None
+        self._last = pkt.timestamp
         return DTMF_EVENTS[event]
 
 
@@ -278,8 +290,10 @@ class RtpSession(asyncio.DatagramProtocol):
         self._candidate: tuple[str, int, int] | None = None  # another source (address, SSRC) wanting to take over
         self._candidate_run = 0  # its packets in a row
         self.foreign_dropped = 0  # packets from sources other than the latched one, dropped
-        self._dtmf_queue: deque[str] = deque()
+        self._dtmf_queue: deque[str] = deque()  # at most DTMF_QUEUE
         self._dtmf_cur: tuple[int, int, int] | None = None  # (event, start tick, ticks sent)
+        self._dtmf_next = 0  # the first tick at which the next event may start (DTMF_GAP_TICKS after the last)
+        self._dtmf_dropped = 0
         self._transit: float | None = None
         self._last_rx = 0.0
         self._marker = True
@@ -400,8 +414,14 @@ class RtpSession(asyncio.DatagramProtocol):
 
     def send_dtmf(self, digits: str) -> None:
         for d in digits.upper():
-            if d in DTMF_EVENTS:
-                self._dtmf_queue.append(d)
+            if d not in DTMF_EVENTS:
+                continue
+            if len(self._dtmf_queue) >= DTMF_QUEUE:
+                if not self._dtmf_dropped:
+                    log.warning("DTMF send queue full (%d digits): dropping digits", DTMF_QUEUE)
+                self._dtmf_dropped += 1
+                continue
+            self._dtmf_queue.append(d)
 
     def flush(self) -> None:
         """Drop queued audio (barge-in, stop_playback)."""
@@ -466,7 +486,7 @@ class RtpSession(asyncio.DatagramProtocol):
                 self.on_timeout()
         ts = self._ts_base + n * TS_STEP
         pkt: RtpPacket | None = None
-        if self._dtmf_cur is None and self._dtmf_queue and p.dtmf_pt is not None:
+        if self._dtmf_cur is None and self._dtmf_queue and p.dtmf_pt is not None and n >= self._dtmf_next:
             self._dtmf_cur = (DTMF_EVENTS.index(self._dtmf_queue.popleft()), n, 0)
         if self._dtmf_cur is not None and p.dtmf_pt is not None:
             event, start, sent = self._dtmf_cur
@@ -478,6 +498,7 @@ class RtpSession(asyncio.DatagramProtocol):
             self._dtmf_cur = None if sent >= DTMF_TONE_TICKS + DTMF_END_PACKETS else (event, start, sent)
             if self._dtmf_cur is None:
                 self.stats.dtmf_sent += 1
+                self._dtmf_next = n + 1 + DTMF_GAP_TICKS
         else:
             try:
                 frame = self.frames_out.get_nowait()

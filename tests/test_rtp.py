@@ -69,6 +69,22 @@ def test_dtmf_receiver_one_digit_per_event() -> None:
     assert [d for d in digits if d] == ["5", "#"]
 
 
+def test_dtmf_receiver_takes_only_events_later_than_the_last() -> None:
+    """Replayed or cycling event timestamps used to become digits again once out of a 16-entry memory."""
+    rx = DtmfReceiver()
+    stamps = [1000 + 960 * i for i in range(40)]
+    got = [rx.feed(pkt(i, ts, 101, struct.pack("!BBH", 1, 0x8A, 800))) for i, ts in enumerate(stamps * 5)]
+    assert [d for d in got if d] == ["1"] * 40  # each event once, the four replays of the cycle nothing
+    assert rx.feed(pkt(0, 500, 101, struct.pack("!BBH", 2, 0x8A, 800))) is None  # an older event
+    assert rx.feed(pkt(0, stamps[-1] + 0x80000000, 101, struct.pack("!BBH", 3, 0x8A, 800))) is None  # half the
+    # timestamp space away reads as the past, not the future
+    wrap = DtmfReceiver()
+    assert wrap.feed(pkt(0, 0xFFFFFF00, 101, struct.pack("!BBH", 3, 0x8A, 800))) == "3"
+    assert wrap.feed(pkt(1, 0x100, 101, struct.pack("!BBH", 4, 0x8A, 800))) == "4"  # the timestamp wrapped
+    other = RtpPacket(101, 5, 10, 999, struct.pack("!BBH", 5, 0x8A, 800))
+    assert wrap.feed(other) == "5"  # a new SSRC has its own timestamp base
+
+
 def test_g711_both_laws_keep_the_signal() -> None:
     src = b"".join(tone(0.5, 700))
     for codec in ("PCMA", "PCMU"):

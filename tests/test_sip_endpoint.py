@@ -17,11 +17,13 @@ from typing import Any
 import pytest
 
 from config.telephony import Registration, SipConfig, Trunk
+from telephony import call as call_mod
 from telephony import g711
 from telephony.call import Call
 from telephony.endpoint import SipEndpoint, refresh_delay
 from telephony.errors import CallEnded, DialFailed
 from telephony.g711 import audioop
+from telephony.rtp import DTMF_GAP_TICKS, DTMF_QUEUE
 from telephony.sip import digest
 from telephony.sip.message import Request, Response, parse
 from telephony.testing import RtpPeer, SipPeer, offer_sdp, snr_db, tone
@@ -598,6 +600,54 @@ async def test_bridge_relays_audio_between_two_calls(rig_factory: Any) -> None:
         assert len(await voiced_frames(rig.rtp, len(speech) + 1)) == len(speech) + 1, "the lone frame stayed in"
         rig.in_dialog("BYE", inv_a, ok_a, cseq=2)
         await asyncio.wait_for(bridged.wait(), 2)
+    finally:
+        rtp_a.close()
+
+
+async def test_a_dtmf_flood_is_bounded_and_a_bridged_leg_still_hears_the_call(rig_factory: Any) -> None:
+    """Thousands of RFC 4733 events: the digits taken are capped per second, every queue and the record stay
+    bounded, and the other leg of a bridge gets audio between the relayed tones (DTMF went first on every tick)."""
+    calls: list[Call] = []
+
+    async def handler(call: Call) -> None:
+        await call.answer()
+        calls.append(call)
+        if len(calls) == 2:
+            await calls[0].bridge(calls[1])
+        await call.ended.wait()
+
+    rig = await rig_factory(handler)
+    _inv_a, ok_a = await rig.answered_call()
+    rtp_a = rig.rtp
+    rig.rtp = await RtpPeer.open()
+    await rig.answered_call()
+    for _ in range(100):
+        if len(calls) == 2 and calls[0].conference is not None:
+            break
+        await asyncio.sleep(0.02)
+    media_a = ("127.0.0.1", int(ok_a.body.split(b"m=audio ")[1].split()[0]))
+    a, b = calls
+    assert a.rtp is not None and b.rtp is not None
+    try:
+        start = time.monotonic()
+        for i in range(1500):  # each event as phones send it: 4 updates and 3 end packets
+            rtp_a.send_dtmf("0123456789*#"[i % 12], media_a)
+            if i % 10 == 9:
+                await asyncio.sleep(0.002)  # within the socket's receive buffer: the endpoint reads them all
+        await asyncio.sleep(0.5)
+        elapsed = time.monotonic() - start
+        taken = 1500 - a.dtmf_dropped
+        assert a.dtmf_dropped > 1000
+        assert taken <= call_mod.DTMF_BURST + call_mod.DTMF_RATE * elapsed + 1  # the cap, however slow the machine
+        assert len(a.record.dtmf_received) == min(taken, call_mod.DTMF_RECORDED)
+        assert a._dtmf.qsize() <= call_mod.DTMF_QUEUED
+        assert len(b.rtp._dtmf_queue) <= DTMF_QUEUE
+        # what B heard: between two relayed events, at least DTMF_GAP_TICKS packets of the call's audio
+        pts = [r.pkt for r in rig.rtp.packets]
+        starts = [i for i, p in enumerate(pts) if p.pt == 101 and p.marker]
+        assert len(starts) >= 2
+        for first, second in itertools.pairwise(starts):
+            assert sum(1 for p in pts[first:second] if p.pt != 101) >= DTMF_GAP_TICKS
     finally:
         rtp_a.close()
 
