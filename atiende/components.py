@@ -13,6 +13,7 @@ from core import logs
 from core.lease import Lease, LeaseLost, LeaseRunner
 from core.looplag import LoopLagMonitor
 from desk.sla import SlaService
+from desk_api import metrics
 from desk_api.routes.operations import Operations, build_operations
 from ivr.callio import CallIO
 from ivr.cdr import CdrService
@@ -54,6 +55,7 @@ class LineComponent:
         self.endpoint.line.accepting = lambda: not node.draining
         await self.endpoint.start()
         self.rt.attach_line(self.endpoint)
+        metrics.ACTIVE_CALLS.set_function(self.live_calls)  # read at each scrape: it cannot drift from the line
         self._warm = asyncio.create_task(self._warm_up())
         log.info("IVR answering on sip:%s:%s", sip.host, sip.port)
 
@@ -74,6 +76,7 @@ class LineComponent:
             await call.answer()
             io = CallIO(call, self.rt.speech)
             done = await self.rt.ivr.run(io, call_id=call.call_id, trace_id=call.trace_id)
+            metrics.CALLS_TOTAL.labels(done.outcome or "unknown").inc()
             if self.cdr is not None:
                 self.cdr.call_ended(done)  # the CDR webhook is sent in the background: the call never waits on it
         except CallEnded:

@@ -1,7 +1,7 @@
 """Two `atiende run` nodes behind Kamailio's dispatcher (deploy/kamailio/dispatcher.cfg), sharing one Redis, in a
 network namespace: an admin's flow edit made through node A is served by node B within a second; node A is
-killed with SIGKILL and new calls from a real caller (baresip) are answered by node B within 5 s; a draining node
-takes no new calls."""
+killed with SIGKILL and new calls from a real caller (baresip) are answered by node B within 5 s, while a call in
+progress on node B goes on (still up, its caller still hearing B's prompts); a draining node takes no new calls."""
 
 from __future__ import annotations
 
@@ -14,10 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from core.redis_server import PrivateRedis
-from tests.sip_harness import AtiendeService, HarnessError, NetNs, Proc, require_programs, sip_options, tone_wav
+from tests.sip_harness import (
+    AtiendeService,
+    HarnessError,
+    NetNs,
+    Proc,
+    pad_wav,
+    read_wav,
+    require_programs,
+    sip_options,
+    tone_wav,
+)
 
 pytest_plugins = ["tests.sip_harness"]
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
@@ -92,6 +103,21 @@ async def _answered(baresips: Any, wav: Path, user: str, within: float) -> float
     return took
 
 
+async def _active_calls(node: AtiendeService, key: str) -> int:
+    async with httpx.AsyncClient(base_url=node.http_url, headers={"X-API-Key": key}, timeout=5) as c:
+        for line in (await c.get("/metrics")).text.splitlines():
+            if line.startswith("atiende_active_calls "):
+                return int(float(line.split()[1]))
+    return 0
+
+
+async def _until_idle(key: str, *nodes: AtiendeService) -> None:
+    for _ in range(40):
+        if sum([await _active_calls(n, key) for n in nodes]) == 0:
+            return
+        await asyncio.sleep(0.25)
+
+
 async def test_two_nodes_share_edits_and_survive_a_dead_node(cluster: dict[str, Any], baresips: Any,
                                                              tmp_path: Path) -> None:
     a, b = cluster["nodes"]
@@ -113,9 +139,37 @@ async def test_two_nodes_share_edits_and_survive_a_dead_node(cluster: dict[str, 
     for i in range(2):
         await _answered(baresips, wav, f"vecino{i}", within=10)
 
+    # A call in progress on node B (the dispatcher alternates: place calls until B holds one) is untouched by A's
+    # death: still up afterwards, and its caller goes on hearing B's prompts.
+    on_b: Any = None
+    for i in range(4):
+        caller = await baresips(wav=pad_wav(wav, tmp_path / f"long{i}.wav", 0, 30), user=f"largo{i}", record=True)
+        await caller.dial(f"sip:900@127.0.0.1:{KAMAILIO_PORT}")
+        await caller.wait_event("CALL_ESTABLISHED", within=10)
+        if await _active_calls(b, cluster["key"]) == 1:
+            on_b = caller
+            break
+        await caller.hangup()
+        await _until_idle(cluster["key"], a, b)
+    assert on_b is not None, "no call landed on node B"
+    established = time.monotonic()
+
     # Node A dies without a word; new calls are answered by node B within 5 s each.
     a.proc.popen.send_signal(signal.SIGKILL)
+    killed_after_s = time.monotonic() - established
     waits = [await _answered(baresips, wav, f"tras{i}", within=5) for i in range(3)]
+    await asyncio.sleep(2.0)
+    assert not any(e.get("type") == "CALL_CLOSED" for e in on_b.events), "the call on node B was cut"
+    up_s = time.monotonic() - established
+    await on_b.hangup()
+    await on_b.wait_event("CALL_CLOSED", within=10)
+    heard = read_wav(on_b.recordings()[0])
+    after_kill = heard[int((killed_after_s + 0.5) * 8000):]
+    level = float(np.abs(after_kill.astype(np.float64)).mean()) if len(after_kill) else 0.0
+    # what the caller received covers the call up to the hang-up (no gap from A's death), and it is B's prompts
+    assert len(heard) / 8000 > up_s - 1.0 and level > 100, (
+        f"the caller on B heard {len(heard) / 8000:.1f} s of a {up_s:.1f} s call, {len(after_kill) / 8000:.1f} s "
+        f"after A died at mean level {level:.0f}")
     print(f"two nodes: edit on A served by B after {edit_seen_s * 1000:.0f} ms; calls after A died answered in "
           f"{', '.join(f'{w:.2f}' for w in waits)} s")
 
