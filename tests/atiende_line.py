@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
@@ -18,7 +19,7 @@ from atiende.components import LineComponent
 from atiende.runtime import Runtime
 from core.clock import ShiftedClock
 from ivr.contact import Session
-from tests.conftest import MADRID
+from tests.conftest import MADRID, STAFF_PASSWORD
 from tests.sip_harness import RATE, HarnessError
 
 LINE = "sip:900@127.0.0.1:5060"
@@ -46,6 +47,13 @@ async def phone(sip_endpoint: Any) -> Any:
         await call.reject(603)
 
     return await sip_endpoint(refuse, port=5062, rtp_port_min=21000, rtp_port_max=21099)
+
+
+async def login(api: httpx.AsyncClient, user: str) -> dict[str, str]:
+    """A staff member's bearer headers (the user was created with STAFF_PASSWORD)."""
+    res = await api.post("/api/v1/auth/login", json={"username": user, "password": STAFF_PASSWORD})
+    assert res.status_code == 200, res.text
+    return {"Authorization": f"Bearer {res.json()['token']}"}
 
 
 async def live(rt: Runtime, caller: str, ok: Callable[[Session], bool], within: float) -> Session:

@@ -16,6 +16,7 @@ from config.loader import Loaded, load
 from core.clock import FixedClock
 from core.redis_server import PrivateRedis
 from core.store import Store
+from tests.redis_ha import RedisHA
 from voicemail.recording import VoicemailWriter
 
 MADRID = ZoneInfo("Europe/Madrid")
@@ -52,6 +53,18 @@ async def store(redis_server: PrivateRedis) -> AsyncIterator[Store]:
     s = Store(redis_server.url, prefix=f"t{uuid.uuid4().hex[:10]}")
     yield s
     await s.close()
+
+
+@pytest.fixture
+def ha(tmp_path: Path) -> Iterator[RedisHA]:
+    """A primary, two replicas and three Sentinels on loopback: after a failover one replica is left, so WAIT 1 can
+    still be met (deploy/README.md, "Redis failover")."""
+    cluster = RedisHA(tmp_path / "ha", replicas=2, sentinels=3, down_after_ms=1000, failover_timeout_ms=3000)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -23,16 +21,6 @@ from tests.redis_ha import RedisHA, redis_server_exe
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e,
               pytest.mark.skipif(redis_server_exe() is None, reason="redis-server is not installed")]
-
-
-@pytest.fixture
-def ha(tmp_path: Path) -> Iterator[RedisHA]:
-    cluster = RedisHA(tmp_path / "ha", replicas=2, sentinels=3, down_after_ms=1000, failover_timeout_ms=3000)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def _store(ha: RedisHA, prefix: str) -> Store:

@@ -16,7 +16,7 @@ import pytest
 
 from atiende.runtime import Runtime
 from desk.models import Agent
-from tests.atiende_line import LINE, Heard, live
+from tests.atiende_line import LINE, Heard, live, login
 from tests.conftest import STAFF_PASSWORD
 from tests.sip_harness import espeak_wav, pad_wav
 
@@ -63,12 +63,7 @@ async def test_one_call_through_the_contact_centre(line: Runtime, phone: Any, ba
 
     transport = httpx.ASGITransport(app=create_app(rt))
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as api:
-        async def login(user: str) -> dict[str, str]:
-            res = await api.post("/api/v1/auth/login", json={"username": user, "password": STAFF_PASSWORD})
-            assert res.status_code == 200, res.text
-            return {"Authorization": f"Bearer {res.json()['token']}"}
-
-        sara, ana = await login("sara"), await login("ana")
+        sara, ana = await login(api, "sara"), await login(api, "ana")
 
         async def n1() -> dict[str, Any]:
             board = (await api.get("/api/v1/wallboard", headers=sara)).json()

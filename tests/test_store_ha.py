@@ -9,7 +9,6 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,17 +25,6 @@ NEEDS_REDIS = pytest.mark.skipif(redis_server_exe() is None, reason="redis-serve
 
 
 # -- the store through Sentinel --------------------------------------------------------------------------------
-
-@pytest.fixture
-def ha(tmp_path: Path) -> Iterator[RedisHA]:
-    # Two replicas: after the failover one is left, so WAIT 1 can still be met (deploy/README.md, "Redis failover").
-    cluster = RedisHA(tmp_path / "ha", replicas=2, sentinels=3, down_after_ms=1000, failover_timeout_ms=3000)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
-
 
 def _ha_store(ha: RedisHA, prefix: str, **kw: object) -> Store:
     options: dict[str, object] = {"min_replicas_ack": 1, "wait_timeout_ms": 1000, **kw}

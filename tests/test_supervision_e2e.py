@@ -21,7 +21,7 @@ import pytest
 
 from atiende.runtime import Runtime
 from desk.models import Agent
-from tests.atiende_line import LINE, Heard, live
+from tests.atiende_line import LINE, Heard, live, login
 from tests.conftest import STAFF_PASSWORD
 from tests.sip_harness import RATE, correlate, espeak_wav, pad_wav, read_wav, write_wav
 
@@ -75,12 +75,7 @@ async def test_listen_whisper_barge_and_the_recording(line: Runtime, phone: Any,
 
     transport = httpx.ASGITransport(app=create_app(rt))
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as api:
-        async def login(user: str) -> dict[str, str]:
-            r = await api.post("/api/v1/auth/login", json={"username": user, "password": STAFF_PASSWORD})
-            assert r.status_code == 200, r.text
-            return {"Authorization": f"Bearer {r.json()['token']}"}
-
-        sara, ana_desk = await login("sara"), await login("ana")
+        sara, ana_desk = await login(api, "sara"), await login(api, "ana")
         caller_number = "600777888"
         call = await phone.dial(LINE, from_user=caller_number)
         heard = Heard(call)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import signal
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -51,40 +52,46 @@ async def _callbacks_of(rt: Runtime, ref: str) -> list[str]:
     return [c.id for c in await rt.callbacks.query() if c.ticket_ref == ref]
 
 
-@pytest.mark.e2e
-@pytest.mark.skipif(redis_server_exe() is None, reason="redis-server is not installed")
-async def test_a_voicemail_is_marked_filed_only_once_a_replica_holds_it(loaded: Loaded, clock: FixedClock,
-                                                                       tmp_path: Path) -> None:
+@pytest.fixture
+async def replicated(loaded: Loaded, clock: FixedClock, tmp_path: Path) -> AsyncIterator[tuple[Runtime, RedisHA]]:
+    """A runtime on a primary with one replica (no Sentinels) that must confirm every acknowledged write."""
+    if redis_server_exe() is None:
+        pytest.skip("redis-server is not installed")
     ha = RedisHA(tmp_path / "ha", replicas=1, sentinels=0)
     ha.start()
-    replica = ha.procs[ha.data_ports[1]]
     store = Store(ha.url(ha.data_ports[0]), prefix="vmd", min_replicas_ack=1, wait_timeout_ms=200)
     try:
-        rt = _runtime(loaded, store, clock, tmp_path)
-        vm = rt.voicemail
-        rec = voicemail_message(rt.data_dir, "call-dur").finish()
-        replica.send_signal(signal.SIGSTOP)  # the replica confirms nothing
-        try:
-            with pytest.raises(VoicemailPending):
-                await vm.complete(rec, caller="+34600111222", trace_id="trace-dur", queue="N1",
-                                  transcript="llamo por el padrón", confidence=0.9)
-            note = json.loads(await store.redis.get(store.keys.voicemail("call-dur")))
-            assert note["status"] == "filing"  # not "done": nothing said it is safe
-            assert [m["call_id"] for _, m in pending(rt.data_dir)] == ["call-dur"]  # still waiting on disk
-        finally:
-            replica.send_signal(signal.SIGCONT)
-        await _caught_up(store)
-        refs = await vm.file_pending()  # what the catch-up loop does once the replicas answer again
-        assert refs == await _tickets_of(rt, "trace-dur")  # one ticket, the one the first try made
-        assert await _callbacks_of(rt, refs[0]) == [callback_id_for("call-dur")]
-        note = json.loads(await store.redis.get(store.keys.voicemail("call-dur")))
-        assert note["status"] == "done" and note["ticket"] == refs[0]
-        assert pending(rt.data_dir) == []
-        with ha.client(ha.data_ports[1]) as c:  # and it is on the replica
-            assert c.exists(store.keys.ticket(refs[0]), store.keys.callback(callback_id_for("call-dur"))) == 2
+        yield _runtime(loaded, store, clock, tmp_path), ha
     finally:
         await store.close()
         ha.stop()
+
+
+@pytest.mark.e2e
+async def test_a_voicemail_is_marked_filed_only_once_a_replica_holds_it(replicated: tuple[Runtime, RedisHA]) -> None:
+    rt, ha = replicated
+    replica, store = ha.procs[ha.data_ports[1]], rt.store
+    vm = rt.voicemail
+    rec = voicemail_message(rt.data_dir, "call-dur").finish()
+    replica.send_signal(signal.SIGSTOP)  # the replica confirms nothing
+    try:
+        with pytest.raises(VoicemailPending):
+            await vm.complete(rec, caller="+34600111222", trace_id="trace-dur", queue="N1",
+                              transcript="llamo por el padrón", confidence=0.9)
+        note = json.loads(await store.redis.get(store.keys.voicemail("call-dur")))
+        assert note["status"] == "filing"  # not "done": nothing said it is safe
+        assert [m["call_id"] for _, m in pending(rt.data_dir)] == ["call-dur"]  # still waiting on disk
+    finally:
+        replica.send_signal(signal.SIGCONT)
+    await _caught_up(store)
+    refs = await vm.file_pending()  # what the catch-up loop does once the replicas answer again
+    assert refs == await _tickets_of(rt, "trace-dur")  # one ticket, the one the first try made
+    assert await _callbacks_of(rt, refs[0]) == [callback_id_for("call-dur")]
+    note = json.loads(await store.redis.get(store.keys.voicemail("call-dur")))
+    assert note["status"] == "done" and note["ticket"] == refs[0]
+    assert pending(rt.data_dir) == []
+    with ha.client(ha.data_ports[1]) as c:  # and it is on the replica
+        assert c.exists(store.keys.ticket(refs[0]), store.keys.callback(callback_id_for("call-dur"))) == 2
 
 
 class _CutAfterTicket:
@@ -129,36 +136,28 @@ async def test_a_retry_after_the_ticket_was_made_does_not_make_a_second(runtime:
 
 
 @pytest.mark.e2e
-@pytest.mark.skipif(redis_server_exe() is None, reason="redis-server is not installed")
-async def test_recovery_keeps_every_cut_message_when_the_replica_does_not_confirm(loaded: Loaded, clock: FixedClock,
-                                                                                  tmp_path: Path) -> None:
-    ha = RedisHA(tmp_path / "ha", replicas=1, sentinels=0)
-    ha.start()
-    replica = ha.procs[ha.data_ports[1]]
-    store = Store(ha.url(ha.data_ports[0]), prefix="vmr", min_replicas_ack=1, wait_timeout_ms=200)
+async def test_recovery_keeps_every_cut_message_when_the_replica_does_not_confirm(
+        replicated: tuple[Runtime, RedisHA]) -> None:
+    rt, ha = replicated
+    replica, store = ha.procs[ha.data_ports[1]], rt.store
+    vm = rt.voicemail
+    for n in (1, 2):
+        writer = await vm.begin(f"call-r{n}", caller=f"+3460044455{n}", trace_id=f"trace-r{n}", queue="N1")
+        for _ in range(60):
+            writer.write(b"\x10\x00" * 160)
+        writer.abort()  # a crash mid-message, twice
+    replica.send_signal(signal.SIGSTOP)
     try:
-        rt = _runtime(loaded, store, clock, tmp_path)
-        vm = rt.voicemail
-        for n in (1, 2):
-            writer = await vm.begin(f"call-r{n}", caller=f"+3460044455{n}", trace_id=f"trace-r{n}", queue="N1")
-            for _ in range(60):
-                writer.write(b"\x10\x00" * 160)
-            writer.abort()  # a crash mid-message, twice
-        replica.send_signal(signal.SIGSTOP)
-        try:
-            assert await vm.recover() == []  # nothing could be confirmed, nothing is marked filed
-            assert sorted(m["call_id"] for _, m in pending(rt.data_dir)) == ["call-r1", "call-r2"]
-        finally:
-            replica.send_signal(signal.SIGCONT)
-        await _caught_up(store)
-        refs = await vm.file_pending()
-        assert len(refs) == 2
-        for n, ref in zip((1, 2), refs, strict=True):
-            assert await _tickets_of(rt, f"trace-r{n}") == [ref]
-            assert await _callbacks_of(rt, ref) == [callback_id_for(f"call-r{n}")]
+        assert await vm.recover() == []  # nothing could be confirmed, nothing is marked filed
+        assert sorted(m["call_id"] for _, m in pending(rt.data_dir)) == ["call-r1", "call-r2"]
     finally:
-        await store.close()
-        ha.stop()
+        replica.send_signal(signal.SIGCONT)
+    await _caught_up(store)
+    refs = await vm.file_pending()
+    assert len(refs) == 2
+    for n, ref in zip((1, 2), refs, strict=True):
+        assert await _tickets_of(rt, f"trace-r{n}") == [ref]
+        assert await _callbacks_of(rt, ref) == [callback_id_for(f"call-r{n}")]
 
 
 async def test_a_ticket_lost_in_a_failover_after_it_was_noted_is_filed_again(loaded: Loaded, clock: FixedClock,
