@@ -10,6 +10,7 @@ from typing import Protocol
 
 from atiende.runtime import Runtime
 from core import logs
+from core.ids import contact_id
 from core.lease import Lease, LeaseLost, LeaseRunner
 from core.looplag import LoopLagMonitor
 from desk.sla import SlaService
@@ -75,7 +76,10 @@ class LineComponent:
         try:
             await call.answer()
             io = CallIO(call, self.rt.speech)
-            done = await self.rt.ivr.run(io, call_id=call.call_id, trace_id=call.trace_id)
+            cid = contact_id(call.call_id)
+            if cid != call.call_id:
+                log.info("call stored as %s", cid, extra=logs.fields(sip_call_id=call.call_id[:200]))
+            done = await self.rt.ivr.run(io, call_id=cid, trace_id=call.trace_id)
             metrics.CALLS_TOTAL.labels(done.outcome or "unknown").inc()
             if self.cdr is not None:
                 self.cdr.call_ended(done)  # the CDR webhook is sent in the background: the call never waits on it

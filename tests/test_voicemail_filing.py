@@ -190,7 +190,7 @@ async def test_a_message_cut_on_a_call_whose_id_the_caller_made_unusable_is_reco
     back) under the same one, so a crash's recovery still finds who to call."""
     odd = "../" + "x" * 300
     writer = await runtime.voicemail.begin(odd, caller="+34600555666", trace_id="t-odd", queue="N1")
-    assert writer.call_id.startswith("vm-") and writer.part_path.parent == runtime.data_dir / "voicemail"
+    assert writer.call_id.startswith("c-") and writer.part_path.parent == runtime.data_dir / "voicemail"
     for _ in range(100):
         writer.write(b"\x10\x00" * 160)
     writer.abort()  # the node dies mid-message

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 
 from core.audio import FRAME_BYTES
 from core.clock import FixedClock
+from core.ids import contact_id
 from core.store import Store
 from ivr.conference import RECORDING_PREFIX, Recorder
 from voicemail import call_recordings
@@ -53,11 +55,19 @@ def test_a_call_id_the_caller_chose_stays_a_safe_name_in_the_directory(tmp_path:
     shape of an agent-call recording's id (whose files share the directory) is hashed, not refused."""
     w = VoicemailWriter(tmp_path, call_id)
     try:
-        assert w.part_path.parent == tmp_path / "voicemail" and w.call_id.startswith("vm-")
+        assert w.part_path.parent == tmp_path / "voicemail" and re.fullmatch(r"(c|vm)-[0-9a-f]{32}", w.call_id)
         assert w.call_id == file_id(call_id) == file_id(w.call_id)  # stable: the same call, the same message
     finally:
         w.abort()
     assert file_id("5f2a9c@10.0.0.1") == "5f2a9c@10.0.0.1"  # an ordinary Call-ID is kept, so logs match
+
+
+def test_a_call_id_cannot_name_another_calls_keys() -> None:
+    """Call ids become key segments (`call:<id>:live`): "x:live" would have written call x's live entry."""
+    for raw in ("x:live", "x:transfer", "x:supervise", "a b", "x/../y", "ü" * 10):
+        cid = contact_id(raw)
+        assert cid != raw and re.fullmatch(r"c-[0-9a-f]{32}", cid) and contact_id(raw) == cid
+    assert contact_id("3848276298220188511-203.0.113.1@carrier.example") == "3848276298220188511-203.0.113.1@carrier.example"
 
 
 @pytest.mark.anyio

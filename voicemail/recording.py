@@ -11,28 +11,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from core.audio import RATE, SAMPLE_BYTES
+from core.ids import contact_id
 from ivr.conference import RECORDING_PREFIX
 
 HEADER_BYTES = 44
 SYNC_EVERY_FRAMES = 50
-# What a SIP Call-ID may be used as a file name and a key as it is; anything else (the caller's side writes it)
-# is hashed: too long for a file name, dots and slashes, or shaped like an agent-call recording's id, whose
-# files share this directory.
-_FILE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,119}$")
-
-
 def file_id(call_id: str) -> str:
-    """The id a voicemail is filed and stored under for a call."""
-    if _FILE_ID.match(call_id) and not call_id.startswith(RECORDING_PREFIX) and ".." not in call_id:
-        return call_id
-    return "vm-" + hashlib.sha256(call_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    """The id a voicemail is filed and stored under for a call: its contact id (core/ids.py), never one shaped
+    like an agent-call recording's id, whose files share this directory."""
+    cid = contact_id(call_id)
+    if cid.startswith(RECORDING_PREFIX):
+        return "vm-" + hashlib.sha256(cid.encode()).hexdigest()[:32]
+    return cid
 
 
 def wav_header(data_bytes: int, rate: int = RATE) -> bytes:
