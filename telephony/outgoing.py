@@ -133,8 +133,11 @@ class Outgoing:
                         await call.hangup("no_answer")
                     raise DialFailed("no_answer") from None
                 except asyncio.CancelledError:
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(self._cancel(invite, dest, tx), 5.0)
+                    # The dial was abandoned (the caller hung up while this leg rang): CANCEL, and leave at once.
+                    # The callee's 200 may cross the CANCEL; then the callee's phone is answered, so that call is
+                    # ACKed and hung up with a BYE in the background instead of being left up and silent.
+                    self.line.layer.start_client(build_cancel(invite), dest)
+                    self.line.spawn(self._hang_up_if_answered(invite, tx, rtp, started, session_id, target, trace_id))
                     raise
                 if resp.status in (401, 407) and auth is None and trunk.user:
                     challenge = resp.headers.get("www-authenticate" if resp.status == 401 else "proxy-authenticate")
@@ -202,7 +205,23 @@ class Outgoing:
 
     async def _cancel(self, invite: Request, dest: tuple[str, int], tx: ClientTransaction) -> Response:
         self.line.layer.start_client(build_cancel(invite), dest)
+        return await self._final(tx)
+
+    @staticmethod
+    async def _final(tx: ClientTransaction) -> Response:
         try:
             return await asyncio.wait_for(asyncio.shield(tx.final), 64 * T1)
         except TimeoutError:
             return Response(408, "Request Timeout")
+
+    async def _hang_up_if_answered(self, invite: Request, tx: ClientTransaction, rtp: RtpSession, started: datetime,
+                                   session_id: int, target: SipUri, trace_id: str) -> None:
+        """After the CANCEL of an abandoned dial: a 2xx that crossed it gets its ACK, then a BYE."""
+        resp = await self._final(tx)
+        if not 200 <= resp.status < 300:
+            return
+        try:
+            call = self._outbound_call(invite, resp, rtp, started, session_id, target, trace_id)
+        except DialFailed:
+            return  # an unusable answer: _outbound_call already hangs that call up
+        await call.hangup("cancelled")

@@ -502,6 +502,46 @@ async def test_dial_no_answer_sends_cancel(rig_factory: Any) -> None:
     uas.close()
 
 
+async def test_an_abandoned_dial_whose_200_crosses_the_cancel_is_acked_and_hung_up(rig_factory: Any) -> None:
+    """The dial is cancelled (the caller hung up while an agent's phone rang) just as the phone answers: the 200
+    crosses our CANCEL. The answered phone must get its ACK and a BYE, not sit in a call nobody is on."""
+    uas = await SipPeer.open()
+    rtp = await RtpPeer.open()
+    rig = await rig_factory()
+    invited = asyncio.Event()
+
+    async def answers_as_the_cancel_arrives() -> None:
+        inv, src = await uas.request("INVITE", within_s=3)
+        h = inv.headers.copy()
+        h.set("to", (h.get("to") or "") + ";tag=x1")
+        uas.send(Response(180, headers=h), src)
+        invited.set()
+        cancel, csrc = await uas.request("CANCEL")
+        h.set("contact", f"<sip:700@127.0.0.1:{uas.port}>")
+        h.set("content-type", "application/sdp")
+        uas.send(Response(200, headers=h, body=offer_sdp(rtp.port, "8 101").encode()), src)  # too late to cancel
+        uas.send(Response(200, headers=cancel.headers.copy()), csrc)
+        ack, _ = await uas.request("ACK")
+        bye, bsrc = await uas.request("BYE")
+        assert ack.to.tag == bye.to.tag == "x1" and bye.call_id == inv.call_id
+        uas.send(Response(200, headers=bye.headers.copy()), bsrc)
+
+    peer = asyncio.create_task(answers_as_the_cancel_arrives())
+    dial = asyncio.create_task(rig.ep.dial(f"sip:700@127.0.0.1:{uas.port}", ring_timeout=30))
+    try:
+        await asyncio.wait_for(invited.wait(), 3)
+        await asyncio.sleep(0.05)  # the 180 is in
+        dial.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await dial
+        await asyncio.wait_for(peer, 5)
+        assert rig.ep.active_calls == 0 and rig.ep.records[-1].end_reason == "cancelled"
+    finally:
+        peer.cancel()
+        uas.close()
+        rtp.close()
+
+
 async def test_dial_busy(rig_factory: Any) -> None:
     uas = await SipPeer.open()
     rig = await rig_factory()
