@@ -29,6 +29,8 @@ async function init() {
   state.user = await Atiende.requireLogin("agent_n1", "agent_n2", "supervisor");
   state.agentId = agentIdOf(state.user);
   document.getElementById("top").replaceWith(Atiende.header("/desk", state.user));
+  // Supervisors see the agent calls going on now and join them from here (the API refuses anyone else).
+  if (Atiende.has(state.user, "supervisor") && window.AtiendeOps) AtiendeOps.liveCalls(state.user);
   await setupQueues();
   setupPresence();
   setupCallState();
@@ -201,7 +203,8 @@ function audioUrl(it) {
   const d = it.data || {};
   const url = d.recording_url || d.audio_url || d.url || d.recording;
   if (typeof url === "string" && (url.startsWith("/") || url.startsWith("http"))) return url;
-  if (d.call_id) return `/api/v1/voicemails/${encodeURIComponent(d.call_id)}/audio`;
+  // A voicemail's audio is the message; the call_id of an agent call names its recordings (AtiendeOps.recordingsFor).
+  if (d.call_id && it.kind === "voicemail") return `/api/v1/voicemails/${encodeURIComponent(d.call_id)}/audio`;
   return null;
 }
 
@@ -253,6 +256,11 @@ function renderInteraction(it) {
     if (d.transcript && d.transcript !== it.text) body.push(el("div", { class: "text" }, el("i", {}, "Transcripción: "), d.transcript));
     const path = d.ivr_path || d.path;
     if (Array.isArray(path) && path.length) body.push(el("div", { class: "small muted" }, "Recorrido IVR: " + path.map((p) => (typeof p === "string" ? p : p.step || p.node || JSON.stringify(p))).join(" → ")));
+  }
+  // The recordings of the agent call this interaction names: supervisors only, each listen audited.
+  if (Atiende.has(state.user, "supervisor") && window.AtiendeOps) {
+    const recordings = AtiendeOps.recordingsFor(it, state.current);
+    if (recordings) body.push(recordings);
   }
   return el("li", { class: it.direction || "internal", "data-kind": it.kind }, head, ...body);
 }
