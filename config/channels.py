@@ -70,8 +70,13 @@ class EmailConfig(Strict):
     smtp_password: str = ""
     timeout_s: float = Field(10.0, gt=0)
     max_bytes: int = Field(2_000_000, ge=1024)
-    # Mail may sit in queues for days (RFC 5321 retries up to 4-5 days): a longer replay window than webhooks'.
+    # How long a Message-ID is remembered for de-duplication (an MTA retries for 4-5 days). Mail is never refused
+    # for its age: the sender's Date header is the sender's word, and a queue may hold genuine mail for days.
     replay_window_s: int = Field(7 * 86400, ge=60)
+    # The authserv-id our own MTA writes in its Authentication-Results header (RFC 8601; the MTA must remove such
+    # headers arriving from outside). Reply-To is honoured only when that header says dmarc=pass: otherwise anyone
+    # could forge a citizen's From and have the replies sent elsewhere. Empty: no header is trusted, replies go to From.
+    trusted_authserv_id: str = ""
 
 
 class ChannelsConfig(Strict):

@@ -120,7 +120,7 @@ async def test_bounce_of_our_reply_marks_it_failed(client: httpx.AsyncClient, ru
     assert r.json()["action"] == "duplicate"
 
 
-async def test_quoted_replies_are_cut_and_reply_to_is_honoured(client: httpx.AsyncClient, runtime: Runtime,
+async def test_quoted_replies_are_cut_and_a_later_reply_to_does_not_redirect(client: httpx.AsyncClient, runtime: Runtime,
                                                                channels: ChannelsConfig, smtp: SmtpSink) -> None:
     ref, answer_id = await citizen_mail(client, smtp, "<q1@correo.example>")
     r = await client.post(MAIL_URL, content=sample("reply_outlook.eml", answer_id, display_ref(ref)), headers=MAIL_H)
@@ -128,15 +128,15 @@ async def test_quoted_replies_are_cut_and_reply_to_is_honoured(client: httpx.Asy
     last = (await runtime.desk.tickets.interactions(ref))[-1]
     assert last.text.startswith("Gracias. Adjunto el justificante") and last.text.endswith("Un saludo,\nCarmen")
     assert "Enviado" not in last.text and "cómo va" not in last.text
-    # The agent's reply goes where the citizen asked (Reply-To of her Outlook mail).
+    # Her Outlook mail's Reply-To does not move the conversation: anyone can forge From and thread on a ticket.
     await runtime.desk.tickets.reply(ref, "Anotado.", actor="agent:ana")
-    assert smtp.handler.envelopes[-1][1] == ["c.ruiz@empresa.example"]
+    assert smtp.handler.envelopes[-1][1] == ["carmen.ruiz@correo.example"]
     sent = len(smtp.messages)
     r = await client.post(MAIL_URL, content=sample("reply_gmail.eml", answer_id, display_ref(ref)), headers=MAIL_H)
     assert r.json()["action"] == "appended"
     assert (await runtime.desk.tickets.interactions(ref))[-1].text == "Perfecto, allí estaré el martes."
     assert len(smtp.messages) == sent  # appended: a person answers, the assistant says nothing
-    # Her latest mail has no Reply-To: replies go back to her address.
+    # And they still go back to her address.
     await runtime.desk.tickets.reply(ref, "Hasta el martes.", actor="agent:ana")
     assert smtp.handler.envelopes[-1][1] == ["carmen.ruiz@correo.example"]
 

@@ -24,7 +24,7 @@ from redis.exceptions import LockError
 from core.errors import RateLimited
 from core.refs import REF_ALPHABET, display_ref, normalize_ref
 from desk_api.channels import deskport
-from desk_api.channels.base import Inbound, Reply, channels_config
+from desk_api.channels.base import Contact, Inbound, Reply, channels_config
 from desk_api.context import Services
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ STATE_TTL_S = 900
 FILES_KEEP_S = 86400  # files sent before any ticket exists wait this long for the message that opens one
 NEEDS_PERSON = {COMPLAINT_INTENT, "hablar_agente"}
 PARALLEL_CHANNELS = ("telegram", "whatsapp")
+THREADING_KEYS = ("subject", "last_message_id", "references")  # what a later mail may change on the stored contact
 ROUTE_CHARS = 2000  # the router's limit; a long e-mail is routed by its beginning
 _COURTESY = re.compile(r"^\W*(muchas\s+)?(gracias|vale|ok|de acuerdo|perfecto|adi[oó]s|hasta luego|buenas noches)\W*$", re.I)
 
@@ -121,6 +122,24 @@ class Assistant:
         if msg.threads:
             await deskport.bind_thread(self.rt, msg.contact.channel, msg.threads[0], ref)
         await self.rt.store.redis.set(self.rt.store.keys.ticket_contact(ref), msg.contact.model_dump_json())
+
+    async def _follow_thread(self, ref: str, msg: Inbound) -> None:
+        """Replies to `ref` answer this mail (its Message-ID, References, subject); the stored address and Reply-To
+        stay those of the mail that opened the ticket, so a forged From cannot redirect the agent's replies."""
+        key = self.rt.store.keys.ticket_contact(ref)
+        raw = await self.rt.store.redis.get(key)
+        if raw:
+            stored = Contact.model_validate_json(raw)
+        else:
+            ticket = await deskport.find_ticket(self.rt, ref)
+            meta = ticket.meta.get("contact") if ticket is not None else None
+            if not isinstance(meta, dict):
+                return
+            stored = Contact.model_validate(meta)
+        if stored.channel != msg.contact.channel:
+            return
+        threading = {k: msg.contact.data[k] for k in THREADING_KEYS if k in msg.contact.data}
+        await self.rt.store.redis.set(key, stored.model_copy(update={"data": {**stored.data, **threading}}).model_dump_json())
 
     async def _pending_files(self, msg: Inbound) -> Inbound:
         """Files the citizen sent before saying what they needed join the message that does."""
@@ -214,8 +233,8 @@ class Assistant:
             await self._record(open_ref, msg, None)
             if c.channel == "email" and msg.threads:  # later e-mails carry new Message-IDs to thread replies on
                 await deskport.bind_thread(rt, c.channel, msg.threads[0], open_ref)
-                if own:  # the ticket's citizen may change where replies go (a new subject, Reply-To); nobody else
-                    await self._link(open_ref, msg)
+                if own:  # replies thread on the citizen's latest mail; where they go never changes (From is forgeable)
+                    await self._follow_thread(open_ref, msg)
             return Reply(text=None, action="appended", ref=open_ref, intent=intent)
 
         if state.get("step") == "confirm":  # the IVR asked "¿quiere...? sí o no" about the previous message

@@ -15,7 +15,9 @@ window (its Date).
   sent) marks that reply failed on its ticket.
 - The citizen's own words only: quoted history (Outlook's "De: … Enviado: … Para: … Asunto:", Gmail's
   "El … escribió:", "On … wrote:", "> " lines) is cut, HTML-only mail loses its <style>/<script>/<head>.
-- Replies go to Reply-To when the citizen set one; attachments are kept on the ticket.
+- Replies go to the From address; to Reply-To only when our MTA's Authentication-Results (trusted_authserv_id)
+  says dmarc=pass, and only as set by the mail that opened the ticket: a later mail (anyone can forge From and
+  thread on a ticket) changes the threading of replies, never where they go. Attachments are kept on the ticket.
 """
 
 from __future__ import annotations
@@ -175,6 +177,22 @@ def _bounce_reason(raw: bytes) -> str:
     return f"correo devuelto: {reason}"[:500]
 
 
+_DMARC_PASS = re.compile(r"(?:^|[;\s])dmarc\s*=\s*pass\b", re.I)
+
+
+def dmarc_pass(msg: EmailMessage, authserv_id: str) -> bool:
+    """True when the topmost Authentication-Results header (the one our MTA prepends; it strips any arriving from
+    outside) is our MTA's, by its authserv-id, and says the From domain passed DMARC."""
+    if not authserv_id.strip():
+        return False
+    headers = msg.get_all("Authentication-Results") or []
+    if not headers:
+        return False
+    server, _, results = one_line(str(headers[0]), 2000).partition(";")
+    words = server.split()
+    return bool(words) and words[0].lower() == authserv_id.strip().lower() and bool(_DMARC_PASS.search(results))
+
+
 def _sent_at(msg: EmailMessage) -> datetime | None:
     try:
         when = parsedate_to_datetime(str(msg.get("Date") or ""))
@@ -196,8 +214,8 @@ def _media(msg: EmailMessage) -> list[MediaRef]:
     return out
 
 
-def parse_mail(raw: bytes, own_address: str) -> Event:
-    """One raw message as the flow's event."""
+def parse_mail(raw: bytes, own_address: str, trusted_authserv_id: str = "") -> Event:
+    """One raw message as the flow's event; `trusted_authserv_id` names our MTA's Authentication-Results."""
     try:
         msg = BytesParser(policy=policy.default).parsebytes(raw)
     except Exception as exc:  # the stdlib parser's rarer failures on malformed input: the sender's fault
@@ -205,14 +223,14 @@ def parse_mail(raw: bytes, own_address: str) -> Event:
     if not isinstance(msg, EmailMessage):  # policy.default always builds EmailMessage; keeps mypy honest
         raise InvalidInput("not an e-mail message")
     try:
-        return _event(msg, raw, own_address)
+        return _event(msg, raw, own_address, trusted_authserv_id)
     except InvalidInput:
         raise
     except (ValueError, TypeError, LookupError, AttributeError) as exc:  # malformed headers the parser let through
         raise InvalidInput("the message cannot be parsed", {"reason": str(exc)[:200]}) from None
 
 
-def _event(msg: EmailMessage, raw: bytes, own_address: str) -> Event:
+def _event(msg: EmailMessage, raw: bytes, own_address: str, trusted_authserv_id: str) -> Event:
     name, address = parseaddr(one_line(str(msg.get("From") or ""), 500))
     message_id = (_ids(str(msg.get("Message-ID") or "")) or [f"<{hashlib.sha256(raw).hexdigest()[:40]}@inbound.invalid>"])[0]
     sent_at = _sent_at(msg)
@@ -234,7 +252,9 @@ def _event(msg: EmailMessage, raw: bytes, own_address: str) -> Event:
     hint_match = _SUBJECT_REF_RE.search(subject)
     in_reply_to = _ids(str(msg.get("In-Reply-To") or ""))
     references = _ids(str(msg.get("References") or ""))
-    reply_to = [a for _, a in getaddresses([one_line(str(msg.get("Reply-To") or ""), 500)]) if "@" in a]
+    # Reply-To is as forgeable as From: honoured only when our own MTA vouches for the From domain (DMARC).
+    reply_to = [a for _, a in getaddresses([one_line(str(msg.get("Reply-To") or ""), 500)]) if "@" in a] \
+        if dmarc_pass(msg, trusted_authserv_id) else []
     contact = Contact(channel="email", address=address.lower()[:254], name=one_line(name, 200) or None,
                       data={"subject": subject, "last_message_id": message_id,
                             "references": [*references, message_id][-20:],
@@ -306,7 +326,8 @@ class EmailPlug(ChannelPlug):
                      "X-Atiende-Inbound-Token")
 
     def parse(self, rt: Services, body: bytes) -> list[Event]:
-        return [parse_mail(body, channels_config(rt).email.address)]
+        cfg = channels_config(rt).email
+        return [parse_mail(body, cfg.address, cfg.trusted_authserv_id)]
 
     async def send(self, rt: Services, contact: Contact, text: str, ref: str | None) -> list[str]:
         return list((await send_reply(rt, contact, text, ref, automatic=True))["ids"])
