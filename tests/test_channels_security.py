@@ -75,3 +75,81 @@ async def test_reply_to_is_honoured_only_with_our_mtas_dmarc_pass(client: httpx.
         assert r.json()["action"] == "ticket", r.json()
         got = await agent_reply_to(runtime, smtp, r.json()["ref"])
         assert got == (["c.ruiz@empresa.example"] if honoured else [sender]), (i, got)
+
+
+# ---- 2. bodies that would keep the parser or a regex busy for seconds -----------------------------------------
+
+
+def mime_mail(files: int, mid: str = "<mp1@correo.example>", sender: str = "carmen.ruiz@correo.example") -> bytes:
+    parts = "".join(f"--b\r\nContent-Type: text/plain\r\nContent-Disposition: attachment; filename=a{i}.txt\r\n\r\nx\r\n"
+                    for i in range(files))
+    return (f"From: {sender}\r\nSubject: Documentos\r\nMessage-ID: {mid}\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n"
+            f"Quiero hablar con una persona sobre mi expediente de ayudas\r\n{parts}--b--\r\n").encode()
+
+
+def test_html_to_text_is_capped_and_linear() -> None:
+    from desk_api.channels.email import MAX_HTML_CHARS, html_to_text
+
+    # Only the first 200 kB of an HTML part are read.
+    assert "FIN" not in html_to_text("<p>Hola</p>" + "x" * (MAX_HTML_CHARS + 10) + "<p>FIN</p>")
+    assert html_to_text("a<b<i>c</i>") == "a<b c "  # a tag holds no "<": the stray one is text
+    # The reviewer's worst cases (quadratic before: minutes each), at the full size of a message.
+    assert html_to_text("<style " * 300_000) == ""
+    assert html_to_text("<!--" * 500_000) == ""
+    assert html_to_text("<a" * 1_000_000) == ("<a" * 1_000_000)[:MAX_HTML_CHARS]
+    assert html_to_text("<div " * 400_000) == ("<div " * 400_000)[:MAX_HTML_CHARS]
+    page = ('<html><head><title>t</title><style>p{}</style></head><body><!-- c --><p>Hola</p>'
+            '<div class="gmail_quote">antiguo</div></body></html>')
+    assert html_to_text(page).strip() == "Hola"
+
+
+async def test_hostile_mail_is_refused_with_a_clear_error(client: httpx.AsyncClient, runtime: Runtime,
+                                                          channels: ChannelsConfig, smtp: SmtpSink) -> None:
+    count = int(await runtime.store.redis.zcard(runtime.store.keys.tickets_all))
+    from_many = "From: " + ", ".join(f"u{i}@x.es" for i in range(20000))
+    nested = "".join(f"Content-Type: multipart/mixed; boundary=b{i}\r\n\r\n--b{i}\r\n" for i in range(3000))
+    cases = {
+        "60 parts": mime_mail(60),
+        "16000 parts": mime_mail(16000),
+        "3000 nested parts": ("From: a@correo.example\r\nSubject: x\r\nMessage-ID: <n1@correo.example>\r\n"
+                              f"MIME-Version: 1.0\r\n{nested}Content-Type: text/plain\r\n\r\nx\r\n").encode(),
+        "20000 addresses": f"{from_many}\r\nMessage-ID: <fm1@x.es>\r\n\r\nquiero hablar con una persona".encode(),
+        "20000 encoded words": ("From: a@correo.example\r\nSubject: " + "=?utf-8?q?a?= " * 20000 +
+                                "\r\nMessage-ID: <sw1@x.es>\r\n\r\nquiero hablar con una persona").encode(),
+    }
+    for name, raw in cases.items():
+        for _ in range(2):  # the MTA's retry gets the same clear refusal, not a 500 to retry forever
+            r = await client.post(MAIL_URL, content=raw, headers=MAIL_H)
+            assert r.status_code == 422 and r.json()["error_id"] == "mail-too-complex", (name, r.status_code, r.text[:200])
+    # Comments nested deeper than the parser's stack: invalid input, not a server error.
+    deep = b"From: a@correo.example " + b"(" * 20000 + b"\r\nMessage-ID: <p1@x.es>\r\n\r\nquiero hablar con una persona"
+    r = await client.post(MAIL_URL, content=deep, headers=MAIL_H)
+    assert r.status_code == 422 and r.json()["error_id"] == "invalid-input", r.text[:200]
+    # A long header under 64 kB is parsed from its first kilobyte only (quickly): no address there, refused.
+    long_from = 'From: ' + '"a" ' * 15000 + "<carmen.ruiz@correo.example>"
+    r = await client.post(MAIL_URL, content=f"{long_from}\r\nMessage-ID: <lf1@x.es>\r\n\r\nhola".encode(), headers=MAIL_H)
+    assert r.status_code == 422 and "From" in r.json()["message"]
+    # 50 parts are fine.
+    r = await client.post(MAIL_URL, content=mime_mail(40, "<mp40@correo.example>"), headers=MAIL_H)
+    assert r.status_code == 200 and r.json()["action"] == "ticket", r.text[:300]
+    assert int(await runtime.store.redis.zcard(runtime.store.keys.tickets_all)) == count + 1
+
+
+async def test_webhook_bodies_are_parsed_off_the_event_loop(client: httpx.AsyncClient, channels: ChannelsConfig,
+                                                            smtp: SmtpSink, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from desk_api.channels import email
+
+    threads: list[threading.Thread] = []
+    real = email.parse_mail
+
+    def recording(*args: object, **kwargs: object) -> object:
+        threads.append(threading.current_thread())
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(email, "parse_mail", recording)
+    r = await client.post(MAIL_URL, content=raw_mail("x", "Gracias", "<t1@correo.example>"), headers=MAIL_H)
+    assert r.status_code == 200
+    assert threads and threads[0] is not threading.main_thread()

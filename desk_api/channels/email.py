@@ -29,9 +29,9 @@ import logging
 import re
 import smtplib
 from datetime import UTC, datetime
-from email import policy
 from email.message import EmailMessage, Message
 from email.parser import BytesParser, HeaderParser
+from email.policy import EmailPolicy
 from email.utils import formataddr, getaddresses, make_msgid, parseaddr, parsedate_to_datetime
 from typing import Any
 
@@ -51,7 +51,8 @@ router = APIRouter(tags=["channels"])
 
 _MSGID_RE = re.compile(r"<[^<>\s]+>")
 _SUBJECT_REF_RE = re.compile(r"\[\s*ref\.?:?\s*([0-9A-Za-z]{3}-?[0-9A-Za-z]{3})\s*\]", re.I)
-_TAG_RE = re.compile(r"<[^>]+>")
+# No "<" inside a tag: "<a<a<a..." is matched in linear time, not retried from every "<" (quadratic).
+_TAG_RE = re.compile(r"<[^<>]*>")
 _RE_PREFIX = re.compile(r"^\s*((re|rv|fw|fwd|aw)\s*:\s*)+", re.I)
 # Lines after which the rest is quoted history or a signature.
 _QUOTE_INTRO_RE = re.compile(
@@ -61,9 +62,23 @@ _ATTRIBUTION_START = re.compile(r"^(el|on|le|am)\s", re.I)
 _ATTRIBUTION_END = re.compile(r"(escribi[oó]|wrote|a écrit|schrieb)\s*:\s*$", re.I)
 _HEADER_BLOCK = re.compile(r"^\*?(de|from)\s*:\*?\s", re.I)
 _HEADER_NEXT = re.compile(r"^\*?(enviado|sent|fecha|date|para|to|asunto|subject|cc)\s*:", re.I)
-_HTML_DROP = re.compile(r"(?is)<(head|style|script|title|xml|template)\b.*?</\1\s*>|<!--.*?-->")
-_HTML_QUOTE = re.compile(r'(?is)<div[^>]+(class="gmail_quote|id="divRplyFwdMsg|id="appendonsend|class="moz-cite-prefix)'
-                         r"|<blockquote\b|<hr\b[^>]*id=\"stopSpelling")
+# Where a dropped element opens; its end is found with str.find (a lazy ".*?</style>" regex rescans the rest of the
+# text from each unclosed "<style", quadratic on "<style <style <style ...").
+_HTML_DROP_OPEN = re.compile(r"(?i)<(head|style|script|title|xml|template)\b|<!--")
+_HTML_QUOTE = re.compile(r'(?is)<div[^<>]*?(class="gmail_quote|id="divRplyFwdMsg|id="appendonsend|class="moz-cite-prefix)'
+                         r"|<blockquote\b|<hr\b[^<>]*id=\"stopSpelling")
+_HTML_LINE_END = re.compile(r"(?i)<br\s*/?>|</p\s*>|</div\s*>|</tr\s*>|</li\s*>")
+MAX_HTML_CHARS = 200_000  # a citizen's words fit many times over; the rest of a huge HTML part is not read
+MAX_HEADER_BYTES = 64 * 1024  # the whole header block; real mail has a few kB (long Received/DKIM chains ~20 kB)
+# One header as parsed: the stdlib's address and encoded-word parsers are superlinear (an address header of 4,000
+# characters takes a fifth of a second; a real From or Reply-To is under 300).
+MAX_HEADER_CHARS = 4000
+MAX_ADDRESS_HEADER_CHARS = 1000
+_ADDRESS_HEADERS = {"from", "reply-to", "to", "cc", "bcc", "sender", "resent-from", "resent-to", "resent-cc",
+                    "resent-bcc", "resent-sender"}
+MAX_PARTS = 50  # MIME parts in one message (each costs the parser; a citizen attaches a handful of files)
+MAX_REFERENCES = 20  # Message-IDs kept from References (the most recent), each at most MAX_MSGID_CHARS
+MAX_MSGID_CHARS = 250
 _BOUNCE_SENDER = re.compile(r"^(mailer-daemon|mail-daemon|mailerdaemon|postmaster)@", re.I)
 _DIAG_RE = re.compile(r"^Diagnostic-Code:\s*(?:smtp;\s*)?(.+(?:\r?\n[ \t]+.+)*)", re.I | re.M)
 _STATUS_RE = re.compile(r"^Status:\s*([245]\.\d{1,3}\.\d{1,3})", re.I | re.M)
@@ -83,13 +98,32 @@ def _content(part: Message) -> str:
     return content if isinstance(content, str) else ""
 
 
+def _drop_elements(content: str) -> str:
+    """The HTML without <head>, <style>, <script>, <title>, <xml>, <template> elements and comments; one pass."""
+    out: list[str] = []
+    low = content.lower()
+    pos = 0
+    while (m := _HTML_DROP_OPEN.search(content, pos)) is not None:
+        out.append(content[pos:m.start()])
+        closer = "-->" if m.group(0) == "<!--" else f"</{m.group(1).lower()}"
+        end = low.find(closer, m.end())
+        if end < 0:  # never closed: the rest is inside it
+            pos = len(content)
+            break
+        gt = content.find(">", end)
+        pos = len(content) if gt < 0 else gt + 1
+        out.append(" ")
+    out.append(content[pos:])
+    return "".join(out)
+
+
 def html_to_text(content: str) -> str:
     """The readable text of an HTML mail: no head, style or script text, and no quoted history."""
-    content = _HTML_DROP.sub(" ", content)
+    content = _drop_elements(content[:MAX_HTML_CHARS])
     quote = _HTML_QUOTE.search(content)
     if quote:
         content = content[:quote.start()]
-    content = re.sub(r"(?i)<br\s*/?>|</p\s*>|</div\s*>|</tr\s*>|</li\s*>", "\n", content)
+    content = _HTML_LINE_END.sub("\n", content)
     return html.unescape(_TAG_RE.sub(" ", content)).replace("\xa0", " ")
 
 
@@ -214,13 +248,70 @@ def _media(msg: EmailMessage) -> list[MediaRef]:
     return out
 
 
+class _BoundedPolicy(EmailPolicy):
+    """policy.default, but a header is parsed from at most MAX_HEADER_CHARS of its value: the stdlib's address
+    and encoded-word parsers take seconds on one 60 kB From or Subject. References keeps its end (the most
+    recent ids)."""
+
+    def header_fetch_parse(self, name: str, value: str) -> Any:
+        limit = MAX_ADDRESS_HEADER_CHARS if name.lower() in _ADDRESS_HEADERS else MAX_HEADER_CHARS
+        if isinstance(value, str) and len(value) > limit:
+            value = value[-limit:] if name.lower() == "references" else value[:limit]
+        return super().header_fetch_parse(name, value)
+
+
+_POLICY = _BoundedPolicy()
+_BOUNDARY_RE = re.compile(rb'(?i)\bboundary\s*=\s*(?:"([^"\r\n]{1,200})"|([^\s;"]{1,200}))')
+_DELIMITER_RE = re.compile(rb"(?m)^--([^\r\n]*)")
+
+
+def _header_end(raw: bytes) -> int:
+    """Where the header block ends (its blank line), or -1 when there is none in the first MAX_HEADER_BYTES."""
+    ends = [i for i in (raw.find(b"\n\n", 0, MAX_HEADER_BYTES + 2), raw.find(b"\n\r\n", 0, MAX_HEADER_BYTES + 3))
+            if i >= 0]
+    return min(ends) if ends else (-1 if len(raw) > MAX_HEADER_BYTES else len(raw))
+
+
+def count_parts(raw: bytes) -> int:
+    """How many MIME parts the message opens, counted on the raw bytes (the boundary delimiter lines), before
+    the parser spends its time on them."""
+    boundaries: set[bytes] = set()
+    for quoted, bare in _BOUNDARY_RE.findall(raw):
+        boundaries.add(quoted or bare)
+        if len(boundaries) > MAX_PARTS:  # each boundary is a multipart with at least one part
+            return len(boundaries)
+    if not boundaries:
+        return 1
+    count = 1
+    for m in _DELIMITER_RE.finditer(raw):
+        line = m.group(1).rstrip(b" \t")
+        if line in boundaries:  # "--boundary" opens a part; "--boundary--" closes the multipart
+            count += 1
+    return count
+
+
+def check_size(raw: bytes) -> None:
+    """Refuse what would keep the parser busy for seconds: a huge header block, too many MIME parts."""
+    end = _header_end(raw)
+    if end < 0 or end > MAX_HEADER_BYTES:
+        raise InvalidInput("the message's header block is too large", {"max_header_bytes": MAX_HEADER_BYTES},
+                           error_id="mail-too-complex")
+    parts = count_parts(raw)
+    if parts > MAX_PARTS:
+        raise InvalidInput("the message has too many MIME parts", {"parts": parts, "max_parts": MAX_PARTS},
+                           error_id="mail-too-complex")
+
+
 def parse_mail(raw: bytes, own_address: str, trusted_authserv_id: str = "") -> Event:
-    """One raw message as the flow's event; `trusted_authserv_id` names our MTA's Authentication-Results."""
+    """One raw message as the flow's event; `trusted_authserv_id` names our MTA's Authentication-Results.
+
+    Blocking and CPU-bound (the stdlib parser): the flow runs it in a worker thread; check_size bounds its work."""
+    check_size(raw)
     try:
-        msg = BytesParser(policy=policy.default).parsebytes(raw)
+        msg = BytesParser(policy=_POLICY).parsebytes(raw)
     except Exception as exc:  # the stdlib parser's rarer failures on malformed input: the sender's fault
         raise InvalidInput("the message cannot be parsed", {"reason": str(exc)[:200]}) from None
-    if not isinstance(msg, EmailMessage):  # policy.default always builds EmailMessage; keeps mypy honest
+    if not isinstance(msg, EmailMessage):  # the policy always builds EmailMessage; keeps mypy honest
         raise InvalidInput("not an e-mail message")
     try:
         return _event(msg, raw, own_address, trusted_authserv_id)
@@ -228,6 +319,8 @@ def parse_mail(raw: bytes, own_address: str, trusted_authserv_id: str = "") -> E
         raise
     except (ValueError, TypeError, LookupError, AttributeError) as exc:  # malformed headers the parser let through
         raise InvalidInput("the message cannot be parsed", {"reason": str(exc)[:200]}) from None
+    except RecursionError:  # e.g. "From: a@b.es ((((((...": the header parser recurses per comment level
+        raise InvalidInput("the message cannot be parsed", {"reason": "nested too deeply"}) from None
 
 
 def _event(msg: EmailMessage, raw: bytes, own_address: str, trusted_authserv_id: str) -> Event:

@@ -15,6 +15,7 @@ retry while another node still processes it gets 503 and comes back later.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from abc import ABC, abstractmethod
 from datetime import datetime, timedelta
@@ -23,7 +24,7 @@ from typing import Any, Literal
 from fastapi import Request
 from pydantic import BaseModel, Field
 
-from core.errors import AtiendeError, Unavailable
+from core.errors import AtiendeError, InvalidInput, Unavailable
 from desk_api.channels import assistant, deskport, media
 from desk_api.channels.base import ChannelName, Contact, Inbound, Reply, channels_config, read_body, require_enabled
 from desk_api.channels.media import MediaRef, Refused
@@ -158,7 +159,15 @@ async def handle_webhook(rt: Services, plug: ChannelPlug, request: Request) -> d
     require_enabled(plug.enabled(rt), plug.name)
     body = await read_body(request, plug.max_body(rt))
     plug.authenticate(rt, request, body)
-    events = plug.parse(rt, body)
+    try:
+        # Parsing is CPU-bound (an e-mail's MIME tree, a megabyte of JSON): off the event loop, so one hostile body
+        # cannot stall every call and chat on this node; each plug bounds its parser's work.
+        events = await asyncio.to_thread(plug.parse, rt, body)
+    except InvalidInput as exc:
+        # Refused for good (4xx: the provider or MTA does not retry it); kept in the log for the operators.
+        log.warning("%s delivery refused: %s", plug.name, exc.message,
+                    extra={"fields": {"channel": plug.name, "error_id": exc.error_id, "bytes": len(body)}})
+        raise
     results = [await process(rt, plug, event) for event in events]
     out: dict[str, Any] = {"ok": True, "results": results}
     if len(results) == 1:  # one event (Telegram, e-mail): its outcome at the top as well
