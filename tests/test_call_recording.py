@@ -4,6 +4,7 @@ tests/test_supervision_e2e.py (consent notice, both sides mixed, a pause)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
 import wave
@@ -112,7 +113,7 @@ async def test_pause_resume_listen_and_retention(runtime: Runtime, client: httpx
 
 
 async def test_a_recording_cut_by_a_crash_is_finished_at_start_up_and_not_filed_as_a_voicemail(
-        runtime: Runtime, client: httpx.AsyncClient, staff: dict[str, str]) -> None:
+        runtime: Runtime) -> None:
     from atiende.components import VoicemailComponent
 
     rec_id = "rec-" + "c" * 20
@@ -125,11 +126,11 @@ async def test_a_recording_cut_by_a_crash_is_finished_at_start_up_and_not_filed_
         rec.sink(level(1500))
     await rec.flush()  # and the node is killed: the part stays, its header says nothing was written
     component = VoicemailComponent(runtime)
-    await component.start()
+    await asyncio.wait_for(component.start(), 60)  # a bound, not a measure: a hang fails here, with its stack
     try:
         meta = json.loads(str(await store.redis.get(store.keys.call_recording(rec_id))))
         assert meta["state"] == "done" and meta["recovered"] and meta["duration_s"] == 1.0
         assert await runtime.recordings.get(rec_id) is not None  # in the shared store, playable from any node
         assert (await runtime.desk.tickets.query(limit=10)) == []  # no "voicemail" made of the conversation
     finally:
-        await component.stop()
+        await asyncio.wait_for(component.stop(), 60)
