@@ -125,13 +125,13 @@ def parse(body: bytes | str) -> Sdp:
                     cur.direction = name
             elif cur is not None and name == "rtpmap":
                 pt, _, enc = val.partition(" ")
-                if is_num(pt):
+                if pt.isdigit():  # (any digits: too many of them is a refusal, not a line to skip)
                     cur.rtpmap[_int(pt, 127, "payload type")] = enc.strip()
             elif cur is not None and name == "fmtp":
                 pt, _, params = val.partition(" ")
-                if is_num(pt):
+                if pt.isdigit():
                     cur.fmtp[_int(pt, 127, "payload type")] = params.strip()
-            elif cur is not None and name == "ptime" and is_num(val.strip()):
+            elif cur is not None and name == "ptime" and val.strip().isdigit():
                 cur.ptime = _int(val.strip(), 10000, "ptime")
         if cur is not None and k != "m":
             cur.raw_lines.append(line)

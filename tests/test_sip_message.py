@@ -30,6 +30,23 @@ def req(text: str) -> Request:
     return msg
 
 
+@pytest.mark.parametrize("where", ["content-length", "cseq", "port", "max-forwards", "expires", "contact"])
+def test_hostile_numbers_are_parse_errors(where: str) -> None:
+    """Past 4300 digits int() raises a plain ValueError: each such field must be a SipParseError (a 400)."""
+    huge = "1" * 5000
+    text = BASE + "Contact: <sip:600@127.0.0.1:5099>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    text = {
+        "content-length": text.replace("Content-Length: 0", f"Content-Length: {huge}"),
+        "cseq": text.replace("CSeq: 1 INVITE", f"CSeq: {huge} INVITE"),
+        "port": text.replace("INVITE sip:900@127.0.0.1 SIP", f"INVITE sip:900@127.0.0.1:{huge} SIP"),
+        "max-forwards": text.replace("Max-Forwards: 70", f"Max-Forwards: {huge}"),
+        "expires": text.replace("Max-Forwards: 70", f"Max-Forwards: 70\r\nExpires: {huge}"),
+        "contact": text.replace("<sip:600@127.0.0.1:5099>", f"<sip:600@127.0.0.1:5099>;expires={huge}"),
+    }[where]
+    with pytest.raises(SipParseError):
+        req(text)
+
+
 def test_compact_and_case_insensitive_names() -> None:
     m = req("OPTIONS sip:900@h SIP/2.0\r\nv: SIP/2.0/UDP h;branch=z9hG4bK1\r\nf: <sip:a@h>;tag=1\r\nt: sip:900@h\r\n"
             "i: cid\r\ncSeQ: 5 OPTIONS\r\nl: 0\r\n\r\n")

@@ -447,3 +447,17 @@ async def test_rtp_from_another_source_cannot_take_over_the_call(line: Any) -> N
     legit.send_dtmf("1", media)
     await asyncio.sleep(0.1)
     assert digits == ["1"]  # the caller's own digits still count
+
+
+async def test_hostile_numbers_in_sip_headers_get_400(line: Any) -> None:
+    ep, calls = await line(ring_forever)
+    peer = await sip_peer("127.0.0.2")
+    huge = "7" * 5000
+    ruri = f"sip:900@127.0.0.1:{ep.port}"
+    base = peer.make("INVITE", ruri, body=offer_sdp(4000))
+    for text in (base.replace("Content-Length: ", f"Content-Length: {huge}", 1),  # escaped the transport: no answer
+                 base.replace("CSeq: 1 INVITE", f"CSeq: {huge} INVITE"),  # was 500
+                 base.replace("Max-Forwards: 70", f"Max-Forwards: {huge}")):
+        peer.send(text, ("127.0.0.1", ep.port))
+        assert (await peer.response(within_s=2)).status == 400
+    assert calls == [] and ep.layer.server == {}

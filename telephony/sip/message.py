@@ -46,8 +46,10 @@ REASONS = {
 
 
 def is_num(text: str) -> bool:
-    """ASCII digits only (str.isdigit also takes '²', which int() refuses)."""
-    return text.isascii() and text.isdigit()
+    """ASCII digits only (str.isdigit also takes '²', which int() refuses), at most 10 of them: every number SIP
+    carries fits (CSeq < 2**31, Expires < 2**32), and int() of more than 4300 digits raises a plain ValueError
+    where callers expect SipParseError (a hostile Content-Length escaped the transport's handler)."""
+    return len(text) <= 10 and text.isascii() and text.isdigit()
 
 
 class SipParseError(ValueError):
