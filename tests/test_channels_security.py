@@ -153,3 +153,42 @@ async def test_webhook_bodies_are_parsed_off_the_event_loop(client: httpx.AsyncC
     r = await client.post(MAIL_URL, content=raw_mail("x", "Gracias", "<t1@correo.example>"), headers=MAIL_H)
     assert r.status_code == 200
     assert threads and threads[0] is not threading.main_thread()
+
+
+# ---- 3. a thread is not a key to someone else's ticket --------------------------------------------------------
+
+
+async def test_a_stranger_on_the_thread_neither_writes_as_the_citizen_nor_hears_the_status(
+        client: httpx.AsyncClient, runtime: Runtime, channels: ChannelsConfig, smtp: SmtpSink) -> None:
+    r = await client.post(MAIL_URL, content=raw_mail("Ayudas", NEEDS_PERSON, "<v2@correo.example>"), headers=MAIL_H)
+    ref = r.json()["ref"]
+    before = await runtime.desk.tickets.interactions(ref)
+    assert before[0].data["from"] == "carmen.ruiz@correo.example"  # the sender is on every inbound interaction
+    # Someone else copies her Message-ID into In-Reply-To and asks how "my" query is going.
+    evil = raw_mail("hola", "¿Cómo va mi consulta?", "<evil2@evil.example>", sender="X <otro@evil.example>",
+                    in_reply_to="<v2@correo.example>")
+    r = await client.post(MAIL_URL, content=evil, headers=MAIL_H)
+    assert r.json()["ref"] != ref and r.json()["action"] == "asked", r.json()
+    assert display_ref(ref) not in smtp.messages[-1].get_content()
+    assert smtp.handler.envelopes[-1][1] == ["otro@evil.example"]
+    # Or writes on it: a conversation of their own, her ticket untouched.
+    evil = raw_mail("Re: Ayudas", NEEDS_PERSON, "<evil3@evil.example>", sender="Y <tercero@evil.example>",
+                    in_reply_to="<v2@correo.example>", references="<v2@correo.example>")
+    r = await client.post(MAIL_URL, content=evil, headers=MAIL_H)
+    assert r.json()["ref"] not in (None, ref), r.json()
+    assert len(await runtime.desk.tickets.interactions(ref)) == len(before)
+    assert (await runtime.desk.tickets.interactions(r.json()["ref"]))[0].data["from"] == "tercero@evil.example"
+
+
+def test_references_keep_the_last_twenty_ids_of_sane_length() -> None:
+    from desk_api.channels.email import parse_mail
+    from desk_api.channels.flow import InboundMessage
+
+    long_id = "<" + "x" * 300 + "@correo.example>"
+    refs = " ".join(f"<r{i}@correo.example>" for i in range(200)) + " " + long_id
+    ev = parse_mail(raw_mail("hola", "Quiero hablar con una persona", "<m1@correo.example>", references=refs,
+                             in_reply_to=long_id), "atencion@junta.example")
+    assert isinstance(ev, InboundMessage)
+    kept = ev.contact.data["references"]
+    assert len(kept) == 20 and kept[-1] == "<m1@correo.example>" and kept[-2] == "<r199@correo.example>"
+    assert long_id not in ev.threads and len(ev.threads) == 21  # its own id and the 20 references

@@ -104,13 +104,17 @@ class Assistant:
     async def _open_ticket(self, msg: Inbound, hint: str | None, citizen_id: str) -> tuple[str | None, bool]:
         """(the open ticket this message continues, whether the sender is that ticket's citizen).
 
-        A conversation's own thread (its chat, or the Message-IDs of its mails) finds its ticket; a reference
-        hint (a "[Ref: ...]" in a subject) counts only when the sender is the ticket's citizen, on every
-        channel: anyone can type a reference, and the ticket's replies must not follow them."""
+        A conversation's own thread (its chat, or the Message-IDs of its mails) or a reference hint (a "[Ref: ...]"
+        in a subject) finds its ticket only when the sender is that ticket's citizen, on every channel: anyone can
+        copy a Message-ID into In-Reply-To or type a reference, and must neither write as the ticket's citizen nor
+        hear its status. Such a message starts a conversation of its own."""
         for thread in msg.threads:
             ticket = await deskport.by_thread(self.rt, msg.contact.channel, thread)
             if ticket is not None and deskport.is_active(ticket):
-                return ticket.ref, ticket.citizen_id == citizen_id
+                if ticket.citizen_id == citizen_id:
+                    return ticket.ref, True
+                log.warning("thread of another citizen's ticket ignored",
+                            extra={"fields": {"channel": msg.contact.channel, "ref": ticket.ref}})
         if hint:
             ticket = await deskport.find_ticket(self.rt, hint)
             if ticket is not None and deskport.is_active(ticket) and ticket.citizen_id == citizen_id:
@@ -360,7 +364,11 @@ class Assistant:
 
 
 def _message_data(msg: Inbound) -> dict[str, Any]:
-    data: dict[str, Any] = {"message_id": msg.message_id} if msg.message_id else {}
+    # Who sent it, on every inbound interaction: an agent can tell a message from another address on the ticket.
+    # Not a web-chat session id: it is the widget's credential for its conversation.
+    data: dict[str, Any] = {"from": msg.contact.address} if msg.contact.channel != "webchat" else {}
+    if msg.message_id:
+        data["message_id"] = msg.message_id
     if msg.attachments:
         data["attachments"] = msg.attachments
     return data

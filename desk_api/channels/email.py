@@ -325,7 +325,8 @@ def parse_mail(raw: bytes, own_address: str, trusted_authserv_id: str = "") -> E
 
 def _event(msg: EmailMessage, raw: bytes, own_address: str, trusted_authserv_id: str) -> Event:
     name, address = parseaddr(one_line(str(msg.get("From") or ""), 500))
-    message_id = (_ids(str(msg.get("Message-ID") or "")) or [f"<{hashlib.sha256(raw).hexdigest()[:40]}@inbound.invalid>"])[0]
+    own_ids = [i for i in _ids(str(msg.get("Message-ID") or "")) if len(i) <= MAX_MSGID_CHARS]
+    message_id = (own_ids or [f"<{hashlib.sha256(raw).hexdigest()[:40]}@inbound.invalid>"])[0]
     sent_at = _sent_at(msg)
     kind = kind_of(msg, own_address)
     if kind == "bounce":
@@ -343,14 +344,15 @@ def _event(msg: EmailMessage, raw: bytes, own_address: str, trusted_authserv_id:
     if not text and not media:
         raise InvalidInput("the message has neither text nor subject")
     hint_match = _SUBJECT_REF_RE.search(subject)
-    in_reply_to = _ids(str(msg.get("In-Reply-To") or ""))
-    references = _ids(str(msg.get("References") or ""))
+    # Each id is a thread lookup and is repeated in every reply's References: the most recent few, of sane length.
+    in_reply_to = [i for i in _ids(str(msg.get("In-Reply-To") or "")) if len(i) <= MAX_MSGID_CHARS][:1]
+    references = [i for i in _ids(str(msg.get("References") or "")) if len(i) <= MAX_MSGID_CHARS][-MAX_REFERENCES:]
     # Reply-To is as forgeable as From: honoured only when our own MTA vouches for the From domain (DMARC).
     reply_to = [a for _, a in getaddresses([one_line(str(msg.get("Reply-To") or ""), 500)]) if "@" in a] \
         if dmarc_pass(msg, trusted_authserv_id) else []
     contact = Contact(channel="email", address=address.lower()[:254], name=one_line(name, 200) or None,
                       data={"subject": subject, "last_message_id": message_id,
-                            "references": [*references, message_id][-20:],
+                            "references": [*references, message_id][-MAX_REFERENCES:],
                             **({"reply_to": reply_to[0].lower()[:254]} if reply_to else {})})
     threads = list(dict.fromkeys([message_id, *in_reply_to, *reversed(references)]))
     return InboundMessage(id=message_id, contact=contact, text=text[:20000], media=media, sent_at=sent_at,
