@@ -41,10 +41,19 @@ class DeskTickets:
             kind_of = "phone" if session.channel == "voice" else "webchat"
             citizen = await self.desk.citizens.identify(kind_of, session.caller)
             citizen_id = citizen.id
-        ticket = await self.desk.tickets.create(channel="phone" if session.channel == "voice" else "webchat",
-                                                queue=queue, subject=subject, kind=kind, citizen_id=citizen_id,
-                                                intent=session.intent, trace_id=session.trace_id, body=body, due=due,
-                                                actor=ACTOR)
+        channel = "phone" if session.channel == "voice" else "webchat"
+        # The contact's id on the ticket and its first interaction: the desk links the call (its record, its
+        # recordings) from there.
+        first = None
+        if body.strip():
+            first = Interaction(kind="call" if channel == "phone" else "chat", channel=channel, actor="citizen",
+                                direction="in", text=body[:20000],
+                                data={**(data or {}), "call_id" if channel == "phone" else "contact_id": session.call_id})
+        ticket = await self.desk.tickets.create(channel=channel, queue=queue, subject=subject, kind=kind,
+                                                citizen_id=citizen_id, intent=session.intent,
+                                                trace_id=session.trace_id, body=body, due=due, actor=ACTOR,
+                                                meta={"call_id": session.call_id} if channel == "phone" else None,
+                                                first=first)
         return str(ticket.ref)
 
     async def latest_open(self, caller: str) -> str | None:
@@ -94,6 +103,12 @@ class DeskAgents:
 
     async def publish(self, event: dict[str, Any]) -> None:
         await self.desk.events.publish(event)
+
+    async def note_call(self, ref: str, *, call_id: str, agent: str, recordings: list[str]) -> None:
+        await self.desk.tickets.add_interaction(ref, Interaction(
+            kind="call", channel="phone", actor=f"agent:{agent}", direction="internal",
+            text="Llamada atendida por un agente.",
+            data={"call_id": call_id, "agent": agent, "recordings": recordings}))
 
 
 class DeskVoicemail:

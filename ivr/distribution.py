@@ -291,6 +291,12 @@ class AgentQueue:
                 await self._after_call(agent.id, place.item_id, outcome="connected")
                 await self._publish({"type": "call.ended", "agent": agent.id, "call_id": session.call_id,
                                      "transferred_to": transfer.queue if transfer else None})
+                if session.ticket_ref:
+                    try:
+                        await self._desk.note_call(session.ticket_ref, call_id=session.call_id, agent=agent.id,
+                                                   recordings=[str(r) for r in session.vars.get("recordings") or []])
+                    except Exception as exc:  # the note links the call from the ticket; the call itself is done
+                        log.warning("call not noted on ticket %s: %s", session.ticket_ref, exc)
             if transfer is not None and not io.ended:
                 log.info("agent %s transferred the caller to queue %s", agent.id, transfer.queue)
                 return transfer

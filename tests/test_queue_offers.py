@@ -204,3 +204,33 @@ async def test_the_wrap_up_release_does_not_undo_a_later_presence(runtime: Runti
     await asyncio.sleep(0.5)
     ana = await desk.agents.get("ana")
     assert (ana.presence, ana.current) == ("busy", "call:b")
+
+
+async def test_the_callers_ticket_links_the_agent_call(runtime: Runtime, clock: FixedClock) -> None:
+    """The desk shows a call's recordings from the ticket's interactions: the ticket the IVR files for a call
+    carries the call's id, and an agent call adds an interaction with the agent and its recordings."""
+    io = ScriptedIO([("say", "quiero poner una queja"), ("say", "el autobús nunca llega a su hora"), ("say", "no")],
+                    clock=clock)
+    session = await runtime.ivr.run(io)
+    assert session.ticket_ref, [m.text for m in io.out]
+    ticket = await runtime.desk.tickets.get(session.ticket_ref)
+    assert ticket.meta.get("call_id") == session.call_id
+    first = (await runtime.desk.tickets.interactions(session.ticket_ref))[0]
+    assert first.data.get("call_id") == session.call_id
+
+    desk = runtime.desk
+    await desk.agents.upsert(Agent(id="ana", name="ana", level=1, skills=["general"], sip_uri="sip:ana@127.0.0.1"))
+    await desk.agents.set_presence("ana", "available", actor="test")
+    session.vars["recordings"] = ["rec-" + "d" * 20]
+    phones = _Phones(answer=True)
+    offer = asyncio.create_task(runtime.agent_queue._offer(session, _CallerIO(), QueuePlace("N1", "call:x", 1),  # type: ignore[arg-type]
+                                                           phones))  # type: ignore[arg-type]
+    for _ in range(100):
+        if phones.legs:
+            break
+        await asyncio.sleep(0.02)
+    await phones.legs[0].hangup()
+    assert await asyncio.wait_for(offer, 5) == "connected"
+    calls = [i for i in await desk.tickets.interactions(session.ticket_ref) if i.actor == "agent:ana"]
+    assert [(i.kind, i.data["call_id"], i.data["recordings"]) for i in calls] == [
+        ("call", session.call_id, ["rec-" + "d" * 20])]
