@@ -77,6 +77,10 @@ class EmailConfig(Strict):
     # headers arriving from outside). Reply-To is honoured only when that header says dmarc=pass: otherwise anyone
     # could forge a citizen's From and have the replies sent elsewhere. Empty: no header is trusted, replies go to From.
     trusted_authserv_id: str = ""
+    # The assistant's automatic answers by e-mail, all senders together, per window: anyone can forge a From, so
+    # without a ceiling the service would mail whoever they name (a reflector). Past it, answers are not sent.
+    auto_reply_limit: int = Field(300, ge=1)
+    auto_reply_window_s: int = Field(3600, ge=60)
 
 
 class ChannelsConfig(Strict):

@@ -359,7 +359,7 @@ async def test_email_threads_by_message_id(client: httpx.AsyncClient, runtime: R
     [ack] = smtp.messages
     assert ack["To"].addresses[0].addr_spec == "carmen.ruiz@correo.example"
     assert ack["In-Reply-To"] == first_id and first_id in ack["References"]
-    assert ack["Subject"] == f"Re: Ayudas al alquiler [Ref: {display_ref(ref)}]"
+    assert ack["Subject"] == f"Su consulta [Ref: {display_ref(ref)}]"  # automatic: a fixed subject
     assert ack["Auto-Submitted"] == "auto-replied"
     assert display_ref(ref) in ack.get_content()
 

@@ -192,3 +192,28 @@ def test_references_keep_the_last_twenty_ids_of_sane_length() -> None:
     kept = ev.contact.data["references"]
     assert len(kept) == 20 and kept[-1] == "<m1@correo.example>" and kept[-2] == "<r199@correo.example>"
     assert long_id not in ev.threads and len(ev.threads) == 21  # its own id and the 20 references
+
+
+# ---- 4. the service is no reflector -----------------------------------------------------------------------------
+
+
+async def test_automatic_answers_go_to_from_under_a_fixed_subject_and_a_global_ceiling(
+        client: httpx.AsyncClient, runtime: Runtime, channels: ChannelsConfig, smtp: SmtpSink) -> None:
+    channels.email.auto_reply_limit = 3
+    results = []
+    for i in range(5):  # throwaway senders, spam in the subject and name, the victim in Reply-To
+        raw = raw_mail("Gana 1000 EUR hoy en http://spam.example/x", "Quiero hablar con una persona", f"<rf{i}@x.example>",
+                       sender=f"Gana 1000 EUR <rand{i}@throwaway.example>", extra="Reply-To: victima@target.example")
+        r = await client.post(MAIL_URL, content=raw, headers=MAIL_H)
+        assert r.status_code == 200, r.text
+        results.append(r.json())
+    assert len(smtp.messages) == 3  # the ceiling, whatever the senders
+    for i, m in enumerate(smtp.messages):
+        assert smtp.handler.envelopes[i][1] == [f"rand{i}@throwaway.example"]
+        assert str(m["To"]) == f"rand{i}@throwaway.example"
+        assert m["Subject"] == f"Su consulta [Ref: {display_ref(results[i]['ref'])}]"
+        assert "spam" not in m.as_string() and "EUR" not in m.as_string()
+    assert [x["delivered"] for x in results] == [True, True, True, False, False]
+    # Past the ceiling the ticket is there and the answer is marked not delivered for the agent to see.
+    answer = (await runtime.desk.tickets.interactions(results[4]["ref"]))[1]
+    assert answer.actor == "assistant" and answer.data["delivery"]["status"] == "failed"

@@ -37,10 +37,11 @@ from typing import Any
 
 from fastapi import APIRouter, Header, Request
 
-from core.errors import InvalidInput
+from core.errors import InvalidInput, RateLimited
 from core.refs import display_ref, normalize_ref
 from desk_api.channels import flow
 from desk_api.channels.base import ChannelDeliveryFailed, Contact, channels_config, check_secret, one_line
+from desk_api.channels.deskport import rate_hit
 from desk_api.channels.flow import ChannelPlug, Event, InboundMessage, Notice, StatusUpdate
 from desk_api.channels.media import MediaRef
 from desk_api.context import Services
@@ -359,16 +360,27 @@ def _event(msg: EmailMessage, raw: bytes, own_address: str, trusted_authserv_id:
                           threads=threads, ref_hint=normalize_ref(hint_match.group(1)) if hint_match else None)
 
 
+AUTO_SUBJECT = "Su consulta"
+
+
 def build_reply(rt: Services, contact: Contact, text: str, ref: str | None, automatic: bool = False) -> EmailMessage:
+    """An agent's reply (Re: the citizen's subject, to Reply-To when trusted) or an automatic answer: to the From
+    address only, under a fixed subject and without the sender's display name, so a forged mail cannot make the
+    service carry its words to a third party (the subject and name are the sender's text)."""
     cfg = channels_config(rt).email
     out = EmailMessage()
-    subject = _RE_PREFIX.sub("", one_line(str(contact.data.get("subject") or ""), 300)).strip() or "Su consulta"
-    if ref and not _SUBJECT_REF_RE.search(subject):
-        subject = f"{subject} [Ref: {display_ref(ref)}]"
-    out["Subject"] = f"Re: {subject}"
-    out["From"] = formataddr((cfg.display_name, cfg.address))
-    to = str(contact.data.get("reply_to") or contact.address)
-    out["To"] = formataddr((one_line(contact.name or "", 200) if to == contact.address else "", to))
+    if automatic:
+        out["Subject"] = f"{AUTO_SUBJECT} [Ref: {display_ref(ref)}]" if ref else AUTO_SUBJECT
+        out["From"] = formataddr((cfg.display_name, cfg.address))
+        out["To"] = contact.address
+    else:
+        subject = _RE_PREFIX.sub("", one_line(str(contact.data.get("subject") or ""), 300)).strip() or AUTO_SUBJECT
+        if ref and not _SUBJECT_REF_RE.search(subject):
+            subject = f"{subject} [Ref: {display_ref(ref)}]"
+        out["Subject"] = f"Re: {subject}"
+        out["From"] = formataddr((cfg.display_name, cfg.address))
+        to = str(contact.data.get("reply_to") or contact.address)
+        out["To"] = formataddr((one_line(contact.name or "", 200) if to == contact.address else "", to))
     out["Message-ID"] = make_msgid(domain=cfg.address.rpartition("@")[2] or "localhost")
     out["Date"] = rt.clock.now().strftime("%a, %d %b %Y %H:%M:%S %z")
     if automatic:  # RFC 3834: the assistant's answers are automatic, an agent's are not
@@ -425,7 +437,20 @@ class EmailPlug(ChannelPlug):
         return [parse_mail(body, cfg.address, cfg.trusted_authserv_id)]
 
     async def send(self, rt: Services, contact: Contact, text: str, ref: str | None) -> list[str]:
+        cfg = channels_config(rt).email
+        try:  # one ceiling for all senders: a forged From names any address, so per-sender limits do not hold
+            await rate_hit(rt, "email:auto-replies", cfg.auto_reply_limit, cfg.auto_reply_window_s)
+        except RateLimited:
+            raise AutoReplyLimited("too many automatic e-mail answers in this window; this one was not sent",
+                                   {"limit": cfg.auto_reply_limit, "window_s": cfg.auto_reply_window_s}) from None
         return list((await send_reply(rt, contact, text, ref, automatic=True))["ids"])
+
+
+class AutoReplyLimited(ChannelDeliveryFailed):
+    """The automatic answer was not sent: the global ceiling of automatic e-mails is reached (not worth a retry)."""
+
+    status_code = 429
+    error_id = "auto-reply-limited"
 
 
 PLUG = EmailPlug()
