@@ -395,7 +395,8 @@ class RtpSession(asyncio.DatagramProtocol):
             # silence since the hold began (it hung up the call on the next tick)
             with contextlib.suppress(RuntimeError):  # (no running loop: nothing is ticking either)
                 self._last_rx = asyncio.get_running_loop().time()
-        if params.remote != self._signalled:  # a new address: the next sender is latched (symmetric RTP)
+        held = params.remote[0] in ("0.0.0.0", "::")  # RFC 2543 hold names no address: the latched one stays
+        if params.remote != self._signalled and not held:  # a new address: the next sender is latched
             self._signalled = params.remote
             self._source, self._candidate, self._candidate_run = None, None, 0
         elif self._source is not None:

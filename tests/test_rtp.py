@@ -194,3 +194,22 @@ async def test_latched_source_holds_until_silent_then_a_steady_new_source_takes_
     await s.close()
     a.close()
     b.close()
+
+
+@pytest.mark.anyio
+async def test_a_hold_keeps_the_latched_source() -> None:
+    """A c=0.0.0.0 hold names no address: it must not reopen the latch to whoever sends first during the hold."""
+    digits: list[str] = []
+    s = RtpSession(MediaParams(codec="PCMA", pt=8, dtmf_pt=101, remote=("127.0.0.1", 9)), on_dtmf=digits.append)
+    port = await s.open("127.0.0.1", *PORTS)
+    a, b = await RtpPeer.open(), await RtpPeer.open()
+    dest = ("127.0.0.1", port)
+    await a.send_audio([bytes(320)] * 3, "PCMA", dest)
+    for remote, direction in [(("0.0.0.0", 9), "recvonly"), (("127.0.0.1", 9), "sendrecv")]:  # hold, resume
+        s.update(MediaParams(codec="PCMA", pt=8, dtmf_pt=101, remote=remote, direction=direction))
+        b.send_dtmf("3", dest)
+        await b.send_audio([bytes(320)], "PCMA", dest)
+        assert s.params.remote == ("127.0.0.1", a.port) and digits == []
+    await s.close()
+    a.close()
+    b.close()
