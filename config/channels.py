@@ -100,6 +100,9 @@ class ChannelsConfig(Strict):
     # Attachments kept on tickets (under data_dir/attachments, path and sha256 on the interaction).
     attachment_max_bytes: int = Field(10_000_000, ge=1024)
     attachments_per_message: int = Field(5, ge=0, le=20)
+    # Bytes of files kept per sender (chat id, phone, address) and day, all channels' files counted where they arrive;
+    # past it files are refused (the agent sees that they came): a sender cannot fill the disk.
+    attachment_daily_bytes: int = Field(100_000_000, ge=1024)
     attachment_types: list[str] = Field(default_factory=lambda: [
         "image/jpeg", "image/png", "image/webp", "application/pdf", "audio/ogg", "audio/mpeg", "audio/mp4", "audio/aac",
         "audio/amr", "video/mp4", "text/plain", "application/msword",

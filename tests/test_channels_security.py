@@ -8,25 +8,31 @@ No timed assertions: bounded work is checked on results and counts."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
 from atiende.runtime import Runtime
 from config.channels import ChannelsConfig
 from desk.models import Interaction, display_ref
-from tests._channels_support import SmtpSink
+from tests._channels_support import Recorder, SmtpSink
 from tests.test_channels import (  # noqa: F401  (fixtures: channels, recorder, smtp)
     MAIL_TOKEN,
+    TG_SECRET,
     channels,
     raw_mail,
     recorder,
     smtp,
+    tg_update,
 )
 
 pytestmark = pytest.mark.anyio
 
 MAIL_URL = "/api/v1/channels/email/inbound"
 MAIL_H = {"X-Atiende-Inbound-Token": MAIL_TOKEN, "Content-Type": "message/rfc822"}
+TG_URL = "/api/v1/channels/telegram/webhook"
+TG_H = {"X-Telegram-Bot-Api-Secret-Token": TG_SECRET}
 NEEDS_PERSON = "Buenos días. Quiero hablar con una persona: me falta un documento en mi solicitud de ayuda al alquiler."
 
 
@@ -217,3 +223,59 @@ async def test_automatic_answers_go_to_from_under_a_fixed_subject_and_a_global_c
     # Past the ceiling the ticket is there and the answer is marked not delivered for the agent to see.
     answer = (await runtime.desk.tickets.interactions(results[4]["ref"]))[1]
     assert answer.actor == "assistant" and answer.data["delivery"]["status"] == "failed"
+
+
+# ---- 5. files count against the sender's limits before they are fetched ---------------------------------------
+
+
+def voice_update(runtime: Runtime, recorder: Recorder, n: int, size: int = 2000) -> dict[str, object]:
+    fid = f"VOICEFILE{n:04d}"
+    recorder.media[fid] = (b"OggS" + bytes([n % 256]) * size, "audio/ogg")
+    update = tg_update(9000 + n, text=None, voice={"file_id": fid, "file_unique_id": fid, "duration": 100,
+                                                    "mime_type": "audio/ogg", "file_size": size + 4})
+    update["message"]["date"] = int(runtime.clock.now().timestamp())  # type: ignore[index]
+    return update
+
+
+async def test_a_flood_of_files_is_dropped_before_anything_is_fetched(
+        client: httpx.AsyncClient, runtime: Runtime, channels: ChannelsConfig, recorder: Recorder,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from desk_api.channels import media
+
+    channels.message_rate_limit = 3
+    calls = {"store": 0, "transcribe": 0}
+    real_store = media.store
+
+    async def counting_store(*args: object, **kwargs: object) -> object:
+        calls["store"] += 1
+        return await real_store(*args, **kwargs)  # type: ignore[arg-type]
+
+    async def counting_transcribe(rt: object, content: bytes) -> None:
+        calls["transcribe"] += 1
+
+    monkeypatch.setattr(media, "store", counting_store)
+    monkeypatch.setattr(media, "transcribe", counting_transcribe)
+    actions = []
+    for i in range(20):
+        r = await client.post(TG_URL, json=voice_update(runtime, recorder, i), headers=TG_H)
+        actions.append(r.json()["action"])
+    assert actions[3:] == ["ignored"] * 17
+    assert calls == {"store": 3, "transcribe": 3}
+    assert len([q for q in recorder.requests if "/getFile" in q.path]) == 3
+
+
+async def test_a_senders_files_have_a_daily_byte_quota(client: httpx.AsyncClient, runtime: Runtime,
+                                                       channels: ChannelsConfig, recorder: Recorder) -> None:
+    channels.attachment_daily_bytes = 5000
+    channels.transcribe_voice = False
+    for i in range(3):
+        r = await client.post(TG_URL, json=voice_update(runtime, recorder, 100 + i), headers=TG_H)
+        assert r.status_code == 200, r.text
+    pending = await runtime.store.redis.lrange(runtime.store.keys.channel_attachments("telegram", "1111111"), 0, -1)
+    kept = [json.loads(p) for p in pending]
+    assert [("path" in k, "refused" in k) for k in kept] == [(True, False), (True, False), (False, True)]
+    assert "límite diario" in kept[2]["refused"]
+    # The announced size is checked before fetching: a file that cannot fit is not even downloaded.
+    n = len([q for q in recorder.requests if "/getFile" in q.path])
+    await client.post(TG_URL, json=voice_update(runtime, recorder, 200, size=4000), headers=TG_H)
+    assert len([q for q in recorder.requests if "/getFile" in q.path]) == n

@@ -179,13 +179,21 @@ class Assistant:
 
     # ---- the one entry point -------------------------------------------------------------------
 
-    async def handle(self, msg: Inbound, ref_hint: str | None = None) -> Reply:
-        c = msg.contact
+    async def flooded(self, c: Contact) -> bool:
+        """One more message from this sender; True past the per-sender limit (the message is dropped unanswered)."""
         try:
             await deskport.rate_hit(self.rt, f"msg:{c.channel}:{c.address}", self.cfg.message_rate_limit,
                                     self.cfg.message_rate_window_s)
         except RateLimited:
             log.warning("message flood dropped", extra={"fields": {"channel": c.channel}})
+            return True
+        return False
+
+    async def handle(self, msg: Inbound, ref_hint: str | None = None, *, counted: bool = False) -> Reply:
+        """`counted`: the caller already counted this message against the sender's limit (flow.py does, before
+        it fetches any file)."""
+        c = msg.contact
+        if not counted and await self.flooded(c):
             return Reply(text=None, action="ignored")
         if c.channel not in PARALLEL_CHANNELS:  # one socket or one mailbox delivers in order: no lock needed
             return await self._handled(msg, ref_hint)
@@ -408,8 +416,12 @@ def _yes_no(text: str) -> bool | None:
     return parse_yes_no(text)
 
 
-async def handle(runtime: Services, msg: Inbound, ref_hint: str | None = None) -> Reply:
-    return await Assistant(runtime).handle(msg, ref_hint)
+async def handle(runtime: Services, msg: Inbound, ref_hint: str | None = None, *, counted: bool = False) -> Reply:
+    return await Assistant(runtime).handle(msg, ref_hint, counted=counted)
+
+
+async def flooded(runtime: Services, contact: Contact) -> bool:
+    return await Assistant(runtime).flooded(contact)
 
 
 async def file_only(runtime: Services, msg: Inbound, answer: str, keep_s: int) -> Reply:

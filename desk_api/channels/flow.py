@@ -217,6 +217,9 @@ async def _notice_answer(rt: Services, plug: ChannelPlug, event: Notice) -> bool
 
 
 async def _message(rt: Services, plug: ChannelPlug, msg: InboundMessage) -> dict[str, Any]:
+    # The sender's message limit comes first: a flood must not make us fetch, store and transcribe its files.
+    if await assistant.flooded(rt, msg.contact):
+        return {"id": msg.id, "action": "ignored", "ref": None, "delivered": None}
     await plug.before_message(rt, msg)
     if msg.start:
         sent = await _answer(rt, plug, msg.contact, channels_config(rt).webchat.greeting, None, None)
@@ -232,7 +235,7 @@ async def _message(rt: Services, plug: ChannelPlug, msg: InboundMessage) -> dict
     if not text:
         reply = await assistant.file_only(rt, inbound, FILE_ONLY, PENDING_FILES_S)
     else:
-        reply = await assistant.handle(rt, inbound, ref_hint=msg.ref_hint)
+        reply = await assistant.handle(rt, inbound, ref_hint=msg.ref_hint, counted=True)
     # Stored: a retry from here on must not open a second ticket, even if answering fails below.
     await _mark(rt, plug, msg.id, "stored")
     delivered: bool | None = None
@@ -254,7 +257,9 @@ async def _attachments(rt: Services, plug: ChannelPlug, msg: InboundMessage) -> 
             continue
         try:
             media.check(rt, ref.content_type or "application/octet-stream", ref.size)
+            await _quota(rt, msg.contact, ref.size or 0, count=False)
             content, ctype = await plug.fetch(rt, ref)
+            await _quota(rt, msg.contact, len(content), count=True)
             item = await media.store(rt, ref, content, ctype)
         except Refused as exc:
             out.append(media.refused(ref, str(exc)))
@@ -265,6 +270,23 @@ async def _attachments(rt: Services, plug: ChannelPlug, msg: InboundMessage) -> 
                 item["transcript"] = transcript
         out.append(item)
     return out, transcript
+
+
+async def _quota(rt: Services, contact: Contact, size: int, *, count: bool) -> None:
+    """The sender's daily bytes of files: Refused past `attachment_daily_bytes`. `count` adds `size` (the file
+    fetched); without it, a file whose announced size would not fit is refused before it is fetched."""
+    limit = channels_config(rt).attachment_daily_bytes
+    key = rt.store.keys.rate(f"chan:bytes:{contact.channel}:{contact.address}")
+    if count:
+        async with rt.store.redis.pipeline(transaction=True) as pipe:
+            pipe.incrby(key, size)
+            pipe.expire(key, 86400, nx=True)
+            used, _ = await pipe.execute()
+        over = int(used) > limit
+    else:
+        over = int(await rt.store.redis.get(key) or 0) + size > limit
+    if over:
+        raise Refused(f"límite diario de archivos alcanzado ({limit} bytes por remitente)")
 
 
 async def _answer(rt: Services, plug: ChannelPlug, contact: Contact, text: str, ref: str | None,
