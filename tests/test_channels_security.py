@@ -279,3 +279,17 @@ async def test_a_senders_files_have_a_daily_byte_quota(client: httpx.AsyncClient
     n = len([q for q in recorder.requests if "/getFile" in q.path])
     await client.post(TG_URL, json=voice_update(runtime, recorder, 200, size=4000), headers=TG_H)
     assert len([q for q in recorder.requests if "/getFile" in q.path]) == n
+
+
+# ---- 6. many parts: one line for the files not kept ---------------------------------------------------------
+
+
+async def test_files_past_the_limit_are_one_entry(client: httpx.AsyncClient, runtime: Runtime, channels: ChannelsConfig,
+                                                  smtp: SmtpSink) -> None:
+    r = await client.post(MAIL_URL, content=mime_mail(45, "<mp45@correo.example>"), headers=MAIL_H)
+    assert r.json()["action"] == "ticket", r.json()
+    first = (await runtime.desk.tickets.interactions(r.json()["ref"]))[0]
+    attachments = first.data["attachments"]
+    assert len(attachments) == channels.attachments_per_message + 1
+    [rest] = [a for a in attachments if "refused" in a]
+    assert (rest["name"], rest["count"], rest["refused"]) == ("40 archivos más", 40, "máximo 5 por mensaje")
