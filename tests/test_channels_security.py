@@ -293,3 +293,30 @@ async def test_files_past_the_limit_are_one_entry(client: httpx.AsyncClient, run
     assert len(attachments) == channels.attachments_per_message + 1
     [rest] = [a for a in attachments if "refused" in a]
     assert (rest["name"], rest["count"], rest["refused"]) == ("40 archivos más", 40, "máximo 5 por mensaje")
+
+
+# ---- 7. an automatic answer that cannot be sent is not lost -------------------------------------------------
+
+
+async def test_an_unsent_answer_without_a_ticket_is_retried_by_the_mta(client: httpx.AsyncClient, runtime: Runtime,
+                                                                      channels: ChannelsConfig, smtp: SmtpSink) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    channels.email.smtp_port = closed_port  # the SMTP server is down
+    raw = raw_mail("x", "blorp zanf quix", "<lost1@correo.example>")
+    r = await client.post(MAIL_URL, content=raw, headers=MAIL_H)
+    assert r.status_code == 503 and r.json()["error_id"] == "answer-not-sent", r.text
+    channels.email.smtp_port = smtp.port  # back up: the MTA's retry is processed and answered
+    r = await client.post(MAIL_URL, content=raw, headers=MAIL_H)
+    assert r.status_code == 200 and r.json()["delivered"] is True, r.json()
+    assert smtp.handler.envelopes[-1][1] == ["carmen.ruiz@correo.example"]
+    r = await client.post(MAIL_URL, content=raw, headers=MAIL_H)
+    assert r.json()["action"] == "duplicate"
+    # A deliberate ceiling is no failure to retry: answered 200, not sent.
+    channels.email.auto_reply_limit = 1
+    r = await client.post(MAIL_URL, content=raw_mail("x", "blorp zanf quix", "<lost2@correo.example>",
+                                                     sender="o@correo.example"), headers=MAIL_H)
+    assert r.status_code == 200 and r.json()["delivered"] is False

@@ -428,6 +428,11 @@ class EmailPlug(ChannelPlug):
     def replay_window_s(self, rt: Services) -> int:
         return channels_config(rt).email.replay_window_s
 
+    retry_unanswered = True  # the MTA retries for days: an answer lost with no ticket comes back, not vanishes
+
+    def retry_after_failure(self, exc: Exception) -> bool:
+        return not isinstance(exc, AutoReplyLimited)
+
     def authenticate(self, rt: Services, request: Request, body: bytes) -> None:
         check_secret(request.headers.get("x-atiende-inbound-token"), channels_config(rt).email.inbound_token, "email",
                      "X-Atiende-Inbound-Token")

@@ -117,6 +117,14 @@ class ChannelPlug(ABC):
     def replay_window_s(self, rt: Services) -> int:
         return channels_config(rt).replay_window_s
 
+    # True: an answer to a message that made no ticket is sent before the message counts as stored, and a failure
+    # to send it answers 503 for the sender to retry (e-mail: the MTA keeps it queued).
+    retry_unanswered = False
+
+    def retry_after_failure(self, exc: Exception) -> bool:
+        """Whether this failure to send is worth the sender's retry (not, e.g., a deliberate limit)."""
+        return True
+
     async def before_message(self, rt: Services, message: InboundMessage) -> None:
         """Called for each citizen message before the assistant (WhatsApp opens its reply window here)."""
         return None
@@ -236,11 +244,27 @@ async def _message(rt: Services, plug: ChannelPlug, msg: InboundMessage) -> dict
         reply = await assistant.file_only(rt, inbound, FILE_ONLY, PENDING_FILES_S)
     else:
         reply = await assistant.handle(rt, inbound, ref_hint=msg.ref_hint, counted=True)
-    # Stored: a retry from here on must not open a second ticket, even if answering fails below.
-    await _mark(rt, plug, msg.id, "stored")
     delivered: bool | None = None
-    if reply.text:
-        delivered = bool(await _answer(rt, plug, msg.contact, reply.text, reply.ref, reply.answer_id))
+    if reply.text and reply.ref is None and plug.retry_unanswered:
+        # No ticket holds this message: if its only answer is lost, nobody would ever see it. Sent before the mark,
+        # and a failure answers 503 with the claim released, so the sender's retry (an MTA's queue) runs it again.
+        try:
+            delivered = bool(await plug.send(rt, msg.contact, reply.text, None))
+        except Exception as exc:
+            reason = exc.message if isinstance(exc, AtiendeError) else type(exc).__name__
+            if plug.retry_after_failure(exc):
+                log.warning("%s answer not delivered, the delivery will be retried: %s", plug.name, reason)
+                raise Unavailable("the answer could not be sent; retry later", {"reason": reason},
+                                  error_id="answer-not-sent") from None
+            log.warning("%s answer not delivered: %s", plug.name, reason)
+            delivered = False
+        await _mark(rt, plug, msg.id, "stored")
+    else:
+        # Stored: a retry from here on must not open a second ticket, even if answering fails below (the ticket
+        # shows the agent an answer that did not go).
+        await _mark(rt, plug, msg.id, "stored")
+        if reply.text:
+            delivered = bool(await _answer(rt, plug, msg.contact, reply.text, reply.ref, reply.answer_id))
     out = {"id": msg.id, "action": reply.action, "ref": reply.ref, "delivered": delivered}
     return {**out, "attachments": len(attachments)} if attachments else out
 
