@@ -56,7 +56,9 @@ class CallIO:
         self.speech = speech
         self.caller = str(call.caller)
         self._frames: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=QUEUE_FRAMES)
-        self._digits: asyncio.Queue[str | None] = asyncio.Queue()
+        # Bounded like the call's own digit queue: the line caps a flood at 20 digits/s, but nothing reads them
+        # while a prompt without a question plays.
+        self._digits: asyncio.Queue[str | None] = asyncio.Queue(maxsize=64)
         self._preroll: deque[bytes] = deque(maxlen=PREROLL_FRAMES)
         self._barged = False  # the caller started talking over a prompt; the next question listens at once
         self._tasks = [asyncio.create_task(self._pump_audio(), name=f"audio-{call.call_id}"),
@@ -80,9 +82,9 @@ class CallIO:
     async def _pump_dtmf(self) -> None:
         try:
             async for digit in self.call.dtmf():
-                self._digits.put_nowait(digit)
+                put_dropping_oldest(self._digits, digit)
         finally:
-            self._digits.put_nowait(None)
+            put_dropping_oldest(self._digits, None)  # the end must always get in
 
     async def close(self) -> None:
         for t in self._tasks:

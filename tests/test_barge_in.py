@@ -206,3 +206,19 @@ async def test_voicemail_starts_where_the_caller_started(tmp_path: Path) -> None
     assert "expediente" in text and "telefono" in text, got.text
 
 
+
+
+async def test_a_key_flood_nobody_reads_stays_bounded() -> None:
+    """Digits wait for the next question; a flood while a prompt without one plays must not grow without end."""
+    leg = Leg([SILENT] * 10)
+    for _ in range(5000):
+        leg._dtmf.put_nowait("5")
+    io = CallIO(leg, PromptSpeech())  # type: ignore[arg-type]
+    try:
+        for _ in range(200):
+            if leg._dtmf.empty():
+                break
+            await asyncio.sleep(0.01)
+        assert leg._dtmf.empty() and io._digits.qsize() <= 64
+    finally:
+        await io.close()
