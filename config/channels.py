@@ -52,6 +52,9 @@ class WhatsappConfig(Strict):
     # template (name and language as approved in WhatsApp Manager) is sent instead, with the ticket's reference
     # as its one body parameter when `template_ref_param`, and the reply waits until the citizen writes again.
     window_s: int = Field(86400, ge=60)
+    # Meta retries an unacknowledged notification for up to 7 days: a message older than this is a replay. One
+    # older than `window_s` still reaches its ticket; only the assistant's free-form answer is not sent (it would fail).
+    replay_window_s: int = Field(7 * 86400, ge=60)
     template_name: str = "consulta_respuesta_disponible"
     template_language: str = "es"
     template_ref_param: bool = True
@@ -94,7 +97,7 @@ class ChannelsConfig(Strict):
     # Status lookups by chat ("¿cómo va mi consulta?") per citizen and window.
     status_rate_limit: int = Field(10, ge=1)
     status_rate_window_s: int = Field(60, ge=1)
-    # Telegram and WhatsApp deliveries whose own timestamp is older than this are refused as replays (the
+    # Telegram deliveries whose own timestamp is older than this are refused as replays (WhatsApp has its own; the
     # de-duplication memory lasts a little longer than the window, so an old id cannot come back unnoticed).
     replay_window_s: int = Field(86400, ge=60)
     # Attachments kept on tickets (under data_dir/attachments, path and sha256 on the interaction).

@@ -23,8 +23,10 @@ from tests.test_channels import (  # noqa: F401  (fixtures: channels, recorder, 
     channels,
     raw_mail,
     recorder,
+    signed,
     smtp,
     tg_update,
+    wa_payload,
 )
 
 pytestmark = pytest.mark.anyio
@@ -321,3 +323,27 @@ async def test_an_unsent_answer_without_a_ticket_is_retried_by_the_mta(client: h
     r = await client.post(MAIL_URL, content=raw_mail("x", "blorp zanf quix", "<lost2@correo.example>",
                                                      sender="o@correo.example"), headers=MAIL_H)
     assert r.status_code == 200 and r.json()["delivered"] is False
+
+
+# ---- 8. genuine late deliveries are not dropped as replays --------------------------------------------------
+
+
+async def test_late_mail_and_whatsapp_retries_reach_their_ticket(client: httpx.AsyncClient, runtime: Runtime,
+                                                                 channels: ChannelsConfig, smtp: SmtpSink,
+                                                                 recorder: Recorder) -> None:
+    # A mail whose Date is three weeks old (a queue held it, or the sender's clock is wrong): taken, and answered.
+    old = raw_mail("Ayudas", NEEDS_PERSON, "<late1@correo.example>").replace(b"Mon, 23 Nov 2026", b"Mon, 02 Nov 2026")
+    r = await client.post(MAIL_URL, content=old, headers=MAIL_H)
+    assert r.json()["action"] == "ticket" and r.json()["delivered"] is True, r.json()
+    assert (await client.post(MAIL_URL, content=old, headers=MAIL_H)).json()["action"] == "duplicate"
+    # Meta's retry of a WhatsApp message three days late: its ticket opens; the free-form answer, which WhatsApp
+    # would refuse outside the 24-hour window, is not sent, and the agent sees why.
+    payload = wa_payload("Quiero poner una queja por el trato recibido", "wamid.LATE1", wa_id="34600777666")
+    payload["entry"][0]["changes"][0]["value"]["messages"][0]["timestamp"] = str(1795424400 - 3 * 86400)
+    body = json.dumps(payload).encode()
+    r = await client.post("/api/v1/channels/whatsapp/webhook", content=body, headers=signed(body))
+    [result] = r.json()["results"]
+    assert result["action"] == "ticket" and result["delivered"] is False, result
+    assert not [q for q in recorder.requests if isinstance(q.body, dict) and q.body.get("to") == "34600777666"]
+    answer = (await runtime.desk.tickets.interactions(result["ref"]))[1]
+    assert answer.data["delivery"]["status"] == "failed" and "24" in answer.data["delivery"]["reason"]

@@ -2,8 +2,7 @@
 
 The MTA (Postfix pipe, a sieve/fetchmail hook...) POSTs each message as it arrived
 (`Content-Type: message/rfc822`) with the shared secret in `X-Atiende-Inbound-Token`; the shared webhook
-flow (flow.py) de-duplicates by Message-ID (or the body's hash) and refuses mail older than the e-mail replay
-window (its Date).
+flow (flow.py) de-duplicates by Message-ID (or the body's hash); mail is never refused for its Date.
 
 - Threading: each Message-ID we see or send is mapped to its ticket, so a citizen's answer (In-Reply-To /
   References) lands on the same ticket. A "[Ref: K7M-4PX]" in the subject counts only when the sender is
@@ -429,6 +428,9 @@ class EmailPlug(ChannelPlug):
         return channels_config(rt).email.replay_window_s
 
     retry_unanswered = True  # the MTA retries for days: an answer lost with no ticket comes back, not vanishes
+    # The Date header is the sender's clock and a queue may hold genuine mail for days: the Message-ID's
+    # de-duplication (remembered replay_window_s + 1 day) is what stops replays.
+    refuse_stale = False
 
     def retry_after_failure(self, exc: Exception) -> bool:
         return not isinstance(exc, AutoReplyLimited)

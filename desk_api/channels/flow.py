@@ -117,6 +117,9 @@ class ChannelPlug(ABC):
     def replay_window_s(self, rt: Services) -> int:
         return channels_config(rt).replay_window_s
 
+    # False: the sender's timestamp is not checked against the replay window (de-duplication alone stops replays).
+    refuse_stale = True
+
     # True: an answer to a message that made no ticket is sent before the message counts as stored, and a failure
     # to send it answers 503 for the sender to retry (e-mail: the MTA keeps it queued).
     retry_unanswered = False
@@ -184,7 +187,8 @@ async def handle_webhook(rt: Services, plug: ChannelPlug, request: Request) -> d
 
 
 def _stale(rt: Services, plug: ChannelPlug, sent_at: datetime | None) -> bool:
-    return sent_at is not None and rt.clock.now() - sent_at > timedelta(seconds=plug.replay_window_s(rt))
+    return (plug.refuse_stale and sent_at is not None
+            and rt.clock.now() - sent_at > timedelta(seconds=plug.replay_window_s(rt)))
 
 
 async def process(rt: Services, plug: ChannelPlug, event: Event) -> dict[str, Any]:

@@ -3,8 +3,8 @@
 - GET with `hub.mode=subscribe`, `hub.verify_token`, `hub.challenge`: echo the challenge when the
   token matches (Meta calls this once when the webhook is configured).
 - POST notifications are signed: `X-Hub-Signature-256: sha256=<HMAC-SHA256 of the raw body with the app
-  secret>`. The shared flow (flow.py) de-duplicates by `wamid` and refuses deliveries older than the
-  replay window (their `timestamp`).
+  secret>`. The shared flow (flow.py) de-duplicates by `wamid` and refuses deliveries older than
+  whatsapp.replay_window_s (7 days, as long as Meta retries; their `timestamp`).
 - Messages: text, buttons and list answers are text; images, documents and videos keep their caption
   and the file; voice notes are transcribed; reactions, edits, number changes and other system notices are
   ignored quietly. Statuses (sent, delivered, read, failed with its error) are recorded on our message.
@@ -239,7 +239,15 @@ class WhatsappPlug(ChannelPlug):
     def parse(self, rt: Services, body: bytes) -> list[Event]:
         return parse_notification(parse_json(body))
 
+    def replay_window_s(self, rt: Services) -> int:
+        return channels_config(rt).whatsapp.replay_window_s
+
     async def send(self, rt: Services, contact: Contact, text: str, ref: str | None) -> list[str]:
+        # A late delivery (Meta retries for days) may come after the 24-hour window: a free-form answer would fail
+        # at WhatsApp; the message is on its ticket and an agent answers with the template.
+        if not await window_open(rt, contact.address):
+            raise ChannelDeliveryFailed("the 24-hour window is closed: the automatic answer was not sent",
+                                        {"channel": "whatsapp"})
         return list((await send_text(rt, contact, text))["ids"])
 
     async def before_message(self, rt: Services, message: InboundMessage) -> None:
