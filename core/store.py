@@ -163,6 +163,12 @@ class Keys:
     def user(self, username: str) -> str:
         return f"{self.p}:user:{username}"
 
+    def oidc_subject(self, digest: str) -> str:
+        return f"{self.p}:oidc:subject:{digest}"  # JSON link: a provider's (issuer, sub) digest -> account name
+
+    def oidc_account(self, account: str) -> str:
+        return f"{self.p}:oidc:account:{account}"  # the (issuer, sub) digest that first took an SSO account name
+
     @property
     def users(self) -> str:
         return f"{self.p}:users"  # set of usernames

@@ -203,13 +203,11 @@ class OidcService:
 
     # ---- accounts: (issuer, sub) -> account name -------------------------------------------------------------
 
-    # Stored in the users' key space (keys.user) under names a local username cannot take (they hold a colon):
-    # "oidc:<account>" for the account's first owner, "oidc-subject:<digest>" for a subject's link.
     def _link_key(self, digest: str) -> str:
-        return self._store.keys.user(f"oidc-subject:{digest}")
+        return self._store.keys.oidc_subject(digest)
 
     def _account_key(self, account: str) -> str:
-        return self._store.keys.user(f"oidc:{account}")
+        return self._store.keys.oidc_account(account)
 
     async def linked(self, issuer: str, sub: str) -> Link | None:
         return await self._store.get_model(self._link_key(subject_digest(issuer, sub)), Link)
