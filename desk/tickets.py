@@ -464,11 +464,14 @@ class TicketService:
         return await self.add_interaction(ref, Interaction(kind="note", channel="api", actor=actor, text=text[:20000]))
 
     async def set_delivery(self, ref: str, interaction_id: str, status: str, *, reason: str | None = None,
-                           details: dict[str, Any] | None = None) -> bool:
+                           details: dict[str, Any] | None = None, restart: bool = False) -> bool:
         """Record a provider's delivery status (sent, delivered, read, failed) on an outbound interaction, in
         `data["delivery"]`. Statuses only move forward (a late "delivered" never hides "read"; "failed" is final),
         so providers' out-of-order or repeated notifications are harmless. A failure also adds a note, so the
-        agent sees the citizen did not get the reply. False when nothing changed."""
+        agent sees the citizen did not get the reply. False when nothing changed.
+
+        `restart`: the reply itself went out only now, as a new message (a WhatsApp reply held behind a template
+        the citizen already read): its delivery starts again from `status`."""
         rank = {"sent": 0, "delivered": 1, "read": 2, "failed": 3}
         if status not in rank:
             raise InvalidInput(f"unknown delivery status {status!r}", {"statuses": list(rank)})
@@ -492,7 +495,7 @@ class TicketService:
                     index, it = found
                     previous = it.data.get("delivery")
                     old: dict[str, Any] = previous if isinstance(previous, dict) else {}
-                    was = rank.get(str(old.get("status")), -1)
+                    was = -1 if restart and old.get("status") != "failed" else rank.get(str(old.get("status")), -1)
                     if was > rank[status] or (was == rank[status] and not details):  # only forward, or new details
                         await pipe.reset()
                         return False

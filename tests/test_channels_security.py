@@ -347,3 +347,22 @@ async def test_late_mail_and_whatsapp_retries_reach_their_ticket(client: httpx.A
     assert not [q for q in recorder.requests if isinstance(q.body, dict) and q.body.get("to") == "34600777666"]
     answer = (await runtime.desk.tickets.interactions(result["ref"]))[1]
     assert answer.data["delivery"]["status"] == "failed" and "24" in answer.data["delivery"]["reason"]
+
+
+# ---- 10. WhatsApp replies held outside the 24-hour window ------------------------------------------------------
+
+
+async def test_a_restarted_delivery_passes_the_forward_only_rule(runtime: Runtime) -> None:
+    ticket = await runtime.desk.tickets.create(channel="whatsapp", queue="N1", subject="x", actor="assistant")
+    reply = await runtime.desk.tickets.reply(ticket.ref, "Respuesta", actor="agent:ana")
+    it = reply.interaction.id
+    assert await runtime.desk.tickets.set_delivery(ticket.ref, it, "read", details={"ids": ["wamid.T"], "held": True})
+    # The template was read; the reply itself goes out now: its delivery starts again.
+    assert not await runtime.desk.tickets.set_delivery(ticket.ref, it, "sent", details={"ids": ["wamid.R"]})
+    assert await runtime.desk.tickets.set_delivery(ticket.ref, it, "sent", details={"ids": ["wamid.R"], "held": False},
+                                                   restart=True)
+    ours = next(i for i in await runtime.desk.tickets.interactions(ticket.ref) if i.id == it)
+    assert (ours.data["delivery"]["status"], ours.data["delivery"]["ids"]) == ("sent", ["wamid.R"])
+    # "failed" stays final.
+    assert await runtime.desk.tickets.set_delivery(ticket.ref, it, "failed", reason="x")
+    assert not await runtime.desk.tickets.set_delivery(ticket.ref, it, "sent", details={"ids": ["w"]}, restart=True)

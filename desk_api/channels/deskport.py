@@ -63,9 +63,11 @@ async def add_message(
 
 
 async def set_delivery(rt: Services, ref: str, interaction_id: str, status: str, *, reason: str | None = None,
-                       details: dict[str, Any] | None = None) -> bool:
-    """A provider's delivery status on one of our messages (sent, delivered, read, failed)."""
-    return bool(await _desk(rt).tickets.set_delivery(ref, interaction_id, status, reason=reason, details=details))
+                       details: dict[str, Any] | None = None, restart: bool = False) -> bool:
+    """A provider's delivery status on one of our messages (sent, delivered, read, failed); `restart` when the
+    message went out anew (a held reply released): its status starts over."""
+    return bool(await _desk(rt).tickets.set_delivery(ref, interaction_id, status, reason=reason, details=details,
+                                                     restart=restart))
 
 
 def _message(*, channel: str, direction: str, actor: str, text: str, data: dict[str, Any]) -> Interaction:
