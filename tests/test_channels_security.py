@@ -366,3 +366,82 @@ async def test_a_restarted_delivery_passes_the_forward_only_rule(runtime: Runtim
     # "failed" stays final.
     assert await runtime.desk.tickets.set_delivery(ticket.ref, it, "failed", reason="x")
     assert not await runtime.desk.tickets.set_delivery(ticket.ref, it, "sent", details={"ids": ["w"]}, restart=True)
+
+
+async def wa_ticket(runtime: Runtime, wa_id: str) -> str:
+    from desk_api.channels.base import Contact
+
+    t = await runtime.desk.tickets.create(channel="whatsapp", queue="N1", subject="x", actor="assistant")
+    contact = Contact(channel="whatsapp", address=wa_id, data={"phone_number_id": "106540352242922"})
+    await runtime.store.redis.set(runtime.store.keys.ticket_contact(t.ref), contact.model_dump_json())
+    return t.ref
+
+
+async def wa_post(client: httpx.AsyncClient, payload: dict[str, object]) -> httpx.Response:
+    body = json.dumps(payload).encode()
+    return await client.post("/api/v1/channels/whatsapp/webhook", content=body, headers=signed(body))
+
+
+async def delivery(runtime: Runtime, ref: str, interaction_id: str) -> dict[str, object]:
+    its = {i.id: i for i in await runtime.desk.tickets.interactions(ref)}
+    return dict(its[interaction_id].data.get("delivery") or {})
+
+
+async def test_held_whatsapp_replies_one_template_trimmed_and_expired_ones_failed(
+        client: httpx.AsyncClient, runtime: Runtime, channels: ChannelsConfig, recorder: Recorder) -> None:
+    wa_id = "34600999888"
+    ref = await wa_ticket(runtime, wa_id)
+    replies = [(await runtime.desk.tickets.reply(ref, f"Respuesta {i}", actor="agent:ana")).interaction.id
+               for i in range(22)]
+    templates = [q for q in recorder.requests if isinstance(q.body, dict) and q.body.get("type") == "template"]
+    assert len(templates) == 1  # one template announces the hold, not one per reply
+    assert await runtime.store.redis.llen(runtime.store.keys.channel_pending("whatsapp", wa_id)) == 20
+    for dropped in replies[:2]:  # the two oldest did not fit: the agent is told
+        d = await delivery(runtime, ref, dropped)
+        assert d["status"] == "failed" and "más de 20" in str(d["reason"]), d
+    assert (await delivery(runtime, ref, replies[21]))["held"] is True
+    # The citizen writes: the 20 held replies go out; each one's delivery starts over with its own ids.
+    payload = wa_payload("hola", "wamid.HOLA1", wa_id=wa_id)
+    payload["entry"][0]["changes"][0]["value"]["messages"][0]["timestamp"] = str(int(runtime.clock.now().timestamp()))
+    await wa_post(client, payload)
+    sent = [q.body["text"]["body"] for q in recorder.requests if isinstance(q.body, dict) and q.body.get("type") == "text"]
+    assert sent[:20] == [f"Respuesta {i}" for i in range(2, 22)]
+    d = await delivery(runtime, ref, replies[21])
+    assert (d["status"], d["released"], d["held"]) == ("sent", True, False)
+
+
+async def test_a_released_reply_is_not_stuck_at_its_templates_read(client: httpx.AsyncClient, runtime: Runtime,
+                                                                   channels: ChannelsConfig, recorder: Recorder) -> None:
+    wa_id = "34600999877"
+    ref = await wa_ticket(runtime, wa_id)
+    first = await runtime.desk.tickets.reply(ref, "Primera", actor="agent:ana")
+    second = await runtime.desk.tickets.reply(ref, "Segunda", actor="agent:ana")
+    [template_id] = first.delivery.result["ids"]  # type: ignore[index]
+    assert second.delivery.result["ids"] == []  # type: ignore[index]  # held behind the same template
+    now = str(int(runtime.clock.now().timestamp()))
+    read = {"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+        "metadata": {"phone_number_id": "106540352242922"},
+        "statuses": [{"id": template_id, "status": "read", "timestamp": now, "recipient_id": wa_id}]}}]}]}
+    await wa_post(client, read)
+    assert (await delivery(runtime, ref, first.interaction.id))["status"] == "read"
+    payload = wa_payload("hola", "wamid.HOLA2", wa_id=wa_id)
+    payload["entry"][0]["changes"][0]["value"]["messages"][0]["timestamp"] = now
+    await wa_post(client, payload)
+    d = await delivery(runtime, ref, first.interaction.id)
+    assert (d["status"], d["released"]) == ("sent", True) and d["ids"] != [template_id], d
+    # The template's late statuses no longer land on the reply.
+    read["entry"][0]["changes"][0]["value"]["statuses"][0]["status"] = "delivered"  # type: ignore[index]
+    r = await wa_post(client, read)
+    assert r.json()["results"][0]["action"] == "status-unknown"
+
+
+async def test_a_held_reply_never_released_is_marked_failed(client: httpx.AsyncClient, runtime: Runtime,
+                                                            channels: ChannelsConfig, recorder: Recorder) -> None:
+    wa_id = "34600999866"
+    ref = await wa_ticket(runtime, wa_id)
+    old = await runtime.desk.tickets.reply(ref, "Antigua", actor="agent:ana")
+    runtime.clock.advance(31 * 86400)  # type: ignore[attr-defined]
+    await runtime.desk.tickets.reply(ref, "Nueva", actor="agent:ana")
+    d = await delivery(runtime, ref, old.interaction.id)
+    assert d["status"] == "failed" and "30 días" in str(d["reason"]), d
+    assert await runtime.store.redis.llen(runtime.store.keys.channel_pending("whatsapp", wa_id)) == 1

@@ -335,15 +335,19 @@ async def _answer(rt: Services, plug: ChannelPlug, contact: Contact, text: str, 
 
 
 async def remember_outbound(rt: Services, channel: str, provider_ids: list[str], ref: str, interaction_id: str,
-                            details: dict[str, Any] | None = None) -> None:
-    """Keep which interaction each sent message belongs to (statuses and bounces name the provider's id)."""
-    if not provider_ids:
+                            details: dict[str, Any] | None = None, restart: bool = False) -> None:
+    """Keep which interaction each sent message belongs to (statuses and bounces name the provider's id).
+    Nothing sent and nothing to say (no ids, no details): nothing recorded; a reply held without a message of
+    its own (WhatsApp, behind the hold's one template) still records that it is held."""
+    if not provider_ids and not details:
         return
-    async with rt.store.redis.pipeline(transaction=False) as pipe:
-        for pid in provider_ids:
-            pipe.set(rt.store.keys.channel_outbound(channel, pid), f"{ref} {interaction_id}", ex=OUTBOUND_TTL_S)
-        await pipe.execute()
-    await deskport.set_delivery(rt, ref, interaction_id, "sent", details={"ids": provider_ids[:10], **(details or {})})
+    if provider_ids:
+        async with rt.store.redis.pipeline(transaction=False) as pipe:
+            for pid in provider_ids:
+                pipe.set(rt.store.keys.channel_outbound(channel, pid), f"{ref} {interaction_id}", ex=OUTBOUND_TTL_S)
+            await pipe.execute()
+    await deskport.set_delivery(rt, ref, interaction_id, "sent", details={"ids": provider_ids[:10], **(details or {})},
+                                restart=restart)
 
 
 async def record_status(rt: Services, channel: str, event: StatusUpdate) -> str:

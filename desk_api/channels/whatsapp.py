@@ -28,7 +28,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import PlainTextResponse
 
 from core.errors import Forbidden, Unauthorized
-from desk_api.channels import flow
+from desk_api.channels import deskport, flow
 from desk_api.channels.base import (
     ChannelDeliveryFailed,
     Contact,
@@ -211,20 +211,71 @@ async def send_template(rt: Services, contact: Contact, ref: str | None) -> str:
     return await _post(rt, contact, {"type": "template", "template": template})
 
 
+MAX_HELD = 20  # replies waiting for one citizen; older ones beyond it are dropped (marked failed)
+HELD_KEEP_S = 30 * 86400  # a held reply not released by then is dropped (marked failed)
+
+
+def _template_key(rt: Services, address: str) -> str:
+    """Set while a template announces the replies held for `address`: one template per hold, not one per reply."""
+    return rt.store.keys.channel_pending("whatsapp", address) + ":template"
+
+
+async def _drop_held(rt: Services, items: list[Any], reason: str) -> None:
+    """Held replies that will never go: failed on their tickets, so the agent knows to use another channel."""
+    for raw in items:
+        try:
+            held = json.loads(str(raw))
+        except ValueError:
+            continue
+        if isinstance(held, dict) and held.get("ref") and held.get("interaction"):
+            await deskport.set_delivery(rt, str(held["ref"]), str(held["interaction"]), "failed", reason=reason)
+
+
+async def _expire_held(rt: Services, address: str) -> None:
+    """Drop (and mark failed) the held replies older than HELD_KEEP_S, oldest first."""
+    key = rt.store.keys.channel_pending("whatsapp", address)
+    cutoff = rt.clock.now().timestamp() - HELD_KEEP_S
+    expired: list[Any] = []
+    while (raw := await rt.store.redis.lindex(key, 0)) is not None:
+        try:
+            at = float(json.loads(str(raw)).get("at") or 0)
+        except (ValueError, AttributeError):
+            at = 0
+        if at >= cutoff:
+            break
+        if await rt.store.redis.lpop(key) is not None:
+            expired.append(raw)
+    await _drop_held(rt, expired, "no se entregó: el ciudadano no volvió a escribir en 30 días")
+
+
 async def send_reply(rt: Services, contact: Contact, text: str, ref: str | None, interaction_id: str | None) -> dict[str, Any]:
-    """An agent's reply: free-form inside the window; outside it the approved template goes now and the reply
-    waits (channel_pending) until the citizen writes again."""
+    """An agent's reply: free-form inside the window; outside it the reply waits (channel_pending) until the
+    citizen writes again, announced by the approved template once per hold (not once per reply)."""
     if await window_open(rt, contact.address):
         return await send_text(rt, contact, text)
-    wamid = await send_template(rt, contact, ref)
-    held = json.dumps({"text": text, "ref": ref, "interaction": interaction_id})
+    await _expire_held(rt, contact.address)
     key = rt.store.keys.channel_pending("whatsapp", contact.address)
+    tkey = _template_key(rt, contact.address)
+    announce = bool(await rt.store.redis.set(tkey, "sending", nx=True, ex=HELD_KEEP_S))
+    wamid: str | None = None
+    if announce:
+        try:
+            wamid = await send_template(rt, contact, ref)
+        except BaseException:
+            await rt.store.redis.delete(tkey)  # the next reply tries the template again
+            raise
+        await rt.store.redis.set(tkey, wamid, ex=HELD_KEEP_S)
+    held = json.dumps({"text": text, "ref": ref, "interaction": interaction_id, "at": rt.clock.now().timestamp()})
     async with rt.store.redis.pipeline(transaction=True) as pipe:
         pipe.rpush(key, held)
-        pipe.ltrim(key, -20, -1)
-        pipe.expire(key, 30 * 86400)
-        await pipe.execute()
-    return {"wamid": wamid, "ids": [wamid], "template": channels_config(rt).whatsapp.template_name, "held": True}
+        pipe.expire(key, HELD_KEEP_S + 86400)
+        length, _ = await pipe.execute()
+    if int(length) > MAX_HELD:  # the oldest go; their tickets say so
+        dropped = [raw for _ in range(int(length) - MAX_HELD) if (raw := await rt.store.redis.lpop(key)) is not None]
+        await _drop_held(rt, dropped, f"no se entregó: más de {MAX_HELD} respuestas esperaban a que el ciudadano escribiera")
+    out: dict[str, Any] = {"ids": [wamid] if wamid else [], "held": True,
+                           "template": channels_config(rt).whatsapp.template_name if wamid else None}
+    return {"wamid": wamid, **out} if wamid else out
 
 
 class WhatsappPlug(ChannelPlug):
@@ -259,7 +310,10 @@ class WhatsappPlug(ChannelPlug):
             return
         await rt.store.redis.set(rt.store.keys.channel_window("whatsapp", message.contact.address), sent.isoformat(),
                                  ex=remaining)
+        await _expire_held(rt, message.contact.address)
         key = rt.store.keys.channel_pending("whatsapp", message.contact.address)
+        tkey = _template_key(rt, message.contact.address)
+        template_id = await rt.store.redis.get(tkey)
         while (raw := await rt.store.redis.lpop(key)) is not None:
             held = json.loads(str(raw))
             try:
@@ -269,8 +323,12 @@ class WhatsappPlug(ChannelPlug):
                 log.warning("held whatsapp reply not delivered: %s", exc.message)
                 return
             if held.get("ref") and held.get("interaction"):
+                # The reply went out only now: its delivery starts over (the template's "read" is not the reply's).
                 await flow.remember_outbound(rt, "whatsapp", ids, str(held["ref"]), str(held["interaction"]),
-                                             {"released": True, "held": False})
+                                             {"released": True, "held": False}, restart=True)
+        await rt.store.redis.delete(tkey)  # the hold is over: a later one gets its own template
+        if template_id and template_id != "sending":  # the template's late statuses are not the replies'
+            await rt.store.redis.delete(rt.store.keys.channel_outbound("whatsapp", str(template_id)))
 
     async def fetch(self, rt: Services, ref: MediaRef) -> tuple[bytes, str | None]:
         cfg = channels_config(rt)
