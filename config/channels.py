@@ -84,6 +84,9 @@ class EmailConfig(Strict):
     # without a ceiling the service would mail whoever they name (a reflector). Past it, answers are not sent.
     auto_reply_limit: int = Field(300, ge=1)
     auto_reply_window_s: int = Field(3600, ge=60)
+    # Status lookups by e-mail, all senders together, per status_rate_window_s: the per-sender limit alone does not
+    # hold when every mail forges another From (reference guessing).
+    status_rate_limit_global: int = Field(60, ge=1)
 
 
 class ChannelsConfig(Strict):

@@ -445,3 +445,22 @@ async def test_a_held_reply_never_released_is_marked_failed(client: httpx.AsyncC
     d = await delivery(runtime, ref, old.interaction.id)
     assert d["status"] == "failed" and "30 días" in str(d["reason"]), d
     assert await runtime.store.redis.llen(runtime.store.keys.channel_pending("whatsapp", wa_id)) == 1
+
+
+# ---- 11. e-mail status lookups: one ceiling for all senders ---------------------------------------------------
+
+
+async def test_email_status_lookups_have_a_global_ceiling(client: httpx.AsyncClient, runtime: Runtime,
+                                                          channels: ChannelsConfig, smtp: SmtpSink) -> None:
+    channels.email.status_rate_limit_global = 3
+    ticket = await runtime.desk.tickets.create(channel="phone", queue="N1", subject="Llamada", actor="ivr")
+    status = await runtime.desk.tickets.status_text(ticket.ref)
+    answers = []
+    for i in range(5):  # every mail forges another From: the per-sender limit never trips
+        raw = raw_mail("Estado", f"¿Cómo va mi consulta {display_ref(ticket.ref)}?", f"<st{i}@x.example>",
+                       sender=f"p{i}@throwaway.example")
+        r = await client.post(MAIL_URL, content=raw, headers=MAIL_H)
+        assert r.json()["action"] == "answered", r.json()
+        answers.append(smtp.messages[-1].get_content().strip())
+    assert answers[:3] == [status] * 3
+    assert all(display_ref(ticket.ref) not in a and "Vuelva a intentarlo" in a for a in answers[3:])

@@ -306,6 +306,15 @@ class Assistant:
         except RateLimited:
             return Reply(text="Ha hecho muchas consultas seguidas. Espere un minuto y vuelva a intentarlo, por favor.",
                          action="answered", intent=STATUS_INTENT)
+        if msg.contact.channel == "email":  # a From costs nothing to forge: one ceiling for all senders as well
+            try:
+                await deskport.rate_hit(rt, "status:email:all", self.cfg.email.status_rate_limit_global,
+                                        self.cfg.status_rate_window_s)
+            except RateLimited:
+                log.warning("e-mail status lookups over the global limit")
+                return Reply(text="Ahora mismo no podemos consultar el estado de las consultas por correo. "
+                                  "Vuelva a intentarlo dentro de unos minutos, por favor.",
+                             action="answered", intent=STATUS_INTENT)
         # One reference per message: a message listing many guesses must not probe them all (enumeration).
         for ref in refs[:1]:
             if await deskport.find_ticket(rt, ref) is not None:
