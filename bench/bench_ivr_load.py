@@ -254,6 +254,8 @@ class Run:
     latencies: list[float] = field(default_factory=list)
     still_playing: int = 0
     right: int = 0
+    confirm_asked: int = 0  # calls where the IVR asked "¿Quiere ...?"
+    confirm_right: int = 0  # of those, ended with the right intent
     intents: dict[str, str] = field(default_factory=dict)
     sent: int = 0
     expected: int = 0
@@ -326,9 +328,15 @@ def stalls_from_log(text: str) -> list[dict[str, Any]]:
     return out
 
 
-def caller_wav(work: Path, i: int, text: str, speak_at: float, after: float) -> tuple[Path, float]:
+def caller_wav(work: Path, i: int, text: str, speak_at: float, after: float,
+               confirm_after: float = 0.0) -> tuple[Path, float]:
+    """The caller's microphone: silence, the request, and with `confirm_after` a "sí" that many seconds after it
+    (said whether or not the IVR asks "¿Quiere ...?", as a caller who expects the question would)."""
     speech = read_wav(espeak_wav(text, work / f"req{i}.wav", speed=130))
-    pcm = np.concatenate([np.zeros(int(speak_at * RATE), "<i2"), speech, np.zeros(int(after * RATE), "<i2")])
+    parts = [np.zeros(int(speak_at * RATE), "<i2"), speech]
+    if confirm_after > 0:
+        parts += [np.zeros(int(confirm_after * RATE), "<i2"), read_wav(espeak_wav("sí", work / f"yes{i}.wav", speed=130))]
+    pcm = np.concatenate([*parts, np.zeros(int(after * RATE), "<i2")])
     return write_wav(work / f"mic{i}.wav", pcm), len(speech) / RATE
 
 
@@ -373,7 +381,7 @@ async def run_once(ns: NetNs, work: Path, engine: str, callers: int, interval: f
         speech_len: dict[int, float] = {}
         for i in range(n_inst):
             text, _ = REQUESTS[i]
-            mic, speech_len[i] = caller_wav(run_dir, i, text, args.speak_at, args.after)
+            mic, speech_len[i] = caller_wav(run_dir, i, text, args.speak_at, args.after, args.confirm_after)
             b = Baresip(ns, run_dir / f"baresip{i}", wav=mic, user=f"u{i}x", record=False, max_calls=per + 2,
                         rtp_ports=4 * per + 8, log=False)
             phones.append(await b.start())
@@ -440,6 +448,9 @@ async def run_once(ns: NetNs, work: Path, engine: str, callers: int, interval: f
             got = rec.get("intent") or "-"
             run.intents[rec["call_id"]] = f"{want}->{got}"
             run.right += got == want
+            if any(t.get("step") == "confirm" for t in rec.get("transcripts") or []):  # "¿Quiere ...?" was asked
+                run.confirm_asked += 1
+                run.confirm_right += got == want
         log_text = log_path.read_text(errors="replace")[log_offset:]
         run.stalls = stalls_from_log(log_text)
     except (HarnessError, OSError) as exc:  # OSError: urllib's HTTP errors too
@@ -508,7 +519,8 @@ def row(r: Run) -> list[str]:
     def f(x: float | None) -> str:
         return "-" if x is None else f"{x:.2f}"
     return [r.engine, "yes" if r.neighbour else "no", str(r.callers), f"{r.interval_s:g}", f"{r.answered}/{r.callers}",
-            f(r.lat_p50), f(r.lat_p95), f(r.lat_p99), f(r.lat_max), f"{r.right}/{r.callers}", f"{r.sent_pct:.2f}",
+            f(r.lat_p50), f(r.lat_p95), f(r.lat_p99), f(r.lat_max),
+            f"{r.right}/{r.callers} ({r.confirm_right}/{r.confirm_asked} conf.)", f"{r.sent_pct:.2f}",
             f"{r.gap_p99:.1f}", f"{r.gap_p999:.1f}", f"{r.gap_max:.0f}", f"{r.baresip_gap_p99:.1f}/{r.baresip_gap_max:.0f}",
             f"{r.cpu_pct:.0f}", f"{r.redis_cpu_pct:.0f}", f"{r.rss_peak_mb:.0f}", f"{r.lag_over_50ms}/{r.lag_count}",
             f"{r.others_cpu_pct:.0f}", f"{r.loadavg[0]:.1f}"]
@@ -572,6 +584,8 @@ def main() -> None:
     p.add_argument("--neighbour", choices=["no", "yes", "both"], default="no", help="a CPU-bound process during the run")
     p.add_argument("--speak-at", type=float, default=4.0, help="seconds after the answer the caller starts talking")
     p.add_argument("--after", type=float, default=10.0, help="seconds of silence after the request before hanging up")
+    p.add_argument("--confirm-after", type=float, default=0.0,
+                   help="the caller says 'sí' this many seconds after the request (0: never), for the IVR's confirmations")
     p.add_argument("--repeat", type=int, default=1, help="runs per combination")
     p.add_argument("--env", action="append", default=[], help="KEY=VALUE for the service (repeatable)")
     p.add_argument("--nice", type=int, default=0, help="autogroup nice of the service (e.g. -10)")
