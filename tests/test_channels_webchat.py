@@ -162,3 +162,46 @@ async def test_webchat_limits_hold_per_client_address(strict: LiveServer) -> Non
     with pytest.raises(InvalidStatus):
         async with connect(ws_url):
             pass
+
+
+async def test_an_agents_reply_is_seen_only_when_a_widget_shows_it(live: LiveServer, rt: Any) -> None:
+    """A reply while the widget is open is 'sent' until the widget acknowledges it ('read', seen); one sent after
+    the citizen left is marked not delivered, so the desk tells the agent to use another channel."""
+    ws_url = live.url.replace("http", "ws") + "/api/v1/channels/webchat/ws"
+
+    async def delivery(ref: str, interaction_id: str) -> dict[str, Any]:
+        its = {i.id: i for i in await rt.desk.tickets.interactions(ref)}
+        return dict(its[interaction_id].data.get("delivery") or {})
+
+    async with connect(ws_url) as ws:
+        session = (await recv(ws, "session"))["session"]
+        await ws.send(json.dumps({"type": "message", "text": "Quiero hablar con una persona sobre mi padrón"}))
+        ref = None
+        while not ref:  # the greeting comes first
+            ref = (await until_from(ws, "assistant")).get("ref")
+        out = await rt.desk.tickets.reply(ref, "Dígame, ¿qué necesita?", actor="agent:ana")
+        agent = await until_from(ws, "agent")
+        first = await delivery(ref, out.interaction.id)
+        assert first["status"] in ("sent", "read") and first["ids"] == [agent["id"]]
+        # Another session cannot acknowledge it; this one does (as the widget does on showing it).
+        async with connect(ws_url) as other:
+            await recv(other, "session")
+            await other.send(json.dumps({"type": "ack", "id": agent["id"]}))
+            await other.send(json.dumps({"type": "bogus"}))
+            await recv(other, "error")  # frames are handled in order: the ack was handled before this
+        assert (await delivery(ref, out.interaction.id)).get("seen") is False
+        await ws.send(json.dumps({"type": "ack", "id": agent["id"]}))
+        for _ in range(100):
+            if (await delivery(ref, out.interaction.id)).get("seen"):
+                break
+            await asyncio.sleep(0.02)
+        assert (await delivery(ref, out.interaction.id))["status"] == "read"
+    # The citizen closed the chat: the next reply is kept in the conversation but not delivered.
+    for _ in range(100):  # the server notices the closed socket on its own loop
+        if not await rt.store.redis.get(rt.store.keys.webchat_log(session) + ":online"):
+            break
+        await asyncio.sleep(0.02)
+    late = await rt.desk.tickets.reply(ref, "¿Sigue ahí?", actor="agent:ana")
+    d = await delivery(ref, late.interaction.id)
+    assert d["status"] == "failed" and "otro canal" in d["reason"], d
+    assert any("¿Sigue ahí?" in str(x) for x in await rt.store.redis.lrange(rt.store.keys.webchat_log(session), 0, -1))

@@ -33,7 +33,7 @@ async def send(rt: Services, contact: Contact, text: str, ref: str | None = None
     if contact.channel == "webchat":
         from desk_api.channels import webchat
 
-        return await webchat.push(rt, contact.address, {"from": "agent", "text": text, "ref": ref})
+        return await webchat.send_agent_reply(rt, contact.address, text, ref, interaction_id)
     if contact.channel == "telegram":
         from desk_api.channels import telegram
 

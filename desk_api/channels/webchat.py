@@ -5,7 +5,9 @@ session's log in Redis and published on the session's pub/sub channel, so an age
 sent by any node reaches the browser connected to any other node, and a reconnecting widget
 replays the conversation. Frames, server to browser: `{"type": "session", "session"}`,
 `{"type": "message", "id", "from": "citizen"|"assistant"|"agent", "text", "at", "ref"}`,
-`{"type": "error", "message"}`. Browser to server: `{"type": "message", "text", "id"?}`.
+`{"type": "error", "message"}`. Browser to server: `{"type": "message", "text", "id"?}`, and `{"type": "ack", "id"}`
+for each agent's message shown (the ticket records it seen; a reply sent while no widget is open is marked
+not delivered, so the agent knows to use another channel).
 """
 
 from __future__ import annotations
@@ -55,6 +57,49 @@ async def push(rt: Services, session: str, message: dict[str, Any]) -> dict[str,
     return {"webchat_message_id": msg["id"]}
 
 
+def _online_key(rt: Services, session: str) -> str:
+    """How many widgets have this conversation open now (any node): an agent's reply to none is not seen."""
+    return rt.store.keys.webchat_log(session) + ":online"
+
+
+def _reply_key(rt: Services, session: str, message_id: str) -> str:
+    # Bound to the session: a widget acknowledges only what was sent to its own conversation.
+    return rt.store.keys.channel_outbound("webchat", f"{session}:{message_id}")
+
+
+GONE = ("el ciudadano ya no tiene abierto el chat web y no ha visto la respuesta; si lo necesita, "
+        "contacte con él por otro canal")
+
+
+async def send_agent_reply(rt: Services, session: str, text: str, ref: str | None,
+                           interaction_id: str | None) -> dict[str, Any]:
+    """An agent's reply: pushed to the conversation, and not counted as seen until a widget acknowledges it.
+    No widget open at all: the reply stays in the conversation's log, but the ticket says it was not delivered,
+    so the agent knows to use another channel."""
+    message_id = secrets.token_hex(6)
+    if ref and interaction_id:  # before the push: the widget's acknowledgement may come back at once
+        await rt.store.redis.set(_reply_key(rt, session, message_id), f"{ref} {interaction_id}", ex=LOG_TTL_S)
+    out = await push(rt, session, {"id": message_id, "from": "agent", "text": text, "ref": ref})
+    if not (ref and interaction_id):
+        return out
+    details = {"ids": [message_id], "seen": False}
+    if int(await rt.store.redis.get(_online_key(rt, session)) or 0) > 0:
+        await deskport.set_delivery(rt, ref, interaction_id, "sent", details=details)
+    else:
+        await deskport.set_delivery(rt, ref, interaction_id, "failed", reason=GONE, details=details)
+    return out
+
+
+async def _ack(rt: Services, session: str, message_id: Any) -> None:
+    """The widget showed one of our messages: an agent's reply is marked seen ("read")."""
+    if not isinstance(message_id, str) or not _ID_RE.match(message_id):
+        return
+    raw = await rt.store.redis.get(_reply_key(rt, session, message_id))
+    if raw:
+        ref, _, interaction_id = str(raw).partition(" ")
+        await deskport.set_delivery(rt, ref, interaction_id, "read", details={"seen": True})
+
+
 async def _forward(ws: WebSocket, rt: Services, session: str, sent: set[str]) -> None:
     """The session's messages to this socket: its log first, then pushes from this process's one pub/sub reader
     (desk_api/live.py), not a Redis connection per socket. The listener is registered before the log is read, so
@@ -88,6 +133,9 @@ async def _send_once(ws: WebSocket, raw: str, sent: set[str]) -> None:
 
 async def _on_message(ws: WebSocket, rt: Services, session: str, frame: Any) -> None:
     cfg = channels_config(rt).webchat
+    if isinstance(frame, dict) and frame.get("type") == "ack":
+        await _ack(rt, session, frame.get("id"))
+        return
     if isinstance(frame, str):
         frame = {"type": "message", "text": frame}
     if not isinstance(frame, dict) or frame.get("type", "message") != "message" or not isinstance(frame.get("text"), str):
@@ -169,6 +217,11 @@ async def _serve(websocket: WebSocket, rt: Services, session: str | None) -> Non
         session, pending = await _resume(websocket)
     sid = session if session and _SESSION_RE.match(session) else secrets.token_urlsafe(18)
     await websocket.send_json({"type": "session", "session": sid})
+    online = _online_key(rt, sid)
+    async with rt.store.redis.pipeline(transaction=True) as pipe:
+        pipe.incr(online)
+        pipe.expire(online, 86400)  # a node that dies leaves its count behind for a day at most
+        await pipe.execute()
     sent: set[str] = set()
     forwarder = asyncio.create_task(_forward(websocket, rt, sid, sent))
     try:
@@ -197,6 +250,9 @@ async def _serve(websocket: WebSocket, rt: Services, session: str | None) -> Non
         forwarder.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await forwarder
+        with contextlib.suppress(Exception):  # the socket is gone either way; the count lapses within a day
+            if int(await rt.store.redis.decr(online)) <= 0:
+                await rt.store.redis.delete(online)
 
 
 @router.get("/chat", include_in_schema=False)
