@@ -295,6 +295,7 @@ async def test_files_past_the_limit_are_one_entry(client: httpx.AsyncClient, run
     attachments = first.data["attachments"]
     assert len(attachments) == channels.attachments_per_message + 1
     [rest] = [a for a in attachments if "refused" in a]
+    assert attachments[-1] == rest  # after the files kept
     assert (rest["name"], rest["count"], rest["refused"]) == ("40 archivos más", 40, "máximo 5 por mensaje")
 
 

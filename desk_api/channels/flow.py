@@ -278,11 +278,6 @@ async def _attachments(rt: Services, plug: ChannelPlug, msg: InboundMessage) -> 
     transcript: str | None = None
     limit = channels_config(rt).attachments_per_message
     files = [ref for ref in msg.media if ref.kind != "sticker"]
-    if len(files) > limit:  # one entry for the rest, not one per file (a mail may carry dozens)
-        rest = len(files) - limit
-        out.append({"kind": "document", "name": f"{rest} archivos más", "content_type": None,
-                    "size": sum(ref.size or 0 for ref in files[limit:]), "count": rest,
-                    "refused": f"máximo {limit} por mensaje"})  # the desk shows "N archivos más (no guardado: …)"
     for ref in files[:limit]:
         try:
             media.check(rt, ref.content_type or "application/octet-stream", ref.size)
@@ -298,6 +293,11 @@ async def _attachments(rt: Services, plug: ChannelPlug, msg: InboundMessage) -> 
             if transcript:
                 item["transcript"] = transcript
         out.append(item)
+    if len(files) > limit:  # one entry for the rest, not one per file (a mail may carry dozens)
+        rest = len(files) - limit
+        out.append({"kind": "document", "name": f"{rest} archivos más", "content_type": None,
+                    "size": sum(ref.size or 0 for ref in files[limit:]), "count": rest,
+                    "refused": f"máximo {limit} por mensaje"})  # the desk shows "N archivos más (no guardado: …)"
     return out, transcript
 
 
