@@ -9,8 +9,10 @@
   and the file; voice notes are transcribed; reactions, edits, number changes and other system notices are
   ignored quietly. Statuses (sent, delivered, read, failed with its error) are recorded on our message.
 - The 24-hour window: a free-form message reaches the citizen only within 24 h of their last message.
-  Outside it an agent's reply goes as the configured approved template, and the reply itself waits and is
-  sent when the citizen writes again.
+  Outside it the configured approved template announces the hold (once per hold, not per reply), and the
+  replies wait and are sent when the citizen writes again (each one's delivery then starts over). At most 20
+  wait, for at most 30 days: the ones dropped are marked failed on their tickets. A late delivery (Meta retries
+  for 7 days) still reaches its ticket; the assistant's free-form answer is not sent once the window is closed.
 - Replies: `POST {api_base}/{version}/{phone_number_id}/messages` with a Bearer token.
 """
 
