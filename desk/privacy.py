@@ -297,6 +297,9 @@ class PrivacyService:
                     pipe.delete(k.citizen_by_identity(ident.kind, ident.value))
                     for address in _channel_addresses(ident.kind, ident.value):
                         pipe.delete(k.channel_attachments(ident.kind, address))
+                        # replies held for the channel's window (their text) and the window's template claim
+                        pipe.delete(k.channel_pending(ident.kind, address),
+                                    k.channel_pending_template(ident.kind, address))
                 pipe.delete(k.citizen(person.id))
                 pipe.delete(k.citizen_tickets(person.id))
                 pipe.zrem(k.citizens, person.id)

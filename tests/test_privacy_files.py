@@ -81,6 +81,9 @@ async def test_erasure_deletes_call_recordings_and_attachments(client: httpx.Asy
     for path in (got["photo"], got["waiting"], got["wav"]):
         assert path.is_file()
     assert await store.redis.get(store.keys.voicemail_audio(rec_id)) is not None
+    # an agent's reply held for WhatsApp's window (its text), and the template announcing the hold
+    await store.redis.rpush(store.keys.channel_pending("whatsapp", "34600111222"), json.dumps({"text": "Su beca..."}))
+    await store.redis.set(store.keys.channel_pending_template("whatsapp", "34600111222"), "1")
     admin = {"Authorization": f"Bearer {(await runtime.desk.auth.login('admin', STAFF_PASSWORD)).token}"}
     r = await client.get(f"/api/v1/tickets/{got['ref']}/attachments/{got['sha256']}", headers=admin)
     assert r.status_code == 200 and r.content == JPEG
@@ -101,6 +104,8 @@ async def test_erasure_deletes_call_recordings_and_attachments(client: httpx.Asy
     # the files the citizen sent: the ticket's photo and the PDF that waited for a ticket
     assert not got["photo"].exists() and not got["waiting"].exists()
     assert await store.redis.exists(store.keys.channel_attachments("whatsapp", "34600111222")) == 0
+    assert await store.redis.exists(store.keys.channel_pending("whatsapp", "34600111222"),
+                                    store.keys.channel_pending_template("whatsapp", "34600111222")) == 0
     r = await client.get(f"/api/v1/tickets/{got['ref']}/attachments/{got['sha256']}", headers=admin)
     assert r.status_code == 404
     # the audit entry counts them, without personal data

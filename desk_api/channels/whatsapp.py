@@ -219,7 +219,7 @@ HELD_KEEP_S = 30 * 86400  # a held reply not released by then is dropped (marked
 
 def _template_key(rt: Services, address: str) -> str:
     """Set while a template announces the replies held for `address`: one template per hold, not one per reply."""
-    return rt.store.keys.channel_pending("whatsapp", address) + ":template"
+    return rt.store.keys.channel_pending_template("whatsapp", address)
 
 
 async def _drop_held(rt: Services, items: list[Any], reason: str) -> None:
