@@ -163,6 +163,9 @@ class Keys:
     def tickets_agent(self, agent_id: str) -> str:
         return f"{self.p}:tickets:agent:{agent_id}"  # zset: ref assigned to the agent -> assigned timestamp
 
+    def idempotency(self, kind: str, principal: str, key_digest: str) -> str:
+        return f"{self.p}:idem:{kind}:{principal}:{key_digest}"  # "pending", then the id created (TTL a day)
+
     def user(self, username: str) -> str:
         return f"{self.p}:user:{username}"
 

@@ -24,6 +24,7 @@ from desk import Desk
 from desk.auth import SESSION_COOKIE, KeyInfo, User
 from desk.models import Agent, Channel, Citizen, IdentityKind, Interaction, Principal, Ticket, TicketKind
 from desk.tickets import Reply
+from desk_api import idempotency
 from desk_api.auth import client_of, credential_of, desk_of, is_https, rate_limited, require
 from desk_api.deps import services_of
 from desk_api.routes.operations import operations_of
@@ -315,9 +316,18 @@ async def create_ticket(body: TicketIn, request: Request, who: Principal = Depen
             citizen_id = (await desk.citizens.get(citizen_id)).id
         except NotFound:
             raise InvalidInput(f"unknown citizen {citizen_id!r}", {"citizen_id": citizen_id}) from None
-    t = await desk.tickets.create(channel=body.channel, queue=body.queue, subject=body.subject, kind=body.kind,
-                                  citizen_id=citizen_id, intent=body.intent, trace_id=body.trace_id, body=body.body,
-                                  due=body.due, actor=who.id, meta=body.meta)
+    held = await idempotency.claim(services_of(request).store, request, who.id, "ticket")
+    if held.prior is not None:
+        return Response((await desk.tickets.get(held.prior)).model_dump_json(), status_code=201,
+                        media_type="application/json", headers=idempotency.REPLAYED_HEADER)
+    try:
+        t = await desk.tickets.create(channel=body.channel, queue=body.queue, subject=body.subject, kind=body.kind,
+                                      citizen_id=citizen_id, intent=body.intent, trace_id=body.trace_id,
+                                      body=body.body, due=body.due, actor=who.id, meta=body.meta)
+    except BaseException:
+        await held.failed()
+        raise
+    await held.done(t.ref)
     return Response(t.model_dump_json(), status_code=201, media_type="application/json")
 
 

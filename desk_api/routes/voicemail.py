@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from core.errors import NotFound
+from desk_api import idempotency
 from desk_api.auth import actor_of
 from desk_api.deps import services_of
 from voicemail.callbacks import Callback, CallbackService, Outcome
@@ -38,9 +39,20 @@ async def list_callbacks(request: Request, status: Literal["pending", "in_progre
     return await _service(request).query(status=status)
 
 
-@router.post("/callbacks", status_code=201)
-async def create_callback(request: Request, body: CallbackIn) -> Callback:
-    return await _service(request).create(phone=body.phone, ticket_ref=body.ticket_ref, reason=body.reason)
+@router.post("/callbacks", status_code=201, responses={201: {"model": Callback}})
+async def create_callback(request: Request, body: CallbackIn) -> Response:
+    held = await idempotency.claim(services_of(request).store, request, actor_of(request), "callback")
+    service = _service(request)
+    if held.prior is not None:
+        return Response((await service.get(held.prior)).model_dump_json(), status_code=201,
+                        media_type="application/json", headers=idempotency.REPLAYED_HEADER)
+    try:
+        cb = await service.create(phone=body.phone, ticket_ref=body.ticket_ref, reason=body.reason)
+    except BaseException:
+        await held.failed()
+        raise
+    await held.done(cb.id)
+    return Response(cb.model_dump_json(), status_code=201, media_type="application/json")
 
 
 @router.get("/callbacks/{callback_id}")

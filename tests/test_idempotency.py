@@ -1,0 +1,64 @@
+"""Idempotency-Key on the creating POSTs: a client retrying after no answer or a 503 (the store busy, a write the
+replicas did not confirm) gets the first result, not a second ticket or callback."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from atiende.runtime import Runtime
+from tests.conftest import ADMIN_KEY
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_retried_ticket_creation_files_one_ticket(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    body = {"queue": "N1", "subject": "Consulta de padrón", "body": "Quiero un volante de empadronamiento"}
+    key = {"Idempotency-Key": "crm-4711-attempt", "X-API-Key": ADMIN_KEY}
+    first = await client.post("/api/v1/tickets", json=body, headers=key)
+    again = await client.post("/api/v1/tickets", json=body, headers=key)
+    assert first.status_code == again.status_code == 201
+    assert again.json()["ref"] == first.json()["ref"] and again.headers.get("idempotent-replayed") == "true"
+    other = await client.post("/api/v1/tickets", json=body,
+                              headers={"Idempotency-Key": "crm-4712-attempt", "X-API-Key": ADMIN_KEY})
+    assert other.json()["ref"] != first.json()["ref"]
+    # no key: two tickets, as asked
+    plain = [await client.post("/api/v1/tickets", json=body, headers={"X-API-Key": ADMIN_KEY}) for _ in range(2)]
+    assert plain[0].json()["ref"] != plain[1].json()["ref"]
+    # the key belongs to its principal: another one with the same key files its own
+    await runtime.desk.auth.create_api_key("crm", ["supervisor"], key="crm-key-0123456789abcdef")
+    theirs = await client.post("/api/v1/tickets", json=body,
+                               headers={**key, "X-API-Key": "crm-key-0123456789abcdef"})
+    assert theirs.status_code == 201 and theirs.json()["ref"] != first.json()["ref"]
+
+
+async def test_a_key_in_progress_or_malformed(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    store = runtime.store
+    body = {"queue": "N1", "subject": "Consulta"}
+    for bad in ("short", "con espacios y mas", "a/b/../c-long", "x" * 200):
+        r = await client.post("/api/v1/tickets", json=body, headers={"Idempotency-Key": bad, "X-API-Key": ADMIN_KEY})
+        assert r.status_code == 422, bad
+    # a first request still running holds the key: the retry is told to come back, nothing is filed twice
+    import hashlib
+
+    digest = hashlib.sha256(b"still-running-1").hexdigest()[:32]
+    await store.redis.set(store.keys.idempotency("ticket", "key:test-admin", digest), "pending", ex=60)
+    r = await client.post("/api/v1/tickets", json=body, headers={"Idempotency-Key": "still-running-1",
+                                                                  "X-API-Key": ADMIN_KEY})
+    assert r.status_code == 409 and r.json()["error_id"] == "idempotency-in-progress"
+
+
+async def test_a_failed_creation_leaves_the_key_free(client: httpx.AsyncClient) -> None:
+    key = {"Idempotency-Key": "retry-after-422", "X-API-Key": ADMIN_KEY}
+    bad = await client.post("/api/v1/tickets", json={"queue": "no-such-queue", "subject": "x"}, headers=key)
+    assert bad.status_code in (404, 422)
+    good = await client.post("/api/v1/tickets", json={"queue": "N1", "subject": "x"}, headers=key)
+    assert good.status_code == 201 and "idempotent-replayed" not in good.headers
+
+
+async def test_a_retried_callback_is_one_callback(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    key = {"Idempotency-Key": "cb-600111222-1", "X-API-Key": ADMIN_KEY}
+    first = await client.post("/api/v1/callbacks", json={"phone": "+34600111222"}, headers=key)
+    again = await client.post("/api/v1/callbacks", json={"phone": "+34600111222"}, headers=key)
+    assert first.status_code == again.status_code == 201, first.text
+    assert first.json()["id"] == again.json()["id"] and len(await runtime.callbacks.query()) == 1
