@@ -99,7 +99,7 @@ def test_wallboard_page(live: LiveServer, redis_server: PrivateRedis, tmp_path: 
             page.get_by_test_id("login-submit").click()
             expect(page.get_by_test_id("wb-N1-waiting")).to_contain_text("2")
             expect(page.get_by_test_id("wb-N1-longest")).to_contain_text("1:35")
-            expect(page.get_by_test_id("wb-N1-on_call")).to_contain_text("1")
+            expect(page.get_by_test_id("wb-N1-on_call")).to_contain_text("2")  # eva's call and sol listening
             expect(page.get_by_test_id("wb-callbacks")).to_contain_text("1")
             assert_accessible(page, "wallboard")
             page.screenshot(path=str(SHOTS / "atiende-wallboard.png"), full_page=True)
