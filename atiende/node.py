@@ -3,6 +3,12 @@
 Kamailio's dispatcher learns it from the answers to its OPTIONS probes (503 when not ready) and stops sending
 new calls within a probe interval; `/healthz` says the same to HTTP load balancers. Calls in progress go on
 either way. The store is probed in the background, so a SIP answer never waits on a Redis round trip.
+
+A shared store that stops answering makes the node not ready only after STORE_GRACE_S: a Sentinel failover
+(1-8 s) takes the store away from every node at once, and all of them reporting not ready would leave the
+dispatcher nowhere to send a call (503 to the carrier: the citizen gets a failure tone). During the grace new
+calls get the degraded IVR (an apology, a voicemail kept on disk); past it the store is out for this node only
+as far as it can tell, and the dispatcher prefers the nodes that still reach theirs.
 """
 
 from __future__ import annotations
@@ -10,19 +16,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Callable
 
 from core import logs
 from core.store import Store
 
 log = logging.getLogger(__name__)
 PROBE_S = 1.0
+STORE_GRACE_S = 15.0
 
 
 class NodeState:
-    def __init__(self, store: Store | None) -> None:
+    def __init__(self, store: Store | None, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._store = store
+        self._monotonic = monotonic
         self.draining = False
         self.store_ok = store is not None
+        self._down_since: float | None = None
         self._probe: asyncio.Task[None] | None = None
 
     @property
@@ -49,12 +60,22 @@ class NodeState:
         self.draining = on
 
     async def check_store(self) -> bool:
-        ok = self._store is not None and await self._store.ping(within=0.5)
+        """Probe the store; True when it answered. Readiness follows after the grace (module docstring)."""
+        answered = self._store is not None and await self._store.ping(within=0.5)
+        if answered:
+            if self._down_since is not None and self.store_ok:
+                log.warning("store reachable again after %.1f s", self._monotonic() - self._down_since)
+            self._down_since = None
+        elif self._down_since is None:
+            self._down_since = self._monotonic()
+            log.warning("store unreachable: calls get the degraded IVR; this node reports not ready after %.0f s",
+                        STORE_GRACE_S)
+        ok = answered or (self._monotonic() - (self._down_since or 0.0)) < STORE_GRACE_S
         if ok != self.store_ok:
-            log.warning("store reachable again" if ok else "store unreachable: this node reports not ready",
+            log.warning("store reachable again" if ok else "store still unreachable: this node reports not ready",
                         extra=logs.fields(ready=ok and not self.draining))
         self.store_ok = ok
-        return ok
+        return answered
 
     def start(self) -> None:
         self._probe = asyncio.create_task(self._loop(), name="node-probe")

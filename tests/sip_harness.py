@@ -372,7 +372,11 @@ class NetNs:
 
         def dial() -> socket.socket:
             s = _in_ns(outside, socket.socket)
-            s.connect((host, port))
+            try:
+                s.connect((host, port))
+            except OSError:
+                s.close()  # the far end is gone (a killed Redis primary): no socket left for the GC to find
+                raise
             return s
 
         self._forwards.append(_Forward(_in_ns(self.fd, listen), dial))

@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
-from core.redis_server import PrivateRedis
+from tests.redis_ha import RedisHA
 from tests.sip_harness import (
     AtiendeService,
     HarnessError,
@@ -68,25 +68,31 @@ async def _kamailio(ns: NetNs, workdir: Path) -> Proc:
 
 
 @pytest.fixture
-async def cluster(netns: NetNs, netns_redis: str, redis_server: PrivateRedis, tmp_path: Path
-                  ) -> AsyncIterator[dict[str, Any]]:
+async def cluster(netns: NetNs, ha: RedisHA, tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
+    """Two nodes on Redis through Sentinel (a primary, two replicas, three Sentinels, reached from inside the
+    namespace at the same addresses), every acknowledged write confirmed by a replica, and Kamailio in front."""
     reason = require_programs("kamailio", "baresip")
     if reason:
         pytest.skip(reason)
     prefix = f"t{uuid.uuid4().hex[:10]}"
     key = "two-nodes-admin-key-0123456789"
     nodes: list[AtiendeService] = []
+    for port in [*ha.data_ports, *(p for _, p in ha.sentinels)]:
+        netns.forward_in(port)
+    sentinels = ", ".join(f"'{h}:{p}'" for h, p in ha.sentinels)
     try:
         for i, (sip, http, rtp) in enumerate(NODES):
             env = {"ATIENDE_REDIS__PREFIX": prefix, "ATIENDE_SERVICE__NODE_ID": f"node-{'ab'[i]}",
                    "ATIENDE_SIP__TRUSTED_PROXIES": "['127.0.0.1']", "ATIENDE_DESK__DEMO": "true",
                    "ATIENDE_DESK__API_KEYS": f"[{{name: test, key: {key}, roles: [admin]}}]",
-                   "ATIENDE_DESK__USERS": "[]", "ATIENDE_SPEECH__STT_WORKERS": "1"}
+                   "ATIENDE_DESK__USERS": "[]", "ATIENDE_SPEECH__STT_WORKERS": "1",
+                   "ATIENDE_REDIS__SENTINELS": f"[{sentinels}]", "ATIENDE_REDIS__SENTINEL_SERVICE": ha.service,
+                   "ATIENDE_REDIS__PASSWORD": ha.password, "ATIENDE_REDIS__MIN_REPLICAS_ACK": "1"}
             svc = AtiendeService(netns, tmp_path / f"node-{'ab'[i]}", sip_port=sip, http_port=http, rtp_ports=rtp,
-                                 clock="2026-11-23T10:00:00+01:00", redis_url=netns_redis, env=env)
+                                 clock="2026-11-23T10:00:00+01:00", env=env)
             nodes.append(await svc.start(within=60))
         kamailio = await _kamailio(netns, tmp_path / "kamailio")
-        yield {"nodes": nodes, "key": key, "kamailio": kamailio, "ns": netns}
+        yield {"nodes": nodes, "key": key, "kamailio": kamailio, "ns": netns, "ha": ha}
     finally:
         for svc in nodes:
             await svc.stop()
@@ -158,7 +164,26 @@ async def test_two_nodes_share_edits_and_survive_a_dead_node(cluster: dict[str, 
     a.proc.popen.send_signal(signal.SIGKILL)
     killed_after_s = time.monotonic() - established
     waits = [await _answered(baresips, wav, f"tras{i}", within=5) for i in range(3)]
-    await asyncio.sleep(2.0)
+
+    # Then the Redis primary dies: the Sentinels promote a replica. The call on B goes on, B answers new calls, and
+    # a ticket acknowledged through B before the failover (confirmed by a replica) is still there after it.
+    redis_ha: RedisHA = cluster["ha"]
+    async with httpx.AsyncClient(base_url=b.http_url, headers=headers, timeout=10) as hb:
+        before = await hb.post("/api/v1/tickets", json={"queue": "N1", "subject": "Antes de la conmutación"})
+        assert before.status_code == 201, before.text
+        await asyncio.to_thread(redis_ha.kill, redis_ha.primary_port() or redis_ha.data_ports[0])
+        failed_over = time.monotonic()
+        after = None
+        while time.monotonic() - failed_over < 30:  # a bound; the window is printed
+            after = await hb.post("/api/v1/tickets", json={"queue": "N1", "subject": "Después"})
+            if after.status_code == 201:
+                break
+            await asyncio.sleep(0.25)
+        assert after is not None and after.status_code == 201, after.text if after else None
+        store_window_s = time.monotonic() - failed_over
+        assert (await hb.get(f"/api/v1/tickets/{before.json()['ref']}")).status_code == 200
+    after_failover = await _answered(baresips, wav, "tras-redis", within=10)
+    await asyncio.sleep(1.0)
     assert not any(e.get("type") == "CALL_CLOSED" for e in on_b.events), "the call on node B was cut"
     up_s = time.monotonic() - established
     await on_b.hangup()
@@ -171,7 +196,8 @@ async def test_two_nodes_share_edits_and_survive_a_dead_node(cluster: dict[str, 
         f"the caller on B heard {len(heard) / 8000:.1f} s of a {up_s:.1f} s call, {len(after_kill) / 8000:.1f} s "
         f"after A died at mean level {level:.0f}")
     print(f"two nodes: edit on A served by B after {edit_seen_s * 1000:.0f} ms; calls after A died answered in "
-          f"{', '.join(f'{w:.2f}' for w in waits)} s")
+          f"{', '.join(f'{w:.2f}' for w in waits)} s; the Redis primary killed: writes acknowledged again after "
+          f"{store_window_s:.2f} s, a new call answered in {after_failover:.2f} s")
 
     # A draining node (SIGUSR1) takes no new calls: they go to the other one. (Only B is left: it must refuse.)
     b.proc.popen.send_signal(signal.SIGUSR1)
