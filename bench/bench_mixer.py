@@ -58,9 +58,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchstats import summary
 
 from atiende.commands.sip import tone_frames
-from core.audio import SILENCE, put_dropping_oldest
+from core.audio import SILENCE
 from ivr.conference import recorded, routes
 from telephony import g711
+from telephony.call import relay_frames
 from telephony.mixer import PHASE, Conference, _Ticker
 from telephony.rtp import PTIME, MediaParams, RtpPacket, RtpSession
 
@@ -215,35 +216,8 @@ class TimedConference(Conference):
 
 
 async def relay(src: RtpSession, dst: RtpSession) -> None:
-    """telephony.call.relay_audio on two sessions: what src receives goes out of dst, each burst one frame deep."""
-    out = dst.frames_out
-
-    def put(f: bytes) -> None:
-        put_dropping_oldest(out, f)
-        dst.drained.clear()
-
-    held: bytes | None = None
-    while True:
-        if held is None:
-            frame = await src.frames_in.get()
-        else:
-            try:
-                frame = await asyncio.wait_for(src.frames_in.get(), HOLD_S)
-            except TimeoutError:
-                put(held)
-                held = None
-                continue
-        if frame is None:
-            if held is not None:
-                put(held)
-            return
-        if held is None and out.empty():
-            held = frame
-            continue
-        if held is not None:
-            put(held)
-            held = None
-        put(frame)
+    """The peer: telephony.call's own relay on two sessions (what a bridge without a mixer does)."""
+    await relay_frames(src, dst)
 
 
 async def grid_phase(loop: asyncio.AbstractEventLoop) -> None:

@@ -347,6 +347,11 @@ async def relay_audio(src: Call, dst: Call) -> None:
     src_rtp, dst_rtp = await src._media(), await dst._media()
     if src_rtp is None or dst_rtp is None:
         return
+    await relay_frames(src_rtp, dst_rtp)
+
+
+async def relay_frames(src_rtp: RtpSession, dst_rtp: RtpSession) -> None:
+    """What one media session receives goes out of another, each burst one frame deep, until the source ends."""
     out = dst_rtp.frames_out
 
     def put(f: bytes) -> None:

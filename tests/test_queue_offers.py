@@ -53,6 +53,19 @@ class _Phones:
         return leg
 
 
+async def _agent_call(runtime: Runtime, session: Session, item: str) -> object:
+    """An offer the agent's phone answers, then hangs up: what _offer returns."""
+    phones = _Phones(answer=True)
+    offer = asyncio.create_task(runtime.agent_queue._offer(session, _CallerIO(), QueuePlace("N1", item, 1),  # type: ignore[arg-type]
+                                                           phones))  # type: ignore[arg-type]
+    for _ in range(100):
+        if phones.legs:
+            break
+        await asyncio.sleep(0.02)
+    await phones.legs[0].hangup()
+    return await asyncio.wait_for(offer, 5)
+
+
 async def test_the_next_caller_is_offered_while_the_first_talks(runtime: Runtime) -> None:
     desk, r, k = runtime.desk, runtime.store.redis, runtime.store.keys
     for name in ("ana", "eva"):
@@ -189,16 +202,8 @@ async def test_the_wrap_up_release_does_not_undo_a_later_presence(runtime: Runti
     runtime.settings.agents.wrap_up_s = 0.2
     await desk.agents.upsert(Agent(id="ana", name="ana", level=1, skills=["general"], sip_uri="sip:ana@127.0.0.1"))
     await desk.agents.set_presence("ana", "available", actor="test")
-    phones = _Phones(answer=True)
     session = Session(call_id="a", trace_id="a", channel="voice", caller="600000000", started_at=runtime.clock.now())
-    offer = asyncio.create_task(runtime.agent_queue._offer(session, _CallerIO(), QueuePlace("N1", "call:a", 1),  # type: ignore[arg-type]
-                                                           phones))  # type: ignore[arg-type]
-    for _ in range(100):
-        if phones.legs:
-            break
-        await asyncio.sleep(0.02)
-    await phones.legs[0].hangup()
-    assert await asyncio.wait_for(offer, 5) == "connected"
+    assert await _agent_call(runtime, session, "call:a") == "connected"
     assert (await desk.agents.get("ana")).current == "call:a"  # wrap-up
     await desk.agents.set_presence("ana", "busy", actor="ivr", current="call:b")  # back early, took another call
     await asyncio.sleep(0.5)
@@ -222,15 +227,7 @@ async def test_the_callers_ticket_links_the_agent_call(runtime: Runtime, clock: 
     await desk.agents.upsert(Agent(id="ana", name="ana", level=1, skills=["general"], sip_uri="sip:ana@127.0.0.1"))
     await desk.agents.set_presence("ana", "available", actor="test")
     session.vars["recordings"] = ["rec-" + "d" * 20]
-    phones = _Phones(answer=True)
-    offer = asyncio.create_task(runtime.agent_queue._offer(session, _CallerIO(), QueuePlace("N1", "call:x", 1),  # type: ignore[arg-type]
-                                                           phones))  # type: ignore[arg-type]
-    for _ in range(100):
-        if phones.legs:
-            break
-        await asyncio.sleep(0.02)
-    await phones.legs[0].hangup()
-    assert await asyncio.wait_for(offer, 5) == "connected"
+    assert await _agent_call(runtime, session, "call:x") == "connected"
     calls = [i for i in await desk.tickets.interactions(session.ticket_ref) if i.actor == "agent:ana"]
     assert [(i.kind, i.data["call_id"], i.data["recordings"]) for i in calls] == [
         ("call", session.call_id, ["rec-" + "d" * 20])]
