@@ -3,7 +3,8 @@
 notice, the agent (baresip) answers when she becomes available, a supervisor (baresip) whispers then barges
 (kept out of queue offers meanwhile), the agent sets a disposition and hangs up, the caller answers the survey
 on the keypad; the wallboard showed each state; the CDR carries it all. Who hears whom in each supervision mode
-is tests/test_supervision_e2e.py's business; here the operations are followed through one call."""
+is tests/test_supervision_e2e.py's business; here the operations are followed through one call, to the CDR and the
+reports."""
 
 from __future__ import annotations
 
@@ -130,6 +131,12 @@ async def test_one_call_through_the_contact_centre(line: Runtime, phone: Any, ba
         assert [x["id"] for x in listed] == cdr["recordings"] and listed[0]["state"] == "done"
         board = await n1()
         assert board["waiting"] == 0 and board["answered"] >= 7
+        # and the reports count it: the disposition, the survey by who served the call
+        day = rt.clock.now().date().isoformat()
+        report = (await api.get(f"/api/v1/reports/dispositions?start={day}&end={day}", headers=sara)).json()
+        assert report["codes"]["informado"]["calls"] == 1, report
+        surveys = (await api.get("/api/v1/calls/surveys", headers=sara)).json()
+        assert surveys["agent"]["answers"] == 1 and surveys["agent"]["average"] == 4.0, surveys
 
 
 async def _waiting(n1: Any) -> dict[str, Any] | None:
