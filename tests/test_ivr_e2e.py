@@ -64,7 +64,10 @@ async def test_scripted_calls_reach_answers_and_queues(line: Runtime, baresips: 
     scripts: dict[str, Script] = {
         "itv": [(2.0, "quiero pagar la tasa de la inspección técnica del coche")],
         "oficina": [(2.0, "quiero saber dónde está la oficina"), (7.0, "Cáceres")],
-        "cero": [(2.0, "cero")],
+        # A caller misheard once says "no" to the wrong guess and says it again, as a person would: whisper base
+        # now and then hears espeak's lone "cero" as "Salud." (a health service: "¿Quiere el teléfono de un
+        # organismo?"); heard right the first time, the rest falls on the queue's hold, which ignores speech.
+        "cero": [(2.0, "cero"), (9.0, "no"), (6.0, "cero")],
         "persona": [(2.0, "quiero hablar con una persona")],
         "nomatch": [(2.0, "mi perro se llama toby"), (6.0, "mi perro se llama toby")],
     }
