@@ -89,9 +89,6 @@ class DeskAgents:
             return None
         return OfferedAgent(id=agent.id, sip_uri=phone_uri(agent, self._softphone()))
 
-    async def release(self, agent_id: str) -> None:
-        await self.desk.assign.release(agent_id, actor=ACTOR)
-
     async def set_away(self, agent_id: str) -> None:
         await self.desk.agents.set_presence(agent_id, "away", actor=ACTOR)
 

@@ -86,11 +86,10 @@ class OfferedAgent:
 
 
 class AgentDesk(Protocol):
-    """The desk as the call distribution sees it: reserve an agent for a queued call, release, tell the desk."""
+    """The desk as the call distribution sees it: reserve an agent for a queued call, hold and release them
+    (conditionally: `unhold`), tell the desk."""
 
     async def reserve(self, queue: str, *, item: str) -> OfferedAgent | None: ...
-
-    async def release(self, agent_id: str) -> None: ...
 
     async def set_away(self, agent_id: str) -> None: ...
 
