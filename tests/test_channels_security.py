@@ -9,6 +9,7 @@ No timed assertions: bounded work is checked on results and counts."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
 import pytest
@@ -446,6 +447,26 @@ async def test_a_held_reply_never_released_is_marked_failed(client: httpx.AsyncC
     d = await delivery(runtime, ref, old.interaction.id)
     assert d["status"] == "failed" and "30 días" in str(d["reason"]), d
     assert await runtime.store.redis.llen(runtime.store.keys.channel_pending("whatsapp", wa_id)) == 1
+
+
+async def test_a_crash_while_the_template_is_sent_does_not_block_later_templates(
+        runtime: Runtime, channels: ChannelsConfig, recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    from desk_api.channels import whatsapp
+
+    wa_id = "34600999855"
+    ref = await wa_ticket(runtime, wa_id)
+    tkey = runtime.store.keys.channel_pending_template("whatsapp", wa_id)
+    seen: list[int] = []
+    real = whatsapp.send_template
+
+    async def watched(*args: Any, **kwargs: Any) -> str:
+        seen.append(await runtime.store.redis.ttl(tkey))  # what a crash at this instant would leave behind
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(whatsapp, "send_template", watched)
+    await runtime.desk.tickets.reply(ref, "Primera", actor="agent:ana")
+    assert seen and 0 < seen[0] <= whatsapp.SENDING_MARK_S  # minutes, not the hold's 30 days
+    assert await runtime.store.redis.ttl(tkey) > whatsapp.SENDING_MARK_S  # once sent, the hold keeps its template
 
 
 # ---- 11. e-mail status lookups: one ceiling for all senders ---------------------------------------------------

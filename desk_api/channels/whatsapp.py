@@ -215,6 +215,9 @@ async def send_template(rt: Services, contact: Contact, ref: str | None) -> str:
 
 MAX_HELD = 20  # replies waiting for one citizen; older ones beyond it are dropped (marked failed)
 HELD_KEEP_S = 30 * 86400  # a held reply not released by then is dropped (marked failed)
+# The "template being sent" marker outlives the Graph API call (timeout_s) but not a crash during it: a node killed
+# mid-send must not leave every later hold of that citizen without its template for 30 days.
+SENDING_MARK_S = 120
 
 
 def _template_key(rt: Services, address: str) -> str:
@@ -258,7 +261,7 @@ async def send_reply(rt: Services, contact: Contact, text: str, ref: str | None,
     await _expire_held(rt, contact.address)
     key = rt.store.keys.channel_pending("whatsapp", contact.address)
     tkey = _template_key(rt, contact.address)
-    announce = bool(await rt.store.redis.set(tkey, "sending", nx=True, ex=HELD_KEEP_S))
+    announce = bool(await rt.store.redis.set(tkey, "sending", nx=True, ex=SENDING_MARK_S))
     wamid: str | None = None
     if announce:
         try:
