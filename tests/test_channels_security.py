@@ -304,8 +304,20 @@ async def test_files_past_the_limit_are_one_entry(client: httpx.AsyncClient, run
 
 
 async def test_an_unsent_answer_without_a_ticket_is_retried_by_the_mta(client: httpx.AsyncClient, runtime: Runtime,
-                                                                      channels: ChannelsConfig, smtp: SmtpSink) -> None:
+                                                                      channels: ChannelsConfig, smtp: SmtpSink,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     import socket
+
+    from desk_api.channels import assistant
+
+    runs: list[str] = []
+    real_handle = assistant.handle
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        runs.append("handle")
+        return await real_handle(*args, **kwargs)
+
+    monkeypatch.setattr(assistant, "handle", counted)
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -318,6 +330,7 @@ async def test_an_unsent_answer_without_a_ticket_is_retried_by_the_mta(client: h
     r = await client.post(MAIL_URL, content=raw, headers=MAIL_H)
     assert r.status_code == 200 and r.json()["delivered"] is True, r.json()
     assert smtp.handler.envelopes[-1][1] == ["carmen.ruiz@correo.example"]
+    assert runs == ["handle"]  # the retry sent the answer decided the first time; the assistant ran once
     r = await client.post(MAIL_URL, content=raw, headers=MAIL_H)
     assert r.json()["action"] == "duplicate"
     # A deliberate ceiling is no failure to retry: answered 200, not sent.

@@ -229,6 +229,13 @@ async def _notice_answer(rt: Services, plug: ChannelPlug, event: Notice) -> bool
 
 
 async def _message(rt: Services, plug: ChannelPlug, msg: InboundMessage) -> dict[str, Any]:
+    unsent_key = _seen_key(rt, plug.name, f"unsent:{msg.id}")
+    if plug.retry_unanswered and (unsent := await rt.store.redis.get(unsent_key)) is not None:
+        # The retry of a message whose answer could not be sent: the answer was decided then; only sending is
+        # repeated (running the assistant again would count the message twice against the sender's limits and
+        # could answer differently).
+        sent_now = await _send_unanswered(rt, plug, msg, str(unsent), unsent_key)
+        return {"id": msg.id, "action": "answered", "ref": None, "delivered": sent_now}
     # The sender's message limit comes first: a flood must not make us fetch, store and transcribe its files.
     if await assistant.flooded(rt, msg.contact):
         return {"id": msg.id, "action": "ignored", "ref": None, "delivered": None}
@@ -251,18 +258,9 @@ async def _message(rt: Services, plug: ChannelPlug, msg: InboundMessage) -> dict
     delivered: bool | None = None
     if reply.text and reply.ref is None and plug.retry_unanswered:
         # No ticket holds this message: if its only answer is lost, nobody would ever see it. Sent before the mark,
-        # and a failure answers 503 with the claim released, so the sender's retry (an MTA's queue) runs it again.
-        try:
-            delivered = bool(await plug.send(rt, msg.contact, reply.text, None))
-        except Exception as exc:
-            reason = exc.message if isinstance(exc, AtiendeError) else type(exc).__name__
-            if plug.retry_after_failure(exc):
-                log.warning("%s answer not delivered, the delivery will be retried: %s", plug.name, reason)
-                raise Unavailable("the answer could not be sent; retry later", {"reason": reason},
-                                  error_id="answer-not-sent") from None
-            log.warning("%s answer not delivered: %s", plug.name, reason)
-            delivered = False
-        await _mark(rt, plug, msg.id, "stored")
+        # and a failure answers 503 with the claim released, so the sender's retry (an MTA's queue) sends it again.
+        await rt.store.redis.set(unsent_key, reply.text, ex=_dedupe_ttl(plug, rt))
+        delivered = await _send_unanswered(rt, plug, msg, reply.text, unsent_key)
     else:
         # Stored: a retry from here on must not open a second ticket, even if answering fails below (the ticket
         # shows the agent an answer that did not go).
@@ -271,6 +269,24 @@ async def _message(rt: Services, plug: ChannelPlug, msg: InboundMessage) -> dict
             delivered = bool(await _answer(rt, plug, msg.contact, reply.text, reply.ref, reply.answer_id))
     out = {"id": msg.id, "action": reply.action, "ref": reply.ref, "delivered": delivered}
     return {**out, "attachments": len(attachments)} if attachments else out
+
+
+async def _send_unanswered(rt: Services, plug: ChannelPlug, msg: InboundMessage, text: str, unsent_key: str) -> bool:
+    """Send the answer of a message no ticket holds; a failure worth retrying raises 503 (the claim is released by
+    `process`, the answer kept under `unsent_key` for the retry), any other is reported as not delivered."""
+    try:
+        delivered = bool(await plug.send(rt, msg.contact, text, None))
+    except Exception as exc:
+        reason = exc.message if isinstance(exc, AtiendeError) else type(exc).__name__
+        if plug.retry_after_failure(exc):
+            log.warning("%s answer not delivered, the delivery will be retried: %s", plug.name, reason)
+            raise Unavailable("the answer could not be sent; retry later", {"reason": reason},
+                              error_id="answer-not-sent") from None
+        log.warning("%s answer not delivered: %s", plug.name, reason)
+        delivered = False
+    await _mark(rt, plug, msg.id, "stored")
+    await rt.store.redis.delete(unsent_key)
+    return delivered
 
 
 async def _attachments(rt: Services, plug: ChannelPlug, msg: InboundMessage) -> tuple[list[dict[str, Any]], str | None]:
