@@ -119,6 +119,9 @@ class Keys:
     def channel_pending(self, channel: str, address: str) -> str:
         return f"{self.p}:chan:{channel}:pending:{address}"  # list: replies held until the citizen writes again
 
+    def channel_pending_index(self, channel: str) -> str:
+        return f"{self.p}:chan:{channel}:pending"  # zset: addresses with held replies, scored by the oldest one's time
+
     def channel_pending_template(self, channel: str, address: str) -> str:
         return f"{self.p}:chan:{channel}:pending:{address}:template"  # set while a template announces the hold
 
