@@ -15,6 +15,7 @@ from core.lease import Lease, LeaseLost, LeaseRunner
 from core.looplag import LoopLagMonitor
 from desk.sla import SlaService
 from desk_api import metrics
+from desk_api.channels import whatsapp
 from desk_api.routes.operations import Operations, build_operations
 from ivr.callio import CallIO
 from ivr.cdr import CdrService
@@ -193,6 +194,35 @@ class RetentionComponent:
             await asyncio.gather(self._task, return_exceptions=True)
 
 
+class HeldRepliesComponent:
+    """Marks failed the WhatsApp replies held for citizens who never wrote again (desk_api/channels/whatsapp.py,
+    `sweep_held`). Each node sweeps: a reply is taken off its list atomically, so it is marked failed once whichever
+    node finds it, and a round with nothing due is one ZRANGEBYSCORE."""
+
+    INTERVAL_S = 3600.0
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="held-replies")
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                if dropped := await whatsapp.sweep_held(self.rt):
+                    log.info("WhatsApp: %d held repl(ies) marked failed after 30 days", dropped)
+            except Exception:
+                log.exception("held replies sweep failed; trying again next interval")
+            await asyncio.sleep(self.INTERVAL_S)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
 def operations(rt: Runtime) -> Operations:
     return build_operations(rt.current_settings, rt.store, rt.clock, rt.desk, rt.calendars, rt.calls)
 
@@ -234,7 +264,7 @@ class SlaComponent:
 async def start_components(rt: Runtime) -> list[Component]:
     started: list[Component] = []
     for comp in (LoopLagComponent(), LineComponent(rt), VoicemailComponent(rt), RetentionComponent(rt),
-                 SlaComponent(rt)):
+                 SlaComponent(rt), HeldRepliesComponent(rt)):
         await comp.start()
         started.append(comp)
     return started

@@ -462,6 +462,34 @@ async def test_a_held_reply_never_released_is_marked_failed(client: httpx.AsyncC
     assert await runtime.store.redis.llen(runtime.store.keys.channel_pending("whatsapp", wa_id)) == 1
 
 
+async def test_held_replies_of_a_citizen_who_never_writes_again_are_swept(
+        runtime: Runtime, channels: ChannelsConfig, recorder: Recorder) -> None:
+    from desk_api.channels import whatsapp
+
+    silent, other = "34600999844", "34600999833"
+    ref = await wa_ticket(runtime, silent)
+    old = await runtime.desk.tickets.reply(ref, "Antigua", actor="agent:ana")
+    runtime.clock.advance(10 * 86400)  # type: ignore[attr-defined]
+    newer = await runtime.desk.tickets.reply(ref, "Más reciente", actor="agent:ana")
+    other_ref = await wa_ticket(runtime, other)
+    kept = await runtime.desk.tickets.reply(other_ref, "Otra", actor="agent:ana")
+    assert await whatsapp.sweep_held(runtime) == 0  # nothing is 30 days old yet
+    runtime.clock.advance(21 * 86400)  # type: ignore[attr-defined]
+    # Nobody writes and nobody replies again: only the sweep can tell the agent the first reply never went.
+    assert await whatsapp.sweep_held(runtime) == 1
+    d = await delivery(runtime, ref, old.interaction.id)
+    assert d["status"] == "failed" and "30 días" in str(d["reason"]), d
+    assert (await delivery(runtime, ref, newer.interaction.id))["held"] is True
+    assert (await delivery(runtime, other_ref, kept.interaction.id))["held"] is True
+    runtime.clock.advance(10 * 86400)  # type: ignore[attr-defined]
+    assert await whatsapp.sweep_held(runtime) == 2  # both now; swept once, not again
+    assert await whatsapp.sweep_held(runtime) == 0
+    index = runtime.store.keys.channel_pending_index("whatsapp")
+    assert await runtime.store.redis.zcard(index) == 0
+    tkey = runtime.store.keys.channel_pending_template("whatsapp", silent)
+    assert not await runtime.store.redis.exists(tkey)  # a later hold gets its own template
+
+
 async def test_a_crash_while_the_template_is_sent_does_not_block_later_templates(
         runtime: Runtime, channels: ChannelsConfig, recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
     from desk_api.channels import whatsapp

@@ -11,7 +11,8 @@
 - The 24-hour window: a free-form message reaches the citizen only within 24 h of their last message.
   Outside it the configured approved template announces the hold (once per hold, not per reply), and the
   replies wait and are sent when the citizen writes again (each one's delivery then starts over). At most 20
-  wait, for at most 30 days: the ones dropped are marked failed on their tickets. A late delivery (Meta retries
+  wait, for at most 30 days: the ones dropped are marked failed on their tickets (an hourly sweep finds those of
+  citizens who never write again). A late delivery (Meta retries
   for 7 days) still reaches its ticket; the assistant's free-form answer is not sent once the window is closed.
 - Replies: `POST {api_base}/{version}/{phone_number_id}/messages` with a Bearer token.
 """
@@ -236,21 +237,45 @@ async def _drop_held(rt: Services, items: list[Any], reason: str) -> None:
             await deskport.set_delivery(rt, str(held["ref"]), str(held["interaction"]), "failed", reason=reason)
 
 
-async def _expire_held(rt: Services, address: str) -> None:
-    """Drop (and mark failed) the held replies older than HELD_KEEP_S, oldest first."""
+def _held_at(raw: Any) -> float:
+    try:
+        return float(json.loads(str(raw)).get("at") or 0)
+    except (ValueError, AttributeError):
+        return 0.0
+
+
+async def _expire_held(rt: Services, address: str) -> int:
+    """Drop (and mark failed) the held replies older than HELD_KEEP_S, oldest first; keep the sweep's index on the
+    oldest one left (or off it when none is). Returns how many were dropped."""
     key = rt.store.keys.channel_pending("whatsapp", address)
+    index = rt.store.keys.channel_pending_index("whatsapp")
     cutoff = rt.clock.now().timestamp() - HELD_KEEP_S
     expired: list[Any] = []
     while (raw := await rt.store.redis.lindex(key, 0)) is not None:
-        try:
-            at = float(json.loads(str(raw)).get("at") or 0)
-        except (ValueError, AttributeError):
-            at = 0
-        if at >= cutoff:
+        if _held_at(raw) >= cutoff:
+            await rt.store.redis.zadd(index, {address: _held_at(raw)}, xx=True)
             break
         if await rt.store.redis.lpop(key) is not None:
             expired.append(raw)
+    else:
+        await rt.store.redis.zrem(index, address)
+        if expired:  # the hold is over: a later one gets its own template
+            await rt.store.redis.delete(_template_key(rt, address))
     await _drop_held(rt, expired, "no se entregó: el ciudadano no volvió a escribir en 30 días")
+    return len(expired)
+
+
+async def sweep_held(rt: Services, *, batch: int = 500) -> int:
+    """Expire the held replies of citizens who never wrote again: without this a reply whose citizen stays silent
+    (and gets no further reply) would show "waiting" on its ticket for good instead of failed after 30 days. Run
+    periodically by one node (the composition root's leased job); returns how many replies were marked failed."""
+    cutoff = rt.clock.now().timestamp() - HELD_KEEP_S
+    addresses = await rt.store.redis.zrangebyscore(rt.store.keys.channel_pending_index("whatsapp"), "-inf", cutoff,
+                                                   start=0, num=batch)
+    dropped = 0
+    for address in addresses:
+        dropped += await _expire_held(rt, str(address))
+    return dropped
 
 
 async def send_reply(rt: Services, contact: Contact, text: str, ref: str | None, interaction_id: str | None) -> dict[str, Any]:
@@ -274,7 +299,9 @@ async def send_reply(rt: Services, contact: Contact, text: str, ref: str | None,
     async with rt.store.redis.pipeline(transaction=True) as pipe:
         pipe.rpush(key, held)
         pipe.expire(key, HELD_KEEP_S + 86400)
-        length, _ = await pipe.execute()
+        pipe.zadd(rt.store.keys.channel_pending_index("whatsapp"), {contact.address: rt.clock.now().timestamp()},
+                  nx=True)  # the oldest held reply's time: the sweep's order
+        length, _, _ = await pipe.execute()
     if int(length) > MAX_HELD:  # the oldest go; their tickets say so
         dropped = [raw for _ in range(int(length) - MAX_HELD) if (raw := await rt.store.redis.lpop(key)) is not None]
         await _drop_held(rt, dropped, f"no se entregó: más de {MAX_HELD} respuestas esperaban a que el ciudadano escribiera")
@@ -332,6 +359,7 @@ class WhatsappPlug(ChannelPlug):
                 await flow.remember_outbound(rt, "whatsapp", ids, str(held["ref"]), str(held["interaction"]),
                                              {"released": True, "held": False}, restart=True)
         await rt.store.redis.delete(tkey)  # the hold is over: a later one gets its own template
+        await rt.store.redis.zrem(rt.store.keys.channel_pending_index("whatsapp"), message.contact.address)
         if template_id and template_id != "sending":  # the template's late statuses are not the replies'
             await rt.store.redis.delete(rt.store.keys.channel_outbound("whatsapp", str(template_id)))
 
