@@ -182,6 +182,11 @@ class TicketService:
             )
             if int(ok) == 1:
                 return ticket
+            # The reference exists. It may be this very ticket: redis-py retries a command whose reply was lost with
+            # the connection (store.retry_attempts), so the script may have run once already; a new reference would
+            # then open a second ticket. The stored JSON is exactly ours only in that case.
+            if await self.store.redis.get(k.ticket(ticket.ref)) == ticket.model_dump_json():
+                return ticket
         raise Unavailable("could not allocate a ticket reference")
 
     async def find(self, ref: str) -> Ticket | None:

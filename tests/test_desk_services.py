@@ -62,6 +62,23 @@ async def test_ticket_create_get_and_status_text(runtime: Runtime) -> None:
         await desk.tickets.create(channel="email", queue="N9", subject="x")
 
 
+async def test_a_retried_create_whose_first_run_landed_opens_one_ticket(runtime: Runtime) -> None:
+    """redis-py retries a command whose reply was lost with the connection: the script then runs twice."""
+    tickets = runtime.desk.tickets
+    script = tickets._create
+
+    async def lost_reply_then_retried(*, keys: list[str], args: list[object]) -> object:
+        await script(keys=keys, args=args)  # ran on the server; its reply never came back
+        return await script(keys=keys, args=args)  # the retry finds the reference taken
+
+    tickets._create = lost_reply_then_retried  # type: ignore[assignment]
+    ticket = await tickets.create(channel="phone", queue="N1", subject="Una sola", actor="ivr")
+    tickets._create = script
+    listed = await runtime.store.redis.zrange(runtime.store.keys.tickets_all, 0, -1)
+    assert listed == [ticket.ref]
+    assert (await tickets.get(ticket.ref)).subject == "Una sola"
+
+
 async def test_complaint_due_in_business_days_and_goes_to_n2(runtime: Runtime) -> None:
     t = await runtime.desk.tickets.create(channel="webchat", queue=None, subject="Queja", kind="complaint")
     assert t.queue == "N2" and t.level == 2
