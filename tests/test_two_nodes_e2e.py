@@ -1,14 +1,27 @@
-"""Two `atiende run` nodes behind Kamailio's dispatcher (deploy/kamailio/dispatcher.cfg), sharing one Redis, in a
-network namespace: an admin's flow edit made through node A is served by node B within a second; node A is
-killed with SIGKILL and new calls from a real caller (baresip) are answered by node B within 5 s, while a call in
-progress on node B goes on (still up, its caller still hearing B's prompts); a draining node takes no new calls."""
+"""Two `atiende run` nodes behind Kamailio's dispatcher (deploy/kamailio/dispatcher.cfg), sharing Redis through three
+Sentinels, in a network namespace, with baresip callers:
+
+- an admin's flow edit made through node A is served by node B within a second;
+- a caller leaves a voicemail on node A; node A is killed with SIGKILL; the message plays through node B's API (the
+  caller's words, the whole message);
+- new calls are answered by node B within 5 s, while a call in progress on node B goes on (still up, its caller
+  still hearing B's prompts);
+- the Redis primary is SIGKILLed during a burst of ticket and callback creations through the API (each with its
+  Idempotency-Key, retried as a client would) and of voicemails (one filed as the primary dies, one being recorded
+  across it): every acknowledged ticket and callback is on the new primary, every voicemail becomes its ticket
+  and callback and plays; the API's error window is printed;
+- a draining node takes no new calls.
+
+The admin edit also gives the test a way into voicemail while the line is open: key 9 at the main question."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import signal
 import time
 import uuid
+import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,16 +32,21 @@ import pytest
 
 from tests.redis_ha import RedisHA
 from tests.sip_harness import (
+    RATE,
     AtiendeService,
     HarnessError,
     NetNs,
     Proc,
+    correlate,
+    espeak_wav,
     pad_wav,
     read_wav,
     require_programs,
     sip_options,
     tone_wav,
+    write_wav,
 )
+from voicemail.service import callback_id_for
 
 pytest_plugins = ["tests.sip_harness"]
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
@@ -36,6 +54,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 REPO = Path(__file__).resolve().parent.parent
 KAMAILIO_PORT = 5080
 NODES = ((5060, 8080, (20000, 20499)), (5062, 8082, (20500, 20999)))
+LINE = f"sip:900@127.0.0.1:{KAMAILIO_PORT}"
+VOICEMAIL_KEY = "9"  # the test's menu option (added by the admin edit) that goes straight to voicemail
+MESSAGE = "Llamo por la ayuda del alquiler de vivienda."
+A_CALLER = "600200100"  # leaves a voicemail on node A
+B_CALLERS = ("600200101", "600200102")  # leave voicemails through Kamailio (node B) while the Redis primary dies
 
 
 def _kamailio_files(workdir: Path) -> tuple[Path, Path, Path]:
@@ -102,7 +125,7 @@ async def _answered(baresips: Any, wav: Path, user: str, within: float) -> float
     """Seconds until a call through the dispatcher is answered (HarnessError when it is not within `within`)."""
     caller = await baresips(wav=wav, user=user, record=False)
     t0 = time.monotonic()
-    await caller.dial(f"sip:900@127.0.0.1:{KAMAILIO_PORT}")
+    await caller.dial(LINE)
     await caller.wait_event("CALL_ESTABLISHED", within=within)
     took = time.monotonic() - t0
     await caller.hangup()
@@ -124,85 +147,332 @@ async def _until_idle(key: str, *nodes: AtiendeService) -> None:
         await asyncio.sleep(0.25)
 
 
+# ---- voicemails ------------------------------------------------------------------------------------------------
+
+
+class _VoicemailCaller:
+    """A citizen leaving a voicemail: keys the voicemail option while the main question is asked, starts speaking
+    over the instructions (the recording starts with their words) and hangs up once done, which is how most callers
+    end a message. The message starts when the call record shows the voicemail next (baresip switches its audio
+    source from silence to the message then), so the test does not depend on how long the prompts take."""
+
+    def __init__(self, baresips: Any, http: httpx.AsyncClient, quiet: Path, message: Path, user: str) -> None:
+        self.baresips, self.http, self.quiet, self.message, self.user = baresips, http, quiet, message, user
+        self.speaking = asyncio.Event()
+
+    async def _until(self, verb: str, within: float) -> None:
+        """Until this caller's call record has a step `verb` (records are saved as steps begin and end)."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            res = await self.http.get("/api/v1/calls", params={"limit": 20})
+            calls = res.json()["calls"] if res.status_code == 200 else []
+            if any(self.user in c["caller"] and any(e["verb"] == verb for e in c["path"]) for c in calls):
+                return
+            await asyncio.sleep(0.1)
+        raise HarnessError(f"the call of {self.user} never reached a {verb} step within {within} s")
+
+    async def leave(self, uri: str, talk_s: float) -> float:
+        """Call `uri`, speak the message and hang up `talk_s` after starting it; the seconds spoken (the longest the
+        recording may be)."""
+        caller = await self.baresips(wav=self.quiet, user=self.user, record=False)
+        await caller.dial(uri)
+        await caller.wait_event("CALL_ESTABLISHED", within=10)
+        await self._until("gather", within=20)  # the main question is being asked
+        await caller.send_dtmf(VOICEMAIL_KEY + "#")  # '#' ends the keys at once
+        await self._until("route", within=20)  # routed to voicemail: its instructions are playing
+        reply = await caller.command("ausrc", f"aufile,{self.message}")
+        assert reply.get("ok"), reply
+        t0 = time.monotonic()
+        self.speaking.set()
+        await asyncio.sleep(talk_s)
+        await caller.hangup()
+        return time.monotonic() - t0
+
+
+async def _voicemails(http: httpx.AsyncClient, phones: set[str]) -> dict[str, list[dict[str, Any]]]:
+    """The voicemail tickets filed so far for these callers (by their numbers, read from each one's callback)."""
+    res = await http.get("/api/v1/tickets", params={"queue": "N1", "limit": 100})
+    if res.status_code != 200:
+        return {}
+    out: dict[str, list[dict[str, Any]]] = {}
+    for ticket in res.json()["tickets"]:
+        call_id = ticket["meta"].get("voicemail") if ticket["kind"] == "voicemail" else None
+        if call_id:
+            cb = await http.get(f"/api/v1/callbacks/{callback_id_for(call_id)}")
+            if cb.status_code == 200 and cb.json()["phone"] in phones:
+                out.setdefault(cb.json()["phone"], []).append(ticket)
+    return out
+
+
+async def _until_filed(http: httpx.AsyncClient, phones: set[str], within: float) -> dict[str, str]:
+    """Until each caller's voicemail is a ticket (one, not two: filing is retried across failures); their refs."""
+    deadline = time.monotonic() + within
+    got: dict[str, list[dict[str, Any]]] = {}
+    while time.monotonic() < deadline:
+        try:
+            got = await _voicemails(http, phones)
+        except httpx.HTTPError:
+            got = {}
+        if set(got) >= phones:
+            assert all(len(v) == 1 for v in got.values()), f"a voicemail filed twice: {got}"
+            return {phone: tickets[0]["ref"] for phone, tickets in got.items()}
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"voicemails of {sorted(phones - set(got))} not filed within {within} s")
+
+
+async def _told(http: httpx.AsyncClient, user: str) -> dict[str, Any]:
+    """The voicemail step of this caller's call record: `ticket` (filed at once; a caller still on the line hears its
+    reference) or `pending` (kept on disk while the store was away, the caller hears "ha quedado grabado")."""
+    res = await http.get("/api/v1/calls", params={"limit": 50})
+    assert res.status_code == 200, res.text
+    for call in res.json()["calls"]:
+        if user in call["caller"]:
+            return next((e["detail"] for e in call["path"] if e["verb"] == "voicemail"), {})
+    return {}
+
+
+async def _recording(http: httpx.AsyncClient, ref: str) -> np.ndarray:
+    """A voicemail ticket's message, as any agent plays it: the link in its first interaction, fetched as WAV."""
+    detail = await http.get(f"/api/v1/tickets/{ref}")
+    assert detail.status_code == 200, detail.text
+    vm = next(i for i in detail.json()["interactions"] if i["kind"] == "voicemail")
+    audio = await http.get(vm["data"]["recording"])
+    assert audio.status_code == 200 and audio.headers["content-type"] == "audio/wav", audio.text[:200]
+    with wave.open(io.BytesIO(audio.content)) as w:
+        assert w.getframerate() == RATE and w.getnchannels() == 1 and w.getsampwidth() == 2
+        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+
+
+def _is_the_message(heard: np.ndarray, spoken: np.ndarray, talked_s: float) -> str | None:
+    """None when a recording is the caller's message: their words in it, the whole of them, no longer than the call
+    (a recording from elsewhere, or silence, fails); otherwise what is wrong."""
+    seconds = len(heard) / RATE
+    match = correlate(spoken[: 2 * RATE], heard)
+    level = float(np.abs(heard.astype(np.float64)).mean()) if len(heard) else 0.0
+    if match.score > 0.6 and len(spoken) / RATE - 0.3 <= seconds <= talked_s + 0.5 and level > 100:
+        return None
+    return (f"{seconds:.2f} s recorded of a {len(spoken) / RATE:.2f} s message in a {talked_s:.2f} s call, mean level "
+            f"{level:.0f}, {match}")
+
+
+# ---- a burst of writes through the API ---------------------------------------------------------------------------
+
+
+class _Burst:
+    """Writers creating tickets and callbacks through one node, as a client would: each write with its own
+    Idempotency-Key, retried with the same key after a refusal until it is acknowledged (201)."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+        self.acked: dict[str, set[str]] = {"ticket": set(), "callback": set()}
+        self.attempts: list[tuple[str, float, float, int]] = []  # kind, start, end, status (0: no answer)
+        self.unacked = 0  # writes still refused when the burst stopped
+        self.done = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def start(self, tickets: int, callbacks: int) -> None:
+        self.tasks = [asyncio.create_task(self._writer("ticket", w)) for w in range(tickets)]
+        self.tasks += [asyncio.create_task(self._writer("callback", w)) for w in range(callbacks)]
+
+    async def stop(self) -> None:
+        self.done.set()
+        await asyncio.gather(*self.tasks)
+
+    async def _writer(self, kind: str, w: int) -> None:
+        for i in range(1000):  # a bound; the burst stops well before
+            if self.done.is_set():
+                return
+            key = f"burst-{kind}-{w}-{i}-{uuid.uuid4().hex[:8]}"
+            if kind == "ticket":
+                path, body, field = "/api/v1/tickets", {"queue": "N2", "subject": f"Ráfaga {w}-{i}"}, "ref"
+            else:
+                path, body, field = "/api/v1/callbacks", {"phone": f"6003{w}{i:04d}"}, "id"
+            acked = False
+            while not acked and not self.done.is_set():
+                t0 = time.monotonic()
+                try:
+                    res = await self.http.post(path, json=body, headers={"Idempotency-Key": key})
+                    status = res.status_code
+                except httpx.HTTPError:
+                    status = 0
+                self.attempts.append((kind, t0, time.monotonic(), status))
+                if status == 201:
+                    self.acked[kind].add(res.json()[field])
+                    acked = True
+                else:  # the store away (503), the same key still in flight (409), no answer
+                    assert status in (0, 409, 503), f"{kind}: {status} {res.text[:300]}"
+                    await asyncio.sleep(0.1)
+            self.unacked += not acked
+            await asyncio.sleep(0.1)
+
+    def resumed(self, since: float) -> bool:
+        """Every kind had a write acknowledged that began after `since`."""
+        return all(any(k == kind and s > since and st == 201 for k, s, _, st in self.attempts) for kind in self.acked)
+
+    def last_refusal(self) -> float | None:
+        return max((e for _, _, e, st in self.attempts if st != 201), default=None)
+
+    def report(self, killed: float) -> str:
+        after = [a for a in self.attempts if a[2] > killed]
+        refused = [a for a in after if a[3] != 201]
+        ok = [a for a in after if a[3] == 201]
+        again = min((e for _, s, e, _ in ok if s > killed), default=float("nan"))
+        stall = max((e - s for _, s, e, _ in ok), default=0.0)
+        window = (f"refusals from {refused[0][1] - killed:+.2f} s to {max(e for _, _, e, _ in refused) - killed:+.2f} s "
+                  f"({len(refused)} of {len(after)} attempts after the SIGKILL: "
+                  f"{', '.join(f'{n} x {st}' for st, n in sorted(_counts(a[3] for a in refused).items()))})"
+                  if refused else f"no refusal ({len(after)} attempts after the SIGKILL)")
+        return (f"{len(self.acked['ticket'])} tickets and {len(self.acked['callback'])} callbacks acknowledged, "
+                f"{self.unacked} writes still refused at the end; {window}; the longest acknowledged write took "
+                f"{stall:.2f} s; a write begun after the SIGKILL acknowledged {again - killed:.2f} s after it")
+
+
+def _counts(values: Any) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return out
+
+
+async def _all_there(http: httpx.AsyncClient, paths: list[str]) -> list[str]:
+    """The paths that do not answer 200 (a few at a time)."""
+    gate = asyncio.Semaphore(8)
+
+    async def missing(path: str) -> str | None:
+        async with gate:
+            return None if (await http.get(path)).status_code == 200 else path
+
+    return [p for p in await asyncio.gather(*(missing(p) for p in paths)) if p is not None]
+
+
 async def test_two_nodes_share_edits_and_survive_a_dead_node(cluster: dict[str, Any], baresips: Any,
                                                              tmp_path: Path) -> None:
     a, b = cluster["nodes"]
     headers = {"X-API-Key": cluster["key"]}
     async with httpx.AsyncClient(base_url=a.http_url, headers=headers, timeout=10) as ha, \
             httpx.AsyncClient(base_url=b.http_url, headers=headers, timeout=10) as hb:
-        # An admin edit through node A is served by node B (how fast is printed, not asserted: a bench figure).
-        doc = (await ha.get("/api/v1/admin/ivr/flows")).json()["flows"]
-        doc["prompts"]["welcome"] = "Bienvenido al servicio de prueba de dos nodos."
-        assert (await ha.put("/api/v1/admin/ivr/flows", json=doc)).status_code == 200
-        t0 = time.monotonic()
-        while (await hb.get("/api/v1/admin/ivr/flows")).json()["flows"]["prompts"]["welcome"] != doc["prompts"]["welcome"]:
-            assert time.monotonic() - t0 < 10.0, "node B never served node A's edit"
-            await asyncio.sleep(0.05)
-        edit_seen_s = time.monotonic() - t0
+        await _two_nodes(cluster, baresips, tmp_path, ha, hb)
+
+
+async def _two_nodes(cluster: dict[str, Any], baresips: Any, tmp_path: Path, ha: httpx.AsyncClient,
+                     hb: httpx.AsyncClient) -> None:
+    a, b = cluster["nodes"]
+    # An admin edit through node A is served by node B (how fast is printed, not asserted: a bench figure). The
+    # edit also adds the test's voicemail key to the main menu.
+    doc = (await ha.get("/api/v1/admin/ivr/flows")).json()["flows"]
+    doc["prompts"]["welcome"] = "Prueba de dos nodos."
+    doc["menus"]["main"].append({"key": VOICEMAIL_KEY, "intent": "buzon_de_voz"})
+    doc["routes"]["buzon_de_voz"] = "voicemail"
+    assert (await ha.put("/api/v1/admin/ivr/flows", json=doc)).status_code == 200
+    t0 = time.monotonic()
+    while (await hb.get("/api/v1/admin/ivr/flows")).json()["flows"]["prompts"]["welcome"] != doc["prompts"]["welcome"]:
+        assert time.monotonic() - t0 < 10.0, "node B never served node A's edit"
+        await asyncio.sleep(0.05)
+    edit_seen_s = time.monotonic() - t0
 
     wav = tone_wav(tmp_path / "caller.wav", 20.0)
-    # Both nodes answer calls through the dispatcher.
+    spoken_wav = espeak_wav(MESSAGE, tmp_path / "message.wav", speed=150)
+    spoken = read_wav(spoken_wav)
+    message = pad_wav(spoken_wav, tmp_path / "message-padded.wav", 0, 30)  # baresip hangs up when its file ends
+    quiet = write_wav(tmp_path / "quiet.wav", np.zeros(60 * RATE, dtype=np.int16))
+    talk_s = len(spoken) / RATE + 0.7  # the message and a breath before hanging up
+    # A caller leaves a voicemail on node A (straight to its SIP port: the dispatcher would choose for us) while both
+    # nodes answer calls through the dispatcher.
+    on_a = asyncio.create_task(_VoicemailCaller(baresips, ha, quiet, message, A_CALLER).leave(
+        f"sip:900@127.0.0.1:{NODES[0][0]}", talk_s))
     for i in range(2):
         await _answered(baresips, wav, f"vecino{i}", within=10)
+    talked_on_a = await on_a
 
     # A call in progress on node B (the dispatcher alternates: place calls until B holds one) is untouched by A's
     # death: still up afterwards, and its caller goes on hearing B's prompts.
     on_b: Any = None
     for i in range(4):
         caller = await baresips(wav=pad_wav(wav, tmp_path / f"long{i}.wav", 0, 30), user=f"largo{i}", record=True)
-        await caller.dial(f"sip:900@127.0.0.1:{KAMAILIO_PORT}")
+        await caller.dial(LINE)
         await caller.wait_event("CALL_ESTABLISHED", within=10)
         if await _active_calls(b, cluster["key"]) == 1:
             on_b = caller
             break
         await caller.hangup()
-        await _until_idle(cluster["key"], a, b)
+        await _until_idle(cluster["key"], b)
     assert on_b is not None, "no call landed on node B"
     established = time.monotonic()
 
-    # Node A dies without a word; new calls are answered by node B within 5 s each.
+    # Node A's voicemail is filed (its ticket seen through node B); then node A dies without a word. New calls are
+    # answered by node B within 5 s each.
+    ref_on_a = (await _until_filed(hb, {"+34" + A_CALLER}, within=60))["+34" + A_CALLER]
     a.proc.popen.send_signal(signal.SIGKILL)
     killed_after_s = time.monotonic() - established
     waits = [await _answered(baresips, wav, f"tras{i}", within=5) for i in range(3)]
 
-    # Then the Redis primary dies: the Sentinels promote a replica. The call on B goes on, B answers new calls, and
-    # a ticket acknowledged through B before the failover (confirmed by a replica) is still there after it.
+    # Voicemails through the dispatcher (node B now): the first caller hangs up as the Redis primary dies (its
+    # message is filed during the failover), the second one is still speaking then.
+    vm_callers = [_VoicemailCaller(baresips, hb, quiet, message, user) for user in B_CALLERS]
+    on_b_vms = [asyncio.create_task(c.leave(LINE, talk_s + extra)) for c, extra in zip(vm_callers, (0.0, 1.0), strict=True)]
+
+    # Meanwhile: the message left on node A, which is gone, plays through node B's API; its call names that ticket.
+    problem = _is_the_message(await _recording(hb, ref_on_a), spoken, talked_on_a)
+    assert problem is None, f"node A's voicemail through node B: {problem}"
+    assert (await _told(hb, A_CALLER)).get("ticket") == ref_on_a
+
+    # The Redis primary dies during a burst of ticket and callback creations and the voicemails; the Sentinels
+    # promote a replica. Every acknowledged write is there afterwards (each was confirmed by a replica).
     redis_ha: RedisHA = cluster["ha"]
-    async with httpx.AsyncClient(base_url=b.http_url, headers=headers, timeout=10) as hb:
-        before = await hb.post("/api/v1/tickets", json={"queue": "N1", "subject": "Antes de la conmutación"})
-        assert before.status_code == 201, before.text
-        await asyncio.to_thread(redis_ha.kill, redis_ha.primary_port() or redis_ha.data_ports[0])
-        failed_over = time.monotonic()
-        after = None
-        while time.monotonic() - failed_over < 30:  # a bound; the window is printed
-            after = await hb.post("/api/v1/tickets", json={"queue": "N1", "subject": "Después"})
-            if after.status_code == 201:
-                break
-            await asyncio.sleep(0.25)
-        assert after is not None and after.status_code == 201, after.text if after else None
-        store_window_s = time.monotonic() - failed_over
-        assert (await hb.get(f"/api/v1/tickets/{before.json()['ref']}")).status_code == 200
+    burst = _Burst(hb)
+    await asyncio.wait_for(vm_callers[0].speaking.wait(), 60)
+    await asyncio.sleep(max(0.0, talk_s - 1.5))
+    burst.start(tickets=3, callbacks=2)
+    talked_b = [await on_b_vms[0]]
+    await asyncio.to_thread(redis_ha.kill, redis_ha.primary_port() or redis_ha.data_ports[0])
+    killed = time.monotonic()
+    talked_b.append(await on_b_vms[1])
+    for _ in range(300):  # a bound (30 s); the window is printed
+        last = burst.last_refusal()
+        if burst.resumed(killed) and time.monotonic() - max(last or killed, killed) > 0.5:
+            break
+        await asyncio.sleep(0.1)
+    await burst.stop()
+    assert burst.resumed(killed), burst.report(killed)
+    lost = await _all_there(hb, [f"/api/v1/tickets/{r}" for r in sorted(burst.acked["ticket"])]
+                            + [f"/api/v1/callbacks/{c}" for c in sorted(burst.acked["callback"])])
+    assert not lost, f"acknowledged but gone after the failover: {lost}"
+
+    # B answers new calls after the failover; the call on B went on through both deaths.
     after_failover = await _answered(baresips, wav, "tras-redis", within=10)
-    await asyncio.sleep(1.0)
     assert not any(e.get("type") == "CALL_CLOSED" for e in on_b.events), "the call on node B was cut"
     up_s = time.monotonic() - established
     await on_b.hangup()
     await on_b.wait_event("CALL_CLOSED", within=10)
     heard = read_wav(on_b.recordings()[0])
-    after_kill = heard[int((killed_after_s + 0.5) * 8000):]
+    after_kill = heard[int((killed_after_s + 0.5) * RATE):]
     level = float(np.abs(after_kill.astype(np.float64)).mean()) if len(after_kill) else 0.0
-    # what the caller received covers the call up to the hang-up (no gap from A's death), and it is B's prompts
-    assert len(heard) / 8000 > up_s - 1.0 and level > 100, (
-        f"the caller on B heard {len(heard) / 8000:.1f} s of a {up_s:.1f} s call, {len(after_kill) / 8000:.1f} s "
+    # What the caller received covers the call up to the hang-up (no gap from A's death), and it is B's prompts. (A
+    # node whose loop stalls skips the RTP packets it missed rather than send them in a burst: a few per cent of a
+    # call on a loaded 2-core machine.)
+    assert len(heard) / RATE > 0.95 * up_s - 1.0 and level > 100, (
+        f"the caller on B heard {len(heard) / RATE:.1f} s of a {up_s:.1f} s call, {len(after_kill) / RATE:.1f} s "
         f"after A died at mean level {level:.0f}")
-    print(f"two nodes: edit on A served by B after {edit_seen_s * 1000:.0f} ms; calls after A died answered in "
-          f"{', '.join(f'{w:.2f}' for w in waits)} s; the Redis primary killed: writes acknowledged again after "
-          f"{store_window_s:.2f} s, a new call answered in {after_failover:.2f} s")
+
+    # Every voicemail left across the failover becomes its ticket and callback, and plays.
+    filed = await _until_filed(hb, {"+34" + c for c in B_CALLERS}, within=60)
+    filed_s = time.monotonic() - killed
+    for caller, talked in zip(B_CALLERS, talked_b, strict=True):
+        problem = _is_the_message(await _recording(hb, filed["+34" + caller]), spoken, talked)
+        assert problem is None, f"the voicemail of {caller}: {problem}"
+    told = [await _told(hb, caller) for caller in B_CALLERS]
+    for caller, detail in zip(B_CALLERS, told, strict=True):  # records wait in memory while the store is away
+        assert detail.get("ticket") == filed["+34" + caller] or detail.get("pending"), (caller, detail)
+    print(f"two nodes: edit on A served by B after {edit_seen_s * 1000:.0f} ms; node A's voicemail played through B "
+          f"after A died; calls after A died answered in {', '.join(f'{w:.2f}' for w in waits)} s; the Redis primary "
+          f"killed during a burst: {burst.report(killed)}; {len(B_CALLERS)} voicemails left across the failover "
+          f"({sum(bool(d.get('pending')) for d in told)} kept on disk while the store was away) filed and playing "
+          f"{filed_s:.2f} s after the SIGKILL; a new call answered in {after_failover:.2f} s")
 
     # A draining node (SIGUSR1) takes no new calls: they go to the other one. (Only B is left: it must refuse.)
     b.proc.popen.send_signal(signal.SIGUSR1)
     await asyncio.sleep(3.0)  # the dispatcher's next probe sees the 503
     caller = await baresips(wav=wav, user="drenado", record=False)
-    await caller.dial(f"sip:900@127.0.0.1:{KAMAILIO_PORT}")
+    await caller.dial(LINE)
     with pytest.raises(HarnessError):
         await caller.wait_event("CALL_ESTABLISHED", within=3)
