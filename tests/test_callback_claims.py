@@ -115,3 +115,44 @@ async def test_a_claim_abandoned_by_a_dead_node_is_handed_out_once_it_runs_out(r
     done = await svc.record_attempt(cb.id, "reached", "ana")
     assert done.status == "done" and done.claimed_by is None
     assert await _state(svc, runtime, cb.id) == ("done", False, False)
+
+
+async def test_claims_left_by_an_older_version_are_handed_out_again(runtime: Runtime, clock: FixedClock) -> None:
+    """Before fenced claims (9d5f546) a claim took the callback off the due list and then saved it `in_progress`:
+    no deadline, in no claimed list, so `reclaim` never saw it, and a claim cut between the two steps left it
+    `pending` off the list. The worker (even with auto_dial off: agents dial, the worker minds the claims) gives
+    each such claim a deadline a full hold away, after which it is handed out again like any other."""
+    import json
+
+    svc = runtime.callbacks
+    r, k = runtime.store.redis, runtime.store.keys
+    legacy = await svc.create(phone="600000005", ticket_ref=None, due_at=clock.now())
+    doc = legacy.model_dump(mode="json", exclude={"claimed_until"}) | {"status": "in_progress", "claimed_by": "ana"}
+    await r.set(k.callback(legacy.id), json.dumps(doc))
+    await r.zrem(k.callbacks_due, legacy.id)
+    cut = await svc.create(phone="600000006", ticket_ref=None, due_at=clock.now())
+    await r.zrem(k.callbacks_due, cut.id)
+    assert await svc.claim_next("luis") is None  # both stranded
+    clock.set(clock.now() + CLAIM_HOLD + timedelta(minutes=1))
+    assert await svc.claim_next("luis") is None  # and they stay so, however long one waits
+
+    worker = runtime.callback_worker
+    assert not runtime.settings.voicemail.auto_dial
+    worker.start()
+    try:
+        for _ in range(100):  # bounded: 5 s
+            if await _state(svc, runtime, legacy.id) == ("in_progress", False, True) \
+                    and await _state(svc, runtime, cut.id) == ("pending", True, False):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await worker.stop()
+    adopted = await svc.get(legacy.id)
+    assert adopted.claimed_by == "ana" and adopted.claimed_until == clock.now() + CLAIM_HOLD  # ana may still be on it
+    again = await svc.claim_next("luis")
+    assert again is not None and again.id == cut.id  # the cut claim: due again at once
+    await svc.record_attempt(cut.id, "reached", "luis")
+    assert await svc.claim_next("luis") is None
+    clock.set(clock.now() + CLAIM_HOLD + timedelta(seconds=1))
+    taken = await svc.claim_next("luis")
+    assert taken is not None and taken.id == legacy.id and taken.claimed_by == "luis"

@@ -81,6 +81,7 @@ def _score(due: datetime, priority: int) -> float:
 CLAIM_HOLD = timedelta(hours=1)
 CAS_ROUNDS = 50  # compare-and-set retries before a busy callback is reported as a conflict
 RECLAIM_BATCH = 20
+ADOPT_BATCH = 500  # callbacks read per round trip when looking for claims an older version left unindexed
 
 # Every change of a callback is one compare-and-set of its document together with the sets that index it, so no
 # interruption (a cancelled task, a dead node, a lost connection) can leave a callback claimed in one place and due
@@ -260,6 +261,50 @@ class CallbackService:
             if await self._swap(before, cb, require="expired", now=now):
                 out.append(cb.id)
         return out
+
+    async def adopt_unindexed(self, now: datetime | None = None, *,
+                              holds: dict[str, timedelta] | None = None) -> list[str]:
+        """Index what versions before fenced claims (9d5f546) left outside the due and claimed sets, where neither
+        `claim_next` nor `reclaim` ever sees it: a claim saved `in_progress` without a deadline, and a claim cut
+        between taking the callback off the due list and saving it (`pending`, in neither set). The first gets a
+        deadline a full hold from now (`holds` per claimer, else CLAIM_HOLD), as nobody knows when it was made: a
+        claim still being worked on keeps it, an abandoned one is handed out again once it runs out. The second is
+        due again at once. Reads every callback: run it now and then (the callback worker does, every
+        ADOPT_EVERY_S), not per claim. Returns the ids it indexed. (While a node on the older version still runs, a
+        claim of its that this scan meets between its two steps is listed again: a window of one round trip, once
+        per scan.)"""
+        now = now or self._clock.now()
+        r, k = self._store.redis, self._k
+        out: list[str] = []
+        start = 0
+        while True:
+            ids = [str(i) for i in await r.zrange(k.callbacks_all, start, start + ADOPT_BATCH - 1)]
+            if not ids:
+                return out
+            start += len(ids)
+            docs = await r.mget([k.callback(i) for i in ids])
+            async with r.pipeline(transaction=False) as pipe:
+                for i in ids:
+                    pipe.zscore(k.callbacks_due, i)
+                    pipe.zscore(k.callbacks_claimed, i)
+                scores = await pipe.execute()
+            for n, (cb_id, raw) in enumerate(zip(ids, docs, strict=True)):
+                due, claimed = scores[2 * n], scores[2 * n + 1]
+                if raw is None or due is not None or claimed is not None:
+                    continue
+                before = str(raw)
+                cb = Callback.model_validate_json(before)
+                if cb.status == "in_progress":
+                    hold = (holds or {}).get(cb.claimed_by or "", CLAIM_HOLD)
+                    cb.claimed_until = cb.claimed_until or now + hold
+                elif cb.status != "pending":
+                    continue  # done or failed: rightly in neither set
+                # A compare-and-set like every other change: one that changed meanwhile is looked at next time.
+                if await self._swap(before, cb):
+                    log.warning("callback left unindexed by an older version: %s", "claim given a deadline"
+                                if cb.status == "in_progress" else "due again",
+                                extra=logs.fields(callback_id=cb.id, claimed_by=cb.claimed_by))
+                    out.append(cb_id)
 
     async def record_attempt(self, callback_id: str, outcome: Outcome, actor: str, note: str = "") -> Callback:
         for _ in range(CAS_ROUNDS):

@@ -340,6 +340,7 @@ class DurableVoicemail:
 
 WORKER = "worker"
 CALL_HOLD_S = 600.0  # beyond the ring timeout: the message played, the hang-up, the outcome written
+ADOPT_EVERY_S = 600.0  # how often the worker looks for claims an older version left without a deadline
 
 CALLBACK_PROMPT = ("Buenos días. Le llamamos del servicio de {line} en respuesta a su mensaje, "
                    "referencia {ref}. {status}")
@@ -376,8 +377,16 @@ class CallbackWorker:
 
     async def _loop(self, lease: Lease | None = None) -> None:
         interval = self._settings().voicemail.worker_interval_s
+        adopted_at: float | None = None
         while not self._stop.is_set():
             try:
+                # With or without auto_dial (agents may be the ones dialling), claims made by an older version, which
+                # have no deadline, get one: at the start of each lease (an upgrade restarts the nodes) and now and
+                # then after it (a node still on the older version may claim meanwhile).
+                now = asyncio.get_running_loop().time()
+                if adopted_at is None or now - adopted_at >= ADOPT_EVERY_S:
+                    await self.callbacks.adopt_unindexed(holds={WORKER: self._hold()})
+                    adopted_at = now
                 if self._settings().voicemail.auto_dial and self.dialer is not None:
                     await self.run_once(lease)
             except LeaseLost as exc:
@@ -388,10 +397,12 @@ class CallbackWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), interval)
 
+    def _hold(self) -> timedelta:
+        """The worker's claims outlive the longest call it places; a node killed mid-call leaves one to be reclaimed."""
+        return timedelta(seconds=self._settings().voicemail.dial_ring_timeout_s + CALL_HOLD_S)
+
     async def run_once(self, lease: Lease | None = None) -> Callback | None:
-        # The claim outlives the longest call this worker places; a node killed mid-call leaves it to be reclaimed.
-        hold = timedelta(seconds=self._settings().voicemail.dial_ring_timeout_s + CALL_HOLD_S)
-        cb = await self.callbacks.claim_next(WORKER, lease=lease, hold=hold)
+        cb = await self.callbacks.claim_next(WORKER, lease=lease, hold=self._hold())
         if cb is None:
             return None
         with logs.bound(trace_id=cb.trace_id, ticket_id=cb.ticket_ref):
