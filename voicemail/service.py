@@ -385,8 +385,11 @@ class CallbackWorker:
                 # then after it (a node still on the older version may claim meanwhile).
                 now = asyncio.get_running_loop().time()
                 if adopted_at is None or now - adopted_at >= ADOPT_EVERY_S:
-                    await self.callbacks.adopt_unindexed(holds={WORKER: self._hold()})
-                    adopted_at = now
+                    try:
+                        await self.callbacks.adopt_unindexed(holds={WORKER: self._hold()})
+                        adopted_at = now
+                    except REDIS_ERRORS as exc:  # the store away: next round
+                        log.warning("callback worker could not look for unindexed claims: %s", exc)
                 if self._settings().voicemail.auto_dial and self.dialer is not None:
                     await self.run_once(lease)
             except LeaseLost as exc:
