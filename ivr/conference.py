@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from redis.exceptions import RedisError
+
 from core.audio import FRAMES_PER_SECOND, RATE, SAMPLE_BYTES, Frame
 from core.clock import Clock
 from core.store import REDIS_ERRORS, Store
@@ -43,6 +45,10 @@ Mode = Literal["listen", "whisper", "barge"]
 MODES: tuple[Mode, ...] = ("listen", "whisper", "barge")
 RECORDING_PREFIX = "rec-"  # recording ids: "rec-" + 20 hex digits, never a call id (the voicemail route refuses them)
 LIVE_TTL_S = 30  # a node that dies stops refreshing its calls' live entries: they vanish from the wallboard
+# What the bridge treats as "the store is away": besides a lost connection, a Redis that answers but refuses writes
+# (ResponseError: NOREPLICAS under min-replicas-to-write, OOM under noeviction, MISCONF when it cannot persist).
+# The conversation goes on without the store; its requests and wallboard entry wait for it.
+STORE_AWAY: tuple[type[BaseException], ...] = (*REDIS_ERRORS, RedisError)
 
 
 def routes(caller: str, agent: str, supervisor: str | None, mode: Mode | None) -> dict[str, set[str]]:
@@ -188,7 +194,7 @@ class BridgeControl:
         """Desk events are news: the store being away must not end the bridge (this runs in its poll loop)."""
         try:
             await self.publish(event)
-        except REDIS_ERRORS as exc:
+        except STORE_AWAY as exc:
             log.warning("desk event %s of call %s not published: %s", event.get("type"), self.call_id, exc)
 
     # ---- the bridge's mixer -------------------------------------------------------------------------------
@@ -226,7 +232,7 @@ class BridgeControl:
                           "supervision_pending": self.dialing is not None and not self.dialing.done(),
                           "recording": self.recorder is not None,
                           "recording_paused": bool(self.recorder and self.recorder.paused)})
-        with contextlib.suppress(*REDIS_ERRORS):
+        with contextlib.suppress(*STORE_AWAY):
             async with r.pipeline(transaction=False) as pipe:
                 pipe.set(k.call_live(self.call_id), _json(self.live), ex=LIVE_TTL_S)
                 pipe.zadd(k.calls_live, {self.call_id: float(self.live.get("since_ts") or 0)})
@@ -234,7 +240,7 @@ class BridgeControl:
 
     async def drop_live(self) -> None:
         r, k = self.store.redis, self.store.keys
-        with contextlib.suppress(*REDIS_ERRORS):
+        with contextlib.suppress(*STORE_AWAY):
             async with r.pipeline(transaction=False) as pipe:
                 pipe.delete(k.call_live(self.call_id), k.call_supervise(self.call_id),
                             k.call_recording_state(self.call_id))
@@ -314,7 +320,7 @@ class BridgeControl:
     async def _forget_request(self) -> None:
         """The supervisor is gone (hung up, did not answer): a new request will ring again."""
         key = self.store.keys.call_supervise(self.call_id)
-        with contextlib.suppress(*REDIS_ERRORS):
+        with contextlib.suppress(*STORE_AWAY):
             raw = await self.store.redis.get(key)
             if raw and as_dict(raw).get("id") == self.applied:
                 await self.store.redis.delete(key)
@@ -387,7 +393,7 @@ class BridgeControl:
         self.recording_meta = {"id": rec.recording_id, "call_id": self.call_id, "trace_id": self.trace_id,
                                "started_at": self.clock.now().isoformat(), "state": "recording", **meta}
         r, k = self.store.redis, self.store.keys
-        with contextlib.suppress(*REDIS_ERRORS):
+        with contextlib.suppress(*STORE_AWAY):
             async with r.pipeline(transaction=False) as pipe:
                 pipe.set(k.call_recording(rec.recording_id), _json(self.recording_meta))
                 pipe.zadd(k.call_recordings, {rec.recording_id: self.clock.now().timestamp()})
@@ -411,7 +417,7 @@ class BridgeControl:
         if rec is not None:
             meta = {**(self.recording_meta or {}), "state": "failed", "error": str(exc)[:200],
                     "ended_at": self.clock.now().isoformat(), "duration_s": round(rec.duration_s, 2)}
-            with contextlib.suppress(*REDIS_ERRORS):
+            with contextlib.suppress(*STORE_AWAY):
                 await self.store.redis.set(self.store.keys.call_recording(rec.recording_id), _json(meta))
             await self._publish({"type": "call.recording", "call_id": self.call_id, "agent": self.live.get("agent"),
                                  "recording": rec.recording_id, "failed": True})
@@ -456,7 +462,7 @@ class BridgeControl:
             except Exception as exc:  # the file stays on this node's disk; LocalRecordings still serves it here
                 log.warning("recording %s not copied to the shared store: %s", rec.recording_id, exc)
                 meta["shared"] = False
-        with contextlib.suppress(*REDIS_ERRORS):
+        with contextlib.suppress(*STORE_AWAY):
             await self.store.redis.set(self.store.keys.call_recording(rec.recording_id), _json(meta))
 
     async def close(self, sink: RecordingSink | None) -> None:

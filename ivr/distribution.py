@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from core.clock import Clock
 from core.store import REDIS_ERRORS, Store
 from ivr import speak
 from ivr.callio import CallIO
-from ivr.conference import BridgeControl, RecordingSink, as_dict
+from ivr.conference import STORE_AWAY, BridgeControl, RecordingSink, as_dict
 from ivr.contact import ContactIO, Session
 from ivr.hooks import QueuePlace, WaitResult
 from ivr.ports import AgentDesk, CallLeg, Dialer, OfferedAgent
@@ -112,7 +112,7 @@ class AgentQueue:
         now = self._clock.now().timestamp()
         waited = max(0.0, now - float(session.vars.get("enqueued_at") or now))
         session.vars["waited_s"] = round(waited, 1)  # the CDR's queue time
-        with contextlib.suppress(*REDIS_ERRORS):
+        with contextlib.suppress(*STORE_AWAY):
             await self._store.redis.zadd(self._store.keys.queue_answers(queue), {f"{session.call_id}|{waited:.1f}": now})
 
     async def _abandoned(self, queue: str, call_id: str) -> None:
@@ -178,7 +178,7 @@ class AgentQueue:
 
     async def leave(self, place: QueuePlace) -> None:
         r, k = self._store.redis, self._store.keys
-        with contextlib.suppress(*REDIS_ERRORS):
+        with contextlib.suppress(*STORE_AWAY):
             async with r.pipeline(transaction=False) as pipe:
                 pipe.zrem(k.calls_waiting(place.queue), place.item_id)
                 pipe.delete(k.call_waiting_alive(place.item_id))
@@ -319,17 +319,39 @@ class AgentQueue:
                                 agent=agent_call,
                                 live=live, ring_timeout_s=self._cfg().ring_timeout_s, publish=self._desk.publish,
                                 agents=self._desk)
+        # Nothing but the legs ends the conversation: a store refusing requests, or a fault in supervision or the
+        # recording, is logged (once until it clears) and the citizen's call goes on.
+        failing: set[str] = set()
+
+        async def carry_on(what: str, step: Awaitable[None]) -> None:
+            try:
+                await step
+            except Exception:
+                if what not in failing:
+                    failing.add(what)
+                    log.exception("%s of call %s failed; the call goes on", what, call_id)
+            else:
+                failing.discard(what)
+
+        async def start_recording() -> None:
+            if self.recorded(queue) and self._data_dir is not None and session is not None:
+                rec_id = await control.start_recording(self._data_dir(), {
+                    "queue": queue, "agent": agent_id, "ticket_ref": session.ticket_ref,
+                    "caller": logs.mask_number(session.caller)})
+                if rec_id:
+                    session.vars.setdefault("recordings", []).append(rec_id)
+                    live["recording_id"] = rec_id
+
+        async def supervision(want: dict[str, Any] | None) -> None:
+            await control.poll_dial()
+            await control.supervise(want)
+
         try:
             if await control.attach() and session is not None:
-                if self.recorded(queue) and self._data_dir is not None:
-                    rec_id = await control.start_recording(self._data_dir(), {
-                        "queue": queue, "agent": agent_id, "ticket_ref": session.ticket_ref,
-                        "caller": logs.mask_number(session.caller)})
-                    if rec_id:
-                        session.vars.setdefault("recordings", []).append(rec_id)
-                        live["recording_id"] = rec_id
-            await control.save_live()
+                await carry_on("recording", start_recording())
+            await carry_on("live entry", control.save_live())
             refreshed = self._clock.monotonic()
+            store_away = False
             while not bridge.done():
                 await asyncio.wait([bridge], timeout=TRANSFER_POLL_S)
                 if bridge.done():
@@ -340,18 +362,24 @@ class AgentQueue:
                         pipe.get(k.call_supervise(call_id))
                         pipe.get(k.call_recording_state(call_id))
                         target, supervise, rec_state = await pipe.execute()
-                except REDIS_ERRORS:
-                    continue  # the store is away: the call goes on, requests wait for it
+                except STORE_AWAY as exc:
+                    if not store_away:
+                        store_away = True
+                        log.warning("the store is away during call %s (%s): the call goes on, requests wait",
+                                    call_id, exc)
+                    continue
+                if store_away:
+                    store_away = False
+                    log.info("the store is back during call %s", call_id)
                 if target:
                     await agent_call.hangup()
                     await bridge
                     return Transfer(queue=str(target))
-                await control.poll_dial()
-                await control.supervise(as_dict(supervise) if supervise else None)
-                await control.recording_state(str(rec_state) if rec_state else None)
+                await carry_on("supervision", supervision(as_dict(supervise) if supervise else None))
+                await carry_on("recording", control.recording_state(str(rec_state) if rec_state else None))
                 if self._clock.monotonic() - refreshed >= LIVE_REFRESH_S:
                     refreshed = self._clock.monotonic()
-                    await control.save_live()
+                    await carry_on("live entry", control.save_live())
             await bridge
             return None
         finally:
@@ -361,13 +389,16 @@ class AgentQueue:
                     await bridge
             if session is not None and control.joined:
                 session.vars.setdefault("supervised_by", []).extend(control.joined)
-            await control.close(self._recordings)
+            try:
+                await control.close(self._recordings)
+            except Exception:  # a transfer in hand must still happen; the call's end is the legs'
+                log.exception("tidying up after call %s failed", call_id)
 
     async def _publish(self, event: dict[str, Any]) -> None:
         """Desk events are news, not state: the store being away must not cut a call or strand an agent."""
         try:
             await self._desk.publish(event)
-        except REDIS_ERRORS as exc:
+        except STORE_AWAY as exc:
             log.warning("desk event %s not published: %s", event.get("type"), exc)
 
     async def _ring(self, io: CallIO, dialer: Dialer, uri: str, session: Session) -> CallLeg | str:
