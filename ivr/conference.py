@@ -285,21 +285,34 @@ class BridgeControl:
         await self.save_live()
 
     async def _dial(self, uri: str) -> None:
+        """Ring the supervisor's phone and join it to the bridge. Whatever goes wrong (the phone, no RTP port, no
+        bridge), the supervisor is told (`no_answer`) and nothing is left in the task for nobody to retrieve."""
         if self.dialer is None or self.conference is None or not uri:
             log.warning("supervision of %s: no line, bridge or phone to ring", self.call_id)
+            await self._no_answer()
             return
         try:
             leg = await self.dialer.dial(uri, from_user="supervision", ring_timeout=self.ring_timeout_s,
                                          trace_id=self.trace_id)
         except DialFailed as exc:
             log.info("supervisor's phone %s did not answer: %s", uri, exc)
-            await self._publish({"type": "call.supervision", "call_id": self.call_id, "supervisor": self.supervisor_id,
-                                "mode": self.mode, "state": "no_answer"})
+            await self._no_answer()
             return
-        if self.conference is None or self.caller is None or self.caller.ended.is_set() or self.agent.ended.is_set() \
-                or not isinstance(leg, Call) or not await leg.join(self.conference, []):
+        except Exception as exc:  # ours: no RTP port, the line going down
+            log.warning("supervision of %s: dialling %s failed: %r", self.call_id, uri, exc)
+            await self._no_answer()
+            return
+        joined = False
+        try:
+            joined = self.conference is not None and self.caller is not None and not self.caller.ended.is_set() \
+                and not self.agent.ended.is_set() and isinstance(leg, Call) and await leg.join(self.conference, [])
+        except Exception as exc:
+            log.warning("supervision of %s: the supervisor's leg could not join: %r", self.call_id, exc)
+        if not joined:
             with contextlib.suppress(Exception):
                 await leg.hangup()
+            if not self.agent.ended.is_set() and not (self.caller is not None and self.caller.ended.is_set()):
+                await self._no_answer()  # the call goes on without them: their panel must not wait for good
             return
         self.supervisor = leg
         if self.supervisor_id and self.supervisor_id not in self.joined:
@@ -308,6 +321,10 @@ class BridgeControl:
         log.info("supervisor %s joined call %s (%s)", self.supervisor_id, self.call_id, self.mode)
         await self._publish({"type": "call.supervision", "call_id": self.call_id, "agent": self.live.get("agent"),
                             "supervisor": self.supervisor_id, "mode": self.mode, "state": "joined"})
+
+    async def _no_answer(self) -> None:
+        await self._publish({"type": "call.supervision", "call_id": self.call_id, "agent": self.live.get("agent"),
+                            "supervisor": self.supervisor_id, "mode": self.mode, "state": "no_answer"})
 
     async def poll_dial(self) -> None:
         """The supervisor's phone answered (or not) since the last poll: the live entry says so."""
@@ -355,8 +372,8 @@ class BridgeControl:
             self.conference.remove(leg.call_id)
         self._apply_routes()
         await self._forget_request()
-        await self._publish({"type": "call.supervision", "call_id": self.call_id, "supervisor": self.supervisor_id,
-                            "mode": None, "state": "left"})
+        await self._publish({"type": "call.supervision", "call_id": self.call_id, "agent": self.live.get("agent"),
+                            "supervisor": self.supervisor_id, "mode": None, "state": "left"})
 
     async def _stop_supervision(self) -> None:
         if self.dialing is not None and not self.dialing.done():
@@ -370,7 +387,7 @@ class BridgeControl:
                 self.conference.remove(leg.call_id)
             with contextlib.suppress(Exception):
                 await leg.hangup()
-            await self._publish({"type": "call.supervision", "call_id": self.call_id,
+            await self._publish({"type": "call.supervision", "call_id": self.call_id, "agent": self.live.get("agent"),
                                 "supervisor": self.supervisor_id, "mode": None, "state": "left"})
         self.mode = None
         self._apply_routes()

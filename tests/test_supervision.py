@@ -266,3 +266,70 @@ async def test_a_recording_that_cannot_be_written_stops_but_the_call_goes_on(run
     assert meta["state"] == "failed" and "No space" in meta["error"]
     assert events and events[-1].get("failed") is True
     await c.close(None)  # and the call's end still tidies up
+
+
+class _SupervisorLeg:
+    def __init__(self) -> None:
+        self.call_id = "sup-leg"
+        self.ended = asyncio.Event()
+
+    async def hangup(self, reason: str = "normal") -> None:
+        self.ended.set()
+
+
+def _control(runtime: Runtime, events: list[dict[str, Any]], dialer: Any = None) -> Any:
+    from ivr.conference import BridgeControl
+
+    async def publish(ev: dict[str, Any]) -> None:
+        events.append(ev)
+
+    return BridgeControl(store=runtime.store, clock=runtime.clock, dialer=dialer, call_id="c-s", trace_id="t",
+                         caller=None, agent=_AgentLeg(), live={"agent": "ana"}, ring_timeout_s=1.0,  # type: ignore[arg-type]
+                         publish=publish)
+
+
+async def test_the_agent_is_told_when_the_supervisor_leaves(runtime: Runtime) -> None:
+    """The desk withholds events without an `agent` from agents: "Supervisión: le habla a usted" stayed up."""
+    from desk.events import EventView, visible
+
+    ana = EventView(everything=False, principal="user:ana", agent="ana", queues=frozenset({"N1"}))
+    luis = EventView(everything=False, principal="user:luis", agent="luis", queues=frozenset({"N1"}))
+    events: list[dict[str, Any]] = []
+    c = _control(runtime, events)
+    for how in ("hung up", "withdrawn"):  # the supervisor's phone hangs up; the supervisor stops from the wallboard
+        leg = _SupervisorLeg()
+        c.supervisor, c.supervisor_id, c.mode = leg, "user:sara", "whisper"
+        if how == "hung up":
+            leg.ended.set()
+        await c.supervise(None)
+        left = [e for e in events if e["type"] == "call.supervision" and e["state"] == "left"]
+        assert len(left) == (1 if how == "hung up" else 2), (how, events)
+        assert visible(ana, left[-1]) and not visible(luis, left[-1]), left[-1]
+    await c.close(None)
+
+
+class _NoRtpPort:
+    async def dial(self, uri: str, **kw: Any) -> Any:
+        raise OSError("no free RTP port")
+
+
+async def test_a_supervisor_dial_that_fails_tells_the_supervisor(runtime: Runtime) -> None:
+    """Only DialFailed said no_answer: an OSError (no RTP port) or a call without a bridge left the supervisor's
+    panel waiting, and the dial task's exception was never retrieved."""
+    from desk.events import EventView, visible
+
+    ana = EventView(everything=False, principal="user:ana", agent="ana", queues=frozenset({"N1"}))
+    want = {"id": "r1", "mode": "listen", "supervisor": "user:sara", "uri": "sip:sara@127.0.0.1:5092"}
+    for conference in (Conference("c-s"), None):
+        events: list[dict[str, Any]] = []
+        c = _control(runtime, events, dialer=_NoRtpPort())
+        c.conference = conference
+        await runtime.store.redis.set(runtime.store.keys.call_supervise("c-s"), json.dumps(want))
+        await c.supervise(want)
+        assert c.dialing is not None
+        await c.dialing  # nothing raised out of the dial task
+        assert [e["state"] for e in events] == ["ringing", "no_answer"], (conference, events)
+        assert events[-1]["supervisor"] == "user:sara" and visible(ana, events[-1])
+        await c.poll_dial()  # the request is forgotten: asking again rings again
+        assert c.dialing is None and await runtime.store.redis.get(runtime.store.keys.call_supervise("c-s")) is None
+        await c.close(None)
