@@ -433,7 +433,9 @@ async def _two_nodes(cluster: dict[str, Any], baresips: Any, tmp_path: Path, ha:
             break
         await asyncio.sleep(0.1)
     await burst.stop()
-    assert burst.resumed(killed), burst.report(killed)
+    # every write acknowledged in the end: none left refused (a key held by a request the failover cut refused its
+    # retries for a day once)
+    assert burst.resumed(killed) and burst.unacked == 0, burst.report(killed)
     lost = await _all_there(hb, [f"/api/v1/tickets/{r}" for r in sorted(burst.acked["ticket"])]
                             + [f"/api/v1/callbacks/{c}" for c in sorted(burst.acked["callback"])])
     assert not lost, f"acknowledged but gone after the failover: {lost}"
