@@ -21,7 +21,7 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
@@ -31,6 +31,7 @@ from pydantic import BaseModel
 from config.desk import Cdr as CdrConfig
 from config.desk import Webhook
 from core.clock import Clock
+from core.errors import RateLimited
 from core.store import Store
 from ivr.contact import Session
 from ivr.records import CallRecords
@@ -219,6 +220,53 @@ def _cell(value: Any, field: str = "") -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
+PAGE = 500  # records read (and parsed in one thread hop) at a time by the export
+EXPORTS_AT_ONCE = 1  # CSV exports a node streams at once; another one is refused (429) meanwhile
+
+
+def _parse_page(raws: list[Any], disps: list[Any], keep: int, left: int) -> list[CallDetail]:
+    """The CDRs of one page of call records (with their disposition values), at most `left`. CPU only: run it
+    in a thread."""
+    out: list[CallDetail] = []
+    for raw, d in zip(raws, disps, strict=True):
+        if len(out) >= left:
+            break
+        if raw is None:
+            continue
+        rec = Session.model_validate_json(raw)
+        if rec.channel != "voice" or rec.ended_at is None:
+            continue  # chats are contacts, not calls; a call in progress has its CDR when it ends
+        try:
+            dv = json.loads(d) if d else None
+        except ValueError:
+            dv = None
+        out.append(call_detail(rec, dv if isinstance(dv, dict) and "code" in dv else None, keep))
+    return out
+
+
+def _csv_text(rows: list[list[str]]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf).writerows(rows)
+    return buf.getvalue()
+
+
+def _csv_page(page: list[CallDetail]) -> str:
+    return _csv_text([[_cell(getattr(row, f), f) for f in CSV_FIELDS] for row in page])
+
+
+class ExportSlot:
+    """A node's export slot, held from the request until its response is done; `release` may be called more
+    than once (the body's end and the response's end both call it)."""
+
+    def __init__(self, done: Callable[[], None]) -> None:
+        self._done: Callable[[], None] | None = done
+
+    def release(self) -> None:
+        done, self._done = self._done, None
+        if done is not None:
+            done()
+
+
 class CdrService:
     """Builds CDRs from call records and disposition keys; exports CSV; sends the per-call webhook."""
 
@@ -228,6 +276,7 @@ class CdrService:
         self.config = config
         self.webhook = WebhookSender(lambda: config().webhook, clock, "cdr")
         self._building: set[asyncio.Task[None]] = set()
+        self._exports = 0
 
     async def disposition(self, call_id: str) -> dict[str, Any] | None:
         raw = await self.store.redis.get(self.store.keys.call_disposition(call_id))
@@ -241,45 +290,49 @@ class CdrService:
         rec = await self.calls.get(call_id)
         return call_detail(rec, await self.disposition(call_id), self.config().keep_digits)
 
-    async def rows(self, since: datetime | None, until: datetime | None) -> AsyncIterator[CallDetail]:
-        """Oldest first within [since, until], at most `max_export`, in pages so memory stays flat."""
+    def export_slot(self) -> ExportSlot:
+        """Take this node's export slot, or refuse (429) while another export runs here: each export reads and
+        parses up to `max_export` records, and two at once would only halve each one's speed."""
+        if self._exports >= EXPORTS_AT_ONCE:
+            raise RateLimited("Ya hay una exportación de CDR en curso en este nodo. Espere a que termine y "
+                              "vuelva a intentarlo.", {"exports_at_once": EXPORTS_AT_ONCE},
+                              error_id="export-in-progress")
+        self._exports += 1
+        return ExportSlot(self._export_done)
+
+    def _export_done(self) -> None:
+        self._exports -= 1
+
+    async def pages(self, since: datetime | None, until: datetime | None) -> AsyncIterator[list[CallDetail]]:
+        """Oldest first within [since, until], at most `max_export`, a page at a time so memory stays flat. Each
+        page is parsed in a thread: 500 records are tens of ms of CPU, which must not stall the loop that paces
+        the calls' audio."""
         k = self.store.keys
         lo = since.timestamp() if since else "-inf"
         hi = until.timestamp() if until else "+inf"
         keep, left, start = self.config().keep_digits, self.config().max_export, 0
         while left > 0:
-            ids = [str(i) for i in await self.store.redis.zrangebyscore(k.calls, lo, hi, start=start, num=min(500, left))]
+            ids = [str(i) for i in await self.store.redis.zrangebyscore(k.calls, lo, hi, start=start, num=min(PAGE, left))]
             if not ids:
                 break
             start += len(ids)
             raws = await self.store.redis.mget([k.call(i) for i in ids])
             disp = await self.store.redis.mget([k.call_disposition(i) for i in ids])
-            for raw, d in zip(raws, disp, strict=True):
-                if raw is None:
-                    continue
-                rec = Session.model_validate_json(raw)
-                if rec.channel != "voice" or rec.ended_at is None:
-                    continue  # chats are contacts, not calls; a call in progress has its CDR when it ends
-                try:
-                    dv = json.loads(d) if d else None
-                except ValueError:
-                    dv = None
-                left -= 1
-                yield call_detail(rec, dv if isinstance(dv, dict) and "code" in dv else None, keep)
+            page = await asyncio.to_thread(_parse_page, raws, disp, keep, left)
+            left -= len(page)
+            if page:
+                yield page
 
-    async def csv(self, since: datetime | None, until: datetime | None) -> AsyncIterator[str]:
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        writer.writerow(CSV_FIELDS)
-        n = 0
-        async for row in self.rows(since, until):
-            writer.writerow([_cell(getattr(row, f), f) for f in CSV_FIELDS])
-            n += 1
-            if n % 200 == 0:
-                yield buf.getvalue()
-                buf.seek(0)
-                buf.truncate()
-        yield buf.getvalue()
+    async def rows(self, since: datetime | None, until: datetime | None) -> AsyncIterator[CallDetail]:
+        async for page in self.pages(since, until):
+            for row in page:
+                yield row
+
+    async def csv(self, since: datetime | None, until: datetime | None) -> AsyncGenerator[str, None]:
+        """The CSV a page at a time (header first), each page formatted in a thread like it was parsed."""
+        yield _csv_text([CSV_FIELDS])
+        async for page in self.pages(since, until):
+            yield await asyncio.to_thread(_csv_page, page)
 
     def call_ended(self, record: Session) -> None:
         """The IVR is done with a call: send its CDR (never waits; the disposition, if already set, is read

@@ -10,7 +10,7 @@ report and export CDRs; admins edit the two lists (`/api/v1/admin/...`, versione
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import BaseModel, Field
+from starlette.types import Receive, Scope, Send
 
 from config.desk import CannedReply, Disposition
 from config.models import Settings
@@ -35,7 +36,7 @@ from desk_api.auth import actor_of, desk_of, require
 from desk_api.deps import services_of
 from desk_api.routes.pages import WEB
 from desk_api.scope import may_work
-from ivr.cdr import CallDetail, CdrService
+from ivr.cdr import CallDetail, CdrService, ExportSlot
 from ivr.records import CallRecords
 from routing.calendar_service import CalendarService
 
@@ -247,11 +248,35 @@ async def cdr_csv(request: Request, since: str | None = Query(None, max_length=4
     lo, hi = _instant(since, tz, end=False), _instant(until, tz, end=True)
     if lo is not None and hi is not None and hi < lo:
         raise InvalidInput("«hasta» es anterior a «desde».", {"since": since, "until": until})
-    await desk_of(request).audit.record(who.id, "cdr.export", "cdr", {"since": since, "until": until})
+    cdr = operations_of(request).cdr
+    slot = cdr.export_slot()  # 429 while another export runs on this node
+    try:
+        await desk_of(request).audit.record(who.id, "cdr.export", "cdr", {"since": since, "until": until})
+    except BaseException:
+        slot.release()
+        raise
     name = f"cdr-{(since or 'inicio')[:10]}-{(until or 'hoy')[:10]}.csv"
-    return StreamingResponse(operations_of(request).cdr.csv(lo, hi), media_type="text/csv; charset=utf-8",
-                             headers={"Content-Disposition": f'attachment; filename="{name}"',
-                                      "Cache-Control": "no-store"})
+    return _HeldStream(cdr.csv(lo, hi), slot, media_type="text/csv; charset=utf-8",
+                       headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
+
+
+class _HeldStream(StreamingResponse):
+    """A streamed body that holds `slot` until the response is over, however it ends (sent whole, the client
+    gone mid-way, or before the first byte), and closes the body's generator then."""
+
+    def __init__(self, content: AsyncGenerator[str, None], slot: ExportSlot, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._body = content
+        self._slot = slot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            try:
+                await self._body.aclose()
+            finally:
+                self._slot.release()
 
 
 @router.get("/api/v1/calls/{call_id}/cdr", response_model=CallDetail, tags=["reports"])
