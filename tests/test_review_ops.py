@@ -5,6 +5,7 @@ never removes the other's request; a disposition counts once per ticket or call 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from datetime import timedelta
 from typing import Any
@@ -92,3 +93,81 @@ async def test_cdr_export_slot_is_freed_when_the_client_is_gone_before_the_first
         await response({"type": "http", "asgi": {"spec_version": "2.4"}}, receive, send)
     ops.cdr.export_slot().release()  # not refused: the slot came back
 
+
+# ---- 2. one supervisor per call, atomically ---------------------------------------------------------------------
+
+
+async def _supervisors(runtime: Runtime, client: httpx.AsyncClient) -> tuple[dict[str, str], dict[str, str]]:
+    auth = runtime.desk.auth
+    await auth.create_user("sara", "Sara", ["supervisor"], STAFF_PASSWORD, level=2, skills=["general"],
+                           sip_uri="sip:sara@127.0.0.1:5092")
+    await auth.create_user("rosa", "Rosa", ["supervisor"], STAFF_PASSWORD, level=2, skills=["general"],
+                           sip_uri="sip:rosa@127.0.0.1:5093")
+    return await _login(client, "sara"), await _login(client, "rosa")
+
+
+async def _live(runtime: Runtime, call_id: str) -> str:
+    store = runtime.store
+    doc = {"call_id": call_id, "queue": "N1", "agent": "ana", "since": "x", "since_ts": 1.0, "recording": False}
+    await store.redis.set(store.keys.call_live(call_id), json.dumps(doc), ex=60)
+    return store.keys.call_supervise(call_id)
+
+
+async def test_two_supervisors_joining_at_once_one_gets_409(client: httpx.AsyncClient, runtime: Runtime,
+                                                            staff: dict[str, str]) -> None:
+    sara, rosa = await _supervisors(runtime, client)
+    key = await _live(runtime, "c-race")
+    for _ in range(5):
+        await runtime.store.redis.delete(key)
+        a, b = await asyncio.gather(
+            client.post("/api/v1/calls/c-race/supervise", headers=sara, json={"mode": "barge"}),
+            client.post("/api/v1/calls/c-race/supervise", headers=rosa, json={"mode": "barge"}))
+        assert sorted((a.status_code, b.status_code)) == [202, 409], (a.text, b.text)
+        loser = a if a.status_code == 409 else b
+        assert loser.json()["error_id"] == "already-supervised"
+        winner = "user:sara" if a.status_code == 202 else "user:rosa"
+        assert json.loads(str(await runtime.store.redis.get(key)))["supervisor"] == winner
+
+
+async def test_off_never_removes_another_supervisors_request(client: httpx.AsyncClient, runtime: Runtime,
+                                                             staff: dict[str, str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    sara, rosa = await _supervisors(runtime, client)
+    key = await _live(runtime, "c-off")
+    redis = runtime.store.redis
+    real_get = redis.get
+
+    async def rosa_off_while_sara_joins(forget_rosa: bool) -> httpx.Response:
+        """rosa reads the request (nothing, or her own); before she acts on it, her request is forgotten (her
+        phone did not answer) if she had one, and sara joins."""
+        raced: list[int] = []
+
+        async def get(name: str, *args: Any, **kwargs: Any) -> Any:
+            value = await real_get(name, *args, **kwargs)
+            if name == key and not raced:
+                raced.append(0)
+                if forget_rosa:
+                    await redis.delete(key)
+                raced[0] = (await client.post("/api/v1/calls/c-off/supervise", headers=sara,
+                                              json={"mode": "listen"})).status_code
+            return value
+
+        monkeypatch.setattr(redis, "get", get)
+        try:
+            return await client.post("/api/v1/calls/c-off/supervise", headers=rosa, json={"mode": "off"})
+        finally:
+            monkeypatch.undo()
+            assert raced == [202]
+
+    # rosa was on no call: her `off` has nothing to remove
+    r = await rosa_off_while_sara_joins(forget_rosa=False)
+    assert r.status_code == 202, r.text
+    assert json.loads(str(await redis.get(key)))["supervisor"] == "user:sara"  # sara's request is still there
+    assert (await client.post("/api/v1/calls/c-off/supervise", headers=sara, json={"mode": "off"})).status_code == 202
+    assert await redis.get(key) is None
+
+    # rosa's own request was replaced by sara's in between: her `off` is refused, sara's stays
+    assert (await client.post("/api/v1/calls/c-off/supervise", headers=rosa, json={"mode": "listen"})).status_code == 202
+    r = await rosa_off_while_sara_joins(forget_rosa=True)
+    assert r.status_code == 409 and r.json()["error_id"] == "already-supervised", r.text
+    assert json.loads(str(await redis.get(key)))["supervisor"] == "user:sara"

@@ -19,6 +19,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from core.store import Store
 from desk.models import Principal
 from desk_api.auth import desk_of, require
 from desk_api.deps import services_of
@@ -31,6 +32,15 @@ RECORDING_STATE_TTL_S = 4 * 3600
 _CALL_ID = re.compile(r"^[A-Za-z0-9._@:+-]{1,200}$")
 _RECORDING_ID = re.compile(r"^rec-[0-9a-f]{20}$")
 STAFF = ("agent_n1", "agent_n2", "supervisor")
+_CAS_ATTEMPTS = 5
+# Compare-and-set (or delete, with no new value) of a supervision request: only when the key still holds what
+# the caller read (nothing, as ''), so a read-check-write never overwrites or deletes a request written meanwhile.
+_SWAP = """
+local cur = redis.call('GET', KEYS[1])
+if (cur or '') ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end
+return 1
+"""
 
 
 class SuperviseIn(BaseModel):
@@ -95,32 +105,45 @@ async def supervise(call_id: str, body: SuperviseIn, request: Request,
     services = services_of(request)
     store, desk = services.store, desk_of(request)
     key = store.keys.call_supervise(call_id)
-    current_raw = await store.redis.get(key)
-    current = json.loads(current_raw) if current_raw else None
-    is_admin = "admin" in who.roles
-    if current and current.get("supervisor") != who.id and not is_admin:
-        raise Conflict("another supervisor is on this call", {"supervisor": current.get("supervisor")},
-                       error_id="already-supervised")
-    if body.mode == "off":
-        await store.redis.delete(key)
-        await desk.audit.record(who.id, "call.supervise", call_id, {"mode": "off", "agent": live.get("agent")})
-        return {"call_id": call_id, "mode": "off", "status": "requested"}
-    if who.agent_id is None:
-        raise Conflict("only a supervisor with an agent record (and a phone) can join a call", error_id="no-phone")
-    if who.agent_id == live.get("agent"):
-        raise Forbidden("you are the agent on this call", {"call_id": call_id}, error_id="own-call")
-    agent = await desk.agents.get(who.agent_id)
-    uri = _phone_of(request, agent)
-    if not uri:
-        raise Conflict("your agent record has no phone to ring (a SIP URI, or the softphone)", error_id="no-phone")
-    same = bool(current and current.get("supervisor") == who.id)
-    doc = {"id": uuid.uuid4().hex, "mode": body.mode, "supervisor": who.id, "agent_id": who.agent_id,
-           "uri": (current or {}).get("uri") if same else uri,
-           "at": services.clock.now().isoformat()}
-    await store.redis.set(key, json.dumps(doc), ex=SUPERVISE_TTL_S)
-    await desk.audit.record(who.id, "call.supervise", call_id, {"mode": body.mode, "agent": live.get("agent"),
-                                                                 "queue": live.get("queue")})
-    return {"call_id": call_id, "mode": body.mode, "status": "requested"}
+    for _ in range(_CAS_ATTEMPTS):
+        current_raw = await store.redis.get(key)
+        current = json.loads(current_raw) if current_raw else None
+        is_admin = "admin" in who.roles
+        if current and current.get("supervisor") != who.id and not is_admin:
+            raise Conflict("another supervisor is on this call", {"supervisor": current.get("supervisor")},
+                           error_id="already-supervised")
+        if body.mode == "off":
+            # Only the request just read (the caller's own, or any for an admin) goes: one written meanwhile by
+            # someone else stays, and the next round refuses this `off` as above.
+            if current_raw is not None and not await _swap(store, key, current_raw, None):
+                continue
+            await desk.audit.record(who.id, "call.supervise", call_id, {"mode": "off", "agent": live.get("agent")})
+            return {"call_id": call_id, "mode": "off", "status": "requested"}
+        if who.agent_id is None:
+            raise Conflict("only a supervisor with an agent record (and a phone) can join a call", error_id="no-phone")
+        if who.agent_id == live.get("agent"):
+            raise Forbidden("you are the agent on this call", {"call_id": call_id}, error_id="own-call")
+        agent = await desk.agents.get(who.agent_id)
+        uri = _phone_of(request, agent)
+        if not uri:
+            raise Conflict("your agent record has no phone to ring (a SIP URI, or the softphone)", error_id="no-phone")
+        same = bool(current and current.get("supervisor") == who.id)
+        doc = {"id": uuid.uuid4().hex, "mode": body.mode, "supervisor": who.id, "agent_id": who.agent_id,
+               "uri": (current or {}).get("uri") if same else uri,
+               "at": services.clock.now().isoformat()}
+        # Written only over the request just read (or none): of two supervisors joining at once, one wins and
+        # the other reads the winner's request on the next round (409).
+        if not await _swap(store, key, current_raw, json.dumps(doc)):
+            continue
+        await desk.audit.record(who.id, "call.supervise", call_id, {"mode": body.mode, "agent": live.get("agent"),
+                                                                     "queue": live.get("queue")})
+        return {"call_id": call_id, "mode": body.mode, "status": "requested"}
+    raise Conflict("La supervisión de esta llamada cambió mientras se pedía; vuelva a intentarlo.", {"call_id": call_id},
+                   error_id="supervision-busy")
+
+
+async def _swap(store: Store, key: str, expected: str | bytes | None, new: str | None) -> bool:
+    return bool(await store.redis.eval(_SWAP, 1, key, expected or "", new or "", SUPERVISE_TTL_S))
 
 
 @router.post("/calls/{call_id}/recording", status_code=202)
