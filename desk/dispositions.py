@@ -4,21 +4,25 @@
 On a ticket the code goes to `meta["disposition"]` with a note in its history, in the same transaction as its event
 and audit entry (TicketService.change). On a call it goes to its own key (`Keys.call_disposition`), because the
 IVR rewrites the whole call record at each step of a live call and would lose a field set beside it; the CDR and
-the call record's API read both. Each setting counts in the day's report counters.
+the call record's API read both. Each ticket and call counts once in the report counters, under its code of the
+day it was given it: a new code moves its count from the old code (and day) to the new one, the same code again
+counts nothing.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from redis.exceptions import WatchError
 
 from config.desk import Disposition, Dispositions
 from config.models import Settings
 from core.clock import Clock
-from core.errors import InvalidInput
+from core.errors import Conflict, InvalidInput
 from core.refs import display_ref
 from core.store import Store
 from core.versioned import VersionedSection, VersionInfo
@@ -39,6 +43,16 @@ def dispositions_section(store: Store, clock: Clock, settings: Callable[[], Sett
                 raise ValueError(f"disposition {c.code!r}: unknown queues {unknown} (queues: {sorted(queues)})")
 
     return VersionedSection(store, clock, SECTION, Dispositions, lambda: settings().desk.dispositions, check)
+
+
+# Moves one count: +1 on KEYS[1] (the new code's counter, kept ARGV[1] s), -1 on KEYS[2] if given (the old code's,
+# never below 0: a counter already expired stays gone).
+_MOVE = """
+if #KEYS > 1 and tonumber(redis.call('GET', KEYS[2]) or '0') > 0 then redis.call('DECR', KEYS[2]) end
+redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
 
 
 class DispositionService:
@@ -81,26 +95,45 @@ class DispositionService:
                                error_id="unknown-disposition")
         return found
 
-    def _count(self, pipe: Any, kind: str, code: str) -> None:
-        key = self.store.keys.counter(f"disposition:{kind}:{code}", self.clock.now().astimezone(self.tz).date().isoformat())
-        pipe.incr(key)
-        pipe.expire(key, COUNTER_TTL_S)
+    def _counter(self, kind: str, code: str, day: str) -> str:
+        return self.store.keys.counter(f"disposition:{kind}:{code}", day)
+
+    def _today(self) -> str:
+        return self.clock.now().astimezone(self.tz).date().isoformat()
+
+    def _move_keys(self, kind: str, old: Any, new: dict[str, Any]) -> list[str]:
+        """The counters `_MOVE` takes for a change from `old` (the stored value, if any) to `new`: the new code's of
+        today, then the old code's of the day it was counted (none when unknown)."""
+        keys = [self._counter(kind, str(new["code"]), self._today())]
+        if isinstance(old, dict) and old.get("code"):
+            try:
+                day = datetime.fromisoformat(str(old.get("at"))).astimezone(self.tz).date().isoformat()
+            except ValueError:
+                return keys
+            keys.append(self._counter(kind, str(old["code"]), day))
+        return keys
 
     async def set_on_ticket(self, ref: str, code: str, *, actor: str) -> Ticket:
         t = await self.tickets.get(ref)
         d = await self.resolve(code, t.queue)
         value = {"code": d.code, "label": d.label, "by": actor, "at": self.clock.now().isoformat()}
+        seen: dict[str, Any] = {}
 
         def mutate(ticket: Ticket) -> list[Interaction]:
-            ticket.meta["disposition"] = value
+            # Called once per attempt of the ticket's optimistic transaction: the last call saw what was replaced.
+            old = ticket.meta.get("disposition")
+            seen["old"] = old
+            if not (isinstance(old, dict) and old.get("code") == d.code):
+                ticket.meta["disposition"] = value  # the same code again keeps when it was given (and counted)
             return [Interaction(kind="note", channel="api", actor=actor, text=f"Tipificación: {d.label}",
                                 data={"disposition": d.code})]
 
         out = await self.tickets.change(t.ref, mutate, actor=actor, action="ticket.disposition",
                                         details={"code": d.code})
-        async with self.store.redis.pipeline(transaction=False) as pipe:
-            self._count(pipe, "ticket", d.code)
-            await pipe.execute()
+        old = seen.get("old")
+        if not (isinstance(old, dict) and old.get("code") == d.code):
+            keys = self._move_keys("ticket", old, value)
+            await self.store.redis.eval(_MOVE, len(keys), *keys, COUNTER_TTL_S)
         return out
 
     async def before_close(self, ref: str, status: str, code: str | None, *, actor: str) -> None:
@@ -121,16 +154,34 @@ class DispositionService:
                                error_id="disposition-required")
 
     async def set_on_call(self, call_id: str, code: str, queue: str | None, *, actor: str) -> dict[str, Any]:
+        """Set (or change) a call's code; returns the value stored. The same code again keeps the first one."""
         d = await self.resolve(code, queue)
-        value = {"code": d.code, "label": d.label, "by": actor, "at": self.clock.now().isoformat()}
+        value: dict[str, Any] = {"code": d.code, "label": d.label, "by": actor, "at": self.clock.now().isoformat()}
         k = self.store.keys
+        key = k.call_disposition(call_id)
         async with self.store.redis.pipeline(transaction=True) as pipe:
-            pipe.set(k.call_disposition(call_id), json.dumps(value, ensure_ascii=False))
-            self._count(pipe, "call", d.code)
-            pipe.xadd(k.audit, self.audit.entry(actor, "call.disposition", call_id, {"code": d.code}),  # type: ignore[arg-type]
-                      maxlen=self.audit.maxlen, approximate=True)
-            await pipe.execute()
-        return value
+            for _ in range(50):
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    try:
+                        old = json.loads(raw) if raw else None
+                    except ValueError:
+                        old = None
+                    same = isinstance(old, dict) and old.get("code") == d.code
+                    pipe.multi()
+                    if not same:
+                        pipe.set(key, json.dumps(value, ensure_ascii=False))
+                        keys = self._move_keys("call", old, value)
+                        pipe.eval(_MOVE, len(keys), *keys, COUNTER_TTL_S)
+                    pipe.xadd(k.audit, self.audit.entry(actor, "call.disposition", call_id, {"code": d.code}),  # type: ignore[arg-type]
+                              maxlen=self.audit.maxlen, approximate=True)
+                    await pipe.execute()
+                    return old if same and isinstance(old, dict) else value
+                except WatchError:
+                    continue
+        raise Conflict("La tipificación de esta llamada cambió mientras se guardaba; vuelva a intentarlo.",
+                       {"call_id": call_id}, error_id="disposition-busy")
 
     async def counts(self, start: date, end: date) -> dict[str, Any]:
         """Per code, tickets and calls given it between two local days (inclusive), with the labels."""

@@ -15,6 +15,7 @@ import pytest
 
 import ivr.cdr as cdr_module
 from atiende.runtime import Runtime
+from core.clock import FixedClock
 from desk_api.routes.operations import Operations, _HeldStream
 from ivr.contact import Session
 from tests.conftest import STAFF_PASSWORD
@@ -171,3 +172,58 @@ async def test_off_never_removes_another_supervisors_request(client: httpx.Async
     r = await rosa_off_while_sara_joins(forget_rosa=True)
     assert r.status_code == 409 and r.json()["error_id"] == "already-supervised", r.text
     assert json.loads(str(await redis.get(key)))["supervisor"] == "user:sara"
+
+
+# ---- 3. dispositions count once ---------------------------------------------------------------------------------
+
+
+async def _report(client: httpx.AsyncClient, staff: dict[str, str], day: str) -> dict[str, Any]:
+    r = await client.get(f"/api/v1/reports/dispositions?start={day}&end={day}", headers={"X-API-Key": staff["ivr_key"]})
+    assert r.status_code == 200, r.text
+    codes: dict[str, Any] = r.json()["codes"]
+    return codes
+
+
+async def test_a_call_disposition_counts_once_and_a_change_moves_it(client: httpx.AsyncClient, runtime: Runtime,
+                                                                    staff: dict[str, str], clock: FixedClock) -> None:
+    await _ended_call(runtime, "c-disp")
+    ana = await _login(client, "ana")
+    day1 = clock.now().date().isoformat()
+    for _ in range(3):
+        r = await client.post("/api/v1/calls/c-disp/disposition", headers=ana, json={"code": "cita"})
+        assert r.status_code == 200 and r.json()["disposition"]["code"] == "cita", r.text
+    assert (await _report(client, staff, day1))["cita"]["calls"] == 1
+    r = await client.post("/api/v1/calls/c-disp/disposition", headers=ana, json={"code": "informado"})
+    assert r.status_code == 200 and r.json()["disposition"]["code"] == "informado"
+    got = await _report(client, staff, day1)
+    assert (got["cita"]["calls"], got["informado"]["calls"]) == (0, 1)
+    # a change the next day takes the count off the day it was counted
+    clock.advance(86400)
+    day2 = clock.now().date().isoformat()
+    r = await client.post("/api/v1/calls/c-disp/disposition", headers=ana, json={"code": "cita"})
+    assert r.status_code == 200
+    before, after = await _report(client, staff, day1), await _report(client, staff, day2)
+    assert (before["informado"]["calls"], before["cita"]["calls"]) == (0, 0)
+    assert (after["cita"]["calls"], after["informado"]["calls"]) == (1, 0)
+    stored = json.loads(str(await runtime.store.redis.get(runtime.store.keys.call_disposition("c-disp"))))
+    assert stored["code"] == "cita"
+
+
+async def test_a_ticket_disposition_counts_once_and_a_change_moves_it(client: httpx.AsyncClient, runtime: Runtime,
+                                                                      staff: dict[str, str], clock: FixedClock) -> None:
+    ana = await _login(client, "ana")
+    t = await runtime.desk.tickets.create(channel="phone", queue="N1", subject="Padrón", body="empadronarme")
+    assert (await client.post(f"/api/v1/tickets/{t.ref}/claim", headers=ana)).status_code == 200
+    day = clock.now().date().isoformat()
+    for _ in range(2):
+        r = await client.post(f"/api/v1/tickets/{t.ref}/disposition", headers=ana, json={"code": "cita"})
+        assert r.status_code == 200 and r.json()["meta"]["disposition"]["code"] == "cita", r.text
+    assert (await _report(client, staff, day))["cita"]["tickets"] == 1
+    r = await client.post(f"/api/v1/tickets/{t.ref}/disposition", headers=ana, json={"code": "informado"})
+    assert r.status_code == 200 and r.json()["meta"]["disposition"]["code"] == "informado"
+    got = await _report(client, staff, day)
+    assert (got["cita"]["tickets"], got["informado"]["tickets"]) == (0, 1)
+    # closing with the code it already has counts nothing more
+    r = await client.post(f"/api/v1/tickets/{t.ref}/close", headers=ana, json={"disposition": "informado"})
+    assert r.status_code == 200, r.text
+    assert (await _report(client, staff, day))["informado"]["tickets"] == 1
