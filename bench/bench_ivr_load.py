@@ -114,11 +114,12 @@ def tree(pid: int) -> list[int]:
             st = _stat(int(p.name))
             if st:
                 children[int(st[1])].append(int(p.name))
-    out, todo = [], [pid]
+    out: list[int] = []
+    todo = [pid]
     while todo:
-        p = todo.pop()
-        out.append(p)
-        todo += children.get(p, [])
+        q = todo.pop()
+        out.append(q)
+        todo += children.get(q, [])
     return out
 
 
