@@ -17,7 +17,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError
+from redis.exceptions import ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 if TYPE_CHECKING:
@@ -320,7 +320,11 @@ def loads(raw: str | bytes | None, model: type[M]) -> M | None:
     return model.model_validate_json(raw)
 
 
-REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+# "The store did not do it": unreachable, too slow, or answering with an error. A primary refuses every write when
+# it lost its replicas (NOREPLICAS, deploy/redis's min-replicas-to-write), ran out of memory (OOM) or cannot write
+# its AOF (MISCONF): ResponseErrors, which every caller must take as the store being away (503, the apology to a
+# caller, a voicemail kept on disk), never as a crash that hangs up a call.
+REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, ResponseError)
 
 # Connections outside the request pool, per Store: the desk events reader and the web chat pub/sub reader.
 DEDICATED = 2

@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from redis.exceptions import RedisError
+
 from config.flows import (
     Answer,
     Branch,
@@ -88,7 +90,10 @@ class Deps:
 DEGRADED_FLOW = "closed_offer"
 STORE_DOWN = "Disculpe, por una incidencia técnica ahora no podemos completar su consulta."
 STORE_DOWN_END = "Disculpe, por una incidencia técnica no podemos atenderle ahora. Por favor, llame más tarde."
-STORE_ERRORS = (*REDIS_ERRORS, Unavailable)
+# Any error the store answers with, not only a lost connection: a primary refusing writes (NOREPLICAS once its
+# replicas are gone, OOM, MISCONF when its disk fails) must give the caller the apology and the voicemail offer,
+# not a hang-up; the log keeps the error.
+STORE_ERRORS = (*REDIS_ERRORS, RedisError, Unavailable)
 
 
 class _Fmt(dict[str, Any]):

@@ -55,6 +55,19 @@ async def test_a_caller_who_asks_for_a_person_hears_an_apology_and_a_voicemail_o
     assert [p.verb for p in session.path].count("enqueue") == 1
 
 
+async def test_a_store_that_refuses_writes_gets_the_same_apology_not_a_hang_up(
+        rt: Runtime, own_redis: PrivateRedis) -> None:
+    await rt.ivr.current_flows()
+    # What a primary says once its replicas are gone (deploy/redis: min-replicas-to-write 1): NOREPLICAS on every
+    # write. That is a ResponseError, not a lost connection, and it used to end the call.
+    await rt.store.redis.config_set("min-replicas-to-write", 1)
+    io = ScriptedIO([("say", "quiero hablar con una persona"), ("say", "no")], clock=rt.clock)
+    session = await rt.ivr.run(io)
+    said = " ".join(m.text for m in io.out)
+    assert "incidencia técnica" in said and "buzón de voz" in said, said
+    assert session.vars.get("degraded") is True
+
+
 async def test_self_service_answers_go_on_without_the_store(rt: Runtime, own_redis: PrivateRedis) -> None:
     await rt.ivr.current_flows()
     own_redis.stop()
