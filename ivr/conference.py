@@ -44,6 +44,13 @@ log = logging.getLogger(__name__)
 Mode = Literal["listen", "whisper", "barge"]
 MODES: tuple[Mode, ...] = ("listen", "whisper", "barge")
 RECORDING_PREFIX = "rec-"  # recording ids: "rec-" + 20 hex digits, never a call id (the voicemail route refuses them)
+_FORGET_REQUEST = """
+local raw = redis.call('GET', KEYS[1])
+if not raw or ARGV[1] == '' then return 0 end
+local ok, doc = pcall(cjson.decode, raw)
+if ok and type(doc) == 'table' and doc['id'] == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 LIVE_TTL_S = 30  # a node that dies stops refreshing its calls' live entries: they vanish from the wallboard
 # What the bridge treats as "the store is away": besides a lost connection, a Redis that answers but refuses writes
 # (ResponseError: NOREPLICAS under min-replicas-to-write, OOM under noeviction, MISCONF when it cannot persist).
@@ -338,9 +345,8 @@ class BridgeControl:
         """The supervisor is gone (hung up, did not answer): a new request will ring again."""
         key = self.store.keys.call_supervise(self.call_id)
         with contextlib.suppress(*STORE_AWAY):
-            raw = await self.store.redis.get(key)
-            if raw and as_dict(raw).get("id") == self.applied:
-                await self.store.redis.delete(key)
+            # Compare-and-delete in one step: a request another supervisor wrote after ours must survive.
+            await self.store.redis.eval(_FORGET_REQUEST, 1, key, self.applied or "")
         self.mode = None
         await self._unhold()
 

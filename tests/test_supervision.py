@@ -333,3 +333,22 @@ async def test_a_supervisor_dial_that_fails_tells_the_supervisor(runtime: Runtim
         await c.poll_dial()  # the request is forgotten: asking again rings again
         assert c.dialing is None and await runtime.store.redis.get(runtime.store.keys.call_supervise("c-s")) is None
         await c.close(None)
+
+
+async def test_a_leaving_supervisor_deletes_only_their_own_request(runtime: Runtime) -> None:
+    """Reading the request and deleting it in two steps lost a request another supervisor wrote in between."""
+    import json
+
+    events: list[dict[str, Any]] = []
+    c = _control(runtime, events)
+    key = runtime.store.keys.call_supervise("c-s")
+    c.applied = "req-sara"
+    await runtime.store.redis.set(key, json.dumps({"id": "req-rosa", "mode": "listen", "supervisor": "user:rosa"}))
+    await c._forget_request()
+    assert json.loads(await runtime.store.redis.get(key))["id"] == "req-rosa"  # rosa's request stays
+    await runtime.store.redis.set(key, json.dumps({"id": "req-sara", "mode": "listen", "supervisor": "user:sara"}))
+    await c._forget_request()
+    assert await runtime.store.redis.get(key) is None  # sara's own is gone: a new request will ring again
+    await runtime.store.redis.set(key, "not json")
+    await c._forget_request()  # a damaged entry is left alone, without an error
+    await c.close(None)
