@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from core.redis_server import free_port
 
@@ -75,22 +77,40 @@ class RedisHA:
         deadline = time.monotonic() + timeout
         self._wait_replicas(primary, len(self.data_ports) - 1, deadline)
         for port in self.sentinel_ports:
-            conf = "\n".join([
-                f"port {port}", "bind 127.0.0.1", 'dir "@DIR@"', "daemonize no", "loglevel warning",
-                'logfile "@DIR@/sentinel.log"',
-                f"sentinel monitor {self.service} 127.0.0.1 {primary} 2",
-                f"sentinel auth-pass {self.service} {self.password}",
-                f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}",
-                f"sentinel failover-timeout {self.service} {self.failover_timeout_ms}",
-                f"sentinel parallel-syncs {self.service} 1",
-            ]) + "\n"
-            self._spawn(port, conf, "--sentinel")
+            self._spawn_sentinel(port, primary)
         # The Sentinels must know each other (hello messages every 2 s) before one can be elected to fail over.
+        respawns = 0
         while time.monotonic() < deadline:
+            for i, port in enumerate(self.sentinel_ports):
+                if self.procs[port].poll() is not None and respawns < 3:
+                    # It exited: most likely its free port was taken meanwhile (other tests run beside this one).
+                    respawns += 1
+                    self.sentinel_ports[i] = free_port()
+                    self._spawn_sentinel(self.sentinel_ports[i], primary)
             if all(self._sentinel_peers(p) >= len(self.sentinel_ports) - 1 for p in self.sentinel_ports):
                 return
             time.sleep(0.1)
-        raise RuntimeError("the sentinels did not discover each other in time")
+        state = [(p, self.procs[p].poll(), self._sentinel_peers(p), self._log_tail(p)) for p in self.sentinel_ports]
+        raise RuntimeError(f"the sentinels did not discover each other in time: (port, exit code, peers, log) {state}")
+
+    def _spawn_sentinel(self, port: int, primary: int) -> None:
+        conf = "\n".join([
+            f"port {port}", "bind 127.0.0.1", 'dir "@DIR@"', "daemonize no", "loglevel warning",
+            'logfile "@DIR@/sentinel.log"',
+            f"sentinel monitor {self.service} 127.0.0.1 {primary} 2",
+            f"sentinel auth-pass {self.service} {self.password}",
+            f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}",
+            f"sentinel failover-timeout {self.service} {self.failover_timeout_ms}",
+            f"sentinel parallel-syncs {self.service} 1",
+        ]) + "\n"
+        self._spawn(port, conf, "--sentinel")
+
+    def _log_tail(self, port: int) -> str:
+        for name in ("sentinel.log", "redis.log"):
+            path = self.root / str(port) / name
+            if path.exists():
+                return " | ".join(path.read_text(errors="replace").splitlines()[-3:])
+        return ""
 
     def _wait_replicas(self, primary: int, n: int, deadline: float) -> None:
         c = self.client(primary)
@@ -109,8 +129,14 @@ class RedisHA:
             c.close()
         raise RuntimeError(f"{n} replicas did not come online")
 
+    @staticmethod
+    def _sentinel(port: int) -> redis.Redis:
+        """A client for one look at a Sentinel: no retries (redis-py's default spends ~4 s on a dead port)."""
+        return redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=0.5,
+                           retry=Retry(NoBackoff(), 0))
+
     def _sentinel_peers(self, port: int) -> int:
-        c = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=0.5)
+        c = self._sentinel(port)
         try:
             state = c.sentinel_master(self.service)
             return int(state["num-other-sentinels"]) if isinstance(state, dict) else -1
@@ -122,7 +148,7 @@ class RedisHA:
     def primary_port(self) -> int | None:
         """The primary as the Sentinels see it (the first that answers)."""
         for port in self.sentinel_ports:
-            c = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=0.5)
+            c = self._sentinel(port)
             try:
                 host_port = c.sentinel_get_master_addr_by_name(self.service)
                 if isinstance(host_port, tuple | list):
