@@ -22,6 +22,7 @@ import signal
 import time
 import uuid
 import wave
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -132,12 +133,16 @@ async def _answered(baresips: Any, wav: Path, user: str, within: float) -> float
     return took
 
 
-async def _active_calls(node: AtiendeService, key: str) -> int:
+async def _metric(node: AtiendeService, key: str, name: str) -> float:
     async with httpx.AsyncClient(base_url=node.http_url, headers={"X-API-Key": key}, timeout=5) as c:
         for line in (await c.get("/metrics")).text.splitlines():
-            if line.startswith("atiende_active_calls "):
-                return int(float(line.split()[1]))
-    return 0
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return 0.0
+
+
+async def _active_calls(node: AtiendeService, key: str) -> int:
+    return int(await _metric(node, key, "atiende_active_calls"))
 
 
 async def _until_idle(key: str, *nodes: AtiendeService) -> None:
@@ -318,20 +323,14 @@ class _Burst:
         ok = [a for a in after if a[3] == 201]
         again = min((e for _, s, e, _ in ok if s > killed), default=float("nan"))
         stall = max((e - s for _, s, e, _ in ok), default=0.0)
-        window = (f"refusals from {refused[0][1] - killed:+.2f} s to {max(e for _, _, e, _ in refused) - killed:+.2f} s "
-                  f"({len(refused)} of {len(after)} attempts after the SIGKILL: "
-                  f"{', '.join(f'{n} x {st}' for st, n in sorted(_counts(a[3] for a in refused).items()))})"
+        first, last = (min(s for _, s, _, _ in refused), max(e for _, _, e, _ in refused)) if refused else (0.0, 0.0)
+        window = (f"API error window {last - first:.2f} s, refusals from {first - killed:+.2f} s to {last - killed:+.2f} s "
+                  f"after the SIGKILL ({len(refused)} of {len(after)} attempts: "
+                  f"{', '.join(f'{n} x {st}' for st, n in sorted(Counter(a[3] for a in refused).items()))})"
                   if refused else f"no refusal ({len(after)} attempts after the SIGKILL)")
         return (f"{len(self.acked['ticket'])} tickets and {len(self.acked['callback'])} callbacks acknowledged, "
                 f"{self.unacked} writes still refused at the end; {window}; the longest acknowledged write took "
                 f"{stall:.2f} s; a write begun after the SIGKILL acknowledged {again - killed:.2f} s after it")
-
-
-def _counts(values: Any) -> dict[int, int]:
-    out: dict[int, int] = {}
-    for v in values:
-        out[v] = out.get(v, 0) + 1
-    return out
 
 
 async def _all_there(http: httpx.AsyncClient, paths: list[str]) -> list[str]:
@@ -398,6 +397,7 @@ async def _two_nodes(cluster: dict[str, Any], baresips: Any, tmp_path: Path, ha:
         await _until_idle(cluster["key"], b)
     assert on_b is not None, "no call landed on node B"
     established = time.monotonic()
+    lag_before = await _metric(b, cluster["key"], "atiende_event_loop_lag_seconds_sum")
 
     # Node A's voicemail is filed (its ticket seen through node B); then node A dies without a word. New calls are
     # answered by node B within 5 s each.
@@ -444,17 +444,19 @@ async def _two_nodes(cluster: dict[str, Any], baresips: Any, tmp_path: Path, ha:
     after_failover = await _answered(baresips, wav, "tras-redis", within=10)
     assert not any(e.get("type") == "CALL_CLOSED" for e in on_b.events), "the call on node B was cut"
     up_s = time.monotonic() - established
+    lag_s = await _metric(b, cluster["key"], "atiende_event_loop_lag_seconds_sum") - lag_before
     await on_b.hangup()
     await on_b.wait_event("CALL_CLOSED", within=10)
     heard = read_wav(on_b.recordings()[0])
     after_kill = heard[int((killed_after_s + 0.5) * RATE):]
     level = float(np.abs(after_kill.astype(np.float64)).mean()) if len(after_kill) else 0.0
-    # What the caller received covers the call up to the hang-up (no gap from A's death), and it is B's prompts. (A
-    # node whose loop stalls skips the RTP packets it missed rather than send them in a burst: a few per cent of a
-    # call on a loaded 2-core machine.)
-    assert len(heard) / RATE > 0.95 * up_s - 1.0 and level > 100, (
-        f"the caller on B heard {len(heard) / RATE:.1f} s of a {up_s:.1f} s call, {len(after_kill) / RATE:.1f} s "
-        f"after A died at mean level {level:.0f}")
+    # What the caller received covers the call up to the hang-up (no gap from A's death), and it is B's prompts. A
+    # node whose event loop is late skips the RTP packets it missed rather than send them in a burst: the time B's
+    # loop was late during the call (its lag histogram's sum: stalls of a starved 2-core machine, seconds under
+    # load) is missing from what the caller received, and is allowed for.
+    assert len(heard) / RATE > up_s - 1.0 - lag_s and level > 100, (
+        f"the caller on B heard {len(heard) / RATE:.1f} s of a {up_s:.1f} s call (node B's loop {lag_s:.1f} s late "
+        f"meanwhile), {len(after_kill) / RATE:.1f} s after A died at mean level {level:.0f}")
 
     # Every voicemail left across the failover becomes its ticket and callback, and plays.
     filed = await _until_filed(hb, {"+34" + c for c in B_CALLERS}, within=60)
@@ -469,7 +471,8 @@ async def _two_nodes(cluster: dict[str, Any], baresips: Any, tmp_path: Path, ha:
           f"after A died; calls after A died answered in {', '.join(f'{w:.2f}' for w in waits)} s; the Redis primary "
           f"killed during a burst: {burst.report(killed)}; {len(B_CALLERS)} voicemails left across the failover "
           f"({sum(bool(d.get('pending')) for d in told)} kept on disk while the store was away) filed and playing "
-          f"{filed_s:.2f} s after the SIGKILL; a new call answered in {after_failover:.2f} s")
+          f"{filed_s:.2f} s after the SIGKILL; a new call answered in {after_failover:.2f} s; the call on B heard "
+          f"{len(heard) / RATE:.1f} s of {up_s:.1f} s (B's loop {lag_s:.1f} s late meanwhile)")
 
     # A draining node (SIGUSR1) takes no new calls: they go to the other one. (Only B is left: it must refuse.)
     b.proc.popen.send_signal(signal.SIGUSR1)
