@@ -91,8 +91,9 @@ async def test_webchat_conversation(live: LiveServer, rt: Any) -> None:
         await ws.send("x" * 100_000)
         assert (await recv(ws, "error"))["message"] == "El mensaje es demasiado largo."
 
-    # Reconnecting with the session replays the conversation.
-    async with connect(f"{ws_url}?session={session}") as ws:
+    # Reconnecting with the session (in a first frame, never in the URL) replays the conversation.
+    async with connect(ws_url) as ws:
+        await ws.send(json.dumps({"type": "resume", "session": session}))
         assert (await recv(ws, "session"))["session"] == session
         texts = [(await recv(ws))["text"] for _ in range(4)]
         assert texts[1] == first
@@ -205,3 +206,35 @@ async def test_an_agents_reply_is_seen_only_when_a_widget_shows_it(live: LiveSer
     d = await delivery(ref, late.interaction.id)
     assert d["status"] == "failed" and "otro canal" in d["reason"], d
     assert any("¿Sigue ahí?" in str(x) for x in await rt.store.redis.lrange(rt.store.keys.webchat_log(session), 0, -1))
+
+
+async def test_a_session_in_the_url_is_ignored(live: LiveServer, rt: Any) -> None:
+    """SECURITY.md: a session id is never taken from a URL (URLs end up in proxies' logs): `?session=` opens a new
+    conversation, not the one it names."""
+    ws_url = live.url.replace("http", "ws") + "/api/v1/channels/webchat/ws"
+    async with connect(ws_url) as ws:
+        await ws.send(json.dumps({"type": "resume", "session": None}))
+        session = (await recv(ws, "session"))["session"]
+        await recv(ws)  # the greeting
+    async with connect(f"{ws_url}?session={session}") as ws:
+        await ws.send(json.dumps({"type": "resume", "session": None}))
+        assert (await recv(ws, "session"))["session"] != session
+
+
+async def test_an_internal_error_reaches_the_citizen_as_an_apology(live: LiveServer, rt: Any,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A service's refusal (e.g. a routing version naming a queue the desk lacks: "unknown queue 'X'") is for staff:
+    the citizen gets a Spanish apology, never the internal message."""
+    from core.errors import InvalidInput
+    from desk_api.channels import assistant, webchat
+
+    async def refuse(*_: Any, **__: Any) -> Any:
+        raise InvalidInput("unknown queue 'FANTASMA'", {"queue": "FANTASMA"})
+
+    monkeypatch.setattr(assistant, "handle", refuse)  # the server runs in this process, in another thread
+    ws_url = live.url.replace("http", "ws") + "/api/v1/channels/webchat/ws"
+    async with connect(ws_url) as ws:
+        await ws.send(json.dumps({"type": "message", "text": "quiero poner una reclamación formal"}))
+        error = await recv(ws, "error")
+    assert error["message"] == webchat.FAILED and error["message"].startswith("Lo sentimos")
+    assert "queue" not in error["message"]

@@ -39,7 +39,7 @@ _SESSION_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 LOG_KEEP = 200
 MAX_FRAME = 16_384  # characters; a chat message is cut to `max_message_chars` anyway
-FAILED = "No hemos podido procesar su mensaje. Inténtelo de nuevo."
+FAILED = "Lo sentimos, no hemos podido atender su mensaje. Inténtelo de nuevo en unos minutos."
 LOG_TTL_S = 7 * 86400
 
 
@@ -167,7 +167,9 @@ RESUME_WAIT_S = 1.0
 
 
 @router.websocket("/api/v1/channels/webchat/ws")
-async def webchat_socket(websocket: WebSocket, session: str | None = None) -> None:
+async def webchat_socket(websocket: WebSocket) -> None:
+    """A conversation is resumed only by the page's first frame, `{"type": "resume", "session"}`: a session id in
+    the URL (`?session=`) is ignored, as URLs end up in proxies' and servers' logs (SECURITY.md)."""
     rt: Services = websocket.app.state.services
     cfg = channels_config(rt).webchat
     if not cfg.enabled:
@@ -184,7 +186,7 @@ async def webchat_socket(websocket: WebSocket, session: str | None = None) -> No
         return
     _SOCKETS[address] = _SOCKETS.get(address, 0) + 1
     try:
-        await _serve(websocket, rt, session)
+        await _serve(websocket, rt)
     finally:
         left = _SOCKETS.get(address, 1) - 1
         if left > 0:
@@ -210,11 +212,9 @@ async def _resume(websocket: WebSocket) -> tuple[str | None, str | None]:
     return None, raw
 
 
-async def _serve(websocket: WebSocket, rt: Services, session: str | None) -> None:
+async def _serve(websocket: WebSocket, rt: Services) -> None:
     await websocket.accept()
-    pending: str | None = None
-    if not session:
-        session, pending = await _resume(websocket)
+    session, pending = await _resume(websocket)
     sid = session if session and _SESSION_RE.match(session) else secrets.token_urlsafe(18)
     await websocket.send_json({"type": "session", "session": sid})
     online = _online_key(rt, sid)
@@ -238,7 +238,10 @@ async def _serve(websocket: WebSocket, rt: Services, session: str | None) -> Non
             try:
                 await _on_message(websocket, rt, sid, frame)
             except AtiendeError as exc:
-                await websocket.send_json({"type": "error", "message": exc.message})
+                # Services' messages are for staff (English, internal: "unknown queue 'X'"): the citizen gets an
+                # apology. What went wrong is logged by its id (never the session id: it reads the conversation).
+                log.warning("web chat message refused: %s", exc.error_id)
+                await websocket.send_json({"type": "error", "message": FAILED})
             except Exception:
                 log.exception("web chat message failed")  # never the session id: it reads the conversation
                 await websocket.send_json({"type": "error", "message": FAILED})
