@@ -7,6 +7,7 @@ target, an unknown prompt or menu, or a set of flows that can loop forever witho
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Annotated, Literal, NamedTuple
 
 from pydantic import Field, model_validator
@@ -231,14 +232,25 @@ class FlowProblem(NamedTuple):
     message: str
 
 
-def check_flows(doc: Flows) -> list[str]:
-    """Every reason this document cannot run, in words an admin can act on; [] when it is sound."""
-    return list(dict.fromkeys(p.message for p in flow_problems(doc)))  # a loop is also reported on each stuck flow
+def check_flows(doc: Flows, queues: Collection[str] | None = None) -> list[str]:
+    """Every reason this document cannot run, in words an admin can act on; [] when it is sound. With `queues`
+    (the desk's), a step that hands over to any other queue is one too."""
+    # A loop is also reported on each stuck flow.
+    return list(dict.fromkeys(p.message for p in flow_problems(doc, queues)))
 
 
-def flow_problems(doc: Flows) -> list[FlowProblem]:
+def queue_problems(doc: Flows, queues: Collection[str]) -> list[FlowProblem]:
+    """The enqueue and voicemail steps that name a queue the desk does not have, located on their step."""
+    known = ", ".join(sorted(queues))
+    return [FlowProblem(name, i, "queue", f"flows.{name}[{i}] ({step.verb}): la cola «{step.queue}» no existe "
+                                          f"(colas: {known})")
+            for name, steps in doc.flows.items() for i, step in enumerate(steps)
+            if isinstance(step, Enqueue | Voicemail) and step.queue not in queues]
+
+
+def flow_problems(doc: Flows, queues: Collection[str] | None = None) -> list[FlowProblem]:
     """`check_flows` with each problem located on its flow, step and field, so an editor shows it on the step."""
-    problems: list[FlowProblem] = []
+    problems: list[FlowProblem] = [] if queues is None else queue_problems(doc, queues)
     names = set(doc.flows)
     here: tuple[str | None, int | None] = (None, None)
 
@@ -350,9 +362,10 @@ class _Unchecked(Flows):
         return self
 
 
-def locate_problems(data: object) -> list[FlowProblem]:
+def locate_problems(data: object, queues: Collection[str] | None = None) -> list[FlowProblem]:
     """Every problem of a document as an editor shows it: field errors (types, unknown keys, a say without text) and
-    the structural ones, each on its flow and step when it has one. [] when the document would be accepted."""
+    the structural ones, each on its flow and step when it has one. [] when the document would be accepted. With
+    `queues` (the desk's), a step naming another queue is one too."""
     from pydantic import ValidationError
 
     try:
@@ -378,4 +391,4 @@ def locate_problems(data: object) -> list[FlowProblem]:
                 where = ".".join(str(x) for x in loc)
                 out.append(FlowProblem(None, None, where or None, f"{where}: {msg}" if where else msg))
         return out
-    return flow_problems(doc)
+    return flow_problems(doc, queues)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -11,6 +12,12 @@ from config.base import Strict
 
 _ID = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
 _DTMF_KEY = re.compile(r"^[0-9*#]$")
+# What one intent may hold: the reference scenario's largest has 6 phrases and 86 keywords. An intent is compiled
+# on every edit and scored on every utterance, so a pasted list of thousands would slow both for nothing.
+MAX_PHRASES = 500
+MAX_PHRASE_CHARS = 300
+MAX_KEYWORDS = 500
+MAX_KEYWORD_CHARS = 80
 
 
 class Intent(Strict):
@@ -33,9 +40,24 @@ class Intent(Strict):
             raise ValueError("intent id must be lowercase letters, digits and '_', 2-40 long, and not 'none'")
         return v
 
+    @field_validator("phrases")
+    @classmethod
+    def _phrases(cls, v: list[str]) -> list[str]:
+        if len(v) > MAX_PHRASES:
+            raise ValueError(f"una intención admite como mucho {MAX_PHRASES} frases de ejemplo (tiene {len(v)})")
+        long = [p[:40] for p in v if len(p) > MAX_PHRASE_CHARS]
+        if long:
+            raise ValueError(f"una frase de ejemplo no puede pasar de {MAX_PHRASE_CHARS} caracteres: «{long[0]}…»")
+        return v
+
     @field_validator("keywords")
     @classmethod
     def _weights(cls, v: dict[str, float]) -> dict[str, float]:
+        if len(v) > MAX_KEYWORDS:
+            raise ValueError(f"una intención admite como mucho {MAX_KEYWORDS} palabras clave (tiene {len(v)})")
+        long = [k[:40] for k in v if len(k) > MAX_KEYWORD_CHARS]
+        if long:
+            raise ValueError(f"una palabra clave no puede pasar de {MAX_KEYWORD_CHARS} caracteres: «{long[0]}…»")
         bad = [k for k, w in v.items() if not -1 < w < 1 or w == 0]
         if bad:
             raise ValueError(f"keyword weights must be in (0, 1), or in (-1, 0) for inhibitors: {', '.join(bad)}")
@@ -101,3 +123,12 @@ class RoutingConfig(Strict):
                 if intent not in ids:
                     raise ValueError(f"dtmf menu {menu!r}: key {key} names unknown intent {intent!r}")
         return self
+
+
+def queue_problems(cfg: RoutingConfig, queues: Collection[str]) -> list[dict[str, str]]:
+    """Every intent that hands over to a queue the desk does not have ({loc, reason}, in Spanish); [] when none.
+    Every intent names one (a person takes over there, self-service or not), so every one is checked."""
+    known = ", ".join(sorted(queues))
+    return [{"loc": f"intents.{n}.queue",
+             "reason": f"la intención «{i.id}» pasa a la cola «{i.queue}», que no existe (colas: {known})"}
+            for n, i in enumerate(cfg.intents) if i.queue not in queues]

@@ -4,6 +4,9 @@ audio, side-by-side diffs of versions, and drafts a supervisor proposes and an a
 
 Roles are checked by the guard (`desk_api.app.GUARDED`): records for staff, changes under /api/v1/admin for admins,
 simulation and the editors' read-only helpers and drafts (/api/v1/editor) for supervisors.
+
+A flows document (saved, proposed, validated, simulated or rolled back to) is checked against the desk too: an
+enqueue or voicemail step naming a queue the desk does not have is refused (422), or it would fail on every call.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, model_validator
 
-from config.flows import Gather, locate_problems
-from core.errors import InvalidInput, NotFound, Unavailable
-from core.versioned import VersionInfo
+from config.flows import Gather, locate_problems, queue_problems
+from core.errors import Conflict, InvalidInput, NotFound, Unavailable
+from core.versioned import VersionedSection, VersionInfo
 from desk_api.auth import actor_of, require
 from desk_api.deps import services_of
 from desk_api.schemas import RollbackRequest
@@ -169,9 +172,12 @@ def _plain_numbers(value: Any) -> Any:
 
 
 @router.put("/api/v1/admin/ivr/flows", summary="Store a new version of the flows (422 with the reasons if invalid)")
-async def put_flows(body: dict[str, Any], request: Request, note: str = "",
+async def put_flows(body: dict[str, Any], request: Request, note: str = Query("", max_length=500),
+                    base: int | None = Query(None, ge=0, description="the version this document was made from: 409 "
+                                                                      "(stale-version) if another one is current now"),
                     actor: str = Depends(actor_of)) -> dict[str, Any]:
-    version = await services_of(request).flows.put(body, actor=actor, note=note)
+    rt = services_of(request)
+    version = await rt.flows.put(checked_flows(rt, body), actor=actor, note=note, base=base)
     return {"version": version}
 
 
@@ -189,7 +195,10 @@ async def flow_version(version: int, request: Request) -> dict[str, Any]:
 
 @router.post("/api/v1/admin/ivr/flows/rollback", summary="Make an older version current again (stored as a new version)")
 async def rollback_flows(body: RollbackRequest, request: Request, actor: str = Depends(actor_of)) -> dict[str, Any]:
-    version = await services_of(request).flows.rollback(body.version, actor=actor)
+    """422 when that version hands over to a queue the desk no longer has."""
+    rt = services_of(request)
+    queues = known_queues(rt)
+    version = await rt.flows.rollback(body.version, actor=actor, check=lambda doc: refuse_unknown_queues(doc, queues))
     return {"version": version, "rolled_back_to": body.version}
 
 
@@ -217,13 +226,35 @@ class SimulateBody(BaseModel):
                                                        "(step by step in the admin page) instead of simulating silence")
 
 
-def _draft_size(doc: dict[str, Any] | None, what: str) -> None:
+def draft_size(doc: dict[str, Any] | None, what: str) -> None:
     if doc is not None and len(json.dumps(doc, ensure_ascii=False)) > MAX_DOCUMENT:
-        raise InvalidInput(f"the {what} document is larger than {MAX_DOCUMENT} characters",
-                           [{"loc": what, "reason": "too large"}])
+        raise InvalidInput(f"El documento ({what}) pasa de {MAX_DOCUMENT} caracteres",
+                           [{"loc": what, "reason": "demasiado grande"}], error_id="document-too-large")
 
 
 MAX_DOCUMENT = 1_000_000  # characters of JSON; the reference scenario's flows are about 8,000
+
+
+def known_queues(rt: Services) -> frozenset[str]:
+    """The desk's queues: the only places an intent or a flow may hand a contact over to."""
+    return frozenset(q.id for q in rt.settings.desk.queues)
+
+
+def refuse_unknown_queues(doc: IvrConfig, queues: frozenset[str]) -> None:
+    problems = queue_problems(doc, queues)
+    if problems:
+        raise InvalidInput("Los flujos pasan a colas que no existen: " + "; ".join(p.message for p in problems),
+                           [{"loc": f"flows.{p.flow}[{p.step}].queue", "reason": p.message} for p in problems],
+                           error_id="unknown-queue")
+
+
+def checked_flows(rt: Services, data: Any) -> IvrConfig:
+    """A flows document validated (its size, the model and its structure, the desk's queues: 422); not saved."""
+    if isinstance(data, dict):
+        draft_size(data, "flows")
+    doc = rt.flows.validate(data)
+    refuse_unknown_queues(doc, known_queues(rt))
+    return doc
 
 
 @router.post("/api/v1/simulate", summary="Run the flows in force, or a draft, on a scripted caller; nothing is stored")
@@ -251,18 +282,18 @@ async def _simulate_draft(rt: Services, body: SimulateBody, inputs: list[tuple[A
                           at: datetime | None) -> tuple[Any, list[Any], bool]:
     """The engine `IvrService.simulate` builds, with the draft documents swapped in (validated first: 422)."""
     from core.clock import FixedClock
+    from desk_api.routes.routing import checked_routing
     from ivr.answers import Answers
     from ivr.contact import CallerGone
     from ivr.engine import Engine
     from ivr.hooks import DryRunHooks
     from ivr.textio import ScriptedIO
 
-    _draft_size(body.flows, "flows")
-    _draft_size(body.routing, "routing")
-    doc = rt.flows.validate(body.flows) if body.flows is not None else None
-    draft_router: Router | None = (await rt.router.compile_draft(body.routing))[1] if body.routing is not None else None
+    doc = checked_flows(rt, body.flows) if body.flows is not None else None
+    draft_router: Router | None = (await checked_routing(rt, body.routing))[1] if body.routing is not None else None
     clock = FixedClock(at) if at is not None else None
-    eng = await rt.ivr.engine(clock=clock, save=False, hooks=DryRunHooks.make(reader=rt.ivr.hooks.tickets))
+    hooks = DryRunHooks.make(reader=rt.ivr.hooks.tickets, queues=known_queues(rt))
+    eng = await rt.ivr.engine(clock=clock, save=False, hooks=hooks)
     if draft_router is not None:
         eng.deps.router = draft_router
     if doc is not None:
@@ -288,9 +319,9 @@ async def _simulate_draft(rt: Services, body: SimulateBody, inputs: list[tuple[A
 
 @router.post("/api/v1/editor/flows/validate", summary="Dry run: every problem of a flows document, located on its step")
 @router.post("/api/v1/admin/ivr/flows/validate", summary="Dry run: every problem of a flows document, located on its step")
-async def validate_flows(body: dict[str, Any] = Body(...)) -> dict[str, Any]:
-    _draft_size(body, "flows")
-    problems = locate_problems(body)
+async def validate_flows(request: Request, body: dict[str, Any] = Body(...)) -> dict[str, Any]:
+    draft_size(body, "flows")
+    problems = locate_problems(body, known_queues(services_of(request)))
     return {"ok": not problems, "problems": [p._asdict() for p in problems]}
 
 
@@ -503,11 +534,12 @@ class DraftBody(BaseModel):
 
 
 async def _validate_section(rt: Services, section: DraftSection, document: dict[str, Any]) -> None:
-    _draft_size(document, section)
+    from desk_api.routes.routing import checked_routing
+
     if section == "ivr":
-        rt.flows.validate(document)
+        checked_flows(rt, document)
     else:
-        await rt.router.compile_draft(document)
+        await checked_routing(rt, document)
 
 
 @router.post("/api/v1/editor/drafts/{section}", summary="Propose a draft (validated, not in force until an admin publishes it)")
@@ -547,16 +579,40 @@ async def get_draft(section: DraftSection, draft_id: str, request: Request) -> d
 
 @router.post("/api/v1/admin/drafts/{section}/{draft_id}/publish", summary="Put a draft in force as a new version")
 async def publish_draft(section: DraftSection, draft_id: str, request: Request,
+                        force: bool = Query(False, description="publish even though another version was saved after "
+                                                               "the one the draft was made from (it is replaced)"),
+                        confirm_worse: bool = Query(False, description="publish a routing draft even though the dev "
+                                                                       "set gets worse (the intents editor asks first)"),
                         actor: str = Depends(actor_of)) -> dict[str, Any]:
+    """Checked as the editors check it: the document (422), the dev set for routing (409 dev-set-worse unless
+    confirm_worse), and the version it was made from: 409 draft-outdated when another one is current now, unless
+    force (a draft is a whole document: publishing it replaces whatever was saved since)."""
+    from desk_api.routes.routing import checked_routing
+
     rt = services_of(request)
     draft = await _draft(rt, section, draft_id)
     note = f"borrador de {draft['author']}" + (f": {draft['note']}" if draft.get("note") else "")
+    sec: VersionedSection[Any] = rt.flows if section == "ivr" else rt.router.section
+    current, _ = await sec.fresh()
+    base = int(draft.get("base_version") or 0)
+    if current != base and not force:
+        raise Conflict(f"El borrador se hizo sobre la versión {base} y ahora está en uso la {current}: publicarlo "
+                       f"desharía los cambios guardados después. Ábralo en el editor sobre la versión actual, o "
+                       f"publíquelo de todos modos.", {"base_version": base, "current": current},
+                       error_id="draft-outdated")
+    check: dict[str, Any] | None = None
     if section == "ivr":
-        version = await rt.flows.put(draft["document"], actor=actor, note=note)
+        value: Any = checked_flows(rt, draft["document"])
     else:
-        version = await rt.router.put(draft["document"], actor, note=note)
+        value, compiled = await checked_routing(rt, draft["document"])
+        check = await rt.router.check_change(compiled)
+        if check["worse"] and not confirm_worse:
+            raise Conflict("El borrador empeora el acierto con el conjunto de frases; confirme para publicarlo igualmente",
+                           {"check": check}, error_id="dev-set-worse")
+    version = await sec.put(value, actor, note=note, base=current)  # 409 if yet another one got in meanwhile
     await rt.store.delete_draft(section, draft_id)
-    return {"version": version, "published": draft_id, "author": draft["author"]}
+    return {"version": version, "published": draft_id, "author": draft["author"], "replaced": current,
+            "check": check}
 
 
 @router.delete("/api/v1/admin/drafts/{section}/{draft_id}", summary="Drop a draft")

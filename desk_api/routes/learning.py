@@ -1,7 +1,8 @@
 """The learning loop for admins: what callers and chat users said that the IVR did not understand, or understood
 only after asking "¿Quiere …?", grouped with counts, confidence and each contact's trace; the intents it confuses;
 and one action that teaches an intent a phrase or a keyword (a new validated routing version, with the usual
-rollback). Admins only (the guard's /api/v1/admin/ prefix).
+rollback), and its «Deshacer», which undoes only that version (409 if another one was saved after it). Admins only
+(the guard's /api/v1/admin/ prefix).
 
 Everything is read from the call records (phone and chat contacts alike): each transcript of a gather that asks for
 an intent is one utterance, and what follows it in the same record says what became of it: a confirmation answered
@@ -18,9 +19,12 @@ import anyio
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field, model_validator
 
+from config.routing import RoutingConfig
 from core.errors import Conflict, InvalidInput, NotFound
+from core.versioned import StaleVersion
 from desk_api.auth import actor_of
 from desk_api.deps import services_of
+from desk_api.routes.routing import checked_routing, merged, rollback_routing
 
 if TYPE_CHECKING:
     from ivr.contact import Session, Transcript
@@ -155,27 +159,53 @@ class TeachBody(BaseModel):
 
 @router.post("/teach", summary="Add a phrase or a keyword to an intent: a new routing version, checked on the dev set")
 async def teach(body: TeachBody, request: Request, actor: str = Depends(actor_of)) -> dict[str, Any]:
+    """Made over the version in force and saved only if it still is; when another change got in first (another
+    admin teaching at the same time), made again over that one: every phrase taught is kept."""
     rt = services_of(request)
     svc = rt.router
-    _, cfg = await svc.config()
-    doc = cfg.model_dump(mode="json")
-    intent = next((i for i in doc["intents"] if i["id"] == body.intent), None)
-    if intent is None:
-        raise NotFound(f"no intent {body.intent!r}", {"intent": body.intent})
-    if body.phrase is not None:
-        phrase = " ".join(body.phrase.split())
-        if phrase.lower() in (p.lower() for p in intent["phrases"]):
-            raise InvalidInput(f"{body.intent} already has the phrase {phrase!r}", [{"loc": "phrase", "reason": "duplicate"}])
-        intent["phrases"].append(phrase)
-        what = f"frase «{phrase}»"
-    else:
-        keyword = " ".join((body.keyword or "").lower().split())
-        intent["keywords"][keyword] = body.weight
-        what = f"palabra clave «{keyword}» ({body.weight:+.2f})"
-    _, draft = await svc.compile_draft(doc)
-    check = await svc.check_change(draft)
-    if check["worse"] and not body.confirm_worse:
-        raise Conflict("the change makes the dev set worse; confirm to save it anyway", {"check": check})
-    version = await svc.put(doc, actor, note=f"aprendizaje: {what} → {body.intent}")
-    return {"version": version, "intent": body.intent, "added": what, "check": check,
-            "at": rt.clock.now().isoformat()}
+
+    async def change(base: int, cfg: RoutingConfig) -> dict[str, Any]:
+        doc = cfg.model_dump(mode="json")
+        intent = next((i for i in doc["intents"] if i["id"] == body.intent), None)
+        if intent is None:
+            raise NotFound(f"no intent {body.intent!r}", {"intent": body.intent})
+        if body.phrase is not None:
+            phrase = " ".join(body.phrase.split())
+            if phrase.lower() in (p.lower() for p in intent["phrases"]):
+                raise InvalidInput(f"{body.intent} already has the phrase {phrase!r}",
+                                   [{"loc": "phrase", "reason": "duplicate"}])
+            intent["phrases"].append(phrase)
+            what = f"frase «{phrase}»"
+        else:
+            keyword = " ".join((body.keyword or "").lower().split())
+            intent["keywords"][keyword] = body.weight
+            what = f"palabra clave «{keyword}» ({body.weight:+.2f})"
+        value, draft = await checked_routing(rt, doc)
+        check = await svc.check_change(draft)
+        if check["worse"] and not body.confirm_worse:
+            raise Conflict("the change makes the dev set worse; confirm to save it anyway", {"check": check})
+        version = await svc.section.put(value, actor, note=f"aprendizaje: {what} → {body.intent}", base=base)
+        return {"version": version, "previous": base, "intent": body.intent, "added": what, "check": check,
+                "at": rt.clock.now().isoformat()}
+
+    return await merged(rt, change)
+
+
+class UndoBody(BaseModel):
+    version: int = Field(..., ge=1, description="the version «Añadir» created")
+
+
+@router.post("/undo", summary="Undo one teach: its version's base made current again, only if it is still in force")
+async def undo(body: UndoBody, request: Request, actor: str = Depends(actor_of)) -> dict[str, Any]:
+    rt = services_of(request)
+    info = await rt.router.section.info(body.version)
+    if info.base is None or not info.note.startswith("aprendizaje:"):
+        raise InvalidInput(f"La versión {body.version} de las intenciones no se creó con «Añadir»: vuelva a una "
+                           "versión anterior desde «Versiones»", [{"loc": "version", "reason": "no es de aprendizaje"}])
+    try:
+        version = await rollback_routing(rt, info.base, actor, base=body.version)
+    except StaleVersion as exc:
+        raise Conflict(f"No se puede deshacer: después de este cambio se guardó la versión {exc.current} de las "
+                       "intenciones, y deshacerlo la desharía también. Quite la frase desde el editor de intenciones.",
+                       {"version": body.version, "current": exc.current}, error_id="stale-version") from None
+    return {"version": version, "rolled_back_to": info.base, "undone": body.version}

@@ -3,28 +3,84 @@
 Handlers stay thin: `runtime.router` validates, versions, compiles and routes. Every admin edit
 is a new version of the whole routing section (422 with reasons when invalid; the old version
 keeps serving). The guard lets only admins through; the acting user is the authenticated principal.
+
+Every document is also checked against the desk: an intent handing over to a queue the desk does not have is
+refused (422), on a save, a draft, a check, a try and a rollback alike. A save may name the version it was made
+from (`base`): when another change became current meanwhile it is refused (409 stale-version), never written over.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from fastapi import APIRouter, Body, Depends, Request
+import anyio
+from fastapi import APIRouter, Body, Depends, Query, Request
 from pydantic import BaseModel, Field
 
-from config.routing import Intent, RoutingConfig
-from core.errors import NotFound
-from core.versioned import VersionInfo
+from config.routing import Intent, RoutingConfig, queue_problems
+from core.errors import InvalidInput, NotFound
+from core.versioned import StaleVersion, VersionInfo
 from desk_api.auth import actor_of, rate_limited
 from desk_api.deps import services_of
+from desk_api.routes.ivr import draft_size, known_queues
 from desk_api.schemas import EditResult, RollbackRequest
 from routing.router import Router
 from routing.router_service import MAX_TEXT
+
+if TYPE_CHECKING:
+    from desk_api.context import Services
+
+T = TypeVar("T")
 
 router = APIRouter()
 admin = APIRouter(prefix="/api/v1/admin/routing", tags=["admin: routing"])
 # What the intents editor needs besides saving: supervisors use it too (they propose drafts an admin publishes).
 editor = APIRouter(prefix="/api/v1/editor/routing", tags=["editor: routing"])
+
+# ---- what every routing write goes through ---------------------------------------------------------------
+
+MERGE_ATTEMPTS = 8  # a merge of one phrase or intent is redone over a newer version at most this many times
+
+
+def refuse_unknown_queues(cfg: RoutingConfig, queues: frozenset[str]) -> None:
+    problems = queue_problems(cfg, queues)
+    if problems:
+        text = "; ".join(p["reason"] for p in problems)
+        raise InvalidInput(text[:1].upper() + text[1:], problems, error_id="unknown-queue")
+
+
+async def checked_routing(rt: Services, data: Any) -> tuple[RoutingConfig, Router]:
+    """A routing document validated (its size, the model, the desk's queues: 422) and compiled; nothing saved."""
+    if isinstance(data, dict):
+        draft_size(data, "routing")
+    svc = rt.router
+    value = await anyio.to_thread.run_sync(svc.section.validate, data)
+    refuse_unknown_queues(value, known_queues(rt))
+    return value, await anyio.to_thread.run_sync(Router, value, svc.knowledge)
+
+
+async def save_routing(rt: Services, data: Any, actor: str, note: str = "", base: int | None = None) -> int:
+    """Checked as `checked_routing` (it compiles before it is live), stored as the new current version; with `base`,
+    only if that version is still current (409 stale-version otherwise)."""
+    value, _ = await checked_routing(rt, data)
+    return await rt.router.section.put(value, actor, note, base=base)
+
+
+async def merged(rt: Services, change: Callable[[int, RoutingConfig], Awaitable[T]]) -> T:
+    """`change(version, config)` made over the current version and saved with it as its base; redone over the newer
+    one when another change got in first. For changes that merge one thing (a phrase, an intent): safe to redo."""
+    section = rt.router.section
+    for attempt in range(MERGE_ATTEMPTS):
+        # After a refusal: what is current now, not this node's copy of up to a second ago.
+        version, cfg = await (section.fresh() if attempt else section.current())
+        try:
+            return await change(version, cfg)
+        except StaleVersion:
+            if attempt == MERGE_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
 
 class RouteRequest(BaseModel):
     text: str = Field(..., max_length=MAX_TEXT, examples=["quiero pagar la tasa de la itv"])
@@ -85,9 +141,11 @@ async def get_routing(request: Request) -> RoutingView:
 
 @admin.put("", response_model=EditResult)
 async def put_routing(request: Request, body: dict[str, Any] = Body(..., examples=[{"threshold": 0.5, "intents": []}]),
+                      base: int | None = Query(None, ge=0, description="the version this document was made from: "
+                                                                        "409 if another one is current now"),
                       actor: str = Depends(actor_of)) -> EditResult:
     """Replace the whole routing config (same shape as `routing.yaml`); 422 with reasons when invalid."""
-    return EditResult(version=await services_of(request).router.put(body, actor))
+    return EditResult(version=await save_routing(services_of(request), body, actor, base=base))
 
 
 @admin.get("/intents/{intent_id}", response_model=Intent)
@@ -102,17 +160,22 @@ async def get_intent(request: Request, intent_id: str) -> Intent:
 @admin.put("/intents/{intent_id}", response_model=EditResult)
 async def put_intent(request: Request, intent_id: str, body: dict[str, Any] = Body(...),
                      actor: str = Depends(actor_of)) -> EditResult:
-    """Add or replace one intent (its id is the path's); the rest of the config is kept."""
-    svc = services_of(request).router
-    _, cfg = await svc.config()
-    doc = cfg.model_dump()
-    new = {**body, "id": intent_id}
-    ids = [i["id"] for i in doc["intents"]]
-    if intent_id in ids:
-        doc["intents"][ids.index(intent_id)] = new
-    else:
-        doc["intents"].append(new)
-    return EditResult(version=await svc.put(doc, actor, note=f"intent {intent_id}"))
+    """Add or replace one intent (its id is the path's); the rest of the config is kept, as it is when the change
+    is saved (redone over a version saved meanwhile, so no other change is lost)."""
+    rt = services_of(request)
+    draft_size(body, "routing")
+
+    async def change(version: int, cfg: RoutingConfig) -> int:
+        doc = cfg.model_dump()
+        new = {**body, "id": intent_id}
+        ids = [i["id"] for i in doc["intents"]]
+        if intent_id in ids:
+            doc["intents"][ids.index(intent_id)] = new
+        else:
+            doc["intents"].append(new)
+        return await save_routing(rt, doc, actor, note=f"intent {intent_id}", base=version)
+
+    return EditResult(version=await merged(rt, change))
 
 
 @admin.post("/explain")
@@ -137,7 +200,14 @@ async def get_version(request: Request, version: int) -> RoutingConfig:
 
 @admin.post("/rollback", response_model=EditResult)
 async def rollback(request: Request, body: RollbackRequest, actor: str = Depends(actor_of)) -> EditResult:
-    return EditResult(version=await services_of(request).router.rollback(body.version, actor))
+    """A copy of an older version made current again: 422 when it hands over to a queue the desk no longer has."""
+    return EditResult(version=await rollback_routing(services_of(request), body.version, actor))
+
+
+async def rollback_routing(rt: Services, version: int, actor: str, base: int | None = None) -> int:
+    queues = known_queues(rt)
+    return await rt.router.section.rollback(version, actor, base=base,
+                                            check=lambda cfg: refuse_unknown_queues(cfg, queues))
 
 
 # ---- the intents editor ------------------------------------------------------------------------
@@ -152,10 +222,10 @@ class CheckRequest(BaseModel):
 
 
 async def _router_for(request: Request, draft: dict[str, Any] | None) -> Router:
-    svc = services_of(request).router
+    rt = services_of(request)
     if draft is None:
-        return await svc.get()
-    return (await svc.compile_draft(draft))[1]
+        return await rt.router.get()
+    return (await checked_routing(rt, draft))[1]
 
 
 def _scored(router_: Router, text: str, channel: str) -> dict[str, Any]:
@@ -183,8 +253,6 @@ async def editor_routing(request: Request) -> dict[str, Any]:
 @editor.post("/try")
 async def try_route(request: Request, body: TryRequest) -> dict[str, Any]:
     """«Probar»: the scores of every intent for an utterance and which words counted, with the draft if given."""
-    import anyio
-
     router_ = await _router_for(request, body.config)
     return await anyio.to_thread.run_sync(_scored, router_, body.text, body.channel)
 
@@ -192,9 +260,9 @@ async def try_route(request: Request, body: TryRequest) -> dict[str, Any]:
 @editor.post("/check")
 async def check_change(request: Request, body: CheckRequest) -> dict[str, Any]:
     """The shipped dev set scored before (in force) and after (this document): accuracy and what moved."""
-    svc = services_of(request).router
-    _, draft = await svc.compile_draft(body.config)
-    return await svc.check_change(draft)
+    rt = services_of(request)
+    _, draft = await checked_routing(rt, body.config)
+    return await rt.router.check_change(draft)
 
 
 router.include_router(admin)

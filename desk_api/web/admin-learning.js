@@ -36,12 +36,12 @@
         result.className = "status-line error"; result.replaceChildren(Admin.issuesList(e));
       }
       function done(r) {
-        const previous = r.version - 1;
         result.className = "status-line ok";
+        // «Deshacer» undoes this version only: the server refuses (409) once another one was saved after it.
         result.replaceChildren(`Añadida la ${r.added} a ${r.intent}: versión ${r.version} de las intenciones (acierto ${pct(r.check.accuracy_before)} → ${pct(r.check.accuracy_after)}). `,
           el("button", { class: "secondary", "data-testid": "teach-undo", onclick: async () => {
-            try { const x = await api("POST", "/api/v1/admin/routing/rollback", { version: previous }); result.textContent = `Deshecho: vuelve a estar en uso lo de la versión ${previous} (guardado como versión ${x.version}).`; load(); }
-            catch (err) { result.textContent = describeError(err); }
+            try { const x = await api("POST", "/api/v1/admin/learning/undo", { version: r.version }); result.textContent = `Deshecho: vuelve a estar en uso lo de la versión ${x.rolled_back_to} (guardado como versión ${x.version}).`; load(); }
+            catch (err) { result.className = "status-line error"; result.textContent = describeError(err); }
           } }, "Deshacer"));
         if (Admin.routingDraft) Admin.routingDraft.doc = null;  // the intents tab reloads the new version
         if (row) row.classList.add("taught");
