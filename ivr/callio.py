@@ -215,7 +215,10 @@ class CallIO:
         offer_keys = "dtmf" in ask.input and "speech" in ask.input and bool(ask.options)
         if offer_keys and self._speech_overloaded(ask):
             return await self._keypad_instead(ask)
-        if ask.text and not self._barged:
+        # A key pressed over an earlier prompt (the welcome) answers this question: the caller knows the menu and
+        # typed ahead, so the question is not played to them in full first.
+        typed_ahead = "dtmf" in ask.input and not self._digits.empty()
+        if ask.text and not self._barged and not typed_ahead:
             await self.say(ask.text, cached=ask.cached, barge_in=ask.barge_in,
                            barge_in_ms=ask.barge_in_ms)
         self._barged = False

@@ -169,6 +169,22 @@ async def test_a_key_always_interrupts(tmp_path: Path) -> None:
     assert not whole and n < 90
 
 
+async def test_a_key_pressed_over_the_welcome_answers_the_question_without_playing_it() -> None:
+    from ivr.contact import Ask
+
+    leg = Leg([SILENT] * 300, keys={60: "2"})
+    io = CallIO(leg, PromptSpeech())  # type: ignore[arg-type]
+    try:
+        await io.say("Bienvenido al servicio de atención.", barge_in=False)
+        heard = await io.gather(Ask(text="Pulse 1 para tributos o 2 para tráfico.", input=["dtmf"], num_digits=1,
+                                    timeout_s=2))
+    finally:
+        leg.ended.set()
+        await io.close()
+    assert (heard.kind, heard.digits) == ("dtmf", "2"), heard
+    assert len(leg.played) == 1 and not leg.played[0][1], "the welcome stopped; the question was not played"
+
+
 @pytest.mark.slow
 async def test_voicemail_starts_where_the_caller_started(tmp_path: Path) -> None:
     """Issue 17: a message begun over the instructions was stored from the beep on. Now the instructions stop
