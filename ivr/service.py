@@ -152,7 +152,8 @@ class IvrService:
         io = ScriptedIO(inputs, channel=channel, caller=caller, clock=clock or self._clock)
         hooks = None
         if dry_run and not self.offline:
-            hooks = DryRunHooks.make(reader=self.hooks.tickets)
+            hooks = DryRunHooks.make(reader=self.hooks.tickets,
+                                     queues=frozenset(q.id for q in self._settings().desk.queues))
         session = await self.run(io, clock=clock, save=save, hooks=hooks)
         return session, io.out
 

@@ -263,3 +263,10 @@ async def test_the_intents_editor_has_size_limits(client: httpx.AsyncClient) -> 
     r = await client.put("/api/v1/admin/routing", json=long)
     assert r.status_code == 422 and "no puede pasar de" in r.text, r.text[:300]
     assert [v["version"] for v in (await client.get("/api/v1/admin/routing/versions")).json()] == [0]
+
+
+async def test_simulating_the_flows_in_force_refuses_a_queue_the_desk_no_longer_has(runtime: Runtime) -> None:
+    """The dry run of the flows in force (not only of drafts) names what a live call would fail on."""
+    runtime.settings.desk.queues = [q for q in runtime.settings.desk.queues if q.id != "N1"]
+    with pytest.raises(InvalidInput, match="N1"):
+        await runtime.ivr.simulate([("say", "quiero hablar con una persona")], dry_run=True)
