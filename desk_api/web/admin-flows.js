@@ -381,7 +381,10 @@
       try {
         if (Admin.isAdmin) {
           const note_ = note.value.trim();
-          const r = await api("PUT", `/api/v1/admin/ivr/flows${note_ ? `?note=${encodeURIComponent(note_)}` : ""}`, Draft.doc);
+          const q = new URLSearchParams();
+          if (note_) q.set("note", note_);
+          if (Number.isInteger(Draft.version)) q.set("base", String(Draft.version));  // refused (409) if another was saved
+          const r = await api("PUT", `/api/v1/admin/ivr/flows${q.size ? `?${q}` : ""}`, Draft.doc);
           await Draft.load(true);
           result.className = "status-line ok"; result.textContent = `Guardada la versión ${r.version}. Ya está en uso.`;
         } else {

@@ -131,7 +131,10 @@
 
     async function store() {
       if (Admin.isAdmin) {
-        const r = await api("PUT", "/api/v1/admin/routing", Draft.doc);
+        // `base`: the version these cards were loaded from; if someone saved another meanwhile the API refuses (409)
+        // instead of silently writing over their change.
+        const base = Number.isInteger(Draft.version) ? `?base=${Draft.version}` : "";
+        const r = await api("PUT", `/api/v1/admin/routing${base}`, Draft.doc);
         await Draft.load(true); renderCards();
         return `Guardada la versión ${r.version} de las intenciones. Ya está en uso.`;
       }

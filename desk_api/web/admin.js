@@ -338,10 +338,18 @@ async function versionsSection(box) {
               if (s === "ivr") await target.validate();
               Admin.show(tab);
             } }, "Abrir en el editor"),
-            el("button", { "data-testid": `publish-${d.id}`, onclick: async () => {
-              try { const r = await api("POST", `/api/v1/admin/drafts/${s}/${d.id}/publish`); result.className = "status-line ok";
+            el("button", { "data-testid": `publish-${d.id}`, onclick: async function publish(_ev, anyway = false) {
+              try { const r = await api("POST", `/api/v1/admin/drafts/${s}/${d.id}/publish${anyway ? "?force=true&confirm_worse=true" : ""}`); result.className = "status-line ok";
                 result.textContent = `Publicado el borrador de ${r.author}: versión ${r.version}.`; if (Admin.flowsDraft) Admin.flowsDraft.doc = null; await loadDrafts(); await loadVersions(); }
-              catch (e) { result.className = "status-line error"; result.replaceChildren(issuesList(e)); }
+              catch (e) {
+                result.className = "status-line error"; result.replaceChildren(issuesList(e));
+                // Made over an older version, or worse on the check set: the admin decides, knowingly.
+                if (e.status === 409 && ["draft-outdated", "dev-set-worse"].includes(e.body.error_id)) {
+                  result.append(el("div", { class: "row" },
+                    el("button", { class: "danger", "data-testid": `publish-anyway-${d.id}`, onclick: () => publish(null, true) }, "Publicar de todos modos"),
+                    el("button", { class: "secondary", onclick: () => { result.textContent = ""; } }, "No publicar")));
+                }
+              }
             } }, "Publicar"),
             el("button", { class: "danger", onclick: async () => {
               try { await api("DELETE", `/api/v1/admin/drafts/${s}/${d.id}`); await loadDrafts(); } catch (e) { result.textContent = describeError(e); }
