@@ -242,10 +242,18 @@ class Api:
         self.client.headers["Authorization"] = f"Bearer {r.json()['token']}"
 
     async def get(self, path: str) -> Any:
-        self.reads += 1
-        r = await self.client.get(path)
-        r.raise_for_status()
-        return r.json()
+        for attempt in range(3):
+            self.reads += 1
+            try:
+                r = await self.client.get(path)
+            except httpx.TransportError:  # e.g. a kept-alive connection the server closed meanwhile: read again
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(0.2)
+                continue
+            r.raise_for_status()
+            return r.json()
+        raise AssertionError("unreachable")
 
 
 class LogWatch:
@@ -399,8 +407,8 @@ def settle(c: Caller, rec: dict[str, Any] | None) -> None:
         return
     c.got = rec.get("intent")
     conf = [t for t in rec.get("transcripts") or [] if t.get("step") == "confirm"]
-    c.confirm_transcripts = [t.get("text") or (f"key {t.get('digits')}" if t.get("digits") else t.get("kind", ""))
-                             for t in conf]
+    c.confirm_transcripts = [t.get("text") or (f"key {t.get('digits')}" if t.get("digits") else
+                                               f"({t.get('kind', '')}, no text)") for t in conf]
     # Each confirmation question (its spoken "¿Quiere X?" and any keypad prompt after it) is one listen, one
     # transcript, in order; the steps after a round say how its answers were taken.
     k = 0
@@ -487,6 +495,7 @@ class Run:
     redis_cpu_pct: float = 0.0
     callers_cpu_pct: float = 0.0
     others_cpu_pct: float = 0.0
+    bench_cpu_pct: float = 0.0
     load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
     load_max1: float = 0.0
     load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
@@ -574,7 +583,9 @@ async def run_once(ns: NetNs, work: Path, rows: list[tuple[str, str, str]], args
         redis_pids = [q for q in load.tree(svc.proc.pid) if load.comm(q).startswith("redis")]
         pids = [q for q in load.tree(svc.proc.pid) if q not in redis_pids]
         phone_pids = [b.proc.pid for b in phones if b.proc]
+        bench_pids = [os.getpid(), dumpcap.pid]  # the poller and the capture
         procs0 = proc_cpu()
+        b0 = load.cpu_s(bench_pids, reaped=False)
         cpu0, rcpu0, g0, m0, t0 = (load.cpu_s(pids), load.cpu_s(redis_pids), load.cpu_s(phone_pids, reaped=False),
                                    load.machine_cpu_s(), time.monotonic())
         taken: set[str] = set()
@@ -608,6 +619,7 @@ async def run_once(ns: NetNs, work: Path, rows: list[tuple[str, str, str]], args
         sampler.cancel()
         t1 = time.monotonic()
         pids = [q for q in load.tree(svc.proc.pid) if q not in redis_pids]
+        b1 = load.cpu_s(bench_pids, reaped=False)
         cpu1, rcpu1, g1, m1 = (load.cpu_s(pids), load.cpu_s(redis_pids), load.cpu_s(phone_pids, reaped=False),
                                load.machine_cpu_s())
         procs1 = proc_cpu()
@@ -617,8 +629,9 @@ async def run_once(ns: NetNs, work: Path, rows: list[tuple[str, str, str]], args
         run.cpu_pct = round(100 * (cpu1 - cpu0) / dt, 1)
         run.redis_cpu_pct = round(100 * (rcpu1 - rcpu0) / dt, 1)
         run.callers_cpu_pct = round(100 * (g1 - g0) / dt, 1)
-        run.others_cpu_pct = round(100 * ((m1 - m0) - (cpu1 - cpu0) - (rcpu1 - rcpu0) - (g1 - g0)) / dt, 1)
-        mine = set(pids) | set(redis_pids) | set(phone_pids) | {os.getpid()}
+        run.bench_cpu_pct = round(100 * (b1 - b0) / dt, 1)
+        run.others_cpu_pct = round(100 * ((m1 - m0) - (cpu1 - cpu0) - (rcpu1 - rcpu0) - (g1 - g0) - (b1 - b0)) / dt, 1)
+        mine = set(pids) | set(redis_pids) | set(phone_pids) | set(bench_pids)
         used = sorted(((procs1[q][0] - procs0.get(q, (0.0, ""))[0], procs1[q][1]) for q in procs1 if q not in mine),
                       reverse=True)
         run.top_others = [f"{100 * s / dt:.0f}% {name}" for s, name in used[:5] if s / dt >= 0.02]
@@ -717,11 +730,13 @@ def report(r: Run) -> list[str]:
         lat("after sí/no", r.answer_lat)]) + f"; still playing {r.still_playing}, unmeasured {r.unmeasured}")
     out.append(lat("key -> answer audio", r.key_lat))
     out.append(f"CPU (% of one core): service {r.cpu_pct:.0f}, redis {r.redis_cpu_pct:.0f}, callers "
-               f"{r.callers_cpu_pct:.0f}, rest of the machine {r.others_cpu_pct:.0f}; api reads {r.api_reads}")
+               f"{r.callers_cpu_pct:.0f}, bench (poller, capture) {r.bench_cpu_pct:.0f}, rest of the machine "
+               f"{r.others_cpu_pct:.0f}; api reads {r.api_reads}")
     out.append("load average before {:.2f} {:.2f} {:.2f}, max 1-min during {:.2f}, after {:.2f} {:.2f} {:.2f}".format(
         *r.load_before, r.load_max1, *r.load_after))
     out.append(f"code: {r.code}")
-    out.append("what else ran (CPU % of one core over the run): " + ("; ".join(r.top_others) or "nothing notable"))
+    out.append("what else ran (CPU % of one core over the run, processes alive at its end): "
+               + ("; ".join(r.top_others) or "nothing notable"))
     for c in r.results:
         flag = "ok " if c.right else "MISS"
         rs = " | ".join(f"¿{x.proposed}? {'/'.join(x.answers) or '-'} heard {x.heard} -> {x.outcome}" for x in c.rounds)
