@@ -73,6 +73,9 @@ redis.call('XADD', KEYS[9], 'MAXLEN', '~', ARGV[13], '*', 'at', ARGV[8], 'actor'
 if ARGV[14] == '1' then redis.call('ZADD', KEYS[10], ARGV[2], ARGV[4]) end
 if ARGV[15] == '1' then redis.call('RPUSH', KEYS[11], ARGV[16]) end
 redis.call('INCR', KEYS[12]); redis.call('EXPIRE', KEYS[12], ARGV[17])
+if ARGV[18] ~= '' and redis.call('GET', KEYS[14]) == ARGV[18] then
+  redis.call('SET', KEYS[14], ARGV[4], 'EX', tonumber(ARGV[19]))
+end
 return 1
 """
 
@@ -141,9 +144,14 @@ class TicketService:
     async def create(self, *, channel: str, queue: str | None, subject: str, kind: str = "query",
                      citizen_id: str | None = None, intent: str | None = None, trace_id: str | None = None,
                      body: str = "", due: datetime | None = None, actor: str = "ivr",
-                     meta: dict[str, Any] | None = None, first: Interaction | None = None) -> Ticket:
+                     meta: dict[str, Any] | None = None, first: Interaction | None = None,
+                     marker: tuple[str, str, int] | None = None) -> Ticket:
         """A new ticket in `queue` (None = default queue for the kind). `first` is stored as its first interaction;
-        by default the body becomes one (kind by channel) when it is not empty."""
+        by default the body becomes one (kind by channel) when it is not empty.
+
+        `marker` = (key, token, ttl_s): in the same atomic step as the ticket, the key is set to the new reference
+        (for ttl_s) if it still holds `token`, so a request's record of what it created (an Idempotency-Key) is
+        never on one side of a failover while the ticket is on the other."""
         channel = normalize_channel(channel)
         queue_id, level = self._queue(queue, kind)
         now = self.clock.now()
@@ -173,12 +181,13 @@ class TicketService:
                 keys=[k.ticket(ticket.ref), k.tickets_all, k.tickets_open, k.tickets_status("open"), k.tickets_queue(queue_id),
                       k.queue_items(queue_id), k.ticket_interactions(ticket.ref), k.events, k.audit,
                       k.citizen_tickets(citizen_id or "-"), k.trace(trace_id or "-"), k.counter("tickets", self.day(now)),
-                      k.counter(f"interactions:{channel}", self.day(now))],
+                      k.counter(f"interactions:{channel}", self.day(now)), marker[0] if marker else k.ticket(ticket.ref)],
                 args=[ticket.model_dump_json(), now.timestamp(), due.timestamp() if due else "+inf", ticket.ref,
                       first.model_dump_json() if first else "", "ticket.created", json.dumps(event, ensure_ascii=False),
                       now.isoformat(), actor, "ticket.create",
                       json.dumps({"queue": queue_id, "kind": kind, "channel": channel}), self.events.maxlen,
-                      self.audit.maxlen, "1" if citizen_id else "0", "1" if trace_id else "0", trace, COUNTER_TTL_S],
+                      self.audit.maxlen, "1" if citizen_id else "0", "1" if trace_id else "0", trace, COUNTER_TTL_S,
+                      marker[1] if marker else "", marker[2] if marker else 0],
             )
             if int(ok) == 1:
                 return ticket

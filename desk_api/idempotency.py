@@ -6,7 +6,9 @@ the same key (per principal and kind, kept a day) the retry gets the first resul
 true`), a retry racing the first request gets 409 until it ends, and a failed first request leaves nothing.
 
 A request holds its key with a token of its own, and settles it (its result, or the key freed) with a
-compare-and-set on that token. When the store goes away under the request (a Redis failover), the settling is
+compare-and-set on that token. A ticket's creation records its result in the same script as the ticket (`marker`),
+so "freed" can only happen when nothing was created; a callback's id is derived from the key, so a second creation
+returns the first callback. When the store goes away under the request (a Redis failover), the settling is
 retried in the background until the store is back (SETTLE_FOR_S): a key left held would refuse every retry with
 409 for a day. A node that dies holding a key leaves it held for PENDING_TTL_S at most.
 """
@@ -65,6 +67,12 @@ class Claim:
                 self._later(result_id)
                 raise
 
+    @property
+    def marker(self) -> tuple[str, str, int] | None:
+        """For a creation that records its result itself, atomically with what it creates (desk tickets): a request
+        cut after its write cannot then free the key and let the retry create a second one."""
+        return (self.key, self.token, TTL_S) if self.key is not None else None
+
     async def failed(self) -> None:
         """Free the key (nothing was created); with the store away, once it is back."""
         if self.key is not None:
@@ -90,6 +98,16 @@ class Claim:
         log.warning("idempotency key left held: it frees itself within %d s", PENDING_TTL_S)
 
 
+def derived_id(request: Request, principal: str, kind: str) -> str | None:
+    """An id for what the request creates, the same for every retry with the key (None without one): for
+    resources whose id is internal (callbacks), the creation itself is then idempotent, whatever happened to the
+    key's record across a failover. Never for ticket references, which citizens see and must not be guessable."""
+    raw = request.headers.get("idempotency-key")
+    if raw is None or not _KEY.match(raw):
+        return None
+    return "k" + hashlib.sha256(f"{kind}\n{principal}\n{raw}".encode()).hexdigest()[:19]
+
+
 async def claim(store: Store, request: Request, principal: str, kind: str) -> Claim:
     raw = request.headers.get("idempotency-key")
     if raw is None:
@@ -106,6 +124,8 @@ async def claim(store: Store, request: Request, principal: str, kind: str) -> Cl
     if taken:
         return held
     prior = await store.redis.get(key)
+    if prior == held.token:  # our own SET NX, retried by redis-py after its reply was lost: the hold is ours
+        return held
     if prior is None or str(prior).startswith(PENDING):
         raise Conflict("una petición con esta Idempotency-Key está en curso; repítala en unos segundos",
                        error_id="idempotency-in-progress")

@@ -156,3 +156,20 @@ async def test_claims_left_by_an_older_version_are_handed_out_again(runtime: Run
     clock.set(clock.now() + CLAIM_HOLD + timedelta(seconds=1))
     taken = await svc.claim_next("luis")
     assert taken is not None and taken.id == legacy.id and taken.claimed_by == "luis"
+
+
+async def test_a_callback_taken_by_an_older_version_meanwhile_is_not_handed_out_again(runtime: Runtime) -> None:
+    """An older version claims in two steps (off the due list, then the document); the adoption scan between them
+    listed it as due again, and the next claim gave it to a second agent."""
+    from voicemail.callbacks import dumps
+
+    cbs, r, k = runtime.callbacks, runtime.store.redis, runtime.store.keys
+    cb = await cbs.create(phone="+34600111222", ticket_ref=None, due_at=runtime.clock.now())
+    await r.zrem(k.callbacks_due, cb.id)  # the older node's first step
+    await cbs.adopt_unindexed()  # the scan finds it pending off the list: due again
+    old = await cbs.get(cb.id)
+    old.status, old.claimed_by = "in_progress", "agent:old-node-A"
+    await r.set(k.callback(cb.id), dumps(old))  # the older node's second step
+    assert await cbs.claim_next("agent:new-node-B") is None
+    assert (await cbs.get(cb.id)).claimed_by == "agent:old-node-A"
+    assert await r.zscore(k.callbacks_due, cb.id) is None

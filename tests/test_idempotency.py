@@ -3,8 +3,11 @@ replicas did not confirm) gets the first result, not a second ticket or callback
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from atiende.runtime import Runtime
 from tests.conftest import ADMIN_KEY
@@ -121,3 +124,66 @@ async def test_a_key_held_when_the_store_went_away_is_settled_once_it_is_back(
         made = [c for c in await callbacks.query() if c.phone == body["phone"]]
         assert len(made) == 1 and made[0].id == res.json()["id"]
         assert (res.headers.get("idempotent-replayed") == "true") == (when == "after")
+
+
+async def test_a_hold_whose_reply_was_lost_is_still_the_requests_own(client: httpx.AsyncClient, runtime: Runtime,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """redis-py retries a SET NX whose reply was lost: the retry finds the request's own token (it answered 409 to
+    itself, and every retry got 409 for a minute)."""
+    redis = runtime.store.redis
+    real_set = redis.set
+    retried: list[bool] = []
+
+    async def reply_lost_once(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("nx") and not retried:
+            retried.append(True)
+            await real_set(*args, **kwargs)  # ran on the server; its reply was lost
+        return await real_set(*args, **kwargs)
+
+    monkeypatch.setattr(redis, "set", reply_lost_once)
+    h = {"Idempotency-Key": "lost-reply-0001", "X-API-Key": ADMIN_KEY}
+    r = await client.post("/api/v1/tickets", json={"queue": "N1", "subject": "Consulta"}, headers=h)
+    assert r.status_code == 201, r.text
+
+
+async def test_a_creation_cut_after_its_write_is_replayed_not_made_twice(client: httpx.AsyncClient,
+                                                                         runtime: Runtime) -> None:
+    """The creation ran on the server but its reply never came (a failover longer than redis-py's retries): the
+    key was freed and the client's retry filed a second ticket. The script now records the reference itself."""
+    tickets = runtime.desk.tickets
+    script = tickets._create
+
+    async def ran_then_cut(*, keys: list[str], args: list[object]) -> object:
+        await script(keys=keys, args=args)
+        raise RedisConnectionError("Connection closed by server.")
+
+    tickets._create = ran_then_cut  # type: ignore[assignment]
+    h = {"Idempotency-Key": "cut-after-write-01", "X-API-Key": ADMIN_KEY}
+    body = {"queue": "N1", "subject": "Consulta"}
+    try:
+        first = await client.post("/api/v1/tickets", json=body, headers=h)
+    finally:
+        tickets._create = script
+    assert first.status_code == 503, first.text
+    again = await client.post("/api/v1/tickets", json=body, headers=h)
+    assert again.status_code == 201 and again.headers.get("idempotent-replayed") == "true", again.text
+    assert await runtime.store.redis.zrange(runtime.store.keys.tickets_all, 0, -1) == [again.json()["ref"]]
+
+
+async def test_a_callback_creation_cut_after_its_write_is_made_once(client: httpx.AsyncClient, runtime: Runtime,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    service = runtime.callbacks
+    real_create = service.create
+
+    async def ran_then_cut(**kwargs: Any) -> Any:
+        await real_create(**kwargs)
+        raise RedisConnectionError("Connection closed by server.")
+
+    monkeypatch.setattr(service, "create", ran_then_cut)
+    h = {"Idempotency-Key": "cut-callback-0001", "X-API-Key": ADMIN_KEY}
+    body = {"phone": "+34 924 000 111"}
+    assert (await client.post("/api/v1/callbacks", json=body, headers=h)).status_code == 503
+    monkeypatch.setattr(service, "create", real_create)
+    again = await client.post("/api/v1/callbacks", json=body, headers=h)
+    assert again.status_code == 201, again.text
+    assert [cb.id for cb in await service.query()] == [again.json()["id"]]

@@ -223,6 +223,11 @@ class CallbackService:
                 await self._store.redis.zrem(self._k.callbacks_due, cb_id)
                 continue
             before, cb = got
+            if cb.status != "pending":
+                # Listed as due but taken meanwhile (an older version's claim is two steps, and the adoption scan
+                # may list it again between them): off the list, never handed to a second agent.
+                await self._store.redis.zrem(self._k.callbacks_due, cb_id)
+                continue
             cb.status, cb.claimed_by, cb.claimed_until = "in_progress", actor, now + hold
             if await self._swap(before, cb, require="due", lease=lease):
                 return self._flag(cb, now)

@@ -323,9 +323,10 @@ async def create_ticket(body: TicketIn, request: Request, who: Principal = Depen
     try:
         t = await desk.tickets.create(channel=body.channel, queue=body.queue, subject=body.subject, kind=body.kind,
                                       citizen_id=citizen_id, intent=body.intent, trace_id=body.trace_id,
-                                      body=body.body, due=body.due, actor=who.id, meta=body.meta)
+                                      body=body.body, due=body.due, actor=who.id, meta=body.meta,
+                                      marker=held.marker)
     except BaseException:
-        await held.failed()
+        await held.failed()  # frees the key only if the script did not record a ticket in it
         raise
     await held.done(t.ref)
     return Response(t.model_dump_json(), status_code=201, media_type="application/json")

@@ -98,7 +98,8 @@ async def create_callback(request: Request, body: CallbackIn) -> Response:
     if held.prior is not None:
         return _response(await service.get(held.prior), 201, idempotency.REPLAYED_HEADER)
     try:
-        cb = await service.create(phone=body.phone, ticket_ref=body.ticket_ref, reason=body.reason)
+        cb = await service.create(phone=body.phone, ticket_ref=body.ticket_ref, reason=body.reason,
+                                  callback_id=idempotency.derived_id(request, actor_of(request), "callback"))
     except BaseException:
         await held.failed()
         raise
