@@ -406,7 +406,7 @@ class Engine:
 
     async def confirm(self, question: str) -> bool | None:
         pol = Policy(no_input_retries=1, no_match_retries=1, dtmf_fallback=False, handover=None)
-        ask = Ask(text=question, options=[("1", "Sí"), ("2", "No")], grammar=["sí", "no"])
+        ask = Ask(text=question, options=[("1", "Sí"), ("2", "No")], grammar=["sí", "no"], num_digits=1)
         got = await self.collect(ask, "yes_no", pol, name="confirm")
         return None if got is None else got == "yes"
 
@@ -414,7 +414,8 @@ class Engine:
         """(yes/no, None) or (None, what the caller said instead: "¿Quiere X?" "quiero Y" is a new answer)."""
         from routing import entities
 
-        ask = Ask(text=question, options=[("1", "Sí"), ("2", "No")], hints=["sí", "no"])
+        # One key answers: without num_digits the keypad waited the inter-digit time (3 s) for a second one.
+        ask = Ask(text=question, options=[("1", "Sí"), ("2", "No")], hints=["sí", "no"], num_digits=1)
         for attempt in range(3):
             heard = await self.listen(ask)
             self.note_transcript("confirm", heard.kind, heard.text, heard.confidence, heard.digits, heard.engine)
@@ -452,6 +453,7 @@ class Engine:
         base = ask.text
         no_input = no_match = 0
         pending: Heard | None = None
+        denied: list[Any] = []  # guesses the caller said no to (values may be unhashable: offices, units)
         self._vocabulary(ask, expect)
         while True:
             if pending is not None:
@@ -471,11 +473,19 @@ class Engine:
                     s.intent, s.confidence = PERSON_INTENT, 1.0
                     raise Jump(self.doc.person_flow)
             value, sure = self.interpret(heard, expect, menu, pol)
+            if value is not None and value in denied and heard.kind == "speech":
+                # The caller said no to this guess and their new words make the same one: asking again would go
+                # round in circles (measured: 3 of 3 such calls); the keypad menu settles it.
+                if pol.dtmf_fallback and menu and self.doc.menus.get(menu):
+                    return await self._give_up(pol, menu, "no_match")
+                value = None
             if value is not None and not sure:
                 yes, instead = await self._confirm_intent(self.prompt("confirm", label=self.label(value)))
                 if yes:
                     sure = True
                 else:
+                    if yes is False:
+                        denied.append(value)
                     value = None
                     if yes is False and "next_question" in self.doc.prompts:
                         base = self.prompt("next_question")

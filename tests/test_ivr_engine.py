@@ -95,6 +95,33 @@ async def test_unsure_intent_denied_asks_again(loaded: Loaded) -> None:
 
 
 @pytest.mark.anyio
+async def test_the_same_wrong_guess_is_not_proposed_twice(loaded: Loaded) -> None:
+    """The caller says no, repeats their words, the router guesses the same: the keypad menu, not the question
+    again (over SIP 3 of 3 such calls went round once more before the menu)."""
+    session, said = await _run(loaded, [("say", "algo de la itv"), ("say", "no"), ("say", "algo de la itv"),
+                                        ("dtmf", "7"), ("say", "no")])
+    assert sum(t.startswith("¿Quiere pagar o consultar la tasa de la ITV?") for t in said) == 1
+    assert any(t.startswith("Puede elegir con el teclado.") for t in said)
+    assert session.intent == "horario" and session.vars["via"] == "dtmf_menu"
+
+
+@pytest.mark.anyio
+async def test_a_confirmation_takes_one_key(loaded: Loaded, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without num_digits the keypad waited 3 s for a second digit after "1" (measured over SIP: 2.8-2.9 s)."""
+    asks: list[Any] = []
+    real = ScriptedIO.gather
+
+    async def seen(self: ScriptedIO, ask: Any) -> Any:
+        asks.append(ask)
+        return await real(self, ask)
+
+    monkeypatch.setattr(ScriptedIO, "gather", seen)
+    await _run(loaded, [("say", "algo de la itv"), ("dtmf", "1"), ("say", "no")])
+    confirm = next(a for a in asks if a.text.startswith("¿Quiere pagar"))
+    assert confirm.num_digits == 1
+
+
+@pytest.mark.anyio
 async def test_no_match_then_dtmf_menu_then_keyed_choice(loaded: Loaded) -> None:
     session, said = await _run(loaded, [("say", "patatas"), ("say", "tomates"), ("dtmf", "7"), ("say", "no")])
     assert any(t.startswith("Perdone, no le he entendido.") for t in said)
