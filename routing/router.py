@@ -108,7 +108,9 @@ class _Vocabulary:
         self.keys: set[str] = set()
         self.prefixes: set[str] = set()
         self._choices: list[str] = []
-        self._cache: dict[str, frozenset[str]] = {}
+        self._sounds: dict[str, str] = {}
+        self._sound_choices: list[str] = []
+        self._cache: dict[tuple[str, bool], frozenset[str]] = {}
 
     @staticmethod
     def key_of(token: str) -> str:
@@ -127,9 +129,13 @@ class _Vocabulary:
 
     def freeze(self) -> None:
         self._choices = [w for w in self.by_word if len(w) >= 4 and not w.isdigit()]
+        self._sounds = {phonetic(w): w for w in self._choices}
+        self._sound_choices = list(self._sounds)
 
-    def resolve(self, token: str) -> frozenset[str]:
-        hit = self._cache.get(token)
+    def resolve(self, token: str, slips: bool = True) -> frozenset[str]:
+        """The keys `token` reaches; `slips`: also by a typing or hearing slip (not for a known name: the town
+        "Placencia" is no slip for "licencia")."""
+        hit = self._cache.get((token, slips))
         if hit is not None:
             return hit
         found: set[str] = set()
@@ -142,13 +148,18 @@ class _Vocabulary:
         for p in self.prefixes:
             if sound.startswith(p):
                 found.add(p)
-        if not found:
+        if not found and slips:
             for word in typo_matches(canonical(token), self._choices):
                 found.add(self.by_word[word])
+        if not found and slips and canonical(token) not in lexicon():
+            # A slip of the ear: the recogniser wrote a sound it half heard ("creja" for "queja"); compared by
+            # sound, the first sound must agree as for typing slips.
+            for near in typo_matches(sound, self._sound_choices):
+                found.add(self.by_word[self._sounds[near]])
         result = frozenset(found)
         if len(self._cache) > 100_000:
             self._cache.clear()
-        self._cache[token] = result
+        self._cache[(token, slips)] = result
         return result
 
 
@@ -237,7 +248,7 @@ class Router:
             if learn:
                 keys.append(self.vocab.add(token))
             else:
-                found = self.vocab.resolve(token)
+                found = self.vocab.resolve(token, slips=not self.towns.knows(token))
                 keys.append(min(found) if found else self.vocab.key_of(token))
         return " ".join(keys)
 
@@ -246,7 +257,7 @@ class Router:
     def _keyword_scores(self, norm: Normalized, entities: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, float]:
         """Per-intent keyword evidence, per-intent inhibition factor, and the share of content words known."""
         tokens = [*norm.tokens, *norm.spelled]
-        positions = [self.vocab.resolve(t) for t in tokens]
+        positions = [self.vocab.resolve(t, slips=not self.towns.knows(t)) for t in tokens]
         # A word split by the recogniser ("es pediente", "mies pacio"): the pair joined, when it is known.
         halves: set[int] = set()
         for i in range(len(norm.tokens) - 1):
@@ -565,7 +576,7 @@ def explain(router: Router, text: str) -> dict[str, Any]:
     """What matched, per intent: keywords (with weights) and the best phrase score. For admins tuning."""
     norm = router._analyze(text)
     tokens = [*norm.tokens, *norm.spelled]
-    positions = [router.vocab.resolve(t) for t in tokens]
+    positions = [router.vocab.resolve(t, slips=not router.towns.knows(t)) for t in tokens]
     out: dict[str, Any] = {"normalized": norm.text, "content": list(norm.content), "intents": {}}
     ph = router._phrase_scores(norm)
     for idx, intent in enumerate(router.intents):

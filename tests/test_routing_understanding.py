@@ -234,3 +234,22 @@ def test_evaluation_report_shape(router: Router) -> None:
     assert report["confusion"]["oficinas"] == {"cita_previa": 1}
     assert report["per_intent"]["cita_previa"] == {"n": 1, "right": 1, "recall": 1.0, "precision": 0.5}
     assert "confusion (rows: expected" in format_evaluation(report)
+
+
+# ---- hearing slips (issue 17, audio) -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("heard", "intent"), [
+    # Whisper writes a sound it half heard; by sound "creja" is one slip from "queja" (not a typing slip: c/q)
+    ("quiero poner una creja", "queja_sugerencia"),
+    ("estado de mi creja", "estado_consulta"),
+])
+def test_a_hearing_slip_is_matched_by_sound(router: Router, heard: str, intent: str) -> None:
+    assert router.route(heard, channel="voice").intent == intent
+
+
+def test_a_town_is_no_slip_for_a_keyword(router: Router) -> None:
+    # "Placencia" (the town, spelt by ear) is two letters from "licencia": it was taken for a licence (info_tramite)
+    res = router.route("Placencia.", channel="voice")
+    assert res.intent != "info_tramite" and res.entities.get("town") == "Plasencia"
+    assert router.route("la oficina más cercana a placencia").intent == "oficinas"
+    assert router.route("quiero pedir una lisencia de caza", channel="voice").intent == "info_tramite"  # a real slip
