@@ -39,7 +39,16 @@ from speech.endpoint import Endpointer
 from speech.engines import load_stt as load_stt
 from speech.engines import load_tts as load_tts
 from speech.engines import tts_id
-from speech.stt import Alternative, SttEngine, SttResult, SttStream
+from speech.stt import (
+    Alternative,
+    SttEngine,
+    SttResult,
+    SttStream,
+    first_is_final,
+    other_hypotheses,
+    settle,
+    take_hypothesis,
+)
 from speech.tts import TtsEngine, frames_8k
 from speech.workers import WorkerPool, WorkerProcess
 
@@ -302,20 +311,23 @@ class Speech:
         if first is None:
             first = await self._decode(pcm, hints, grammar, second=False)
             assert first is not None
-        if accept is None or (first.text and await self._judge(accept, first.text)):
+        if accept is None:
             return first
+        # The policy (an expected word heard whole is final, a lone unsure word is no answer) is speech.stt's.
+        first_fits = bool(first.text) and await self._judge(accept, first.text)
+        if first_is_final(first, hints, first_fits):
+            return first
+        for alt in other_hypotheses(first, hints):  # the same decode's n-best first: no second decode to wait for
+            if await self._judge(accept, alt.text):
+                return take_hypothesis(first, alt)
         pool = self._pool
         if pool is not None and pool.queued_decodes() >= max(1, self.cfg.stt_workers):
             # Every worker is busy: the second opinion (a 30 s padded window, ~3x a first decode) would delay
             # this caller and everyone queued behind; the IVR's retry or keypad handles the miss instead.
-            return first
+            return settle(first, None, first_fits, False, hints)
         other = await self._decode(pcm, hints, grammar, second=True)
-        if other is None or not other.text or not await self._judge(accept, other.text):
-            return first
-        seen = {a.text for a in other.alternatives}
-        other.alternatives += [a for a in first.alternatives if a.text not in seen]
-        other.second_opinion = True
-        return other
+        other_fits = other is not None and bool(other.text) and await self._judge(accept, other.text)
+        return settle(first, other, first_fits, other_fits, hints)
 
     async def listen(self, frames: AsyncIterator[bytes], *, hints: list[str] | None = None,
                      grammar: list[str] | None = None, no_input_ms: int | None = None,

@@ -3,11 +3,13 @@ by spelling or by sound over the n-best, with the ways Whisper writes a "sí" he
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from speech import models
 from speech.audio import to_float, to_pcm16, ulaw_roundtrip
-from speech.stt import WhisperEngine, snap_to_grammar, sound_key
+from speech.stt import SttResult, WhisperEngine, normalize, snap_to_grammar, sound_key, transcribe_checked
 from speech.tts import EspeakTts, render
 
 TOWNS = ["Cáceres", "Plasencia", "Badajoz", "Mérida", "Almendralejo", "Navalmoral de la Mata"]
@@ -61,3 +63,140 @@ def _engine(path: str) -> WhisperEngine:
         cfg = load(None, env={}).settings.speech
         _ENGINES[path] = WhisperEngine(path, cpu_threads=2, beam_size=cfg.whisper_beam_size, prompt=cfg.whisper_prompt)
     return _ENGINES[path]
+
+
+# ---- the expected answers of an open question (issue 17): "cero", a lone unsure word, the prompt echoed ------------
+
+class _Decodes:
+    """A recogniser whose two decodes (the engine's first transcript and its second opinion) are given."""
+
+    name, streaming = "fake", False
+
+    def __init__(self, first: tuple[str, float], second: tuple[str, float]) -> None:
+        self.first, self.second = first, second
+        self.calls: list[str] = []
+
+    def stream(self, hints: list[str] | None = None, grammar: list[str] | None = None) -> None:
+        raise NotImplementedError
+
+    def transcribe(self, audio: object, rate: int, hints: list[str] | None = None,
+                   grammar: list[str] | None = None) -> SttResult:
+        self.calls.append("first")
+        return SttResult(text=self.first[0], confidence=self.first[1])
+
+    def second_opinion(self, audio: object, rate: int, hints: list[str] | None = None,
+                       grammar: list[str] | None = None) -> SttResult:
+        self.calls.append("second")
+        return SttResult(text=self.second[0], confidence=self.second[1])
+
+
+HINTS = ["cero", "queja", "salud", "sí", "no", "uno", "dos"]
+
+
+def _routes(text: str) -> bool:
+    """The IVR's judge for "¿En qué puedo ayudarle?": "cero", "sí", "no" route nowhere, "salud" to the directory."""
+    return any(w in normalize(text).split() for w in ("salud", "queja", "tasa"))
+
+
+@pytest.mark.parametrize("first", ["Cero.", "Cero. Cero.", "cero, cero", "No, no."])
+def test_an_expected_word_heard_whole_is_not_second_guessed(first: str) -> None:
+    # A lone "cero" came back from the padded decode as "Salud." (0.2), which routes to the health directory.
+    engine = _Decodes((first, 0.45), ("Salud.", 0.2))
+    assert transcribe_checked(engine, None, 8000, HINTS, None, _routes).text == first  # type: ignore[arg-type]
+    assert engine.calls == ["first"]
+
+
+def test_a_lone_unsure_word_from_the_second_opinion_is_not_an_answer() -> None:
+    # "operador" heard as "Pregando." (routes nowhere), the other decode "Salud." at 0.2: ask again, not the directory
+    res = transcribe_checked(_Decodes(("Pregando.", 0.17), ("Salud.", 0.2)), None, 8000, HINTS, None,  # type: ignore[arg-type]
+                             _routes)
+    assert res.text == "Pregando." and not res.second_opinion
+    # heard surely, or more than one word, the second opinion still answers
+    for second in [("Salud.", 0.8), ("el teléfono de salud", 0.25)]:
+        res = transcribe_checked(_Decodes(("Pregando.", 0.17), second), None, 8000, HINTS, None,  # type: ignore[arg-type]
+                                 _routes)
+        assert res.text == second[0] and res.second_opinion
+
+
+def test_a_lone_unsure_word_that_routes_is_asked_again() -> None:
+    # "nueve" heard as "¡Ve, ve!" (0.19), which routes (here: "tasa"): neither decode gives an answer, so none
+    def routes_all(text: str) -> bool:
+        return bool(text.strip())
+
+    res = transcribe_checked(_Decodes(("¡Tasa, tasa!", 0.19), ("Gracias.", 0.2)), None, 8000, ["queja"], None,  # type: ignore[arg-type]
+                             routes_all)
+    assert (res.text, res.raw_text) == ("", "¡Tasa, tasa!")
+    # an expected word, even unsure and misspelt by ear ("Quejas." for "queja"), is an answer; so is a sure one
+    for heard in [("Quejas.", 0.2), ("¡Tasa!", 0.6)]:
+        engine = _Decodes(heard, ("Gracias.", 0.2))
+        assert transcribe_checked(engine, None, 8000, ["queja"], None, routes_all).text == heard[0]  # type: ignore[arg-type]
+        assert engine.calls == ["first"]
+
+
+PROMPT = ("Junta de Extremadura, atención a la ciudadanía. Tasa de la ITV, cita previa, estado del expediente, oficinas, "
+          "Mi Espacio, quejas y sugerencias, horario de atención, a qué hora abren, teléfonos, ayudas y subvenciones, "
+          "presupuestos participativos, hablar con un agente. Para hablar con una persona, diga cero.")
+
+
+@pytest.mark.parametrize(("heard", "confidence", "echo"), [
+    # what "no", "dos", "vale", "Badajoz" came back as: the prompt, blended, at a low score
+    ("Para hablar con una persona,", 0.39, True), ("Para hablar con un agente", 0.19, True),
+    ("Para hablar con un", 0.16, True), ("Junta de Extremadura, atención a la ciudadanía.", 0.9, True),
+    # a caller who says it, heard surely; the caller's own words around it; two words say too little
+    ("Para hablar con un agente", 0.7, False), ("quiero hablar con una persona", 0.2, False),
+    ("Quiero pagar la tasa de la ITV", 0.3, False), ("Cita previa.", 0.2, False), ("", 0.1, False),
+])
+def test_the_prompt_echoed_is_not_speech(heard: str, confidence: float, echo: bool) -> None:
+    from speech.stt import echoes_prompt
+
+    assert echoes_prompt(heard, confidence, PROMPT) is echo
+    engine = WhisperEngine.__new__(WhisperEngine)
+    engine.prompt = PROMPT
+    assert engine._usable(heard, math.log(confidence), 0.0) is not echo or not heard
+
+
+def test_the_service_follows_the_same_policy() -> None:
+    # The IVR listens through speech.service.Speech (decodes in workers), not transcribe_checked: same answers.
+    import asyncio
+
+    from speech.service import Speech
+
+    def speech(first: tuple[str, float], other: tuple[str, float]) -> Speech:
+        sp = Speech.__new__(Speech)
+        decodes = {False: first, True: other}
+
+        async def decode(pcm: bytes, hints: list[str], grammar: list[str] | None, *, second: bool) -> SttResult:
+            text, confidence = decodes[second]
+            return SttResult(text=text, confidence=confidence)
+
+        async def judge(accept: object, text: str) -> bool:
+            return _routes(text)
+
+        sp._decode, sp._judge, sp._pool = decode, judge, None  # type: ignore[method-assign, assignment]
+        return sp
+
+    assert asyncio.run(speech(("Cero.", 0.45), ("Salud.", 0.2))._checked(b"", HINTS, None, _routes)).text == "Cero."
+    assert asyncio.run(speech(("Pregando.", 0.17), ("Salud.", 0.2))._checked(b"", HINTS, None, _routes)).text == "Pregando."
+    assert asyncio.run(speech(("Pregando.", 0.17), ("Salud.", 0.8))._checked(b"", HINTS, None, _routes)).text == "Salud."
+
+
+def test_another_hypothesis_of_the_same_decode_is_tried_before_a_second_decode() -> None:
+    # "el pago de la tasa de inspección..." came back as "La libertad no le da ..." (routes nowhere) with "El pago
+    # le da a la intención de vehículos." (0.42) next in the n-best; unsure hypotheses ("Un agente," at 0.08 for a
+    # "sí") are not tried.
+    from speech.stt import Alternative
+
+    class NBest(_Decodes):
+        def transcribe(self, audio: object, rate: int, hints: list[str] | None = None,
+                       grammar: list[str] | None = None) -> SttResult:
+            self.calls.append("first")
+            return SttResult(text="La libertad", confidence=0.43, alternatives=[
+                Alternative(text="La libertad", confidence=0.43), Alternative(text="un agente", confidence=0.08),
+                Alternative(text="el pago de la tasa", confidence=0.42)])
+
+    engine = NBest(("", 0.0), ("Gracias.", 0.2))
+    res = transcribe_checked(engine, None, 8000, HINTS, None, lambda t: "tasa" in t or "agente" in t)  # type: ignore[arg-type]
+    assert (res.text, res.confidence, engine.calls) == ("el pago de la tasa", 0.42, ["first"])
+    engine = NBest(("", 0.0), ("Gracias.", 0.2))
+    res = transcribe_checked(engine, None, 8000, HINTS, None, lambda t: "agente" in t)  # type: ignore[arg-type]
+    assert res.text == "La libertad" and engine.calls == ["first", "second"]
