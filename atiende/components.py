@@ -169,24 +169,31 @@ class LoopLagComponent:
         await self.monitor.stop()
 
 
-class RetentionComponent:
-    """Enforces `desk.retention` (desk/retention.py): a round every `interval_s`, one node at a time."""
+class _Rounds:
+    """A job run every `interval()` seconds on this node until stopped; a failing round is logged, not fatal."""
+
+    name = "rounds"
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self._task: asyncio.Task[None] | None = None
 
+    def interval(self) -> float:
+        raise NotImplementedError
+
+    async def round(self) -> None:
+        raise NotImplementedError
+
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="retention")
+        self._task = asyncio.create_task(self._loop(), name=self.name)
 
     async def _loop(self) -> None:
         while True:
-            interval = self.rt.settings.desk.retention.interval_s
             try:
-                await self.rt.desk.retention.run_if_due(interval)
+                await self.round()
             except Exception:
-                log.exception("retention round failed; trying again next interval")
-            await asyncio.sleep(interval)
+                log.exception("%s round failed; trying again next interval", self.name)
+            await asyncio.sleep(self.interval())
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -194,33 +201,31 @@ class RetentionComponent:
             await asyncio.gather(self._task, return_exceptions=True)
 
 
-class HeldRepliesComponent:
+class RetentionComponent(_Rounds):
+    """Enforces `desk.retention` (desk/retention.py): a round every `interval_s`, one node at a time."""
+
+    name = "retention"
+
+    def interval(self) -> float:
+        return float(self.rt.settings.desk.retention.interval_s)
+
+    async def round(self) -> None:
+        await self.rt.desk.retention.run_if_due(self.rt.settings.desk.retention.interval_s)
+
+
+class HeldRepliesComponent(_Rounds):
     """Marks failed the WhatsApp replies held for citizens who never wrote again (desk_api/channels/whatsapp.py,
     `sweep_held`). Each node sweeps: a reply is taken off its list atomically, so it is marked failed once whichever
     node finds it, and a round with nothing due is one ZRANGEBYSCORE."""
 
-    INTERVAL_S = 3600.0
+    name = "held-replies"
 
-    def __init__(self, rt: Runtime) -> None:
-        self.rt = rt
-        self._task: asyncio.Task[None] | None = None
+    def interval(self) -> float:
+        return 3600.0
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="held-replies")
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                if dropped := await whatsapp.sweep_held(self.rt):
-                    log.info("WhatsApp: %d held repl(ies) marked failed after 30 days", dropped)
-            except Exception:
-                log.exception("held replies sweep failed; trying again next interval")
-            await asyncio.sleep(self.INTERVAL_S)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+    async def round(self) -> None:
+        if dropped := await whatsapp.sweep_held(self.rt):
+            log.info("WhatsApp: %d held repl(ies) marked failed after 30 days", dropped)
 
 
 def operations(rt: Runtime) -> Operations:

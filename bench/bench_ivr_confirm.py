@@ -458,20 +458,6 @@ def segments(s: load.Stream, gap_s: float = 0.6) -> list[tuple[float, float]]:
     return [x for x in out if x[1] - x[0] >= 0.1]
 
 
-def next_audio(server: load.Stream, end: float) -> tuple[float | None, bool]:
-    """Seconds from `end` to the first loud packet Atiende sent after a silent one; whether it was still playing."""
-    times = np.asarray(server.times)
-    i = int(np.searchsorted(times, end))
-    playing = i < len(server.loud) and server.loud[i]
-    while i < len(server.loud) and server.loud[i]:
-        i += 1
-    while i < len(server.loud) and not server.loud[i]:
-        i += 1
-    if i >= len(server.loud):
-        return None, playing
-    return server.times[i] - end, playing
-
-
 # ---- one run -------------------------------------------------------------------------------------------
 
 
@@ -681,7 +667,7 @@ def latencies(run: Run, phones: list[Baresip], streams: list[load.Stream]) -> No
         c = run.results[owner]
         said = [a for a in c.actions if a["kind"] == "say"]
         for j, (_, end) in enumerate(segments(cl)):
-            lat, playing = next_audio(srv, end)
+            lat, playing = load.next_audio(srv, end)
             run.still_playing += playing
             if lat is None:
                 run.unmeasured += 1
@@ -691,7 +677,7 @@ def latencies(run: Run, phones: list[Baresip], streams: list[load.Stream]) -> No
             (run.answer_lat if what in ("sí", "no") else run.request_lat).append(round(lat, 3))
         for a in c.actions:
             if a["kind"] == "key":
-                lat, _ = next_audio(srv, a["t"])
+                lat, _ = load.next_audio(srv, a["t"])
                 if lat is not None:
                     run.key_lat.append(round(lat, 3))
 

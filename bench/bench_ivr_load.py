@@ -224,7 +224,11 @@ def answer_latency(caller: Stream, server: Stream) -> tuple[float | None, bool]:
     loud_t = [t for t, lo in zip(caller.times, caller.loud, strict=True) if lo]
     if not loud_t:
         return None, False
-    end = loud_t[-1] + 0.02
+    return next_audio(server, loud_t[-1] + 0.02)
+
+
+def next_audio(server: Stream, end: float) -> tuple[float | None, bool]:
+    """Seconds from `end` to the first loud packet Atiende sent after a silent one; whether it was still playing."""
     i = int(np.searchsorted(np.asarray(server.times), end))
     playing = i < len(server.loud) and server.loud[i]
     while i < len(server.loud) and server.loud[i]:
