@@ -631,18 +631,7 @@ async def run_once(ns: NetNs, work: Path, rows: list[tuple[str, str, str]], args
     finally:
         if api is not None:
             await api.client.aclose()
-        if dumpcap is not None:
-            await asyncio.sleep(0.3)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(dumpcap.pid, 2)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                await asyncio.to_thread(dumpcap.popen.wait, 10)
-            ns.forget(dumpcap)
-        for b in phones:
-            with contextlib.suppress(Exception):
-                await b.stop()
-        with contextlib.suppress(Exception):
-            await svc.stop()
+        await load.stop_all(ns, dumpcap, phones, svc)
     run.results = callers
     run.wall_s = round(time.monotonic() - t_start, 1)
     pcap = run_dir / "rtp.pcap"

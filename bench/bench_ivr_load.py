@@ -68,6 +68,7 @@ from tests.sip_harness import (  # noqa: E402
     Baresip,
     HarnessError,
     NetNs,
+    Proc,
     espeak_wav,
     read_wav,
     require_programs,
@@ -238,6 +239,22 @@ def next_audio(server: Stream, end: float) -> tuple[float | None, bool]:
     if i >= len(server.loud):
         return None, playing
     return server.times[i] - end, playing
+
+
+async def stop_all(ns: NetNs, dumpcap: Proc | None, phones: list[Baresip], svc: AtiendeService) -> None:
+    """The end of a run, whatever happened: the capture flushed and stopped, the callers, then the service."""
+    if dumpcap is not None:
+        await asyncio.sleep(0.3)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(dumpcap.pid, 2)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            await asyncio.to_thread(dumpcap.popen.wait, 10)
+        ns.forget(dumpcap)
+    for b in phones:
+        with contextlib.suppress(Exception):
+            await b.stop()
+    with contextlib.suppress(Exception):
+        await svc.stop()
 
 
 # ---- one run ------------------------------------------------------------------------------------
@@ -464,18 +481,7 @@ async def run_once(ns: NetNs, work: Path, engine: str, callers: int, interval: f
         if hog is not None:
             hog.kill()
             hog.wait()
-        if dumpcap is not None:
-            await asyncio.sleep(0.3)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(dumpcap.pid, 2)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                await asyncio.to_thread(dumpcap.popen.wait, 10)
-            ns.forget(dumpcap)
-        for b in phones:
-            with contextlib.suppress(Exception):
-                await b.stop()
-        with contextlib.suppress(Exception):
-            await svc.stop()
+        await stop_all(ns, dumpcap, phones, svc)
     run.wall_s = round(time.monotonic() - t_start, 1)
     pcap = run_dir / "rtp.pcap"
     if pcap.exists():
