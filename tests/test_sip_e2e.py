@@ -1,6 +1,7 @@
 """End-to-end calls from real SIP clients (baresip, linphonec) to the Atiende endpoint, over loopback in a
 private network namespace (see tests/sip_harness.py). Audio is checked both ways by cross-correlation with
-what was played; DTMF over RFC 4733 (baresip) and SIP INFO (linphonec); hangups from both sides; CANCEL.
+what was played; DTMF over RFC 4733 (baresip) and SIP INFO (linphonec); hangups from both sides; CANCEL. The whole
+service (`atiende run`) answers, and goes on through a SIGKILL of its embedded Redis in the middle of a voicemail.
 
 Needs root (for `ip netns`) and the Debian packages baresip, linphone-cli, sox, espeak-ng, iproute2.
 """
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 from tests.sip_harness import (
+    RATE,
     Answerer,
     Baresip,
     CallAudio,
@@ -24,9 +26,11 @@ from tests.sip_harness import (
     RtpCapture,
     correlate,
     correlate_chunks,
+    espeak_wav,
     options_ping,
     pad_wav,
     read_wav,
+    tone_wav,
 )
 
 pytest_plugins = ["tests.sip_harness"]
@@ -254,3 +258,161 @@ async def test_whole_service_in_namespace_answers_sip_and_http(atiende_service: 
     await caller.hangup()
     await closed(caller)
     assert await svc.stop() == 0, svc.tail()
+
+
+def _redis_server_pid(pidfile: Path) -> int | None:
+    """The pid the embedded redis-server wrote (core/redis_server.py) when it is a live redis-server, else None."""
+    try:
+        pid = int(pidfile.read_text().strip())
+        return pid if b"redis-server" in Path(f"/proc/{pid}/cmdline").read_bytes() else None
+    except (OSError, ValueError):
+        return None
+
+
+def _speech_windows(samples: np.ndarray, window: int = 400, level: float = 300.0) -> np.ndarray:
+    """Per 50 ms window: is there sound in it (the IVR's speech; what it sends while recording is silence)."""
+    frames = samples[: len(samples) // window * window].reshape(-1, window).astype(np.int32)
+    return np.abs(frames).mean(axis=1) > level
+
+
+async def test_embedded_redis_killed_during_a_voicemail_is_restarted_and_the_message_filed(
+        atiende_service: Any, baresips: Any, tmp_path: Path) -> None:
+    """Issue 15: one node (`atiende run` with its embedded redis-server); the Redis is SIGKILLed while a caller is
+    speaking a message after hours. The call goes on (audio keeps coming; once the message ends the caller hears
+    the closing words, then hangs up), the supervisor starts the Redis again (another pid, /healthz ready) and the
+    message becomes exactly one ticket whose recording plays."""
+    import io
+    import os
+    import signal
+    import wave
+
+    import httpx
+
+    key = "store-outage-admin-key-0123456789"
+    number = "600300400"
+    svc = await atiende_service(clock="2026-12-04T19:00:00+01:00", env={  # a Friday evening: closed
+        "ATIENDE_DESK__DEMO": "true", "ATIENDE_DESK__USERS": "[]",
+        "ATIENDE_DESK__API_KEYS": f"[{{name: test, key: {key}, roles: [admin]}}]",
+        "ATIENDE_VOICEMAIL__END_SILENCE_S": "1.5", "ATIENDE_SPEECH__STT_WORKERS": "1"})
+    pidfile = svc.workdir / "var" / "redis" / "redis.pid"
+    killed_pid = _redis_server_pid(pidfile)
+    assert killed_pid is not None, f"no embedded redis-server\n{svc.tail()}"
+
+    message = espeak_wav("Llamo por la ayuda del alquiler. Llámenme, por favor.", tmp_path / "message.wav",
+                         speed=150)
+    spoken = read_wav(message)
+    talk = pad_wav(message, tmp_path / "message-padded.wav", before=0.0, after=60.0)  # aufile's end hangs up
+    caller = await baresips(wav=tone_wav(tmp_path / "quiet.wav", 60.0, volume=0.0), user=number)
+    http = httpx.AsyncClient(base_url=svc.http_url, headers={"X-API-Key": key}, timeout=5)
+
+    async def the_call() -> dict[str, Any]:
+        res = await http.get("/api/v1/calls", params={"limit": 5})
+        calls = res.json()["calls"] if res.status_code == 200 else []
+        return next((c for c in calls if number in c["caller"]), {"path": []})
+
+    async def voicemail_tickets() -> list[dict[str, Any]]:
+        res = await http.get("/api/v1/tickets", params={"limit": 50})
+        return [t for t in res.json()["tickets"] if t["kind"] == "voicemail"] if res.status_code == 200 else []
+
+    async def until_branch(goto: str, within: float) -> None:
+        """Until the call record (saved as each step ends) has a branch to `goto`."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if any(e["verb"] == "branch" and e["detail"].get("goto") == goto for e in (await the_call())["path"]):
+                return
+            await asyncio.sleep(0.1)
+        raise HarnessError(f"no branch to {goto} within {within} s: {await the_call()}\n{svc.tail()}")
+
+    async def heard_since_kill() -> np.ndarray:
+        """What the caller heard since the kill: the samples its recorder (still writing) appended since."""
+        data = await asyncio.to_thread(heard_path.read_bytes)
+        tail = data[at_kill - at_kill % 2:]
+        return np.frombuffer(tail[: len(tail) // 2 * 2], dtype="<i2")
+
+    try:
+        await caller.dial(ATIENDE)
+        await caller.wait_event("CALL_ESTABLISHED", within=10)
+        await until_branch("closed", within=15)  # the welcome was said; the closed-hours message plays
+        await asyncio.sleep(0.5)
+        await caller.send_dtmf("1#")  # stops it and answers the voicemail offer ahead (yes); '#' ends the keys
+        await until_branch("voicemail", within=15)  # the instructions play: the caller starts speaking over them
+        reply = await caller.command("ausrc", f"aufile,{talk}")
+        assert reply.get("ok"), reply
+        await asyncio.sleep(1.2)
+
+        (heard_path,) = caller.recordings()
+        at_kill = heard_path.stat().st_size
+        os.kill(killed_pid, signal.SIGKILL)  # mid-message
+        killed_at = time.monotonic()
+
+        # The supervisor starts another redis-server on the same data; the node is ready again.
+        not_ready_seen, ready, new_pid = False, False, None
+        deadline = time.monotonic() + 20
+        while not ready and time.monotonic() < deadline:
+            new_pid = _redis_server_pid(pidfile)
+            try:
+                res = await http.get("/healthz")
+                ready = res.status_code == 200 and res.json()["ready"] and new_pid not in (None, killed_pid)
+                not_ready_seen |= res.status_code == 503
+            except httpx.HTTPError:
+                pass
+            if not ready:
+                await asyncio.sleep(0.1)
+        assert ready, f"no new redis-server ({new_pid}) or /healthz not ready within 20 s of the kill\n{svc.tail()}"
+
+        # The call goes on: the message ends on silence and the caller hears the closing words (the reference, or
+        # "ha quedado grabado" while the store is away); audio never stops coming meanwhile (silence while the
+        # message is recorded, as on any call). Then the caller hangs up.
+        deadline = time.monotonic() + 30
+        speech = 0.0
+        while speech < 1.5 and time.monotonic() < deadline and not caller.count("CALL_CLOSED"):
+            speech = float(_speech_windows(await heard_since_kill()).sum()) * 0.05
+            await asyncio.sleep(0.2)
+        assert caller.count("CALL_CLOSED") == 0, f"the call was cut after the kill\n{svc.tail()}"
+        assert speech >= 1.5, f"the caller heard no closing words after the kill ({speech:.2f} s)\n{svc.tail()}"
+        await caller.hangup()
+        await closed(caller, within=10)
+        hung_up_at = time.monotonic()
+        await caller.stop()  # closes the WAV header
+        after = await heard_since_kill()
+        voiced = _speech_windows(after).nonzero()[0]
+        talk_left = len(spoken) / RATE - 1.2
+        print(f"\nredis-server {killed_pid} SIGKILLed 1.2 s into a {len(spoken) / RATE:.1f} s message, restarted "
+              f"as {new_pid} (/healthz 503 seen: {not_ready_seen}); the caller got {len(after) / RATE:.1f} s of "
+              f"audio in the {hung_up_at - killed_at:.1f} s from the kill to its hang-up; the closing words began "
+              f"{voiced[0] * 0.05 - talk_left:.1f} s after the message ended")
+        # baresip's recorder writes what each RTP packet decodes to: media kept coming across the kill (a stall or a
+        # dead sender would leave a fraction of the wall time; 1.0 is what was measured, 0.5 is only a wide margin).
+        assert len(after) / RATE >= 0.5 * (hung_up_at - killed_at), "the audio to the caller stalled after the kill"
+
+        record = await the_call()
+        step = next(e["detail"] for e in record["path"] if e["verb"] == "voicemail")
+        print(f"call record: outcome {record.get('outcome')}, voicemail step {step}")
+        assert record.get("outcome") == "voicemail"
+
+        # Exactly one ticket, filed at once or as soon as the store was back, with its recording.
+        deadline = time.monotonic() + 20
+        tickets: list[dict[str, Any]] = []
+        while not tickets and time.monotonic() < deadline:
+            tickets = await voicemail_tickets()
+            if not tickets:
+                await asyncio.sleep(0.5)
+        assert len(tickets) == 1, f"voicemail tickets: {tickets}\n{svc.tail()}"
+        ref = tickets[0]["ref"]
+        assert step.get("ticket") in (None, ref), step
+        detail = await http.get(f"/api/v1/tickets/{ref}")
+        assert detail.status_code == 200, detail.text
+        vm = next(i for i in detail.json()["interactions"] if i["kind"] == "voicemail")
+        audio = await http.get(vm["data"]["recording"])
+        assert audio.status_code == 200 and audio.headers["content-type"] == "audio/wav", audio.text[:200]
+        with wave.open(io.BytesIO(audio.content)) as w:
+            assert w.getframerate() == RATE and w.getnchannels() == 1 and w.getsampwidth() == 2
+            stored = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+        match = correlate(spoken[: 2 * RATE], stored)
+        print(f"ticket {ref}: {len(stored) / RATE:.1f} s recorded of a {len(spoken) / RATE:.1f} s message, {match}")
+        assert match.score > 0.6 and len(stored) / RATE >= len(spoken) / RATE - 0.5, str(match)
+        assert [t["ref"] for t in await voicemail_tickets()] == [ref]  # filed once
+        log = await asyncio.to_thread((svc.workdir / "atiende.log").read_text)
+        assert "private redis-server restarted" in log
+    finally:
+        await http.aclose()
