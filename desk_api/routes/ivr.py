@@ -32,7 +32,7 @@ from core.errors import Conflict, InvalidInput, NotFound, Unavailable
 from core.versioned import VersionedSection, VersionInfo
 from desk_api.auth import actor_of, require
 from desk_api.deps import services_of
-from desk_api.schemas import RollbackRequest
+from desk_api.schemas import RollbackRequest, draft_size, known_queues
 
 if TYPE_CHECKING:
     from config.ivr import IvrConfig
@@ -224,20 +224,6 @@ class SimulateBody(BaseModel):
     routing: dict[str, Any] | None = Field(None, description="a draft routing document to route with instead")
     stop_when_waiting: bool = Field(False, description="end when the inputs run out and the IVR waits for an answer "
                                                        "(step by step in the admin page) instead of simulating silence")
-
-
-def draft_size(doc: dict[str, Any] | None, what: str) -> None:
-    if doc is not None and len(json.dumps(doc, ensure_ascii=False)) > MAX_DOCUMENT:
-        raise InvalidInput(f"El documento ({what}) pasa de {MAX_DOCUMENT} caracteres",
-                           [{"loc": what, "reason": "demasiado grande"}], error_id="document-too-large")
-
-
-MAX_DOCUMENT = 1_000_000  # characters of JSON; the reference scenario's flows are about 8,000
-
-
-def known_queues(rt: Services) -> frozenset[str]:
-    """The desk's queues: the only places an intent or a flow may hand a contact over to."""
-    return frozenset(q.id for q in rt.settings.desk.queues)
 
 
 def refuse_unknown_queues(doc: IvrConfig, queues: frozenset[str]) -> None:

@@ -57,7 +57,7 @@ async def static(name: str) -> FileResponse:
 
 
 # The largest document an editor sends: the reference scenario's routing.yaml is 22 kB and the API's JSON drafts
-# stop at 1,000,000 characters (routes/ivr.py MAX_DOCUMENT); the pure-Python parser needs about 7 ms per kB, so
+# stop at 1,000,000 characters (desk_api/schemas.py MAX_DOCUMENT); the pure-Python parser needs about 7 ms per kB, so
 # this bounds a parse to about 2 s of a worker thread.
 MAX_YAML_BYTES = 256 * 1024
 

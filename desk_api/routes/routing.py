@@ -23,8 +23,7 @@ from core.errors import InvalidInput, NotFound
 from core.versioned import StaleVersion, VersionInfo
 from desk_api.auth import actor_of, rate_limited
 from desk_api.deps import services_of
-from desk_api.routes.ivr import draft_size, known_queues
-from desk_api.schemas import EditResult, RollbackRequest
+from desk_api.schemas import EditResult, RollbackRequest, draft_size, known_queues
 from routing.router import Router
 from routing.router_service import MAX_TEXT
 
