@@ -7,6 +7,7 @@ reply in the chat), escalates it to N2; an N2 agent takes and closes it; the cit
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -73,6 +74,9 @@ async def _voicemail(redis_url: str, prefix: str, data_dir: Path) -> str:
                             data={"call_id": call_id, "duration_s": 1.0})
         t = await rt.desk.tickets.create(channel="phone", queue="N1", subject="Mensaje en el buzón de voz", kind="voicemail",
                                          body=first.text, actor="ivr", first=first)
+        # The filing's note, as voicemail/service.py leaves it: the audio route lets agents hear it through its ticket.
+        await rt.store.redis.set(rt.store.keys.voicemail(call_id),
+                                 json.dumps({"call_id": call_id, "status": "done", "ticket": t.ref}))
         return t.ref
     finally:
         await rt.store.close()
