@@ -177,6 +177,7 @@ async def test_agent_answers_in_the_desk_and_audio_flows_both_ways(stack: dict[s
             caller = await baresips(wav=caller_wav, user="vecina")
             await caller.dial(LINE)
             await caller.wait_event("CALL_ESTABLISHED", within=10)
+            established = asyncio.get_running_loop().time()
             await asyncio.sleep(3.0)
             await caller.send_dtmf("0")  # "cero" always reaches a person while the line is open
 
@@ -189,7 +190,9 @@ async def test_agent_answers_in_the_desk_and_audio_flows_both_ways(stack: dict[s
                                                                                   timeout=10_000)
             await page.screenshot(path=str(SHOTS / "atiende-softphone-incall.png"))
 
-            # Let the caller's words start (they begin 25 s into the call), then record what the agent hears.
+            # Record what the agent hears from just before the caller's words (25 s into the call): the key pressed
+            # over the welcome now reaches the agent without the question, well before them.
+            await asyncio.sleep(max(0.0, established + 23.0 - asyncio.get_running_loop().time()))
             heard = await page.evaluate(CAPTURE_JS, 9)
             assert heard is not None, "no remote stream on the page"
             samples = soxr.resample(np.asarray(heard["samples"], dtype=np.float32), heard["rate"], RATE)
