@@ -558,14 +558,7 @@ async def run_once(ns: NetNs, work: Path, rows: list[tuple[str, str, str]], args
             callers.append(Caller(index=i, text=text, intent=intent, voice=variant, user=user))
             b = Baresip(ns, d / "baresip", wav=quiet, user=user, record=True, max_calls=2, rtp_ports=8, log=False)
             phones.append(await b.start())
-        pcap = run_dir / "rtp.pcap"
-        dumpcap = ns.spawn(["dumpcap", "-q", "-i", "lo", "-P", "-s", "300", "-B", "64", "-f", "udp", "-w", str(pcap)],
-                           name="dumpcap", log=run_dir / "dumpcap.log")
-        for _ in range(100):
-            if pcap.exists() and pcap.stat().st_size >= 24:
-                break
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.3)
+        dumpcap = await load.start_capture(ns, run_dir)
         redis_pids = [q for q in load.tree(svc.proc.pid) if load.comm(q).startswith("redis")]
         pids = [q for q in load.tree(svc.proc.pid) if q not in redis_pids]
         phone_pids = [b.proc.pid for b in phones if b.proc]

@@ -241,6 +241,19 @@ def next_audio(server: Stream, end: float) -> tuple[float | None, bool]:
     return server.times[i] - end, playing
 
 
+async def start_capture(ns: NetNs, run_dir: Path) -> Proc:
+    """dumpcap on the namespace's `lo` into run_dir/rtp.pcap (payloads kept, kernel timestamps), once it writes."""
+    pcap = run_dir / "rtp.pcap"
+    dumpcap = ns.spawn(["dumpcap", "-q", "-i", "lo", "-P", "-s", "300", "-B", "64", "-f", "udp", "-w", str(pcap)],
+                       name="dumpcap", log=run_dir / "dumpcap.log")
+    for _ in range(100):
+        if pcap.exists() and pcap.stat().st_size >= 24:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
+    return dumpcap
+
+
 async def stop_all(ns: NetNs, dumpcap: Proc | None, phones: list[Baresip], svc: AtiendeService) -> None:
     """The end of a run, whatever happened: the capture flushed and stopped, the callers, then the service."""
     if dumpcap is not None:
@@ -407,14 +420,7 @@ async def run_once(ns: NetNs, work: Path, engine: str, callers: int, interval: f
             b = Baresip(ns, run_dir / f"baresip{i}", wav=mic, user=f"u{i}x", record=False, max_calls=per + 2,
                         rtp_ports=4 * per + 8, log=False)
             phones.append(await b.start())
-        pcap = run_dir / "rtp.pcap"
-        dumpcap = ns.spawn(["dumpcap", "-q", "-i", "lo", "-P", "-s", "300", "-B", "64", "-f", "udp", "-w", str(pcap)],
-                           name="dumpcap", log=run_dir / "dumpcap.log")
-        for _ in range(100):
-            if pcap.exists() and pcap.stat().st_size >= 24:
-                break
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.3)
+        dumpcap = await start_capture(ns, run_dir)
         redis_pids = [p for p in tree(svc.proc.pid) if comm(p).startswith("redis")]
         metrics0 = lag_histogram(await asyncio.to_thread(http_text, f"{svc.http_url}/metrics"))
         if neighbour:

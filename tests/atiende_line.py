@@ -6,7 +6,9 @@ before pytest loads it as a plugin: PYTEST_DONT_REWRITE keeps pytest from warnin
 from __future__ import annotations
 
 import asyncio
+import io
 import time
+import wave
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
@@ -106,3 +108,15 @@ class Heard:
         peak = float(np.argmax(np.abs(np.fft.rfft(tail)))) * RATE / window if len(tail) else 0.0
         raise HarnessError(f"no {freq:.0f} Hz beep heard within {within} s (heard {len(self.pcm) / 16000:.1f} s, "
                            f"last level {np.abs(tail).mean() if len(tail) else 0:.0f}, peak {peak:.0f} Hz)")
+
+
+async def voicemail_audio(http: httpx.AsyncClient, ref: str) -> np.ndarray:
+    """A voicemail ticket's message, as any agent plays it: the link in its first interaction, fetched as WAV."""
+    detail = await http.get(f"/api/v1/tickets/{ref}")
+    assert detail.status_code == 200, detail.text
+    vm = next(i for i in detail.json()["interactions"] if i["kind"] == "voicemail")
+    audio = await http.get(vm["data"]["recording"])
+    assert audio.status_code == 200 and audio.headers["content-type"] == "audio/wav", audio.text[:200]
+    with wave.open(io.BytesIO(audio.content)) as w:
+        assert w.getframerate() == RATE and w.getnchannels() == 1 and w.getsampwidth() == 2
+        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.atiende_line import voicemail_audio
 from tests.sip_harness import (
     RATE,
     Answerer,
@@ -281,10 +282,8 @@ async def test_embedded_redis_killed_during_a_voicemail_is_restarted_and_the_mes
     speaking a message after hours. The call goes on (audio keeps coming; once the message ends the caller hears
     the closing words, then hangs up), the supervisor starts the Redis again (another pid, /healthz ready) and the
     message becomes exactly one ticket whose recording plays."""
-    import io
     import os
     import signal
-    import wave
 
     import httpx
 
@@ -400,14 +399,7 @@ async def test_embedded_redis_killed_during_a_voicemail_is_restarted_and_the_mes
         assert len(tickets) == 1, f"voicemail tickets: {tickets}\n{svc.tail()}"
         ref = tickets[0]["ref"]
         assert step.get("ticket") in (None, ref), step
-        detail = await http.get(f"/api/v1/tickets/{ref}")
-        assert detail.status_code == 200, detail.text
-        vm = next(i for i in detail.json()["interactions"] if i["kind"] == "voicemail")
-        audio = await http.get(vm["data"]["recording"])
-        assert audio.status_code == 200 and audio.headers["content-type"] == "audio/wav", audio.text[:200]
-        with wave.open(io.BytesIO(audio.content)) as w:
-            assert w.getframerate() == RATE and w.getnchannels() == 1 and w.getsampwidth() == 2
-            stored = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+        stored = await voicemail_audio(http, ref)
         match = correlate(spoken[: 2 * RATE], stored)
         print(f"ticket {ref}: {len(stored) / RATE:.1f} s recorded of a {len(spoken) / RATE:.1f} s message, {match}")
         assert match.score > 0.6 and len(stored) / RATE >= len(spoken) / RATE - 0.5, str(match)

@@ -17,11 +17,9 @@ The admin edit also gives the test a way into voicemail while the line is open: 
 from __future__ import annotations
 
 import asyncio
-import io
 import signal
 import time
 import uuid
-import wave
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,6 +29,7 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.atiende_line import voicemail_audio
 from tests.redis_ha import RedisHA
 from tests.sip_harness import (
     RATE,
@@ -236,18 +235,6 @@ async def _told(http: httpx.AsyncClient, user: str) -> dict[str, Any]:
     return {}
 
 
-async def _recording(http: httpx.AsyncClient, ref: str) -> np.ndarray:
-    """A voicemail ticket's message, as any agent plays it: the link in its first interaction, fetched as WAV."""
-    detail = await http.get(f"/api/v1/tickets/{ref}")
-    assert detail.status_code == 200, detail.text
-    vm = next(i for i in detail.json()["interactions"] if i["kind"] == "voicemail")
-    audio = await http.get(vm["data"]["recording"])
-    assert audio.status_code == 200 and audio.headers["content-type"] == "audio/wav", audio.text[:200]
-    with wave.open(io.BytesIO(audio.content)) as w:
-        assert w.getframerate() == RATE and w.getnchannels() == 1 and w.getsampwidth() == 2
-        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-
-
 def _is_the_message(heard: np.ndarray, spoken: np.ndarray, talked_s: float) -> str | None:
     """None when a recording is the caller's message: their words in it, the whole of them, no longer than the call
     (a recording from elsewhere, or silence, fails); otherwise what is wrong."""
@@ -412,7 +399,7 @@ async def _two_nodes(cluster: dict[str, Any], baresips: Any, tmp_path: Path, ha:
     on_b_vms = [asyncio.create_task(c.leave(LINE, talk_s + extra)) for c, extra in zip(vm_callers, (0.0, 1.0), strict=True)]
 
     # Meanwhile: the message left on node A, which is gone, plays through node B's API; its call names that ticket.
-    problem = _is_the_message(await _recording(hb, ref_on_a), spoken, talked_on_a)
+    problem = _is_the_message(await voicemail_audio(hb, ref_on_a), spoken, talked_on_a)
     assert problem is None, f"node A's voicemail through node B: {problem}"
     assert (await _told(hb, A_CALLER)).get("ticket") == ref_on_a
 
@@ -462,7 +449,7 @@ async def _two_nodes(cluster: dict[str, Any], baresips: Any, tmp_path: Path, ha:
     filed = await _until_filed(hb, {"+34" + c for c in B_CALLERS}, within=60)
     filed_s = time.monotonic() - killed
     for caller, talked in zip(B_CALLERS, talked_b, strict=True):
-        problem = _is_the_message(await _recording(hb, filed["+34" + caller]), spoken, talked)
+        problem = _is_the_message(await voicemail_audio(hb, filed["+34" + caller]), spoken, talked)
         assert problem is None, f"the voicemail of {caller}: {problem}"
     told = [await _told(hb, caller) for caller in B_CALLERS]
     for caller, detail in zip(B_CALLERS, told, strict=True):  # records wait in memory while the store is away
