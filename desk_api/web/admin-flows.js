@@ -582,8 +582,10 @@
     const info = el("div", { class: "status-line", "data-testid": "sim-result", role: "status" });
     const path = el("p", { class: "small", "data-testid": "sim-path" });
 
+    let latest = 0;  // runs overlap (a key pressed before the last answer came back): only the newest is shown
     async function run() {
-      const body = { inputs, channel: channel.value, stop_when_waiting: true };
+      const mine = ++latest;
+      const body = { inputs: [...inputs], channel: channel.value, stop_when_waiting: true };
       if (at.value) body.at = at.value;
       if (useDraft.checked) {
         body.flows = Draft.doc;
@@ -591,13 +593,14 @@
       }
       try {
         const r = await api("POST", "/api/v1/simulate", body);
+        if (mine !== latest) return;
         let k = 0;
         const items = [];
         for (const m of r.messages) {
           items.push(el("li", { class: "out" }, el("div", { class: "meta" }, m.kind === "question" ? "IVR (pregunta)" : "IVR"), el("div", { class: "text" }, m.text),
             m.options && m.options.length ? el("div", { class: "small muted" }, m.options.map((o) => `${o.key}: ${o.label}`).join(" · ")) : null));
-          if (m.kind === "question" && k < inputs.length) {
-            const x = inputs[k++];
+          if (m.kind === "question" && k < body.inputs.length) {
+            const x = body.inputs[k++];
             items.push(el("li", { class: "in" }, el("div", { class: "meta" }, "Ciudadano"), el("div", { class: "text" }, x.say !== undefined ? x.say : `tecla ${x.dtmf}`)));
           }
         }
@@ -606,7 +609,7 @@
         info.textContent = `${r.waiting ? "Esperando respuesta" : `Terminado: ${r.outcome || "—"}`} · intención: ${r.intent || "ninguna"}`
           + ` (confianza ${Math.round((r.confidence || 0) * 100)} %) · calendario: ${r.calendar}${r.draft ? " · con el borrador" : " · versión en uso"}`;
         path.textContent = `Recorrido: ${r.path.map((p) => `${p.flow}[${p.index + 1}] ${p.verb}${p.detail && p.detail.value !== undefined ? `=${p.detail.value}` : ""}`).join(" → ")}`;
-      } catch (e) { info.className = "status-line error"; info.replaceChildren(Admin.issuesList(e)); }
+      } catch (e) { if (mine === latest) { info.className = "status-line error"; info.replaceChildren(Admin.issuesList(e)); } }
     }
 
     const send = () => { if (!say.value.trim()) return; inputs.push({ say: say.value.trim() }); say.value = ""; run(); };
