@@ -109,8 +109,14 @@ async def test_scripted_calls_reach_answers_and_queues(line: Runtime, baresips: 
     assert office.outcome == "self_service"
 
     for rec in (records["cero"], records["persona"]):
-        assert rec.intent == "hablar_agente" and rec.outcome == "queued" and rec.queue == "N1", flows(rec)
+        assert rec.outcome == "queued" and rec.queue == "N1", flows(rec)
         assert flows(rec)[-1] == "person" and rec.ended_by == "caller"
+    assert records["persona"].intent == "hablar_agente"
+    # espeak's lone "cero" is now and then heard as a low-confidence "Salud." by whisper base; such a word is no
+    # longer routed anywhere (issue 17): the caller is asked again, then offered the keypad, and still reaches a
+    # person. What this caller must get is a person, however it is understood ("cero" itself: tests/test_ivr_engine.py).
+    cero = records["cero"]
+    assert cero.intent == "hablar_agente" or cero.vars.get("gave_up"), ([t.text for t in cero.transcripts], cero.vars)
 
     keyed = records["nomatch"]
     assert [t.kind for t in keyed.transcripts][:2] == ["speech", "speech"]
