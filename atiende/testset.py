@@ -213,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variant", action="append", type=parse_variant, default=[], metavar="VOICE:SPEED:PITCH",
                     help="speak with these espeak-ng variants instead of the recipe's (repeatable)")
     ap.add_argument("--no-none", action="store_true", help="leave out the out-of-scope ('none') lines")
+    ap.add_argument("--beam", type=int, default=0, help="Whisper's beam size instead of speech.whisper_beam_size "
+                                                       "(1: greedy, the speed lever of issue 14)")
     ap.add_argument("-v", "--verbose", action="store_true")
     ap.add_argument("--dump", type=Path, help="write utterance, intent, variant, transcript, routed intent as TSV "
                                               "(to tune the router on real recogniser output without re-running it)")
@@ -231,7 +233,10 @@ def main(argv: list[str] | None = None) -> int:
     variants = tuple(args.variant) or VARIANTS
     items = build(args.dir, rows, variants, all_variants=args.all_variants)
     route, hints = router_and_hints()
-    engine = load_stt(load(None, env={}).settings.speech)
+    speech_cfg = load(None, env={}).settings.speech
+    if args.beam:
+        speech_cfg = speech_cfg.model_copy(update={"whisper_beam_size": args.beam})
+    engine = load_stt(speech_cfg)
 
     result = score(items, transcriber(engine, hints, route), route)
     print(result.report(args.verbose))

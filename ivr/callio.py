@@ -238,7 +238,8 @@ class CallIO:
             return await self._keys(first, ask)
         listen = asyncio.create_task(self.speech.listen(
             self._listen_frames(), hints=ask.hints or None, grammar=ask.grammar,
-            no_input_ms=int(ask.timeout_s * 1000), max_ms=int(ask.max_s * 1000), accept=ask.accept))
+            no_input_ms=int(ask.timeout_s * 1000), max_ms=int(ask.max_s * 1000), accept=ask.accept,
+            closed=ask.closed))
         waiters: list[asyncio.Task[Any]] = [listen]
         key: asyncio.Task[str | None] | None = None
         if "dtmf" in ask.input:

@@ -13,6 +13,8 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
+from speech.stt import ClosedSet
+
 Outcome = Literal["self_service", "queued", "transferred", "voicemail", "abandoned"]
 HeardKind = Literal["speech", "dtmf", "no_input"]
 
@@ -48,6 +50,8 @@ class Ask:
     grammar: list[str] | None = None
     # Does a transcript answer the question? (speech asks its engine for a second opinion when not)
     accept: Callable[[str], bool] | None = None
+    # The answers expected (sí/no): scored on the audio when the transcript does not answer
+    closed: ClosedSet | None = None
 
 
 @dataclass

@@ -42,6 +42,7 @@ from ivr.contact import Ask, CallerGone, ContactIO, Heard, PathEntry, Session, T
 from ivr.hooks import Hooks
 from routing.calendar import Calendar
 from routing.router import Router
+from speech.stt import ClosedSet
 
 log = logging.getLogger(__name__)
 
@@ -406,16 +407,16 @@ class Engine:
 
     async def confirm(self, question: str) -> bool | None:
         pol = Policy(no_input_retries=1, no_match_retries=1, dtmf_fallback=False, handover=None)
-        ask = Ask(text=question, options=[("1", "Sí"), ("2", "No")], grammar=["sí", "no"], num_digits=1)
+        ask = Ask(text=question, options=[("1", "Sí"), ("2", "No")], num_digits=1)
         got = await self.collect(ask, "yes_no", pol, name="confirm")
         return None if got is None else got == "yes"
 
     async def _confirm_intent(self, question: str) -> tuple[bool | None, Heard | None]:
         """(yes/no, None) or (None, what the caller said instead: "¿Quiere X?" "quiero Y" is a new answer)."""
-        from routing import entities
 
         # One key answers: without num_digits the keypad waited the inter-digit time (3 s) for a second one.
-        ask = Ask(text=question, options=[("1", "Sí"), ("2", "No")], hints=["sí", "no"], num_digits=1)
+        ask = Ask(text=question, options=[("1", "Sí"), ("2", "No")], hints=["sí", "no"], num_digits=1,
+                  closed=YES_NO, accept=lambda text: yes_or_no(text) is not None or self._is_new_answer(text))
         for attempt in range(3):
             heard = await self.listen(ask)
             self.note_transcript("confirm", heard.kind, heard.text, heard.confidence, heard.digits, heard.engine)
@@ -424,9 +425,7 @@ class Engine:
                 if yn is not None:
                     return yn, None
             elif heard.kind == "speech":
-                yn = entities.parse_yes_no(heard.text)
-                if yn is None:
-                    yn = sounds_like_yes_no(heard.text)
+                yn = yes_or_no(heard.text)
                 if yn is not None:
                     return yn, None
                 if self._is_new_answer(heard.text):
@@ -514,7 +513,10 @@ class Engine:
                 ask.hints = ["cero"]
             ask.accept = lambda text: router.route(text, channel="voice").intent is not None
         elif expect == "yes_no":
-            ask.hints, ask.grammar = ["sí", "no"], ask.grammar or ["sí", "no"]
+            # The open transcript, and when it is no yes or no the closed set scored on the audio: snapping the
+            # transcript to a sí/no grammar made "hola" a "no" and "cinco" a "sí" (espeak voices, 8 kHz µ-law).
+            ask.hints, ask.closed = ["sí", "no"], ask.closed or YES_NO
+            ask.accept = ask.accept or (lambda text: yes_or_no(text) is not None)
         elif expect == "town":
             towns = sorted({o.town for o in kb.offices})
             ask.hints, ask.grammar = towns, ask.grammar or towns
@@ -576,9 +578,7 @@ class Engine:
                 heard.kind == "speech" and 0 < heard.confidence < pol.stt_confirm_below)
             return intent, not doubtful
         if expect == "yes_no":
-            yn = entities.parse_yes_no(text)
-            if yn is None:
-                yn = sounds_like_yes_no(text)
+            yn = yes_or_no(text)
             return (None if yn is None else ("yes" if yn else "no")), True
         if expect == "reference":
             return entities.extract_reference(text), True
@@ -603,6 +603,25 @@ CONFIRM_KEYPAD = "Perdone. Si es así, pulse 1. Si no, pulse 2."
 _YES_SOUNDS = {"si", "sii", "sip", "see", "c", "ce", "se", "xi", "chi", "shi", "sin", "1", "uno", "vale", "yes",
                "claro", "correcto", "afirmativo", "exacto", "eso"}
 _NO_SOUNDS = {"no", "nou", "know", "now", "non", "nop", "nope", "2", "dos", "negativo"}
+
+
+# Ways of saying yes and no, scored on the audio when the transcript is neither (`speech.stt.ClosedSet`), and
+# what callers say that is neither, so that a hesitation or a cough is not forced into one. Measured with four
+# espeak voices over G.711 (bench/README.md, "Closed answers"): a lone "sí" chosen 4/4 with a lead of 3.4-4.4, and
+# "hola", "eh", "cinco", "tres" or a cough never chosen (leads under 2.5).
+YES_NO = ClosedSet(
+    choices={"sí": ("Sí.", "Sí", "Si.", "Sí, sí.", "Vale.", "Claro.", "Eso es.", "Correcto.", "Sí, eso es.",
+                    "Sí, por favor."),
+             "no": ("No.", "No", "No, no.", "No es eso.", "No, gracias.")},
+    fillers=("Hola.", "Eh.", "¿Qué?", "Bueno.", "Perdón.", "¿Cómo?", "A ver.", "Pues."))
+
+
+def yes_or_no(text: str) -> bool | None:
+    """Yes, no or neither, from a transcript (or the closed set's choice)."""
+    from routing import entities
+
+    yn = entities.parse_yes_no(text)
+    return sounds_like_yes_no(text) if yn is None else yn
 
 
 def sounds_like_yes_no(text: str) -> bool | None:

