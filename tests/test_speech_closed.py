@@ -214,25 +214,35 @@ def test_a_choice_must_lead_every_other_choice_and_every_filler() -> None:
     assert pick([], 3.0) == (None, 0.0)
 
 
-def test_the_closed_set_answers_only_when_the_transcript_does_not() -> None:
+def test_a_short_closed_answer_is_scored_before_any_open_decode() -> None:
+    import numpy as np
+
     from speech.stt import ClosedSet
 
     yes_no = ClosedSet(choices={"sí": ("Sí.",), "no": ("No.",)}, fillers=("¿Cómo?",))
 
     class Choosing(_Decodes):
+        def __init__(self, choice: str | None, first: tuple[str, float]) -> None:
+            super().__init__(first, ("Gracias.", 0.2))
+            self.choice = choice
+
         def choose(self, audio: object, rate: int, closed: ClosedSet) -> tuple[str | None, float]:
             self.calls.append("choose")
-            return "sí", 4.2
+            return self.choice, 4.2 if self.choice else 1.0
 
     def yes_or_no(text: str) -> bool:
         return normalize(text) in ("si", "no")
 
-    engine = Choosing(("y", 0.3), ("Gracias.", 0.2))
-    res = transcribe_checked(engine, None, 8000, ["sí", "no"], None, yes_or_no, yes_no)  # type: ignore[arg-type]
-    assert (res.text, res.raw_text, res.chosen, engine.calls) == ("sí", "y", True, ["first", "choose"])
-    assert 0 < res.confidence <= 1
-    engine = Choosing(("No.", 0.3), ("Gracias.", 0.2))  # heard: the closed set is not asked
-    assert transcribe_checked(engine, None, 8000, ["sí", "no"], None, yes_or_no, yes_no).text == "No."  # type: ignore[arg-type]
+    one_second, five_seconds = np.zeros(8000, np.float32), np.zeros(40000, np.float32)
+    engine = Choosing("sí", ("y", 0.3))  # what Whisper made of espeak's lone "sí"
+    res = transcribe_checked(engine, one_second, 8000, ["sí", "no"], None, yes_or_no, yes_no)  # type: ignore[arg-type]
+    assert (res.text, res.chosen, engine.calls) == ("sí", True, ["choose"]) and 0 < res.confidence <= 1
+    engine = Choosing(None, ("No.", 0.3))  # no choice leads: the open transcript answers
+    assert transcribe_checked(engine, one_second, 8000, ["sí", "no"], None, yes_or_no, yes_no).text == "No."  # type: ignore[arg-type]
+    assert engine.calls == ["choose", "first"]
+    engine = Choosing("sí", ("no, quiero pedir cita", 0.6))  # a sentence is the open transcript's
+    res = transcribe_checked(engine, five_seconds, 8000, ["sí", "no"], None, lambda t: True, yes_no)  # type: ignore[arg-type]
+    assert res.text.startswith("no")
     assert engine.calls == ["first"]
 
 
@@ -262,3 +272,39 @@ def test_whisper_scores_the_expected_answers_on_the_audio() -> None:
     assert engine.choose(noise, 8000, YES_NO)[0] is None  # a cough
     assert engine.choose(_phone("quiero pedir cita para renovar el carné de conducir", *VARIANTS[0]), 8000,  # type: ignore[arg-type]
                          YES_NO) == (None, 0.0)  # a sentence is the open transcript's
+
+
+def test_the_service_scores_a_short_closed_answer_first() -> None:
+    # The IVR's confirmations listen through speech.service.Speech: a lone "sí" is chosen without an open decode (the
+    # answer came 3.6 s after the caller's "sí" over SIP when the decode, its padded retry and then the closed set
+    # ran; 1.0 s with the closed set first, bench/bench_ivr_confirm.py).
+    import asyncio
+
+    from speech.service import Speech
+    from speech.stt import ClosedSet
+
+    yes_no = ClosedSet(choices={"sí": ("Sí.",), "no": ("No.",)})
+    calls: list[str] = []
+    sp = Speech.__new__(Speech)
+
+    async def decode(pcm: bytes, hints: list[str], grammar: list[str] | None, *, second: bool) -> SttResult:
+        calls.append("decode")
+        return SttResult(text="no, quiero pedir cita", confidence=0.6)
+
+    async def choose(pcm: bytes, closed: ClosedSet) -> tuple[str | None, float]:
+        calls.append("choose")
+        return "sí", 4.0
+
+    async def info() -> tuple[str, bool]:
+        return "whisper", False
+
+    async def judge(accept: object, text: str) -> bool:
+        return True
+
+    sp._decode, sp._choose, sp._engine_info, sp._judge = decode, choose, info, judge  # type: ignore[method-assign, assignment]
+    sp._pool = None
+    res = asyncio.run(sp._checked(b"\0" * 16000, ["sí", "no"], None, lambda t: True, closed=yes_no))
+    assert (res.text, res.chosen, res.engine, calls) == ("sí", True, "whisper", ["choose"])
+    calls.clear()
+    res = asyncio.run(sp._checked(b"\0" * 80000, ["sí", "no"], None, lambda t: True, closed=yes_no))  # 5 s: a sentence
+    assert (res.text, calls) == ("no, quiero pedir cita", ["decode"])
