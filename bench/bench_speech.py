@@ -123,9 +123,12 @@ def main() -> int:
     ap.add_argument("--hesitate", type=int, default=0, metavar="MS",
                     help="with --early-commit: a pause of MS in the middle of every utterance (a hesitating caller)")
     ap.add_argument("--set", action="append", default=[], help="with --early-commit: dev (default), blind or a TSV")
+    ap.add_argument("--sure", action="store_true",
+                    help="with --early-commit: commit only on a transcript the router is sure of (no confirmation "
+                         "needed), as the IVR's intent question does")
     args = ap.parse_args()
     if args.early_commit:
-        early_commit(args.early_commit, args.set, args.hesitate)
+        early_commit(args.early_commit, args.set, args.hesitate, args.sure)
         return 0
     levels = [int(x) for x in args.levels.split(",")]
     only = set(args.only.split(","))
@@ -204,7 +207,7 @@ def trimmed(pcm: bytes, floor: int = 300) -> bytes:
     return x[loud[0]:loud[-1] + 1].tobytes() if loud.size else b""
 
 
-def early_commit(pause_ms: int, sets: list[str], hesitate_ms: int = 0) -> None:
+def early_commit(pause_ms: int, sets: list[str], hesitate_ms: int = 0, sure: bool = False) -> None:
     """Does early commit (`speech.early_commit_ms`) cost right intents? On the audio test set, every point where
     `Speech.listen` would decode ahead (a pause of `pause_ms` after enough speech) is decoded and judged by the
     router; an accepted transcript at a pause the caller talks on after is what early commit would answer (the
@@ -265,7 +268,7 @@ def early_commit(pause_ms: int, sets: list[str], hesitate_ms: int = 0) -> None:
         for prefix in points:
             internal += 1
             text = whisper.transcribe(to_float(prefix), RATE, hints).text
-            if text and accept(text):
+            if text and (route(text)[0] is not None and not route(text)[1] if sure else accept(text)):
                 got_early = route(text)[0]
                 break
         base_right += got_base == item.intent
@@ -275,7 +278,8 @@ def early_commit(pause_ms: int, sets: list[str], hesitate_ms: int = 0) -> None:
             print(f"  changed: {item.text!r}: {got_base} -> {got_early} (expected {item.intent})")
     n = len(items)
     pause = f" with a {hesitate_ms} ms pause halfway" if hesitate_ms else ""
-    print(f"\nearly commit at {pause_ms} ms on {n} utterances{pause} "
+    judge = "a sure intent" if sure else "any intent"
+    print(f"\nearly commit at {pause_ms} ms on {n} utterances{pause}, committed on {judge} "
           f"({internal} pauses inside an utterance decoded):\n"
           f"  right intent without early commit {base_right}/{n}, with it (worst case) {early_right}/{n}, "
           f"{changed} answers changed")

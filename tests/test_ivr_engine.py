@@ -122,6 +122,33 @@ async def test_a_confirmation_takes_one_key(loaded: Loaded, monkeypatch: pytest.
 
 
 @pytest.mark.anyio
+async def test_yes_no_questions_are_scored_against_their_phrases(loaded: Loaded, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A lone "sí" over G.711 is transcribed as "y" or nothing, and snapping a transcript to a sí/no grammar made
+    # "hola" a "no": both kinds of yes/no question carry the closed set, a judge, and no grammar to snap to.
+    from ivr.contact import Ask
+    from ivr.engine import YES_NO
+
+    asks: list[Any] = []
+    real = ScriptedIO.gather
+
+    async def seen(self: ScriptedIO, ask: Any) -> Any:
+        asks.append(ask)
+        return await real(self, ask)
+
+    monkeypatch.setattr(ScriptedIO, "gather", seen)
+    await _run(loaded, [("say", "algo de la itv"), ("say", "sí")])
+    confirm = next(a for a in asks if a.text.startswith("¿Quiere pagar"))
+    assert confirm.closed is YES_NO and confirm.grammar is None and confirm.accept is not None
+    assert confirm.accept("sí") and confirm.accept("vale") and not confirm.accept("y")
+    s = loaded.settings
+    engine = Engine(s.ivr, Deps(settings=s, router=ROUTER, calendar=Calendar("line", s.calendar.calendars["line"]),
+                                hooks=DryRunHooks.make(), clock=FixedClock(OPEN)), answers=Answers)
+    ask = Ask(text="¿Quiere que se lo repita? Diga sí o no.")  # Engine.confirm's question
+    engine._vocabulary(ask, "yes_no")
+    assert ask.closed is YES_NO and ask.grammar is None and ask.accept is not None and not ask.accept("hola")
+
+
+@pytest.mark.anyio
 async def test_no_match_then_dtmf_menu_then_keyed_choice(loaded: Loaded) -> None:
     session, said = await _run(loaded, [("say", "patatas"), ("say", "tomates"), ("dtmf", "7"), ("say", "no")])
     assert any(t.startswith("Perdone, no le he entendido.") for t in said)
