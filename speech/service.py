@@ -304,14 +304,20 @@ class Speech:
         return await loop.run_in_executor(self._stt_pool, engine.transcribe, to_float(pcm), RATE, hints, grammar)
 
     async def _choose(self, pcm: bytes, closed: ClosedSet) -> tuple[str | None, float]:
-        pool = self._pool
-        if pool is not None:
-            got: tuple[str | None, float] = await pool.stt_worker().call("choose", pcm, closed)
-            return got
-        choose = getattr(self.stt, "choose", None)
-        if choose is None:
+        """The closed set's choice, or (None, 0.0): a failure here only means the open transcript decides."""
+        try:
+            pool = self._pool
+            if pool is not None:
+                got: tuple[str | None, float] = await pool.stt_worker().call("choose", pcm, closed)
+                return got
+            choose = getattr(self.stt, "choose", None)
+            if choose is None:
+                return None, 0.0
+            return await asyncio.get_running_loop().run_in_executor(self._stt_pool, choose, to_float(pcm), RATE,
+                                                                    closed)
+        except Exception:
+            log.exception("scoring a closed answer failed; the transcript decides")
             return None, 0.0
-        return await asyncio.get_running_loop().run_in_executor(self._stt_pool, choose, to_float(pcm), RATE, closed)
 
     async def _judge(self, accept: Callable[[str], bool], text: str) -> bool:
         # The judge is the router (CPU work, ~0.3 ms): a thread keeps a slow one off the loop.

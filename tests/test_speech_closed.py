@@ -308,3 +308,36 @@ def test_the_service_scores_a_short_closed_answer_first() -> None:
     calls.clear()
     res = asyncio.run(sp._checked(b"\0" * 80000, ["sí", "no"], None, lambda t: True, closed=yes_no))  # 5 s: a sentence
     assert (res.text, calls) == ("no, quiero pedir cita", ["decode"])
+
+
+def test_a_failing_closed_scoring_leaves_the_answer_to_the_transcript(caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+
+    from speech.service import Speech
+    from speech.stt import ClosedSet
+
+    sp = Speech.__new__(Speech)
+
+    class Broken:
+        name = "whisper"
+
+        def choose(self, audio: object, rate: int, closed: ClosedSet) -> tuple[str | None, float]:
+            raise RuntimeError("model file vanished")
+
+    async def decode(pcm: bytes, hints: list[str], grammar: list[str] | None, *, second: bool) -> SttResult:
+        return SttResult(text="No.", confidence=0.5)
+
+    async def judge(accept: object, text: str) -> bool:
+        return True
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    sp._pool, sp._stt, sp._stt_pool = None, Broken(), ThreadPoolExecutor(1)  # type: ignore[assignment]
+    sp._decode, sp._judge = decode, judge  # type: ignore[method-assign, assignment]
+    try:
+        res = asyncio.run(sp._checked(b"\0" * 16000, ["sí", "no"], None, lambda t: True,
+                                      closed=ClosedSet(choices={"no": ("No.",)})))
+    finally:
+        sp._stt_pool.shutdown()
+    assert res.text == "No." and not res.chosen
+    assert "scoring a closed answer failed" in caplog.text
