@@ -30,6 +30,7 @@ from speech.engines import load_stt
 ANSWERS: list[tuple[str, str | None]] = [
     ("sí", "sí"), ("no", "no"), ("sí, eso es", "sí"), ("no, no es eso", "no"), ("vale", "sí"), ("claro", "sí"),
     ("que no", "no"), ("no gracias", "no"), ("correcto", "sí"),
+    ("no lo sé", None), ("sí, no sé", None), ("no estoy seguro", None),
     ("hola", None), ("eh", None), ("cinco", None), ("tres", None), ("eso es", "sí"), ("quiero pedir cita", None),
 ]
 
@@ -58,7 +59,9 @@ def main() -> int:
                 if i == 0:
                     yn = yes_or_no(text)
                     open_yn = None if yn is None else ("sí" if yn else "no")
-                    rows.append((said, meant, variant[0], text, open_yn, value, lead, value or open_yn))
+                    few = len(text.split()) <= 1  # speech.stt.closed_fits: words stay the transcript's
+                    rows.append((said, meant, variant[0], text, open_yn, value, lead,
+                                 open_yn or (value if few else None)))
     print(f"{'said':18} {'meant':5} {'voice':14} {'open transcript':28} {'open':5} {'closed':6} lead")
     for said, meant, voice, text, open_yn, value, lead, _ in rows:
         print(f"{said:18} {meant or '-':5} {voice:14} {text[:28]!r:28} {open_yn or '-':5} {value or '-':6} {lead:.1f}")
@@ -74,7 +77,7 @@ def main() -> int:
 
     print(f"open transcript (baseline): {score(4)}")
     print(f"closed set:                 {score(5)}")
-    print(f"closed, then the transcript (the IVR's order): {score(7)}")
+    print(f"the transcript, then the closed set when it has no words or one (the IVR's order): {score(7)}")
     for name, xs in (("open decode", t_open), ("closed scoring", t_closed)):
         st = summary(xs)
         print(f"{name:15} s: p50 {st['p50']:.3f} / p95 {st['p95']:.3f} / p99 {st['p99']:.3f} / max {st['max']:.3f} "

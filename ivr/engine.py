@@ -613,7 +613,9 @@ YES_NO = ClosedSet(
     choices={"sí": ("Sí.", "Sí", "Si.", "Sí, sí.", "Vale.", "Claro.", "Eso es.", "Correcto.", "Sí, eso es.",
                     "Sí, por favor."),
              "no": ("No.", "No", "No, no.", "No es eso.", "No, gracias.")},
-    fillers=("Hola.", "Eh.", "¿Qué?", "Bueno.", "Perdón.", "¿Cómo?", "A ver.", "Pues."))
+    # Unsure answers too: without them "no lo sé" was chosen as "no" and "sí, no sé" as "sí" (lead 3.8-5.1).
+    fillers=("Hola.", "Eh.", "¿Qué?", "Bueno.", "Perdón.", "¿Cómo?", "A ver.", "Pues.", "No sé.", "No lo sé.",
+             "Sí, no sé.", "No estoy seguro.", "No me acuerdo.", "Ni idea.", "Depende."))
 
 
 def yes_or_no(text: str) -> bool | None:

@@ -63,6 +63,10 @@ class ClosedSet:
     choices: Mapping[str, tuple[str, ...]]
     fillers: tuple[str, ...] = ()
     margin: float = 3.0
+
+    def __post_init__(self) -> None:
+        if not self.fillers:
+            raise ValueError("a closed set needs fillers: without them any sound is forced into a choice")
     max_s: float = 2.5  # longer speech is a sentence ("no, quiero ..."): the open transcript decides
 
     def phrases(self) -> list[tuple[str | None, str]]:
@@ -84,9 +88,9 @@ def pick(scores: list[tuple[str | None, float]], margin: float) -> tuple[str | N
         if score > best.get(value, -math.inf):
             best[value] = score
     ranked = sorted(best.items(), key=lambda kv: -kv[1])
-    if not ranked:
-        return None, 0.0
-    lead = ranked[0][1] - ranked[1][1] if len(ranked) > 1 else math.inf
+    if len(ranked) < 2:
+        return None, 0.0  # nothing to lead: a choice needs competitors (other choices or fillers)
+    lead = ranked[0][1] - ranked[1][1]
     if ranked[0][0] is None or lead < margin:
         return None, lead
     return ranked[0][0], lead
@@ -233,6 +237,12 @@ def first_is_final(first: SttResult, hints: list[str] | None, first_fits: bool) 
     return heard_a_hint(first.text, hints) or (first_fits and not lone_unsure_word(first, hints))
 
 
+def closed_fits(closed: ClosedSet, samples: int, rate: int, first: SttResult | None = None) -> bool:
+    """Is a closed set's choice worth asking for: a short utterance whose transcript (when there is one yet) is no
+    words or one ("y", "C,": a garbled "sí"). Words stay the transcript's: "No lo sé." is not a "no"."""
+    return samples <= closed.max_s * rate and (first is None or len(_words(first.text)) <= 1)
+
+
 def chosen(first: SttResult, value: str, lead: float, closed: ClosedSet) -> SttResult:
     """`first` answered by the closed set's choice (its transcript kept as `raw_text`)."""
     return SttResult(text=value, confidence=round(min(1.0, lead / (2 * closed.margin)), 3),
@@ -247,12 +257,6 @@ def transcribe_checked(engine: SttEngine, audio: np.ndarray, rate: int, hints: l
     rejects it and the engine has a second opinion, that one if it is accepted (`first_is_final`, `settle`).
     Measured on the audio test set: 77 -> 80 of 93 right intent. `speech.service.Speech` does the same with
     its workers."""
-    choose = getattr(engine, "choose", None) if closed is not None else None
-    if closed is not None and choose is not None and len(audio) <= closed.max_s * rate:
-        # A short answer to a closed question: its phrases scored first (see speech.service.Speech._checked).
-        value, lead = choose(audio, rate, closed)
-        if value is not None:
-            return chosen(SttResult(engine=engine.name, audio_ms=len(audio) * 1000 // rate), value, lead, closed)
     first = engine.transcribe(audio, rate, hints, grammar)
     if accept is None:
         return first
@@ -262,6 +266,11 @@ def transcribe_checked(engine: SttEngine, audio: np.ndarray, rate: int, hints: l
     for alt in other_hypotheses(first, hints):
         if accept(alt.text):
             return take_hypothesis(first, alt)
+    choose = getattr(engine, "choose", None)
+    if closed is not None and choose is not None and closed_fits(closed, len(audio), rate, first):
+        value, lead = choose(audio, rate, closed)
+        if value is not None:
+            return chosen(first, value, lead, closed)
     again = getattr(engine, "second_opinion", None)
     other: SttResult | None = again(audio, rate, hints, grammar) if again is not None else None
     return settle(first, other, first_fits, other is not None and bool(other.text) and accept(other.text), hints)
@@ -597,16 +606,19 @@ class WhisperEngine:
             import ctranslate2
 
             batch = ctranslate2.StorageView.from_array(np.ascontiguousarray(np.repeat(enc, len(prompts), axis=0)))
-            # No suppression: a forced token must keep its own probability. +4: room for the end-of-text step
-            # whatever the batch's padding.
+            # No suppression: a forced token must keep its own probability. The length: CTranslate2 returned one step
+            # fewer than the forced tokens plus the end of text for an 8-token phrase at the longest prompt + 4
+            # ("Jerez de los Caballeros."); twice the longest phrase leaves room, and a phrase still short raises.
+            longest = max(map(len, token_lists))
             out = self.model.model.generate(
-                batch, prompts, beam_size=1, max_length=max(map(len, prompts)) + 4, return_logits_vocab=True,
-                suppress_blank=False, suppress_tokens=[])
+                batch, prompts, beam_size=1, max_length=min(self.model.max_length, len(start) + 2 * longest + 4),
+                return_logits_vocab=True, suppress_blank=False, suppress_tokens=[])
         scores: list[tuple[str | None, float]] = []
-        for (value, _), ids, res in zip(phrases, token_lists, out, strict=True):
+        for (value, form), ids, res in zip(phrases, token_lists, out, strict=True):
             steps = res.logits[0]
             if len(steps) < len(ids) + 1:
-                continue
+                # A phrase left out would hand the choice to the others: no choice at all rather than a biased one.
+                raise RuntimeError(f"closed answer {form!r}: {len(steps)} scored steps for {len(ids) + 1} tokens")
             total = 0.0
             for j, tok in enumerate([*ids, self._tok.eot]):
                 v = np.asarray(steps[j], dtype=np.float64).reshape(-1)
@@ -722,8 +734,10 @@ class WhisperEngine:
         return not echoes_prompt(norm, math.exp(logprob) * (1.0 - no_speech), self.prompt)
 
     def transcribe(self, audio: np.ndarray, rate: int, hints: list[str] | None = None,
-                   grammar: list[str] | None = None) -> SttResult:
-        return self._transcribe(audio, rate, hints, grammar, second=False)
+                   grammar: list[str] | None = None, *, retry: bool = True) -> SttResult:
+        """`retry`: when every hypothesis loops or is invented, decode again in the padded window (0.9 s more);
+        off for a closed question's short answer, whose closed set answers a loop ("C, C, C, ..." for "sí")."""
+        return self._transcribe(audio, rate, hints, grammar, second=False, retry=retry)
 
     def second_opinion(self, audio: np.ndarray, rate: int, hints: list[str] | None = None,
                        grammar: list[str] | None = None) -> SttResult:
@@ -733,7 +747,7 @@ class WhisperEngine:
         return self._transcribe(audio, rate, hints, grammar, second=True)
 
     def _transcribe(self, audio: np.ndarray, rate: int, hints: list[str] | None, grammar: list[str] | None,
-                    second: bool) -> SttResult:
+                    second: bool, retry: bool = True) -> SttResult:
         audio_ms = int(len(audio) * 1000 / rate) if rate else 0
         x = resample(audio, rate, 16000)
         if x.size < 1600 or float(np.sqrt(np.mean(x * x))) < 1e-3:
@@ -754,7 +768,7 @@ class WhisperEngine:
             else:
                 hyps = self._decode_short(x, hotwords, window=window)
                 hyps, dropped = self._clean(hyps, audio_s)
-                if not hyps and dropped:
+                if not hyps and dropped and retry:
                     # Every hypothesis looped or was invented: the other decode errs differently (issue 17).
                     hyps, more = self._clean(self._decode_short(x, hotwords, window=not window), audio_s)
                     dropped += more

@@ -81,6 +81,7 @@ class _Engines:
 def _handle(eng: _Engines, rid: int, op: str, args: tuple[Any, ...], reply: Callable[[int, str, Any], None]) -> None:
     from core.audio import RATE
     from speech.audio import to_float
+    from speech.stt import WhisperEngine
     from speech.tts import frames_8k
 
     if rid in eng.cancelled and op == "transcribe":
@@ -99,13 +100,15 @@ def _handle(eng: _Engines, rid: int, op: str, args: tuple[Any, ...], reply: Call
 
                 t = eng.tts
                 reply(rid, "ok", {"name": t.name, "voice": t.voice, "id": tts_id(eng.cfg, t)})
-        elif op == "transcribe":  # (pcm 8 kHz, hints, grammar, second opinion?): utterances and whole recordings
-            pcm, hints, grammar, second = args
+        elif op == "transcribe":  # (pcm 8 kHz, hints, grammar, second opinion?[, retry?]): utterances, recordings
+            pcm, hints, grammar, second, *more = args
             audio = to_float(pcm)
             e = eng.stt
             if second:
                 again = getattr(e, "second_opinion", None)
                 reply(rid, "ok", None if again is None else again(audio, RATE, hints, grammar))
+            elif more and not more[0] and isinstance(e, WhisperEngine):
+                reply(rid, "ok", e.transcribe(audio, RATE, hints, grammar, retry=False))
             else:
                 reply(rid, "ok", e.transcribe(audio, RATE, hints, grammar))
         elif op == "choose":  # (pcm 8 kHz, ClosedSet): which expected answer a short utterance says

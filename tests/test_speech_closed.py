@@ -165,7 +165,8 @@ def test_the_service_follows_the_same_policy() -> None:
         sp = Speech.__new__(Speech)
         decodes = {False: first, True: other}
 
-        async def decode(pcm: bytes, hints: list[str], grammar: list[str] | None, *, second: bool) -> SttResult:
+        async def decode(pcm: bytes, hints: list[str], grammar: list[str] | None, *, second: bool,
+                         retry: bool = True) -> SttResult:
             text, confidence = decodes[second]
             return SttResult(text=text, confidence=confidence)
 
@@ -214,7 +215,7 @@ def test_a_choice_must_lead_every_other_choice_and_every_filler() -> None:
     assert pick([], 3.0) == (None, 0.0)
 
 
-def test_a_short_closed_answer_is_scored_before_any_open_decode() -> None:
+def test_the_closed_set_answers_only_for_no_words_or_one() -> None:
     import numpy as np
 
     from speech.stt import ClosedSet
@@ -234,16 +235,29 @@ def test_a_short_closed_answer_is_scored_before_any_open_decode() -> None:
         return normalize(text) in ("si", "no")
 
     one_second, five_seconds = np.zeros(8000, np.float32), np.zeros(40000, np.float32)
-    engine = Choosing("sí", ("y", 0.3))  # what Whisper made of espeak's lone "sí"
+    for garbled in ("y", "", "C,"):  # what Whisper made of espeak's lone "sí"
+        engine = Choosing("sí", (garbled, 0.3))
+        res = transcribe_checked(engine, one_second, 8000, ["sí", "no"], None, yes_or_no, yes_no)  # type: ignore[arg-type]
+        assert (res.text, res.chosen, res.raw_text) == ("sí", True, garbled) and 0 < res.confidence <= 1
+        assert engine.calls == ["first", "choose"]
+    # Words stay the transcript's: scored first, "no lo sé" was chosen as a firm "no" (lead 5.1)
+    engine = Choosing("no", ("No lo sé.", 0.6))
     res = transcribe_checked(engine, one_second, 8000, ["sí", "no"], None, yes_or_no, yes_no)  # type: ignore[arg-type]
-    assert (res.text, res.chosen, engine.calls) == ("sí", True, ["choose"]) and 0 < res.confidence <= 1
-    engine = Choosing(None, ("No.", 0.3))  # no choice leads: the open transcript answers
+    assert not res.chosen and "choose" not in engine.calls
+    engine = Choosing("sí", ("mmm", 0.2))  # a sentence's length is the open transcript's, whatever it says
+    res = transcribe_checked(engine, five_seconds, 8000, ["sí", "no"], None, yes_or_no, yes_no)  # type: ignore[arg-type]
+    assert not res.chosen and "choose" not in engine.calls
+    engine = Choosing("sí", ("No.", 0.3))  # heard: not asked
     assert transcribe_checked(engine, one_second, 8000, ["sí", "no"], None, yes_or_no, yes_no).text == "No."  # type: ignore[arg-type]
-    assert engine.calls == ["choose", "first"]
-    engine = Choosing("sí", ("no, quiero pedir cita", 0.6))  # a sentence is the open transcript's
-    res = transcribe_checked(engine, five_seconds, 8000, ["sí", "no"], None, lambda t: True, yes_no)  # type: ignore[arg-type]
-    assert res.text.startswith("no")
     assert engine.calls == ["first"]
+
+
+def test_a_closed_set_needs_competitors() -> None:
+    from speech.stt import ClosedSet, pick
+
+    with pytest.raises(ValueError, match="fillers"):
+        ClosedSet(choices={"sí": ("Sí.",)})
+    assert pick([("sí", -3.0), ("sí", -4.0)], 3.0) == (None, 0.0)  # one value and nothing else: no lead at all
 
 
 def _phone(said: str, voice: str, speed: int, pitch: int) -> object:
@@ -274,40 +288,48 @@ def test_whisper_scores_the_expected_answers_on_the_audio() -> None:
                          YES_NO) == (None, 0.0)  # a sentence is the open transcript's
 
 
-def test_the_service_scores_a_short_closed_answer_first() -> None:
-    # The IVR's confirmations listen through speech.service.Speech: a lone "sí" is chosen without an open decode (the
-    # answer came 3.6 s after the caller's "sí" over SIP when the decode, its padded retry and then the closed set
-    # ran; 1.0 s with the closed set first, bench/bench_ivr_confirm.py).
+def test_the_service_scores_alongside_the_decode_and_keeps_words() -> None:
+    # The IVR's confirmations listen through speech.service.Speech: the scoring starts with the open decode (another
+    # worker), and its choice answers only a transcript of no words or one.
     import asyncio
 
     from speech.service import Speech
     from speech.stt import ClosedSet
 
-    yes_no = ClosedSet(choices={"sí": ("Sí.",), "no": ("No.",)})
+    yes_no = ClosedSet(choices={"sí": ("Sí.",), "no": ("No.",)}, fillers=("¿Cómo?",))
     calls: list[str] = []
-    sp = Speech.__new__(Speech)
 
-    async def decode(pcm: bytes, hints: list[str], grammar: list[str] | None, *, second: bool) -> SttResult:
-        calls.append("decode")
-        return SttResult(text="no, quiero pedir cita", confidence=0.6)
+    def speech(transcript: str, choice: str | None) -> Speech:
+        sp = Speech.__new__(Speech)
 
-    async def choose(pcm: bytes, closed: ClosedSet) -> tuple[str | None, float]:
-        calls.append("choose")
-        return "sí", 4.0
+        async def decode(pcm: bytes, hints: list[str], grammar: list[str] | None, *, second: bool,
+                         retry: bool = True) -> SttResult:
+            calls.append("second" if second else "decode")
+            await asyncio.sleep(0.01)
+            return SttResult(text=transcript, confidence=0.6)
 
-    async def info() -> tuple[str, bool]:
-        return "whisper", False
+        async def choose(pcm: bytes, closed: ClosedSet) -> tuple[str | None, float]:
+            calls.append("choose")
+            return choice, 4.0
 
-    async def judge(accept: object, text: str) -> bool:
-        return True
+        async def judge(accept: object, text: str) -> bool:
+            return normalize(text) in ("si", "no")
 
-    sp._decode, sp._choose, sp._engine_info, sp._judge = decode, choose, info, judge  # type: ignore[method-assign, assignment]
-    sp._pool = None
-    res = asyncio.run(sp._checked(b"\0" * 16000, ["sí", "no"], None, lambda t: True, closed=yes_no))
-    assert (res.text, res.chosen, res.engine, calls) == ("sí", True, "whisper", ["choose"])
+        sp._decode, sp._choose, sp._judge = decode, choose, judge  # type: ignore[method-assign, assignment]
+        sp._pool = None
+        return sp
+
+    res = asyncio.run(speech("y", "sí")._checked(b"\0" * 16000, ["sí", "no"], None, lambda t: True, closed=yes_no))
+    assert (res.text, res.chosen, res.raw_text) == ("sí", True, "y")
+    assert sorted(calls[:2]) == ["choose", "decode"]  # started together
     calls.clear()
-    res = asyncio.run(sp._checked(b"\0" * 80000, ["sí", "no"], None, lambda t: True, closed=yes_no))  # 5 s: a sentence
-    assert (res.text, calls) == ("no, quiero pedir cita", ["decode"])
+    res = asyncio.run(speech("No lo sé.", "no")._checked(b"\0" * 16000, ["sí", "no"], None, lambda t: True,
+                                                           closed=yes_no))
+    assert res.text == "No lo sé." and not res.chosen  # "no" is heard whole in it: final, the IVR asks again
+    calls.clear()
+    res = asyncio.run(speech("no, quiero pedir cita", "sí")._checked(b"\0" * 80000, ["sí", "no"], None,
+                                                                       lambda t: True, closed=yes_no))
+    assert res.text == "no, quiero pedir cita" and "choose" not in calls  # 5 s: a sentence, never scored
 
 
 def test_a_failing_closed_scoring_leaves_the_answer_to_the_transcript(caplog: pytest.LogCaptureFixture) -> None:
@@ -324,20 +346,21 @@ def test_a_failing_closed_scoring_leaves_the_answer_to_the_transcript(caplog: py
         def choose(self, audio: object, rate: int, closed: ClosedSet) -> tuple[str | None, float]:
             raise RuntimeError("model file vanished")
 
-    async def decode(pcm: bytes, hints: list[str], grammar: list[str] | None, *, second: bool) -> SttResult:
-        return SttResult(text="No.", confidence=0.5)
+    async def decode(pcm: bytes, hints: list[str], grammar: list[str] | None, *, second: bool,
+                         retry: bool = True) -> SttResult:
+        return SttResult(text="" if second else "y", confidence=0.5)
 
     async def judge(accept: object, text: str) -> bool:
-        return True
+        return False
 
     from concurrent.futures import ThreadPoolExecutor
 
     sp._pool, sp._stt, sp._stt_pool = None, Broken(), ThreadPoolExecutor(1)  # type: ignore[assignment]
     sp._decode, sp._judge = decode, judge  # type: ignore[method-assign, assignment]
     try:
-        res = asyncio.run(sp._checked(b"\0" * 16000, ["sí", "no"], None, lambda t: True,
-                                      closed=ClosedSet(choices={"no": ("No.",)})))
+        res = asyncio.run(sp._checked(b"\0" * 16000, ["sí", "no"], None, lambda t: False,
+                                      closed=ClosedSet(choices={"no": ("No.",)}, fillers=("¿Cómo?",))))
     finally:
         sp._stt_pool.shutdown()
-    assert res.text == "No." and not res.chosen
+    assert not res.chosen and res.raw_text is None and res.text in ("y", "")
     assert "scoring a closed answer failed" in caplog.text
