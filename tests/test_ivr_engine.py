@@ -105,9 +105,8 @@ async def test_the_same_wrong_guess_is_not_proposed_twice(loaded: Loaded) -> Non
     assert session.intent == "horario" and session.vars["via"] == "dtmf_menu"
 
 
-@pytest.mark.anyio
-async def test_a_confirmation_takes_one_key(loaded: Loaded, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without num_digits the keypad waited 3 s for a second digit after "1" (measured over SIP: 2.8-2.9 s)."""
+def _asks_seen(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every question the engine asks, in order."""
     asks: list[Any] = []
     real = ScriptedIO.gather
 
@@ -116,6 +115,13 @@ async def test_a_confirmation_takes_one_key(loaded: Loaded, monkeypatch: pytest.
         return await real(self, ask)
 
     monkeypatch.setattr(ScriptedIO, "gather", seen)
+    return asks
+
+
+@pytest.mark.anyio
+async def test_a_confirmation_takes_one_key(loaded: Loaded, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without num_digits the keypad waited 3 s for a second digit after "1" (measured over SIP: 2.8-2.9 s)."""
+    asks = _asks_seen(monkeypatch)
     await _run(loaded, [("say", "algo de la itv"), ("dtmf", "1"), ("say", "no")])
     confirm = next(a for a in asks if a.text.startswith("¿Quiere pagar"))
     assert confirm.num_digits == 1
@@ -128,14 +134,7 @@ async def test_yes_no_questions_are_scored_against_their_phrases(loaded: Loaded,
     from ivr.contact import Ask
     from ivr.engine import YES_NO
 
-    asks: list[Any] = []
-    real = ScriptedIO.gather
-
-    async def seen(self: ScriptedIO, ask: Any) -> Any:
-        asks.append(ask)
-        return await real(self, ask)
-
-    monkeypatch.setattr(ScriptedIO, "gather", seen)
+    asks = _asks_seen(monkeypatch)
     await _run(loaded, [("say", "algo de la itv"), ("say", "sí")])
     confirm = next(a for a in asks if a.text.startswith("¿Quiere pagar"))
     assert confirm.closed is YES_NO and confirm.grammar is None and confirm.accept is not None
