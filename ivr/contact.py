@@ -50,7 +50,7 @@ class Ask:
     grammar: list[str] | None = None
     # Does a transcript answer the question? (speech asks its engine for a second opinion when not)
     accept: Callable[[str], bool] | None = None
-    # The answers expected (sí/no): scored on the audio when the transcript does not answer
+    # The answers expected (sí/no): scored on the audio when the transcript is no answer and no words or one
     closed: ClosedSet | None = None
 
 

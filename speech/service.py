@@ -45,7 +45,6 @@ from speech.stt import (
     SttEngine,
     SttResult,
     SttStream,
-    WhisperEngine,
     chosen,
     closed_fits,
     first_is_final,
@@ -306,10 +305,8 @@ class Speech:
             if again is None:
                 return None
             return await loop.run_in_executor(self._stt_pool, again, to_float(pcm), RATE, hints, grammar)
-        if not retry and isinstance(engine, WhisperEngine):
-            return await loop.run_in_executor(
-                self._stt_pool, lambda: engine.transcribe(to_float(pcm), RATE, hints, grammar, retry=False))
-        return await loop.run_in_executor(self._stt_pool, engine.transcribe, to_float(pcm), RATE, hints, grammar)
+        return await loop.run_in_executor(
+            self._stt_pool, lambda: engine.transcribe(to_float(pcm), RATE, hints, grammar, retry=retry))
 
     async def _choose(self, pcm: bytes, closed: ClosedSet) -> tuple[str | None, float]:
         """The closed set's choice, or (None, 0.0): a failure here only means the open transcript decides."""
@@ -388,7 +385,8 @@ class Speech:
         second opinion decodes the utterance again. When it says yes to a decode made on a short pause
         (`speech.early_commit_ms`) and the caller is still silent, the answer is final without waiting for the
         whole end silence. It runs in a thread, so it may be CPU work (the router). `closed`: the answers the
-        question expects, scored on a short utterance whose transcript the judge rejects (`ClosedSet`).
+        question expects, scored on a short utterance whose transcript the judge rejects and has no words or one
+        (`ClosedSet`, `_checked`).
 
         Frames are 20 ms of 8 kHz 16-bit mono (other sizes are re-cut). Bounded in wall-clock time too:
         if frames stop arriving, the no-input or maximum-length deadline still ends the call.

@@ -63,11 +63,11 @@ class ClosedSet:
     choices: Mapping[str, tuple[str, ...]]
     fillers: tuple[str, ...] = ()
     margin: float = 3.0
+    max_s: float = 2.5  # longer speech is a sentence ("no, quiero ..."): the open transcript decides
 
     def __post_init__(self) -> None:
         if not self.fillers:
             raise ValueError("a closed set needs fillers: without them any sound is forced into a choice")
-    max_s: float = 2.5  # longer speech is a sentence ("no, quiero ..."): the open transcript decides
 
     def phrases(self) -> list[tuple[str | None, str]]:
         """(value or None for a filler, phrase), every phrase once."""
@@ -162,7 +162,7 @@ class SttEngine(Protocol):
 
     def stream(self, hints: list[str] | None = None, grammar: list[str] | None = None) -> SttStream: ...
     def transcribe(self, audio: np.ndarray, rate: int, hints: list[str] | None = None,
-                   grammar: list[str] | None = None) -> SttResult: ...
+                   grammar: list[str] | None = None, *, retry: bool = True) -> SttResult: ...
 
 
 # A one-word transcript under this confidence is a guess, not an answer (on the audio test set a lone "cero" came
@@ -339,7 +339,7 @@ class VoskEngine:
         return VoskStream(self, grammar if grammar and self.supports_grammar else None)
 
     def transcribe(self, audio: np.ndarray, rate: int, hints: list[str] | None = None,
-                   grammar: list[str] | None = None) -> SttResult:
+                   grammar: list[str] | None = None, *, retry: bool = True) -> SttResult:
         from speech.audio import to_pcm16
 
         s = self.stream(hints, grammar)

@@ -81,7 +81,6 @@ class _Engines:
 def _handle(eng: _Engines, rid: int, op: str, args: tuple[Any, ...], reply: Callable[[int, str, Any], None]) -> None:
     from core.audio import RATE
     from speech.audio import to_float
-    from speech.stt import WhisperEngine
     from speech.tts import frames_8k
 
     if rid in eng.cancelled and op == "transcribe":
@@ -107,10 +106,8 @@ def _handle(eng: _Engines, rid: int, op: str, args: tuple[Any, ...], reply: Call
             if second:
                 again = getattr(e, "second_opinion", None)
                 reply(rid, "ok", None if again is None else again(audio, RATE, hints, grammar))
-            elif more and not more[0] and isinstance(e, WhisperEngine):
-                reply(rid, "ok", e.transcribe(audio, RATE, hints, grammar, retry=False))
             else:
-                reply(rid, "ok", e.transcribe(audio, RATE, hints, grammar))
+                reply(rid, "ok", e.transcribe(audio, RATE, hints, grammar, retry=bool(more[0]) if more else True))
         elif op == "choose":  # (pcm 8 kHz, ClosedSet): which expected answer a short utterance says
             pcm, closed = args
             choose = getattr(eng.stt, "choose", None)

@@ -304,7 +304,7 @@ class _TwoOpinions:
         raise NotImplementedError
 
     def transcribe(self, audio: np.ndarray, rate: int, hints: list[str] | None = None,
-                   grammar: list[str] | None = None) -> SttResult:
+                   grammar: list[str] | None = None, *, retry: bool = True) -> SttResult:
         self.calls.append("first")
         return self._result(self.first)
 

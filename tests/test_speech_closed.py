@@ -80,7 +80,7 @@ class _Decodes:
         raise NotImplementedError
 
     def transcribe(self, audio: object, rate: int, hints: list[str] | None = None,
-                   grammar: list[str] | None = None) -> SttResult:
+                   grammar: list[str] | None = None, *, retry: bool = True) -> SttResult:
         self.calls.append("first")
         return SttResult(text=self.first[0], confidence=self.first[1])
 
@@ -189,7 +189,7 @@ def test_another_hypothesis_of_the_same_decode_is_tried_before_a_second_decode()
 
     class NBest(_Decodes):
         def transcribe(self, audio: object, rate: int, hints: list[str] | None = None,
-                       grammar: list[str] | None = None) -> SttResult:
+                       grammar: list[str] | None = None, *, retry: bool = True) -> SttResult:
             self.calls.append("first")
             return SttResult(text="La libertad", confidence=0.43, alternatives=[
                 Alternative(text="La libertad", confidence=0.43), Alternative(text="un agente", confidence=0.08),
@@ -304,7 +304,7 @@ def test_the_service_scores_alongside_the_decode_and_keeps_words() -> None:
 
         async def decode(pcm: bytes, hints: list[str], grammar: list[str] | None, *, second: bool,
                          retry: bool = True) -> SttResult:
-            calls.append("second" if second else "decode")
+            calls.append("second" if second else ("decode" if retry else "decode without retry"))
             await asyncio.sleep(0.01)
             return SttResult(text=transcript, confidence=0.6)
 
@@ -321,7 +321,8 @@ def test_the_service_scores_alongside_the_decode_and_keeps_words() -> None:
 
     res = asyncio.run(speech("y", "sí")._checked(b"\0" * 16000, ["sí", "no"], None, lambda t: True, closed=yes_no))
     assert (res.text, res.chosen, res.raw_text) == ("sí", True, "y")
-    assert sorted(calls[:2]) == ["choose", "decode"]  # started together
+    # started together; the decode skips its padded retry of a loop, which the closed set answers
+    assert sorted(calls[:2]) == ["choose", "decode without retry"]
     calls.clear()
     res = asyncio.run(speech("No lo sé.", "no")._checked(b"\0" * 16000, ["sí", "no"], None, lambda t: True,
                                                            closed=yes_no))
@@ -330,6 +331,7 @@ def test_the_service_scores_alongside_the_decode_and_keeps_words() -> None:
     res = asyncio.run(speech("no, quiero pedir cita", "sí")._checked(b"\0" * 80000, ["sí", "no"], None,
                                                                        lambda t: True, closed=yes_no))
     assert res.text == "no, quiero pedir cita" and "choose" not in calls  # 5 s: a sentence, never scored
+    assert calls[0] == "decode"  # ... and its decode keeps the retry
 
 
 def test_a_failing_closed_scoring_leaves_the_answer_to_the_transcript(caplog: pytest.LogCaptureFixture) -> None:
