@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from config.knowledge import KnowledgeConfig
-from config.routing import RoutingConfig
+from config.routing import RoutingConfig, queue_problems
 from core.errors import InvalidInput
 from core.versioned import VersionedSection, VersionInfo
 from routing.normalize import analyze
@@ -166,16 +166,30 @@ class RouterService:
     async def config(self) -> tuple[int, RoutingConfig]:
         return await self.section.current()
 
-    async def put(self, data: Any, actor: str, note: str = "") -> int:
-        """Validate (422 with reasons), compile, and store as the new current version."""
-        value = await anyio.to_thread.run_sync(self.section.validate, data)
-        await anyio.to_thread.run_sync(Router, value, self.knowledge)  # proves it compiles before it is live
-        return await self.section.put(value, actor, note)
+    def queues(self) -> frozenset[str]:
+        """The desk's queues: the only places an intent may hand a contact over to."""
+        return frozenset(q.id for q in self._settings().desk.queues)
+
+    def refuse_unknown_queues(self, cfg: RoutingConfig) -> None:
+        """422 `unknown-queue` when an intent hands over to a queue the desk does not have: a version naming one
+        would put callers in a queue no agent works."""
+        problems = queue_problems(cfg, self.queues())
+        if problems:
+            text = "; ".join(p["reason"] for p in problems)
+            raise InvalidInput(text[:1].upper() + text[1:], problems, error_id="unknown-queue")
 
     async def compile_draft(self, data: Any) -> tuple[RoutingConfig, Router]:
-        """Validate (422 with reasons) and compile a document that is not saved: drafts, checks, the simulator."""
+        """Validate (422 with reasons: the model, the checks, the desk's queues) and compile a document that is not
+        saved: drafts, checks, the simulator."""
         value = await anyio.to_thread.run_sync(self.section.validate, data)
+        self.refuse_unknown_queues(value)
         return value, await anyio.to_thread.run_sync(Router, value, self.knowledge)
+
+    async def put(self, data: Any, actor: str, note: str = "", base: int | None = None) -> int:
+        """Checked as `compile_draft` (it compiles before it is live) and stored as the new current version; with
+        `base`, only if that version is still current (409 stale-version otherwise)."""
+        value, _ = await self.compile_draft(data)
+        return await self.section.put(value, actor, note, base=base)
 
     async def check_change(self, draft: Router, samples: list[DevSample] | None = None) -> dict[str, Any]:
         """The dev set scored by the router in force and by `draft`: accuracy before/after and what moved."""
@@ -191,5 +205,7 @@ class RouterService:
     async def version(self, version: int) -> RoutingConfig:
         return await self.section.get(version)
 
-    async def rollback(self, version: int, actor: str) -> int:
-        return await self.section.rollback(version, actor)
+    async def rollback(self, version: int, actor: str, base: int | None = None) -> int:
+        """A copy of an older version made current again: 422 when it hands over to a queue the desk no longer
+        has; with `base`, only if that version is still current."""
+        return await self.section.rollback(version, actor, base=base, check=self.refuse_unknown_queues)

@@ -76,6 +76,25 @@ async def test_an_intent_handing_over_to_a_queue_the_desk_lacks_is_refused_every
     assert [v["version"] for v in (await client.get("/api/v1/admin/routing/versions")).json()] == [0]
 
 
+async def test_the_routing_service_itself_refuses_a_queue_the_desk_lacks(client: httpx.AsyncClient,
+                                                                       runtime: Runtime) -> None:
+    """Not only the HTTP resources: every write through `RouterService` (CLI, learning loop, drafts) is checked."""
+    doc = await _routing(client)
+    _intent(doc, "queja_sugerencia")["queue"] = "FANTASMA"
+    svc = runtime.router
+    for attempt in (svc.put(doc, "admin"), svc.compile_draft(doc)):
+        with pytest.raises(InvalidInput, match="FANTASMA") as refused:
+            await attempt
+        assert refused.value.error_id == "unknown-queue"
+    _intent(doc, "queja_sugerencia")["queue"] = "N2"
+    assert await svc.put(doc, "admin") == 1
+    queues = runtime.settings.desk.queues
+    queues[:] = [q for q in queues if q.id != "N2"]
+    with pytest.raises(InvalidInput, match="N2"):
+        await svc.rollback(1, "admin")
+    assert (await svc.config())[0] == 1
+
+
 async def test_a_flow_step_handing_over_to_a_queue_the_desk_lacks_is_refused_everywhere(
         client: httpx.AsyncClient, runtime: Runtime) -> None:
     doc = _ghost_queue(await _flows(client))

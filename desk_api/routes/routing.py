@@ -18,12 +18,12 @@ import anyio
 from fastapi import APIRouter, Body, Depends, Query, Request
 from pydantic import BaseModel, Field
 
-from config.routing import Intent, RoutingConfig, queue_problems
-from core.errors import InvalidInput, NotFound
+from config.routing import Intent, RoutingConfig
+from core.errors import NotFound
 from core.versioned import StaleVersion, VersionInfo
 from desk_api.auth import actor_of, rate_limited
 from desk_api.deps import services_of
-from desk_api.schemas import EditResult, RollbackRequest, draft_size, known_queues
+from desk_api.schemas import EditResult, RollbackRequest, draft_size
 from routing.router import Router
 from routing.router_service import MAX_TEXT
 
@@ -42,28 +42,19 @@ editor = APIRouter(prefix="/api/v1/editor/routing", tags=["editor: routing"])
 MERGE_ATTEMPTS = 8  # a merge of one phrase or intent is redone over a newer version at most this many times
 
 
-def refuse_unknown_queues(cfg: RoutingConfig, queues: frozenset[str]) -> None:
-    problems = queue_problems(cfg, queues)
-    if problems:
-        text = "; ".join(p["reason"] for p in problems)
-        raise InvalidInput(text[:1].upper() + text[1:], problems, error_id="unknown-queue")
-
-
 async def checked_routing(rt: Services, data: Any) -> tuple[RoutingConfig, Router]:
     """A routing document validated (its size, the model, the desk's queues: 422) and compiled; nothing saved."""
     if isinstance(data, dict):
         draft_size(data, "routing")
-    svc = rt.router
-    value = await anyio.to_thread.run_sync(svc.section.validate, data)
-    refuse_unknown_queues(value, known_queues(rt))
-    return value, await anyio.to_thread.run_sync(Router, value, svc.knowledge)
+    return await rt.router.compile_draft(data)
 
 
 async def save_routing(rt: Services, data: Any, actor: str, note: str = "", base: int | None = None) -> int:
     """Checked as `checked_routing` (it compiles before it is live), stored as the new current version; with `base`,
     only if that version is still current (409 stale-version otherwise)."""
-    value, _ = await checked_routing(rt, data)
-    return await rt.router.section.put(value, actor, note, base=base)
+    if isinstance(data, dict):
+        draft_size(data, "routing")
+    return await rt.router.put(data, actor, note, base=base)
 
 
 async def merged(rt: Services, change: Callable[[int, RoutingConfig], Awaitable[T]]) -> T:
@@ -204,9 +195,7 @@ async def rollback(request: Request, body: RollbackRequest, actor: str = Depends
 
 
 async def rollback_routing(rt: Services, version: int, actor: str, base: int | None = None) -> int:
-    queues = known_queues(rt)
-    return await rt.router.section.rollback(version, actor, base=base,
-                                            check=lambda cfg: refuse_unknown_queues(cfg, queues))
+    return await rt.router.rollback(version, actor, base=base)
 
 
 # ---- the intents editor ------------------------------------------------------------------------
