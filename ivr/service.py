@@ -10,11 +10,12 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from config.flows import Answer
+from config.flows import Answer, queue_problems
 from config.ivr import IvrConfig
 from config.models import Settings
 from core import logs
 from core.clock import Clock, FixedClock
+from core.errors import InvalidInput
 from core.store import REDIS_ERRORS, Store
 from core.versioned import VersionedSection
 from ivr.answers import Answers, CsvFileAdapter
@@ -36,8 +37,21 @@ RETRY_STORE_S = 2.0
 
 
 def flows_section(store: Store, clock: Clock, settings: Callable[[], Settings]) -> VersionedSection[IvrConfig]:
-    """The flows as admins edit them (versions in Redis), over the files' version 0."""
-    return VersionedSection(store, clock, SECTION, IvrConfig, lambda: settings().ivr)
+    """The flows as admins edit them (versions in Redis), over the files' version 0. Every write (a new version, a
+    draft checked, a rollback) is refused when a step hands over to a queue the desk does not have."""
+    def check(doc: IvrConfig) -> None:
+        refuse_unknown_queues(doc, frozenset(q.id for q in settings().desk.queues))
+
+    return VersionedSection(store, clock, SECTION, IvrConfig, lambda: settings().ivr, check=check)
+
+
+def refuse_unknown_queues(doc: IvrConfig, queues: frozenset[str]) -> None:
+    """422 `unknown-queue`: a caller handed over there would wait in a queue no agent works."""
+    problems = queue_problems(doc, queues)
+    if problems:
+        raise InvalidInput("Los flujos pasan a colas que no existen: " + "; ".join(p.message for p in problems),
+                           [{"loc": f"flows.{p.flow}[{p.step}].queue", "reason": p.message} for p in problems],
+                           error_id="unknown-queue")
 
 
 class IvrService:

@@ -95,6 +95,15 @@ async def test_the_routing_service_itself_refuses_a_queue_the_desk_lacks(client:
     assert (await svc.config())[0] == 1
 
 
+async def test_the_flows_section_itself_refuses_a_queue_the_desk_lacks(client: httpx.AsyncClient,
+                                                                      runtime: Runtime) -> None:
+    doc = _ghost_queue(await _flows(client))
+    with pytest.raises(InvalidInput, match="FANTASMA") as refused:
+        await runtime.flows.put(doc, "admin")
+    assert refused.value.error_id == "unknown-queue"
+    assert (await runtime.flows.current())[0] == 0
+
+
 async def test_a_flow_step_handing_over_to_a_queue_the_desk_lacks_is_refused_everywhere(
         client: httpx.AsyncClient, runtime: Runtime) -> None:
     doc = _ghost_queue(await _flows(client))

@@ -27,7 +27,7 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, model_validator
 
-from config.flows import Gather, locate_problems, queue_problems
+from config.flows import Gather, locate_problems
 from core.errors import Conflict, InvalidInput, NotFound, Unavailable
 from core.versioned import VersionedSection, VersionInfo
 from desk_api.auth import actor_of, require
@@ -197,8 +197,7 @@ async def flow_version(version: int, request: Request) -> dict[str, Any]:
 async def rollback_flows(body: RollbackRequest, request: Request, actor: str = Depends(actor_of)) -> dict[str, Any]:
     """422 when that version hands over to a queue the desk no longer has."""
     rt = services_of(request)
-    queues = known_queues(rt)
-    version = await rt.flows.rollback(body.version, actor=actor, check=lambda doc: refuse_unknown_queues(doc, queues))
+    version = await rt.flows.rollback(body.version, actor=actor)  # the section checks the desk's queues
     return {"version": version, "rolled_back_to": body.version}
 
 
@@ -226,21 +225,11 @@ class SimulateBody(BaseModel):
                                                        "(step by step in the admin page) instead of simulating silence")
 
 
-def refuse_unknown_queues(doc: IvrConfig, queues: frozenset[str]) -> None:
-    problems = queue_problems(doc, queues)
-    if problems:
-        raise InvalidInput("Los flujos pasan a colas que no existen: " + "; ".join(p.message for p in problems),
-                           [{"loc": f"flows.{p.flow}[{p.step}].queue", "reason": p.message} for p in problems],
-                           error_id="unknown-queue")
-
-
 def checked_flows(rt: Services, data: Any) -> IvrConfig:
     """A flows document validated (its size, the model and its structure, the desk's queues: 422); not saved."""
     if isinstance(data, dict):
         draft_size(data, "flows")
-    doc = rt.flows.validate(data)
-    refuse_unknown_queues(doc, known_queues(rt))
-    return doc
+    return rt.flows.validate(data)  # the section checks the desk's queues
 
 
 @router.post("/api/v1/simulate", summary="Run the flows in force, or a draft, on a scripted caller; nothing is stored")
