@@ -57,6 +57,7 @@ class LineComponent:
         self.endpoint.line.accepting = lambda: not node.draining
         await self.endpoint.start()
         self.rt.attach_line(self.endpoint)
+        self.rt.callback_calls.on_ended = self.cdr.call_ended  # calls to callbacks' citizens get their CDR too
         metrics.ACTIVE_CALLS.set_function(self.live_calls)  # read at each scrape: it cannot drift from the line
         self._warm = asyncio.create_task(self._warm_up())
         log.info("IVR answering on sip:%s:%s", sip.host, sip.port)
@@ -103,6 +104,7 @@ class LineComponent:
             self._warm.cancel()
         if self.endpoint is not None:
             self.rt.attach_line(None)
+            await self.rt.callback_calls.stop()
             await self.endpoint.stop()
         if self.cdr is not None:
             await self.cdr.drain(2.0)

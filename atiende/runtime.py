@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from routing.calendar_service import CalendarService
     from routing.router_service import RouterService
     from speech.service import Speech
+    from voicemail.callback_calls import CallbackCalls
     from voicemail.callbacks import CallbackService
     from voicemail.service import CallbackWorker, VoicemailService
     from voicemail.storage import RecordingStore
@@ -222,6 +223,15 @@ class Runtime:
         return CallbackWorker(self.current_settings, self.callbacks, self.speech, DeskVoicemail(self.desk))
 
     @cached_property
+    def callback_calls(self) -> CallbackCalls:
+        from atiende.wiring import DeskCallbackCalls
+        from voicemail.callback_calls import CallbackCalls
+
+        return CallbackCalls(self.current_settings, self.store, self.clock, self.callbacks,
+                             DeskCallbackCalls(self.desk, lambda: self.settings.agents.softphone), self.agent_queue,
+                             self.calls)
+
+    @cached_property
     def ivr(self) -> IvrService:
         from ivr.service import IvrService
 
@@ -241,3 +251,4 @@ class Runtime:
         """The line's SIP endpoint is up (or gone): queued calls ring agents and callbacks dial through it."""
         self.agent_queue.dialer = dialer
         self.callback_worker.dialer = dialer
+        self.callback_calls.dialer = dialer

@@ -1,5 +1,6 @@
 """Adapters that let the IVR and voicemail hand work to the desk through the protocols they define
-(`ivr.hooks.TicketHook`, `ivr.ports.AgentDesk`, `voicemail.service.VoicemailDesk`).
+(`ivr.hooks.TicketHook`, `ivr.ports.AgentDesk`, `voicemail.service.VoicemailDesk`,
+`voicemail.callback_calls.CallbackCallDesk`).
 
 They live in the composition root because they are the one place that knows both sides: the IVR and
 voicemail never import the desk, and the desk never imports them.
@@ -141,3 +142,37 @@ class DeskVoicemail:
             ref, Interaction(kind="callback_attempt", channel="phone", actor="system", direction="out",
                              text=f"Llamada de vuelta: {outcome}",
                              data={"callback": callback_id, "outcome": outcome, "note": note}))
+
+
+class DeskCallbackCalls:
+    """An agent's call to a callback's citizen as the desk sees it: their phone, their presence, the ticket."""
+
+    def __init__(self, desk: Desk, softphone: Callable[[], SoftphoneConfig]) -> None:
+        self.desk = desk
+        self._softphone = softphone
+
+    async def phone_of(self, agent_id: str) -> str | None:
+        return phone_uri(await self.desk.agents.get(agent_id), self._softphone())
+
+    async def hold(self, agent_id: str, item: str) -> str | None:
+        agent = await self.desk.agents.get(agent_id)
+        if agent.presence == "busy":
+            return None
+        # Only from the state just read: an offer or a presence change meanwhile wins, and this call is refused.
+        now = await self.desk.agents.set_presence(agent_id, "busy", actor=ACTOR, current=item,
+                                                  only_from=(agent.presence, agent.current))
+        return agent.presence if now.presence == "busy" and now.current == item else None
+
+    async def release(self, agent_id: str, item: str, presence: str) -> None:
+        await self.desk.agents.set_presence(agent_id, presence, actor=ACTOR, only_from=("busy", item))
+
+    async def publish(self, event: dict[str, Any]) -> None:
+        await self.desk.events.publish(event)
+
+    async def note_callback_call(self, ref: str, *, callback_id: str, outcome: str, note: str, agent: str,
+                                 call_id: str) -> None:
+        await self.desk.tickets.add_interaction(
+            ref, Interaction(kind="callback_attempt", channel="phone", actor=f"agent:{agent}", direction="out",
+                             text=f"Llamada de vuelta desde el escritorio: {outcome}",
+                             data={"callback": callback_id, "outcome": outcome, "note": note, "agent": agent,
+                                   "call_id": call_id}))

@@ -257,6 +257,13 @@ class Keys:
     def callback(self, callback_id: str) -> str:
         return f"{self.p}:callback:{callback_id}"
 
+    # -- an agent's call to a callback's citizen (voicemail/callback_calls.py)
+    def callback_call(self, callback_id: str) -> str:
+        return f"{self.p}:callback:{callback_id}:call"  # JSON: the latest desk call about it and its state (TTL)
+
+    def callback_call_active(self, callback_id: str) -> str:
+        return f"{self.p}:callback:{callback_id}:calling"  # string, NX + TTL: a desk call about it is in progress
+
     @property
     def callbacks_due(self) -> str:
         return f"{self.p}:callbacks:due"  # zset: callback id -> due timestamp

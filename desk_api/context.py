@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from routing.calendar_service import CalendarService
     from routing.router_service import RouterService
     from speech.service import Speech
+    from voicemail.callback_calls import CallbackCalls
     from voicemail.callbacks import CallbackService
     from voicemail.storage import RecordingStore
 
@@ -83,6 +84,9 @@ class Services(Protocol):
 
     @property
     def callbacks(self) -> CallbackService: ...
+
+    @property
+    def callback_calls(self) -> CallbackCalls: ...
 
     @property
     def recordings(self) -> RecordingStore: ...

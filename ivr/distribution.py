@@ -302,9 +302,17 @@ class AgentQueue:
                 return transfer
             return "connected"
 
-    async def _bridge_until_transfer(self, io: CallIO, agent_call: CallLeg, call_id: str, *,
+    async def bridge_legs(self, caller: CallLeg, agent_call: CallLeg, call_id: str, *, session: Session,
+                          agent_id: str) -> None:
+        """Bridge two legs Atiende placed itself (an agent's call to a callback's citizen) exactly as a queued call
+        is bridged: a live agent call supervisors may join, until either side hangs up. Transfers to a queue are
+        refused (no IVR runs on such a caller's leg to wait in one), and nothing is recorded (no consent notice)."""
+        await self._bridge_until_transfer(caller, agent_call, call_id, session=session, agent_id=agent_id,
+                                          transfers=False)
+
+    async def _bridge_until_transfer(self, io: CallIO | CallLeg, agent_call: CallLeg, call_id: str, *,
                                      session: Session | None = None, queue: str = "",
-                                     agent_id: str = "") -> Transfer | None:
+                                     agent_id: str = "", transfers: bool = True) -> Transfer | None:
         """Relay audio both ways until either side hangs up, or the agent transfers the caller; meanwhile join a
         supervisor and pause or resume the recording as asked (keys the desk's API sets, read here on whatever
         node serves the call)."""
@@ -315,7 +323,8 @@ class AgentQueue:
                 "since_ts": now.timestamp(), "caller": logs.mask_number(session.caller) if session else "",
                 "ticket_ref": session.ticket_ref if session else None}
         control = BridgeControl(store=self._store, clock=self._clock, dialer=self.dialer, call_id=call_id,
-                                trace_id=session.trace_id if session else "", caller=getattr(io, "call", None),
+                                trace_id=session.trace_id if session else "",
+                                caller=io.call if isinstance(io, CallIO) else io,
                                 agent=agent_call,
                                 live=live, ring_timeout_s=self._cfg().ring_timeout_s, publish=self._desk.publish,
                                 agents=self._desk)
@@ -371,7 +380,9 @@ class AgentQueue:
                 if store_away:
                     store_away = False
                     log.info("the store is back during call %s", call_id)
-                if target:
+                if target and not transfers:
+                    log.warning("call %s cannot be transferred to queue %s: refused", call_id, target)
+                elif target:
                     await agent_call.hangup()
                     await bridge
                     return Transfer(queue=str(target))

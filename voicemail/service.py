@@ -35,6 +35,7 @@ from ivr.hooks import TicketHook
 from ivr.ports import Dialer, Speech
 from routing.calendar_service import CalendarService
 from telephony.errors import DialFailed
+from voicemail.callback_calls import dial_outcome
 from voicemail.callbacks import Callback, CallbackService, Outcome, VoicemailInfo
 from voicemail.recording import Recording, VoicemailWriter, file_id, pending, read_pcm, recover, write_pending
 from voicemail.storage import RecordingStore
@@ -427,11 +428,7 @@ class CallbackWorker:
             call = await self.dialer.dial(cb.phone, ring_timeout=self._settings().voicemail.dial_ring_timeout_s,
                                           trace_id=cb.trace_id)
         except DialFailed as exc:
-            if exc.reason == "busy":
-                return "busy", str(exc)
-            if exc.reason in ("rejected", "not_found", "bad_uri", "unreachable") or exc.status in (404, 484, 604):
-                return "wrong_number", str(exc)
-            return "no_answer", str(exc)
+            return dial_outcome(exc), str(exc)
         try:
             status = ""
             if cb.ticket_ref:

@@ -21,6 +21,7 @@ from desk_api import idempotency
 from desk_api.auth import actor_of, principal_of
 from desk_api.deps import services_of
 from desk_api.scope import may_see, visible
+from voicemail.callback_calls import CallbackCallState
 from voicemail.callbacks import Callback, CallbackService, Outcome, VoicemailInfo
 
 router = APIRouter(prefix="/api/v1", tags=["callbacks"])
@@ -152,6 +153,44 @@ async def record_attempt(request: Request, callback_id: str, body: AttemptIn,
     service = _service(request)
     await _may_see(request, principal_of(request), await service.get(callback_id))
     return _out(await service.record_attempt(callback_id, body.outcome, actor, body.note))
+
+
+@router.post("/callbacks/{callback_id}/call", status_code=202)
+async def call_citizen(request: Request, callback_id: str, actor: str = Depends(actor_of)) -> CallbackCallState:
+    """Call the callback's citizen from your own phone: Atiende rings your phone (your agent record's SIP URI, or
+    the desk's softphone), and once you answer dials the number stored on the callback (never one from the
+    request) through the trunk and bridges you. The agent holding the callback's claim, or a supervisor for a
+    callback in progress they may see; one such call per agent and per callback at a time. The call runs in the
+    background: follow it with `GET /api/v1/callbacks/{id}/call` or the desk's live events (`callback.call`).
+    Audited (`callback.call`)."""
+    who = principal_of(request)
+    services = services_of(request)
+    cb = await _may_see(request, who, await _service(request).get(callback_id))
+    if cb.status != "in_progress":
+        raise Conflict("Tome antes esta devolución de llamada.", {"id": cb.id, "status": cb.status},
+                       error_id="callback-not-claimed")
+    if cb.claimed_by != actor and not who.has("supervisor"):
+        raise Forbidden("Esta devolución de llamada la tiene otra persona.", {"id": cb.id},
+                        error_id="not-your-callback")
+    if who.agent_id is None:
+        raise Conflict("Solo quien tiene ficha de agente (y un teléfono) puede llamar.", error_id="no-phone")
+    st = await services.callback_calls.start(cb, agent_id=who.agent_id, actor=actor)
+    await services.desk.audit.record(actor, "callback.call", cb.id, {"call_id": st.id, "agent": who.agent_id,
+                                                                     "ticket": cb.ticket_ref})
+    return st
+
+
+@router.get("/callbacks/{callback_id}/call")
+async def callback_call(request: Request, callback_id: str) -> CallbackCallState:
+    """The latest call placed from the desk about this callback, and how it stands (`ringing_agent`,
+    `dialing_citizen`, `connected`, `ended` with its `outcome`, or an `ending` when no attempt was made)."""
+    services = services_of(request)
+    await _may_see(request, principal_of(request), await _service(request).get(callback_id))
+    st = await services.callback_calls.state(callback_id)
+    if st is None:
+        raise NotFound("No se ha llamado desde el escritorio por esta devolución.", {"id": callback_id},
+                       error_id="no-call")
+    return st
 
 
 @router.get("/voicemails/{call_id}/audio", response_class=Response)
