@@ -13,7 +13,8 @@ committed without waiting for the full end silence; otherwise the ahead decode i
 speech came after it (one decode, not two). Texts once synthesised are kept (prompt cache, in memory and on
 disk), so a sentence every caller hears (the greeting, an answer) plays at once from the second caller on.
 Admission: `overloaded()` says when a new utterance would wait longer than `max_recognition_wait_ms` for its
-transcript; the IVR then offers the keypad instead of leaving the caller in silence.
+transcript (the decodes and closed-set scorings queued ahead); the IVR then offers the keypad instead of leaving
+the caller in silence.
 """
 
 from __future__ import annotations
@@ -255,7 +256,8 @@ class Speech:
         return self._pool.expected_wait_s() if self._pool is not None else 0.0
 
     def overloaded(self, in_s: float = 0.0) -> bool:
-        """Recognition would exceed the wait budget because of decodes queued ahead: better offer the keypad than
+        """Recognition would exceed the wait budget because of work queued ahead (decodes, closed-set scorings, a
+        voicemail's transcription): better offer the keypad than
         leave a caller in silence.
 
         Only a backlog makes it true. A slow engine with nothing queued is not overload (the keypad would not be
@@ -313,7 +315,11 @@ class Speech:
         try:
             pool = self._pool
             if pool is not None:
-                got: tuple[str | None, float] = await pool.stt_worker().call("choose", pcm, closed)
+                # Counted in the worker's backlog like a decode (admission), at its own cost; cancelled (the
+                # transcript decided), it never runs if it has not started.
+                got: tuple[str | None, float]
+                got, busy_s = await pool.stt_worker().call_timed("choose", pcm, closed, cost_s=pool.choose_s)
+                pool.observe_choose(busy_s)
                 return got
             choose = getattr(self.stt, "choose", None)
             if choose is None:

@@ -13,7 +13,11 @@ goes away (end of file on the socket).
 Requests are `(id, op, args)`; replies `(id, "ok" | "err" | "part", payload, busy_s)`: "part" streams synthesis
 frames before the final "ok"; `busy_s` is the worker's own time on the request (not the time it waited in the
 worker's queue), which the admission estimate needs. A stream (vosk) lives in one worker: its requests always go
-there. A request cancelled before a worker thread picks it up is skipped.
+there. A computation (a decode, a closed set's scoring, a render) cancelled before a worker thread picks it up never
+runs: the worker answers its cancel at once ("err", "cancelled"), so the service knows it no longer owes that
+worker time. One already running finishes (CTranslate2 cannot be interrupted; a synthesis stops at its next frame)
+and its answer is dropped by the service. `stats` (answered at once, not queued) counts the requests each operation
+ran and skipped.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
@@ -40,6 +45,9 @@ from core.errors import Unavailable
 log = logging.getLogger(__name__)
 
 FRAMES_PER_PART = 10  # 200 ms of synthesis per message: the first frames leave as soon as they are rendered
+# Operations whose only effect is their answer: skipped when cancelled before they start. Stream operations (open,
+# accept, final, drop) and loads always run: they change the worker's state.
+SKIPPABLE = frozenset({"transcribe", "choose", "render", "synth"})
 
 
 # ---- worker side ---------------------------------------------------------------------------------
@@ -56,7 +64,9 @@ class _Engines:
         self._stt: SttEngine | None = None
         self._tts: TtsEngine | None = None
         self.streams: dict[int, SttStream] = {}
-        self.cancelled: set[int] = set()
+        self.cancelled: set[int] = set()  # running requests whose answer nobody waits for (a synthesis stops)
+        self.ran: Counter[str] = Counter()  # requests started, by operation
+        self.skipped: Counter[str] = Counter()  # requests cancelled before they started, by operation
         self._lock = threading.Lock()
 
     @property
@@ -83,11 +93,6 @@ def _handle(eng: _Engines, rid: int, op: str, args: tuple[Any, ...], reply: Call
     from speech.audio import to_float
     from speech.tts import frames_8k
 
-    if rid in eng.cancelled and op == "transcribe":
-        # Abandoned while queued (a stale early decode, a hung-up caller): its decode would only delay the next.
-        eng.cancelled.discard(rid)
-        reply(rid, "err", "cancelled")
-        return
     try:
         if op == "load":
             which = args[0]
@@ -157,6 +162,11 @@ def serve(fd: int, cfg_json: str, threads: int, nice: int) -> None:
     eng = _Engines(SpeechConfig.model_validate_json(cfg_json))
     send_lock = threading.Lock()
     started: dict[int, float] = {}
+    # Requests submitted and not yet taken by a thread, and those running: a cancel skips the first, marks the
+    # second, and is forgotten for a request already answered. Guarded by `state` (the reader and the threads).
+    state = threading.Lock()
+    queued: dict[int, str] = {}
+    running: set[int] = set()
 
     def reply(rid: int, kind: str, payload: Any) -> None:
         busy = time.perf_counter() - started[rid] if kind != "part" and rid in started else 0.0
@@ -166,9 +176,31 @@ def serve(fd: int, cfg_json: str, threads: int, nice: int) -> None:
             conn.send((rid, kind, payload, busy))
 
     def run(rid: int, op: str, args: tuple[Any, ...]) -> None:
+        with state:
+            if queued.pop(rid, None) is None:
+                return  # cancelled while queued: skipped and answered already
+            running.add(rid)
+            eng.ran[op] += 1
         started[rid] = time.perf_counter()  # when a thread takes it: the time queued in the pool is not its cost
-        _handle(eng, rid, op, args, reply)
-        eng.cancelled.discard(rid)  # a cancel that came too late to skip it
+        try:
+            _handle(eng, rid, op, args, reply)
+        finally:
+            with state:
+                running.discard(rid)
+                eng.cancelled.discard(rid)
+
+    def cancel(rid: int) -> None:
+        with state:
+            op = queued.get(rid)
+            if op in SKIPPABLE:
+                # Abandoned while queued (a closed set's scoring the transcript made needless, a stale early decode,
+                # a hung-up caller): it would only delay everyone's next answer. Answered now, so the service stops
+                # counting it in this worker's backlog.
+                del queued[rid]
+                eng.skipped[op] += 1
+                reply(rid, "err", "cancelled")
+            elif rid in running:
+                eng.cancelled.add(rid)
 
     # Not `with ThreadPoolExecutor(...)`: its exit waits for every request running and queued (decodes of whole
     # voicemails) although nobody can read their answers any more, so the service's close() waited 2 s and killed
@@ -183,8 +215,14 @@ def serve(fd: int, cfg_json: str, threads: int, nice: int) -> None:
             break
         rid, op, args = msg
         if op == "cancel":
-            eng.cancelled.add(args[0])
+            cancel(args[0])
             continue
+        if op == "stats":  # answered here, not behind the queued decodes
+            with state:
+                reply(rid, "ok", {"ran": dict(eng.ran), "skipped": dict(eng.skipped), "queued": len(queued)})
+            continue
+        with state:
+            queued[rid] = op
         pool.submit(run, rid, op, args)
     pool.shutdown(wait=False, cancel_futures=True)
     # The running request's thread is not a daemon and would keep the process alive: end it here. Nothing to
@@ -205,13 +243,19 @@ class _Call:
         self.done: asyncio.Future[Any] = loop.create_future()
         self.parts: asyncio.Queue[list[bytes]] | None = asyncio.Queue() if streamed else None
         self.busy_s = 0.0  # the worker's own time on it (set with the final reply)
+        self.answered = False  # the final reply came (`done` may be cancelled by a waiter that gave up instead)
+        self.on_final: Callable[[], None] | None = None  # run with the final reply (an abandoned request's accounting)
 
     def deliver(self, kind: str, payload: Any, busy_s: float = 0.0) -> None:
         self.busy_s = busy_s
         if kind == "part":
             if self.parts is not None:
                 self.parts.put_nowait(payload)
-        elif not self.done.done():
+            return
+        self.answered = True
+        if self.on_final is not None:
+            self.on_final()
+        if not self.done.done():
             if kind == "ok":
                 self.done.set_result(payload)
             else:
@@ -243,8 +287,9 @@ class WorkerProcess:
         self._send_lock = threading.Lock()
         self._calls: dict[int, _Call] = {}
         self.in_flight = 0
-        # Decodes sent and not answered: (when sent, expected worker seconds). The worker runs them one after
-        # the other, so their sum is the wait a new one would have here.
+        # Decodes and scorings sent and not answered (cancelled ones too, until the worker says it skipped or
+        # finished them): (when sent, expected worker seconds). The worker runs them one after the other, so their
+        # sum is the wait a new one would have here.
         self._work: dict[int, tuple[float, float]] = {}
         self.alive = True
         self._reader = threading.Thread(target=self._read, name=f"speech-{role}-reader", daemon=True)
@@ -293,7 +338,12 @@ class WorkerProcess:
 
     async def call_timed(self, op: str, *args: Any, within: float = 60.0, cost_s: float = 0.0) -> tuple[Any, float]:
         """(the reply, the worker's own seconds on it). `cost_s`: the expected worker time, counted in
-        `backlog_s` until the reply. Cancelling the awaiting task cancels the request if it has not started."""
+        `backlog_s` until the worker answers.
+
+        Cancelling the awaiting task (or its timeout) cancels the request: one not started yet never runs and the
+        worker answers at once; one running finishes, its answer dropped. Either way its cost stays in the backlog
+        until that answer, since until then the worker owes it. (`wait_for` cancels `call.done` when it gives up,
+        so `call.answered`, not `done()`, says whether the worker answered: the cancel was never sent before.)"""
         rid, call = self.start(op, *args)
         self.in_flight += 1
         if cost_s > 0:
@@ -303,15 +353,19 @@ class WorkerProcess:
             return out, call.busy_s
         except TimeoutError:
             raise Unavailable(f"the {self.role} speech worker did not answer {op} within {within:.0f} s") from None
-        except asyncio.CancelledError:
-            if not call.done.done():
-                with contextlib.suppress(OSError):
-                    self._send((0, "cancel", (rid,)))
-            raise
         finally:
             self.in_flight -= 1
-            self._work.pop(rid, None)
-            self._calls.pop(rid, None)
+            if call.answered or not self.alive:
+                self._work.pop(rid, None)
+                self._calls.pop(rid, None)
+            else:
+                # Kept in `_calls` so the reader hands the worker's answer here, which ends its cost.
+                def forget() -> None:
+                    self._work.pop(rid, None)
+
+                call.on_final = forget
+                with contextlib.suppress(OSError):
+                    self._send((0, "cancel", (rid,)))
 
     def backlog_s(self) -> float:
         """Worker seconds still owed to the decodes sent here: what a new decode would wait for. The oldest one
@@ -344,6 +398,11 @@ class WorkerProcess:
                 with contextlib.suppress(OSError):
                     self._send((0, "cancel", (rid,)))
                 self._calls.pop(rid, None)
+
+    async def stats(self) -> dict[str, Any]:
+        """The worker's counts: {"ran": {op: n}, "skipped": {op: n}, "queued": n} (answered ahead of the queue)."""
+        out: dict[str, Any] = await self.call("stats", within=10.0)
+        return out
 
     def close(self) -> None:
         self.alive = False
@@ -380,6 +439,7 @@ class WorkerPool:
         # stale backlog.
         self.decode_s = 0.4  # an utterance on its own frames (open answers' first decode)
         self.window_s = 1.2  # an utterance in a padded 30 s window (closed answers, second opinions): ~3x
+        self.choose_s = 0.3  # a closed set's scoring (one encoding, its phrases teacher-forced)
 
     def _stt_workers(self) -> list[WorkerProcess]:
         with self._lock:
@@ -429,6 +489,10 @@ class WorkerPool:
             self.window_s = 0.8 * self.window_s + 0.2 * busy_s
         else:
             self.decode_s = 0.8 * self.decode_s + 0.2 * busy_s
+
+    def observe_choose(self, busy_s: float) -> None:
+        if busy_s > 0:
+            self.choose_s = 0.8 * self.choose_s + 0.2 * busy_s
 
     async def warm_up(self) -> dict[str, Any]:
         loads = [w.call("load", "stt", within=180) for w in self._stt_workers()]

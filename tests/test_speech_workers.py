@@ -348,3 +348,49 @@ async def test_admission_follows_the_backlog_and_recovers(tmp_path: Path) -> Non
         assert again is not None and again.text
     finally:
         sp.close()
+
+
+# ---- cancelled work never runs, and queued scorings count in the backlog (issue 17, 7) --------------------------
+
+
+async def test_a_cancelled_scoring_never_runs_and_counts_in_the_backlog_until_the_worker_answers(
+        tmp_path: Path) -> None:
+    """A closed set's scoring (`Speech._choose`) waits on a busy recognition worker: it counts in the admission
+    backlog at its own cost; cancelled (the transcript decided), the worker skips it and says so at once. A render
+    keeps the worker busy (no model loads: the skipped scoring never loads Whisper)."""
+    from ivr.engine import YES_NO
+
+    sp = Speech(_cfg(stt_workers=1), tmp_path)
+    try:
+        assert sp._pool is not None
+        worker = sp._pool.stt_worker()
+        text = " ".join(f"Esta es la frase número {i} de un texto que ocupa al trabajador." for i in range(12))
+        busy = asyncio.create_task(worker.call_timed("render", text, cost_s=2.0))
+        scoring = asyncio.create_task(sp._choose(b"\0" * 16000, YES_NO))
+        await asyncio.sleep(0)  # both sent: the render runs, the scoring waits behind it
+        assert sorted(c for _, c in worker._work.values()) == [sp._pool.choose_s, 2.0]
+        scoring.cancel()
+        await asyncio.gather(scoring, return_exceptions=True)
+        stats = await worker.stats()  # answered after the cancel's own answer (one socket, in order)
+        assert stats["skipped"] == {"choose": 1} and "choose" not in stats["ran"]
+        assert [c for _, c in worker._work.values()] == [2.0]  # out of the backlog: the worker owes it nothing
+        await busy
+        # A request cancelled while it runs finishes (CTranslate2 cannot stop), its answer dropped; its cost stays
+        # in the backlog until then.
+        short = asyncio.create_task(worker.call_timed("render", "Una frase corta, y otra más.", cost_s=1.0))
+        await asyncio.sleep(0)  # sent
+        for _ in range(500):  # until a thread has taken it
+            if (await worker.stats())["ran"] == {"render": 2}:
+                break
+            await asyncio.sleep(0.01)
+        short.cancel()
+        await asyncio.gather(short, return_exceptions=True)
+        for _ in range(500):
+            if not worker._work:
+                break
+            await asyncio.sleep(0.01)
+        assert not worker._work and not worker._calls
+        stats = await worker.stats()
+        assert stats["ran"] == {"render": 2} and stats["skipped"] == {"choose": 1}
+    finally:
+        sp.close()
