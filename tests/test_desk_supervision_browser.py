@@ -31,6 +31,7 @@ DONE = "c-desk-done-1"  # a finished call with its recordings, named by a ticket
 REC = "rec-0000000000000000d001"
 GONE = "rec-0000000000000000d002"  # deleted by retention
 HOSTILE = '<img src=x onerror="window.pwned=1">luis'
+CALLBACK = "cbdesk000001"  # a callback ana holds
 T = TypeVar("T")
 
 
@@ -97,6 +98,9 @@ async def _seed(redis_url: str, prefix: str, data: Path) -> str:
         for meta in metas:
             await r.set(k.call_recording(str(meta["id"])), json.dumps(meta))
             await r.rpush(k.call_recordings_of(DONE), str(meta["id"]))
+        cb = await rt.callbacks.create(phone="600 111 333", ticket_ref=ticket.ref, due_at=rt.clock.now(),
+                                       callback_id=CALLBACK)
+        await rt.callbacks.claim(cb.id, "user:ana")  # ana holds it: her desk offers "Llamar al ciudadano"
         return str(ticket.ref)
     finally:
         await rt.store.close()
@@ -151,6 +155,17 @@ async def _listens(redis_url: str, prefix: str, data: Path) -> list[dict[str, An
     rt = make_runtime(redis_url, prefix, data)
     try:
         return [e for e in await rt.desk.audit.entries(200) if e.get("action") == "recording.listened"]
+    finally:
+        await rt.store.close()
+
+
+async def _callback_call(redis_url: str, prefix: str, data: Path, state: str, outcome: str | None = None) -> None:
+    """What the node placing ana's call to the citizen publishes as it goes (voicemail/callback_calls.py)."""
+    rt = make_runtime(redis_url, prefix, data)
+    try:
+        await rt.desk.events.publish({"type": "callback.call", "agent": "ana", "callback_id": CALLBACK,
+                                      "call_id": "cbc-0000000000000001", "state": state, "outcome": outcome,
+                                      "ending": None})
     finally:
         await rt.store.close()
 
@@ -293,6 +308,25 @@ def test_desk_live_calls_supervision_and_call_recordings(live: LiveServer, redis
             assert agent.request.get(f"{live.url}/api/v1/calls/live").status == 403
             assert agent.request.get(f"{live.url}/api/v1/recordings/{REC}/audio").status == 403
             assert_accessible(agent, "desk of an agent with a call in a ticket's history")
+
+            # the callback she holds: "Llamar al ciudadano" asks the server (which has no line here: said in
+            # Spanish), and the call's progress from the live stream is read out in the status region
+            call = agent.get_by_test_id(f"callback-call-{CALLBACK}")
+            expect(call).to_have_text("Llamar al ciudadano")
+            with agent.expect_request(lambda r: r.method == "POST" and r.url.endswith(f"/callbacks/{CALLBACK}/call")) as req:
+                call.click()
+            assert req.value.post_data is None  # the page never sends a number
+            status = agent.get_by_test_id("callback-call-status")
+            expect(status).to_have_attribute("aria-live", "polite")
+            expect(status).to_have_text("La línea telefónica no está activa ahora. Inténtelo más tarde.")
+            for step, text in (("ringing_agent", "Llamando a su teléfono…"),
+                               ("dialing_citizen", "Llamando al ciudadano…"),
+                               ("connected", "En llamada con el ciudadano.")):
+                _run(_callback_call(redis_server.url, prefix, data, step))
+                expect(status).to_have_text(text)
+            assert_accessible(agent, "desk of an agent calling a citizen back")
+            _run(_callback_call(redis_server.url, prefix, data, "ended", "busy"))
+            expect(status).to_contain_text("El ciudadano comunica")
             agent.screenshot(path=str(SHOTS / "atiende-desk-agente-sin-supervision.png"), full_page=True)
         finally:
             browser.close()

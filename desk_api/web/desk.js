@@ -34,6 +34,8 @@ async function init() {
   await setupQueues();
   setupPresence();
   setupCallState();
+  // Callbacks the agent holds, each with "Llamar al ciudadano" (their own phone rings first; the server dials).
+  if (window.AtiendeCallbacks && state.user.agent_id) AtiendeCallbacks.setup(state.user, document.getElementById("empty"));
   connectLive();
 }
 
