@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol, runtime_checkable
 
 from core.audio import BYTES_PER_SECOND, FRAME_BYTES, RATE, Frame, put_dropping_oldest
-from ivr.contact import Ask, CallerGone, Heard, Recorded
+from ivr.contact import Ask, CallerGone, Choice, Heard, Recorded
 from ivr.ports import CallLeg, Speech
 
 log = logging.getLogger(__name__)
@@ -261,7 +261,9 @@ class CallIO:
         res = listen.result()
         self._gone()
         if res.status in ("ok", "max_length") and res.text.strip():
-            return Heard(kind="speech", text=res.text, confidence=float(res.confidence), engine=res.engine)
+            chosen = Choice(value=res.text, margin=res.margin, transcribed=res.raw_text or "") if res.chosen else None
+            return Heard(kind="speech", text=res.text, confidence=float(res.confidence), engine=res.engine,
+                         chosen=chosen)
         if res.status == "no_match":
             return Heard(kind="speech", text="", confidence=0.0, engine=res.engine)
         if res.status == "error":

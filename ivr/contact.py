@@ -23,6 +23,15 @@ class CallerGone(Exception):
     """The caller hung up (or the chat closed) while the engine was talking or listening."""
 
 
+class Choice(BaseModel):
+    """A closed answer the recogniser picked by comparing the audio with the expected phrases (`speech.stt.ClosedSet`)
+    because the transcript had no words or one ("C," for a "sí"): shown to admins beside what was transcribed."""
+
+    value: str
+    margin: float = Field(description="how far it led the next answer or filler (nats of probability)")
+    transcribed: str = Field("", description="what the open transcript said")
+
+
 @dataclass
 class Heard:
     kind: HeardKind
@@ -30,6 +39,7 @@ class Heard:
     confidence: float = 0.0
     digits: str = ""
     engine: str = ""
+    chosen: Choice | None = None
 
 
 @dataclass
@@ -107,6 +117,7 @@ class Transcript(BaseModel):
     digits: str = ""
     confidence: float = 0.0
     engine: str = ""
+    chosen: Choice | None = Field(None, description="the answer was chosen from the expected ones, not transcribed")
 
 
 class Session(BaseModel):

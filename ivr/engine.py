@@ -38,7 +38,7 @@ from core.clock import Clock
 from core.errors import Unavailable
 from core.store import REDIS_ERRORS
 from ivr import speak
-from ivr.contact import Ask, CallerGone, ContactIO, Heard, PathEntry, Session, Transcript
+from ivr.contact import Ask, CallerGone, Choice, ContactIO, Heard, PathEntry, Session, Transcript
 from ivr.hooks import Hooks
 from routing.calendar import Calendar
 from routing.router import Router
@@ -363,9 +363,12 @@ class Engine:
     # ---- recognition policy ----------------------------------------------------------------------
 
     def note_transcript(self, step: str, kind: Any, text: str = "", confidence: float = 0.0, digits: str = "",
-                    engine: str = "") -> None:
+                        engine: str = "", chosen: Choice | None = None) -> None:
+        """One turn in the call record; `chosen`: the answer was picked from the expected ones by the audio (shown
+        on the learning page beside what was transcribed)."""
         self.session.transcripts.append(Transcript(at=self.deps.clock.now(), step=step, kind=kind, text=text,
-                                                   digits=digits, confidence=round(confidence, 3), engine=engine))
+                                                   digits=digits, confidence=round(confidence, 3), engine=engine,
+                                                   chosen=chosen))
 
     def menu_options(self, menu: str | None) -> list[tuple[str, str]]:
         if not menu:
@@ -419,7 +422,8 @@ class Engine:
                   closed=YES_NO, accept=lambda text: yes_or_no(text) is not None or self._is_new_answer(text))
         for attempt in range(3):
             heard = await self.listen(ask)
-            self.note_transcript("confirm", heard.kind, heard.text, heard.confidence, heard.digits, heard.engine)
+            self.note_transcript("confirm", heard.kind, heard.text, heard.confidence, heard.digits, heard.engine,
+                                 chosen=heard.chosen)
             if heard.kind == "dtmf":
                 yn = {"1": True, "2": False}.get(heard.digits[:1])
                 if yn is not None:
@@ -459,7 +463,8 @@ class Engine:
                 heard, pending = pending, None
             else:
                 heard = await self.listen(ask)
-                self.note_transcript(name, heard.kind, heard.text, heard.confidence, heard.digits, heard.engine)
+                self.note_transcript(name, heard.kind, heard.text, heard.confidence, heard.digits, heard.engine,
+                                     chosen=heard.chosen)
             if heard.kind == "no_input":
                 no_input += 1
                 if no_input > pol.no_input_retries:

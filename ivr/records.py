@@ -3,6 +3,8 @@
 A record is the engine's `Session`: caller, times, the IVR path with per-step timings,
 transcripts with confidence, intent, outcome and ticket reference. It is saved when the call
 starts, after each step, and at the end, so a live call is visible and a crash loses little.
+A turn whose answer the recogniser chose from the expected ones by the audio (the transcript had
+no words or one: "C," for a "sí") carries `chosen`: the value, its margin and what was transcribed.
 """
 
 from __future__ import annotations

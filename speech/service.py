@@ -84,6 +84,8 @@ class ListenResult(BaseModel):
     second_opinion: bool = False
     early: bool = Field(False, description="committed on a short pause: the judge took the transcript")
     chosen: bool = Field(False, description="picked from the question's closed set by scoring (see ClosedSet)")
+    margin: float = Field(0.0, description="when chosen: its lead over the next choice or filler (nats)")
+    raw_text: str | None = Field(None, description="when chosen: what the open transcript said")
 
 
 class _ProcStream:
@@ -522,7 +524,9 @@ class Speech:
         return ListenResult(status=status, text=result.text, confidence=result.confidence,
                             alternatives=result.alternatives, engine=engine_name, speech_ms=ep.speech_ms,
                             latency_ms=round(latency, 1), second_opinion=result.second_opinion,
-                            early=committed is not None, chosen=result.chosen)
+                            early=committed is not None, chosen=result.chosen,
+                            margin=result.margin if result.chosen else 0.0,
+                            raw_text=result.raw_text if result.chosen else None)
 
     async def transcribe(self, pcm8k: bytes, hints: list[str] | None = None) -> SttResult:
         """A whole recording (voicemail): 8 kHz 16-bit mono, cut at speech.max_transcribe_ms."""

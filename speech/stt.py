@@ -48,6 +48,8 @@ class SttResult(BaseModel):
     second_opinion: bool = Field(False, description="the engine's second decode answered (the first did not fit)")
     chosen: bool = Field(False, description="picked from the question's closed set by scoring its phrases against "
                                             "the audio (the open transcript did not answer)")
+    margin: float = Field(0.0, description="when chosen: how far the choice led the next choice or filler (nats; "
+                                           "ClosedSet.margin at least)")
 
 
 @dataclass(frozen=True)
@@ -247,7 +249,7 @@ def chosen(first: SttResult, value: str, lead: float, closed: ClosedSet) -> SttR
     """`first` answered by the closed set's choice (its transcript kept as `raw_text`)."""
     return SttResult(text=value, confidence=round(min(1.0, lead / (2 * closed.margin)), 3),
                      alternatives=first.alternatives, engine=first.engine, raw_text=first.text,
-                     audio_ms=first.audio_ms, chosen=True)
+                     audio_ms=first.audio_ms, chosen=True, margin=round(lead, 2))
 
 
 def transcribe_checked(engine: SttEngine, audio: np.ndarray, rate: int, hints: list[str] | None = None,

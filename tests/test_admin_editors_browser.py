@@ -28,6 +28,7 @@ from core.redis_server import PrivateRedis
 from tests._channels_support import LiveServer, make_runtime
 from tests.a11y import assert_accessible
 from tests.test_admin_editors import NEW_ANSWER
+from tests.test_learning import chosen_yes
 
 pytest_plugins = ["tests.sip_harness"]
 pytestmark = pytest.mark.e2e
@@ -50,6 +51,15 @@ async def _users(redis_url: str, prefix: str, data: Path) -> None:
         await rt.store.close()
 
 
+async def _seed_learning(redis_url: str, prefix: str, data: Path) -> None:
+    """One contact for the learning tab: a confirmation answered by comparison with the expected answers."""
+    rt = make_runtime(redis_url, prefix, data)
+    try:
+        await rt.ivr.run(chosen_yes())
+    finally:
+        await rt.store.close()
+
+
 @pytest.fixture(scope="module")
 def live(redis_server: PrivateRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     if not CHROMIUM.exists():
@@ -58,6 +68,7 @@ def live(redis_server: PrivateRedis, tmp_path_factory: pytest.TempPathFactory) -
     prefix = f"t{uuid.uuid4().hex[:10]}"
     server = LiveServer(lambda: make_runtime(redis_server.url, prefix, tmp_path_factory.mktemp("live"))).start()
     asyncio.run(_users(redis_server.url, prefix, tmp_path_factory.mktemp("users")))
+    asyncio.run(_seed_learning(redis_server.url, prefix, tmp_path_factory.mktemp("seed")))
     yield server
     server.stop()
 
@@ -204,6 +215,8 @@ def test_admin_adds_an_option_hears_simulates_publishes_and_compares(live: LiveS
 
             tab(page, "learning")
             expect(page.get_by_test_id("learning-summary")).to_contain_text("contactos")
+            expect(page.get_by_test_id("learning-confirmed").get_by_test_id("answer-chosen")).to_have_text(
+                "Entendido «sí» por comparación con las respuestas esperadas (lo transcrito: «C,»; margen 4,2)")
             assert_accessible(page, "learning")
             shot(page, "learning")
             assert not errors, errors

@@ -11,6 +11,8 @@ import httpx
 import pytest
 
 from atiende.runtime import Runtime
+from ivr.contact import Ask, Choice, Heard
+from ivr.textio import ScriptedIO
 
 pytestmark = pytest.mark.anyio
 DOG = "mi perro se llama toby"
@@ -30,6 +32,25 @@ async def _contacts(rt: Runtime) -> None:
     await rt.ivr.simulate([("say", "información")], channel="chat", save=True, dry_run=True, caller="web:abc")
     # understood at once: nothing to learn
     await rt.ivr.simulate([("say", "quiero pagar la tasa de la itv")], save=True, dry_run=True, caller="+34600000004")
+
+
+CHOICE = Choice(value="sí", margin=4.2, transcribed="C,")
+
+
+class _Garbled(ScriptedIO):
+    """A caller whose "sí" the phone recogniser transcribed as "C," and chose from the expected answers: a gather
+    answered "C," is heard as CallIO hands over such a ListenResult."""
+
+    async def gather(self, ask: Ask) -> Heard:
+        heard = await super().gather(ask)
+        if heard.text == "C,":
+            return Heard(kind="speech", text="sí", confidence=0.7, engine="whisper", chosen=CHOICE)
+        return heard
+
+
+def chosen_yes() -> ScriptedIO:
+    """"información" (doubtful: "¿Quiere …?") confirmed by a "sí" chosen by comparison."""
+    return _Garbled([("say", "información"), ("say", "C,")], caller="+34600000006")
 
 
 async def _report(client: httpx.AsyncClient) -> dict[str, Any]:
@@ -115,3 +136,16 @@ async def test_bad_lessons_are_refused_and_nothing_is_stored(client: httpx.Async
     r = await client.post("/api/v1/admin/learning/teach", json=body)
     assert r.status_code == status, r.text
     assert [v["version"] for v in (await client.get("/api/v1/admin/routing/versions")).json()] == [0]
+
+
+async def test_a_yes_chosen_from_the_expected_answers_shows_with_what_was_transcribed(
+        runtime: Runtime, client: httpx.AsyncClient) -> None:
+    """Issue 17 (7): a "sí" over the phone transcribed as "C," and picked by comparing the audio with the expected
+    answers (`speech.stt.ClosedSet`) is recorded as such on its turn, and the learning page says so on the contact."""
+    done = await runtime.ivr.run(chosen_yes())
+    [confirm] = [t for t in done.transcripts if t.step == "confirm"]
+    assert (confirm.text, confirm.chosen) == ("sí", CHOICE)
+    assert (await runtime.calls.get(done.call_id)).transcripts[-1].chosen == CHOICE  # in the call record
+    [confirmed] = (await _report(client))["confirmed"]
+    assert confirmed["text"] == "información" and confirmed["answers_chosen"] == 1
+    assert confirmed["contacts"][0]["answer_chosen"] == {"value": "sí", "margin": 4.2, "transcribed": "C,"}

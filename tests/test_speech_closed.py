@@ -320,7 +320,7 @@ def test_the_service_scores_alongside_the_decode_and_keeps_words() -> None:
         return sp
 
     res = asyncio.run(speech("y", "sí")._checked(b"\0" * 16000, ["sí", "no"], None, lambda t: True, closed=yes_no))
-    assert (res.text, res.chosen, res.raw_text) == ("sí", True, "y")
+    assert (res.text, res.chosen, res.raw_text, res.margin) == ("sí", True, "y", 4.0)
     # started together; the decode skips its padded retry of a loop, which the closed set answers
     assert sorted(calls[:2]) == ["choose", "decode without retry"]
     calls.clear()

@@ -6,7 +6,9 @@ rollback), and its «Deshacer», which undoes only that version (409 if another 
 
 Everything is read from the call records (phone and chat contacts alike): each transcript of a gather that asks for
 an intent is one utterance, and what follows it in the same record says what became of it: a confirmation answered
-yes or no, the same question asked again, the keypad menu, or nothing (taken at once).
+yes or no, the same question asked again, the keypad menu, or nothing (taken at once). A confirmation the
+recogniser answered by comparing the audio with the expected answers (the transcript was no words or one, "C,"
+for a "sí": `Transcript.chosen`) says so on its contact, with what was transcribed.
 """
 
 from __future__ import annotations
@@ -59,23 +61,26 @@ def _answer(t: Transcript) -> bool | None:
     return yn if yn is not None else sounds_like_yes_no(t.text)
 
 
-def utterances(rec: Session, gathers: set[str]) -> list[tuple[Transcript, Fate | None]]:
-    """Each intent utterance of a contact with its fate (None: taken at once, nothing to learn from)."""
+def utterances(rec: Session, gathers: set[str]) -> list[tuple[Transcript, Fate | None, Transcript | None]]:
+    """Each intent utterance of a contact with its fate (None: taken at once, nothing to learn from) and the
+    confirmation's answer when one was asked."""
     ts = rec.transcripts
-    out: list[tuple[Transcript, Fate | None]] = []
+    out: list[tuple[Transcript, Fate | None, Transcript | None]] = []
     for i, t in enumerate(ts):
         if t.step not in gathers or t.kind == "dtmf" or not t.text.strip():
             continue
         after = ts[i + 1] if i + 1 < len(ts) else None
         fate: Fate | None = None
+        answer: Transcript | None = None
         if after is not None and after.step == "confirm":
             yn = _answer(after)
             fate = "confirmed" if yn else "denied"
+            answer = after
         elif after is not None and (after.step == t.step or after.step == "dtmf_menu"):
             fate = "not_understood"
         elif after is None and rec.vars.get("gave_up") and not rec.intent:
             fate = "not_understood"
-        out.append((t, fate))
+        out.append((t, fate, answer))
     return out
 
 
@@ -91,11 +96,12 @@ def build_report(records: list[Session], gathers: set[str], router_: Router) -> 
     groups: dict[tuple[Fate, str], dict[str, Any]] = {}
     confusions: dict[tuple[str, str], dict[str, Any]] = {}
     for rec in records:
-        for t, fate in utterances(rec, gathers):
+        for t, fate, answer in utterances(rec, gathers):
             if fate is None:
                 continue
             g = groups.setdefault((fate, _key(t.text)), {"fate": fate, "texts": Counter(), "count": 0, "stt": [],
-                                                          "contacts": [], "finals": Counter(), "channels": Counter()})
+                                                          "contacts": [], "finals": Counter(), "channels": Counter(),
+                                                          "chosen": 0})
             g["count"] += 1
             g["texts"][t.text.strip()] += 1
             g["channels"][rec.channel] += 1
@@ -103,9 +109,13 @@ def build_report(records: list[Session], gathers: set[str], router_: Router) -> 
                 g["stt"].append(t.confidence)
             if rec.intent:
                 g["finals"][rec.intent] += 1
+            # The yes or no picked from the expected answers by the audio, not transcribed ("C," for a "sí").
+            chosen = answer.chosen.model_dump() if answer is not None and answer.chosen is not None else None
+            g["chosen"] += chosen is not None
             if len(g["contacts"]) < EXAMPLES:
                 g["contacts"].append({"call_id": rec.call_id, "trace_id": rec.trace_id, "channel": rec.channel,
-                                      "at": t.at.isoformat(), "final_intent": rec.intent, "outcome": rec.outcome})
+                                      "at": t.at.isoformat(), "final_intent": rec.intent, "outcome": rec.outcome,
+                                      "answer_chosen": chosen})
     out: dict[str, list[dict[str, Any]]] = {"not_understood": [], "confirmed": [], "denied": []}
     for (fate, _), g in groups.items():
         text = g["texts"].most_common(1)[0][0]
@@ -115,7 +125,7 @@ def build_report(records: list[Session], gathers: set[str], router_: Router) -> 
                 "channels": dict(g["channels"]),
                 "speech_confidence": round(sum(g["stt"]) / len(g["stt"]), 3) if g["stt"] else None,
                 "router_now": {"intent": now.intent, "confidence": now.confidence},
-                "final_intent": suggested, "contacts": g["contacts"]}
+                "final_intent": suggested, "contacts": g["contacts"], "answers_chosen": g["chosen"]}
         out[fate].append(item)
         # A "no" to "¿Quiere X?" from a caller who then got Y: the router confuses X with Y for this wording.
         if fate == "denied" and now.intent and suggested and suggested != now.intent:

@@ -1,12 +1,14 @@
 // The learning loop: what callers and chat users said that was not understood, or understood only after «¿Quiere…?»
 // (confirmed or denied), grouped with counts, confidence and each contact's trace; the intents the router confuses;
 // and one action per row that teaches an intent the phrase or a keyword (a new routing version, checked on the dev
-// set first, undone with «Deshacer»).
+// set first, undone with «Deshacer»). A confirmation whose yes or no was picked by comparing the audio with the expected
+// answers (the transcript had no words or one: "C," for a "sí") says so on its contact, with what was transcribed.
 "use strict";
 
 (() => {
   const { api, el, when, describeError } = Atiende;
   const pct = (x) => (x === null || x === undefined ? "—" : `${Math.round(x * 100)} %`);
+  const chosenText = (c) => `Entendido «${c.value}» por comparación con las respuestas esperadas (${c.transcribed ? `lo transcrito: «${c.transcribed}»` : "no se transcribió nada"}; margen ${c.margin.toLocaleString("es-ES", { maximumFractionDigits: 1 })})`;
   const FATES = [["not_understood", "No entendidas", "El IVR no supo qué pedían: volvió a preguntar o pasó al teclado."],
     ["denied", "Confirmaciones rechazadas", "El IVR preguntó «¿Quiere…?» y le dijeron que no."],
     ["confirmed", "Confirmaciones aceptadas", "El IVR dudó, preguntó y acertó: añadirlas evita la pregunta la próxima vez."]];
@@ -55,13 +57,15 @@
       const kw = el("input", { "aria-label": `Palabra clave de «${g.text}»`, value: g.text, size: 18, hidden: true });
       mode.addEventListener("change", () => { kw.hidden = mode.value !== "keyword"; });
       const row = el("tr", { "data-testid": `learn-${fate}-${i}` });
-      row.append(el("td", {}, el("b", {}, g.text), g.variants.length > 1 ? el("div", { class: "small muted" }, `También: ${g.variants.slice(1).join(" · ")}`) : null),
+      row.append(el("td", {}, el("b", {}, g.text), g.variants.length > 1 ? el("div", { class: "small muted" }, `También: ${g.variants.slice(1).join(" · ")}`) : null,
+          g.answers_chosen ? el("div", { class: "small muted" }, `Respuesta elegida por comparación, no transcrita: ${g.answers_chosen} ${g.answers_chosen === 1 ? "vez" : "veces"}`) : null),
         el("td", {}, String(g.count)),
         el("td", {}, pct(g.speech_confidence), el("div", { class: "small muted" }, Object.entries(g.channels).map(([c, n]) => `${c === "voice" ? "teléfono" : c}: ${n}`).join(", "))),
         el("td", {}, g.router_now.intent || "fuera de ámbito", el("div", { class: "small muted" }, pct(g.router_now.confidence))),
         el("td", {}, g.final_intent || "—"),
         el("td", {}, el("ul", { class: "small plain" }, g.contacts.map((c) => el("li", {}, el("a", { href: `/api/v1/traces/${encodeURIComponent(c.trace_id)}`, target: "_blank",
-          "aria-label": `Traza del contacto del ${when(c.at)}` }, when(c.at)), ` ${c.outcome || ""}`)))),
+          "aria-label": `Traza del contacto del ${when(c.at)}` }, when(c.at)), ` ${c.outcome || ""}`,
+          c.answer_chosen ? el("div", { "data-testid": "answer-chosen" }, chosenText(c.answer_chosen)) : null)))),
         el("td", {}, el("div", { class: "row" }, mode, kw, intent, el("button", { type: "button", "data-testid": `teach-${fate}-${i}`, onclick: () =>
           teach(mode.value === "phrase" ? { intent: intent.value, phrase: g.text } : { intent: intent.value, keyword: kw.value, weight: 0.5 }, row) }, "Añadir"))));
       return row;
