@@ -138,6 +138,9 @@ async def test_the_agent_answers_then_the_citizen_and_both_are_bridged(setup: Se
     audit = await s.rt.store.redis.xrange(s.rt.store.keys.audit)
     assert any(fields.get("action") == "callback.call" for _, fields in audit), audit[-3:]
     assert (await desk.agents.get("ana")).presence == "available"
+    await desk.auth.create_api_key("t-admin", ["admin"], key="t-admin-key-0123456789")
+    report = (await s.api.get("/api/v1/calls/containment", headers={"X-API-Key": "t-admin-key-0123456789"})).json()
+    assert report["calls"] == 0, report  # an outbound call is no contact the IVR served
 
     agent_heard, citizen_heard = read_wav(s.ana.recordings()[0]), read_wav(s.citizen.recordings()[0])
     to_agent, to_citizen = correlate(s.refs["citizen"], agent_heard), correlate(s.refs["agent"], citizen_heard)
@@ -169,13 +172,35 @@ async def test_nothing_is_dialled_unless_the_agent_answers_and_the_policy_allows
     assert res.status_code == 422 and res.json()["error_id"] == "phone-not-allowed", res.text
     assert s.ana.count("CALL_INCOMING") == 0 and (await desk.agents.get("ana")).presence == "available"
 
-    # the citizen's line is busy: a "busy" attempt, the callback due again later
-    async def busy(call: Any) -> None:
-        await call.reject(486)
+    # the carrier's side of the trunk: the citizen's phone rings (until the agent gives up), then it is busy
+    busy = asyncio.Event()
 
-    await s.sip_endpoint(busy, port=5066, rtp_port_min=21200, rtp_port_max=21299)  # the carrier's side
-    s.rt.attach_line(await s.sip_endpoint(busy, port=5068, rtp_port_min=21300, rtp_port_max=21399,
+    async def carrier(call: Any) -> None:
+        if busy.is_set():
+            await call.reject(486)
+        else:
+            await asyncio.wait_for(call.ended.wait(), 20)
+
+    async def refuse(call: Any) -> None:
+        await call.reject(603)
+
+    await s.sip_endpoint(carrier, port=5066, rtp_port_min=21200, rtp_port_max=21299)
+    s.rt.attach_line(await s.sip_endpoint(refuse, port=5068, rtp_port_min=21300, rtp_port_max=21399,
                                           trunk={"proxy": "sip:127.0.0.1:5066"}))
+    # ana answers, then hangs up while the citizen's phone rings: a no_answer attempt, not a silent one
+    rang_id, _ = await _callback(s, "600 111 666", ana)
+    assert (await s.api.post(f"/api/v1/callbacks/{rang_id}/call", headers=ana)).status_code == 202
+    await s.ana.wait_event("CALL_ESTABLISHED", within=10)
+    await _state(s, rang_id, ana, "dialing_citizen")
+    await s.ana.hangup()
+    done = await _ended(s, rang_id, ana)
+    assert done["ending"] == "agent_hung_up" and done["outcome"] == "no_answer", done
+    assert [a.outcome for a in (await s.rt.callbacks.get(rang_id)).attempts] == ["no_answer"]
+    await _presence(s, "ana", "available")
+
+    # the citizen's line is busy: a "busy" attempt, the callback due again later
+    busy.set()
+    mark = len(s.ana.events)
     busy_id, ref = await _callback(s, "600 111 555", ana)
     assert (await s.api.post(f"/api/v1/callbacks/{busy_id}/call", headers=ana)).status_code == 202
     done = await _ended(s, busy_id, ana)
@@ -184,5 +209,22 @@ async def test_nothing_is_dialled_unless_the_agent_answers_and_the_policy_allows
     assert cb.status == "pending" and [a.outcome for a in cb.attempts] == ["busy"]
     noted = [i for i in await desk.tickets.interactions(ref) if i.kind == "callback_attempt"]
     assert noted and noted[-1].data["outcome"] == "busy"
-    await s.ana.wait_event("CALL_CLOSED", within=10)
-    assert (await desk.agents.get("ana")).presence == "available"
+    await s.ana.wait_event("CALL_CLOSED", within=10, start=mark)  # Atiende hung up her phone
+    await _presence(s, "ana", "available")
+
+
+async def _state(s: Setup, cb_id: str, who: dict[str, str], want: str, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if (await s.api.get(f"/api/v1/callbacks/{cb_id}/call", headers=who)).json().get("state") == want:
+            return
+        await asyncio.sleep(0.1)
+    raise HarnessError(f"the call about {cb_id} never was {want}")
+
+
+async def _presence(s: Setup, agent: str, want: str, within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while (got := (await s.rt.desk.agents.get(agent)).presence) != want:  # type: ignore[attr-defined]
+        if time.monotonic() > deadline:
+            raise HarnessError(f"agent {agent} is {got}, not {want}")
+        await asyncio.sleep(0.1)

@@ -43,8 +43,8 @@ from voicemail.callbacks import Callback, CallbackService, Outcome
 log = logging.getLogger(__name__)
 
 State = Literal["ringing_agent", "dialing_citizen", "connected", "ended"]
-# What ended a call that recorded no attempt: the agent's phone did not answer (or hung up before the citizen
-# answered), or something on our side failed. The callback stays the agent's.
+# Why a call ended short: the agent's phone did not answer, or something on our side failed (no attempt is recorded,
+# the callback stays the agent's); or the agent hung up while the citizen's phone rang (recorded as `no_answer`).
 Ending = Literal["agent_no_answer", "agent_hung_up", "failed"]
 STATE_TTL_S = 24 * 3600
 ACTIVE_TTL_S = 3600  # a node killed mid-call leaves the callback callable again after this
@@ -250,7 +250,10 @@ class CallbackCalls:
                 dial.cancel()  # the endpoint CANCELs the INVITE
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await dial
-                st.ending, st.note = "agent_hung_up", "el agente colgó antes de que contestara el ciudadano"
+                # The citizen's phone rang: an attempt all the same (so ringing someone again and again leaves
+                # a trace and uses up the retries), noted as the agent's doing.
+                st.outcome, st.ending = "no_answer", "agent_hung_up"
+                st.note = "el agente colgó antes de que contestara el ciudadano"
                 return None
             try:
                 return dial.result()

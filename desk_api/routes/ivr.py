@@ -114,8 +114,9 @@ async def containment_report(request: Request, since: datetime | None = None, un
 
     rt = services_of(request)
     lo, hi = report_window(rt, since, until)
-    # Only what the share needs is kept of each record (a slim record, not the whole path and transcripts).
-    records = await _walk_calls(rt, lo, hi, lambda rec: CallRecord.model_construct(
+    # Only what the share needs is kept of each record (a slim record, not the whole path and transcripts). Calls
+    # the desk placed to callbacks' citizens (voicemail/callback_calls.py) are no contacts the IVR served.
+    records = await _walk_calls(rt, lo, hi, lambda rec: None if rec.vars.get("callback") else CallRecord.model_construct(
         call_id=rec.call_id, trace_id=rec.trace_id, started_at=rec.started_at, intent=rec.intent, outcome=rec.outcome))
     return containment(records, await rt.ivr.self_service_intents())
 

@@ -183,7 +183,8 @@ async def call_citizen(request: Request, callback_id: str, actor: str = Depends(
 @router.get("/callbacks/{callback_id}/call")
 async def callback_call(request: Request, callback_id: str) -> CallbackCallState:
     """The latest call placed from the desk about this callback, and how it stands (`ringing_agent`,
-    `dialing_citizen`, `connected`, `ended` with its `outcome`, or an `ending` when no attempt was made)."""
+    `dialing_citizen`, `connected`, `ended` with its `outcome` and, when it ended short, an `ending`:
+    `agent_no_answer` and `failed` made no attempt, `agent_hung_up` a `no_answer` one)."""
     services = services_of(request)
     await _may_see(request, principal_of(request), await _service(request).get(callback_id))
     st = await services.callback_calls.state(callback_id)

@@ -20,7 +20,7 @@ window.AtiendeCallbacks = (() => {
   };
   const ENDINGS = {
     agent_no_answer: "Su teléfono no contestó: no se ha llamado al ciudadano. La devolución sigue siendo suya.",
-    agent_hung_up: "Colgó antes de que contestara el ciudadano. La devolución sigue siendo suya.",
+    agent_hung_up: "Colgó antes de que contestara el ciudadano: queda anotado como intento sin respuesta.",
     failed: "La llamada no se pudo completar por un fallo del sistema. La devolución sigue siendo suya.",
   };
   const ERRORS = {
@@ -56,7 +56,7 @@ window.AtiendeCallbacks = (() => {
       current = doc.state === "ended" ? null : doc.id;
       if (doc.state !== "ended") { say(STATES[doc.state] || doc.state); return; }
       watching.delete(doc.callback_id);
-      say(doc.outcome ? OUTCOMES[doc.outcome] || doc.outcome : ENDINGS[doc.ending] || "Llamada terminada.", doc.outcome === "reached");
+      say(ENDINGS[doc.ending] || OUTCOMES[doc.outcome] || "Llamada terminada.", doc.outcome === "reached");
       refresh();
     }
 

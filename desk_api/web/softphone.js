@@ -84,7 +84,7 @@ const Softphone = (() => {
     });
     const done = (e) => {
       setState("ended", e && e.cause ? e.cause : "");
-      s.session = null; s.remote = null; s.muted = false; s.held = false; s.callId = null;
+      s.session = null; s.remote = null; s.muted = false; s.held = false; s.callId = null; s.offered = null;
       buttons.mute.textContent = "Silenciar"; buttons.hold.textContent = "Poner en espera";
       stopMeters();
       callInfo.textContent = "";
@@ -152,6 +152,13 @@ const Softphone = (() => {
     window.addEventListener("pagehide", offline);
     window.addEventListener("atiende:event", (ev) => {
       const d = ev.detail || {};
+      if (d.type === "callback.call" && d.state === "ringing_agent" && d.agent === s.creds.uri.slice(4).split("@")[0]) {
+        // The agent asked to call a citizen back: this ring is Atiende calling them first (no transfer: not queued).
+        s.callId = null;
+        s.offered = "devolución de llamada: conteste y se llamará al ciudadano";
+        context.replaceChildren();
+        return;
+      }
       if (d.type !== "call.offered" || (d.agent && d.agent !== s.creds.uri.slice(4).split("@")[0])) return;
       s.callId = d.call_id || null;
       // What the caller went through before reaching the agent: the IVR's path and what they said.
