@@ -108,6 +108,7 @@ async def test_the_agent_answers_then_the_citizen_and_both_are_bridged(setup: Se
     res = await s.api.post(f"/api/v1/callbacks/{cb_id}/call", headers=luis)
     assert res.status_code == 403 and res.json()["error_id"] == "not-your-callback", res.text
     assert (await s.api.post("/api/v1/callbacks/nope/call", headers=ana)).status_code == 404
+    s.rt.settings.agents.wrap_up_s = 2.0
     res = await s.api.post(f"/api/v1/callbacks/{cb_id}/call", headers=ana)
     assert res.status_code == 202, res.text
     assert res.json()["state"] == "ringing_agent" and res.json()["agent"] == "ana"
@@ -126,6 +127,7 @@ async def test_the_agent_answers_then_the_citizen_and_both_are_bridged(setup: Se
     await s.citizen.hangup()
     done = await _ended(s, cb_id, ana)
     assert done["outcome"] == "reached", done
+    assert (await desk.agents.get("ana")).presence == "busy"  # wrap-up, as after a queued call
     await s.ana.wait_event("CALL_CLOSED", within=10)
     await s.citizen.wait_event("CALL_CLOSED", within=10)
 
@@ -137,7 +139,7 @@ async def test_the_agent_answers_then_the_citizen_and_both_are_bridged(setup: Se
     assert record.vars["agent"] == "ana" and record.caller == CITIZEN and record.ended_at is not None
     audit = await s.rt.store.redis.xrange(s.rt.store.keys.audit)
     assert any(fields.get("action") == "callback.call" for _, fields in audit), audit[-3:]
-    assert (await desk.agents.get("ana")).presence == "available"
+    await _presence(s, "ana", "available")
     await desk.auth.create_api_key("t-admin", ["admin"], key="t-admin-key-0123456789")
     report = (await s.api.get("/api/v1/calls/containment", headers={"X-API-Key": "t-admin-key-0123456789"})).json()
     assert report["calls"] == 0, report  # an outbound call is no contact the IVR served

@@ -49,6 +49,12 @@ Ending = Literal["agent_no_answer", "agent_hung_up", "failed"]
 STATE_TTL_S = 24 * 3600
 ACTIVE_TTL_S = 3600  # a node killed mid-call leaves the callback callable again after this
 ITEM_PREFIX = "callback-call:"  # the agent's `current` while busy with such a call
+# The callback's "a call is in progress" mark goes only if it is still this call's (one that outlived its TTL may
+# have been replaced by a newer call's).
+_CLEAR_ACTIVE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 class CallbackCallState(BaseModel):
@@ -147,10 +153,10 @@ class CallbackCalls:
         try:
             before = await self._desk.hold(agent_id, item)
         except BaseException:
-            await r.delete(k.callback_call_active(cb.id))
+            await self._clear(cb.id, call_id)
             raise
         if before is None:
-            await r.delete(k.callback_call_active(cb.id))
+            await self._clear(cb.id, call_id)
             raise Conflict("Ya está en una llamada (o acaba de terminar una): espere a estar libre.",
                            {"agent": agent_id}, error_id="agent-busy")
         st = CallbackCallState(id=call_id, callback_id=cb.id, agent=agent_id, actor=actor, state="ringing_agent",
@@ -160,7 +166,7 @@ class CallbackCalls:
         except BaseException:
             with contextlib.suppress(Exception):
                 await self._desk.release(agent_id, item, before)
-                await r.delete(k.callback_call_active(cb.id))
+                await self._clear(cb.id, call_id)
             raise
         task = asyncio.create_task(self._run(st, cb, number.e164, uri, dialer, before), name=f"callback-{call_id}")
         self._tasks.add(task)
@@ -179,6 +185,9 @@ class CallbackCalls:
             await asyncio.wait(set(self._tasks), timeout=within)
 
     # ---- the call -------------------------------------------------------------------------------------------
+
+    async def _clear(self, callback_id: str, call_id: str) -> None:
+        await self._store.redis.eval(_CLEAR_ACTIVE, 1, self._store.keys.callback_call_active(callback_id), call_id)
 
     async def _save(self, st: CallbackCallState) -> None:
         await self._store.redis.set(self._store.keys.callback_call(st.callback_id), st.model_dump_json(),
@@ -278,7 +287,6 @@ class CallbackCalls:
                       connected: bool) -> None:
         """The attempt on the callback and its ticket (when the citizen's number was dialled), the call record,
         the agent back (after wrap-up when they talked), the callback callable again."""
-        r, k = self._store.redis, self._store.keys
         if st.outcome is not None:
             try:
                 await self._callbacks.record_attempt(cb.id, st.outcome, st.actor, st.note)
@@ -301,7 +309,7 @@ class CallbackCalls:
                     self.on_ended(session)
         await self._progress(st, "ended")
         with contextlib.suppress(*REDIS_ERRORS):
-            await r.delete(k.callback_call_active(cb.id))
+            await self._clear(cb.id, st.id)
         item = ITEM_PREFIX + st.id
         wrap_up = self._settings().agents.wrap_up_s
         if connected and wrap_up > 0:
