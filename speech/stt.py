@@ -589,17 +589,25 @@ class WhisperEngine:
         return self.model.encode(features)
 
     def choose(self, audio: np.ndarray, rate: int, closed: ClosedSet) -> tuple[str | None, float]:
-        """(the value of `closed` the audio says, or None; its margin): each phrase scored as the log-probability of
-        its tokens and the end of text, teacher-forced in one batch on one encoding (~0.25 s for twenty phrases).
+        """(the value of `closed` the audio says, or None; its margin): `score_phrases`, then `pick`."""
+        scores = self.score_phrases(audio, rate, closed)
+        if not scores:
+            return None, 0.0
+        return pick([(value, score) for value, _, score in scores], closed.margin)
+
+    def score_phrases(self, audio: np.ndarray, rate: int, closed: ClosedSet) -> list[tuple[str | None, str, float]]:
+        """(value or None for a filler, phrase, score) for every phrase of `closed`, or [] for audio too short, too
+        long or silent: each phrase scored as the log-probability of its tokens and the end of text, teacher-forced
+        in one batch on one encoding (~0.25 s for twenty phrases).
 
         CTranslate2 treats the tokens after the start sequence as a forced prefix and, with `return_logits_vocab`,
         returns the distribution at every step of it: step j scores the prefix's token j."""
         x = resample(audio, rate, 16000)
         if x.size < 1600 or x.size > closed.max_s * 16000 or float(np.sqrt(np.mean(x * x))) < 1e-3:
-            return None, 0.0
+            return []
         phrases = closed.phrases()
         if not phrases:
-            return None, 0.0
+            return []
         start = [*self._tok.sot_sequence, self._tok.no_timestamps]
         token_lists = [self._tok.encode(" " + form.strip()) for _, form in phrases]
         prompts = [start + ids for ids in token_lists]
@@ -615,7 +623,7 @@ class WhisperEngine:
             out = self.model.model.generate(
                 batch, prompts, beam_size=1, max_length=min(self.model.max_length, len(start) + 2 * longest + 4),
                 return_logits_vocab=True, suppress_blank=False, suppress_tokens=[])
-        scores: list[tuple[str | None, float]] = []
+        scores: list[tuple[str | None, str, float]] = []
         for (value, form), ids, res in zip(phrases, token_lists, out, strict=True):
             steps = res.logits[0]
             if len(steps) < len(ids) + 1:
@@ -626,8 +634,8 @@ class WhisperEngine:
                 v = np.asarray(steps[j], dtype=np.float64).reshape(-1)
                 top = float(v.max())
                 total += float(v[tok]) - (top + math.log(float(np.exp(v - top).sum())))
-            scores.append((value, total))
-        return pick(scores, closed.margin)
+            scores.append((value, form, total))
+        return scores
 
     def _hotwords(self, hints: list[str] | None, grammar: list[str] | None) -> str | None:
         """Grammar phrases always; the routing hints only when `hotwords` is on, within a character budget
