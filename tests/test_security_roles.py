@@ -90,6 +90,8 @@ DECISIONS: dict[tuple[str, str], Decision] = {
     ("GET", "/api/v1/callbacks"): STAFF, ("POST", "/api/v1/callbacks"): STAFF,
     ("GET", "/api/v1/callbacks/{callback_id}"): STAFF, ("POST", "/api/v1/callbacks/next"): STAFF,
     ("POST", "/api/v1/callbacks/{callback_id}/claim"): STAFF, ("POST", "/api/v1/callbacks/{callback_id}/attempts"): STAFF,
+    # the holder of the claim (or a supervisor), on their own phone: checked in the route (tests/test_callback_call_e2e.py)
+    ("POST", "/api/v1/callbacks/{callback_id}/call"): STAFF, ("GET", "/api/v1/callbacks/{callback_id}/call"): STAFF,
     ("GET", "/api/v1/voicemails/{call_id}/audio"): STAFF,
     ("GET", "/api/v1/softphone/credentials"): STAFF, ("POST", "/api/v1/softphone/offline"): STAFF,
     # supervision and recording of agent calls (issue 18.2, 18.6)
